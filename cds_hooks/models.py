@@ -1,0 +1,211 @@
+"""CDS Hooks 2.0 wire models.
+
+Outgoing objects serialise with no ``null`` and no empty string, list or object (checklist
+A-2..A-4); the only empty array ever sent is ``{"cards": []}`` / ``{"services": []}`` (A-3).
+Incoming objects are lenient: unknown members and ``extension`` objects are accepted (A-5, C-8).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
+
+JsonObject = dict[str, Any]
+
+Indicator = Literal["info", "warning", "critical"]
+SelectionBehavior = Literal["at-most-one", "any"]
+ActionType = Literal["create", "update", "delete"]
+LinkType = Literal["absolute", "smart"]
+FeedbackOutcome = Literal["accepted", "overridden"]
+
+
+def _is_empty(value: Any) -> bool:
+    return value is None or (isinstance(value, str | list | dict | tuple) and len(value) == 0)
+
+
+def prune(value: Any) -> Any:
+    """Drop ``None`` and empty members recursively (A-2, A-3, A-4)."""
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            pruned = prune(item)
+            if not _is_empty(pruned):
+                out[key] = pruned
+        return out
+    if isinstance(value, list | tuple):
+        return [p for p in (prune(v) for v in value) if not _is_empty(p)]
+    return value
+
+
+class WireModel(BaseModel):
+    """Base for outgoing objects: camelCase as in the spec, nothing null or empty on the wire."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_serializer(mode="wrap")
+    def _serialize(self, handler: Any) -> Any:
+        return prune(handler(self))
+
+
+class Coding(WireModel):
+    """CDS Hooks Coding (R-28): ``code`` and ``system`` required, ``display`` conditional."""
+
+    code: str
+    system: str
+    display: str | None = None
+
+
+class Source(WireModel):
+    label: str
+    url: str | None = None
+    icon: str | None = None
+    topic: Coding | None = None
+
+
+class Action(WireModel):
+    type: ActionType
+    description: str
+    resource: JsonObject | None = None
+    resource_id: str | None = Field(default=None, alias="resourceId")
+
+
+class Suggestion(WireModel):
+    label: str
+    uuid: str | None = None
+    is_recommended: bool | None = Field(default=None, alias="isRecommended")
+    actions: tuple[Action, ...] = ()
+
+
+class Link(WireModel):
+    label: str
+    url: str
+    type: LinkType
+    app_context: str | None = Field(default=None, alias="appContext")
+    autolaunchable: bool | None = None
+
+
+class Card(WireModel):
+    summary: str
+    indicator: Indicator
+    source: Source
+    uuid: str | None = None
+    detail: str | None = None
+    suggestions: tuple[Suggestion, ...] = ()
+    selection_behavior: SelectionBehavior | None = Field(default=None, alias="selectionBehavior")
+    override_reasons: tuple[Coding, ...] = Field(default=(), alias="overrideReasons")
+    links: tuple[Link, ...] = ()
+
+    @field_validator("summary")
+    @classmethod
+    def _summary_under_140(cls, value: str) -> str:
+        # R-5: "one-sentence summary ... under 140 characters".
+        if not value or len(value) >= 140:
+            raise ValueError("card summary must be 1 to 139 characters")
+        return value
+
+    @field_validator("override_reasons")
+    @classmethod
+    def _reasons_have_display(cls, value: tuple[Coding, ...]) -> tuple[Coding, ...]:
+        # R-14: every override reason MUST carry a display.
+        if any(not coding.display for coding in value):
+            raise ValueError("every overrideReason needs a display")
+        return value
+
+    @model_validator(mode="after")
+    def _selection_behavior_with_suggestions(self) -> Card:
+        # R-13: selectionBehavior is required whenever suggestions are present.
+        if self.suggestions and self.selection_behavior is None:
+            raise ValueError("selectionBehavior is required when suggestions are present")
+        return self
+
+
+class CdsResponse(WireModel):
+    cards: tuple[Card, ...] = ()
+    system_actions: tuple[Action, ...] = Field(default=(), alias="systemActions")
+
+    @model_serializer(mode="wrap")
+    def _serialize(self, handler: Any) -> Any:
+        body = prune(handler(self))
+        body.setdefault("cards", [])  # the one empty array the spec allows (A-3)
+        return body
+
+
+class ServiceDescriptor(WireModel):
+    """One entry of the discovery response (B-4..B-6)."""
+
+    hook: str
+    id: str
+    title: str
+    description: str
+    prefetch: dict[str, str] = Field(default_factory=dict)
+    usage_requirements: str | None = Field(default=None, alias="usageRequirements")
+    extension: JsonObject | None = None
+
+
+class DiscoveryResponse(WireModel):
+    services: tuple[ServiceDescriptor, ...] = ()
+
+    @model_serializer(mode="wrap")
+    def _serialize(self, handler: Any) -> Any:
+        body = prune(handler(self))
+        body.setdefault("services", [])
+        return body
+
+
+# ---------------------------------------------------------------- incoming (lenient)
+
+
+class Incoming(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class FhirAuthorization(Incoming):
+    """``fhirAuthorization`` (C-5). The token is transient: never stored or logged (C-9)."""
+
+    access_token: str
+    token_type: str
+    expires_in: int | None = None
+    scope: str | None = None
+    subject: str | None = None
+    patient: str | None = None
+
+    def __repr__(self) -> str:  # keep the token out of any accidental log line
+        return f"FhirAuthorization(token_type={self.token_type!r}, scope={self.scope!r})"
+
+    __str__ = __repr__
+
+
+class CdsRequest(Incoming):
+    """A hook invocation (C-2..C-8)."""
+
+    hook: str
+    hook_instance: str = Field(alias="hookInstance")
+    fhir_server: str | None = Field(default=None, alias="fhirServer")
+    fhir_authorization: FhirAuthorization | None = Field(default=None, alias="fhirAuthorization")
+    context: JsonObject
+    prefetch: dict[str, Any] | None = None
+    extension: JsonObject | None = None
+
+
+class OverrideReason(Incoming):
+    reason: JsonObject | None = None
+    user_comment: str | None = Field(default=None, alias="userComment")
+
+
+class AcceptedSuggestion(Incoming):
+    id: str
+
+
+class FeedbackItem(Incoming):
+    card: str
+    outcome: FeedbackOutcome
+    outcome_timestamp: str = Field(alias="outcomeTimestamp")
+    accepted_suggestions: list[AcceptedSuggestion] | None = Field(
+        default=None, alias="acceptedSuggestions"
+    )
+    override_reason: OverrideReason | None = Field(default=None, alias="overrideReason")
+
+
+class FeedbackRequest(Incoming):
+    feedback: list[FeedbackItem]

@@ -1,0 +1,208 @@
+"""The therapy domain model: what the billing rules see.
+
+Version-free, frozen and typed. Everything FHIR-specific (R4 ``performedPeriod`` vs R5
+``occurrencePeriod``, ``reasonCode`` vs ``reason``, Claim items vs project extensions) is resolved
+by the mappers before a value lands here, so the rules never look at FHIR JSON.
+
+Times are timezone-aware UTC ``datetime`` values; dates of service are local calendar dates taken
+from the start timestamp's own offset (rule I-2.4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from enum import StrEnum
+
+CPT_SYSTEM = "http://www.ama-assn.org/go/cpt"
+HCPCS_SYSTEM = "http://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets"
+EXTENSION_BASE = "https://therapy-cds.github.io/fhir/StructureDefinition/"
+EXT_BILLING_MODIFIER = EXTENSION_BASE + "billing-modifier"
+EXT_BILLED_UNITS = EXTENSION_BASE + "billed-units"
+EXT_DELIVERY_MODE = EXTENSION_BASE + "therapy-delivery-mode"
+EXT_PLAN_CERTIFICATION = EXTENSION_BASE + "plan-certification"
+
+
+class FhirVersion(StrEnum):
+    """The FHIR release a request's resources are shaped as (one per request)."""
+
+    R4 = "R4"  # R4 and R4B share every shape this product reads
+    R5 = "R5"
+
+
+class Discipline(StrEnum):
+    """Therapy discipline / plan of care (R-G1: GP, GO, GN)."""
+
+    PT = "PT"
+    OT = "OT"
+    SLP = "SLP"
+    UNKNOWN = "UNKNOWN"
+
+
+class DeliveryMode(StrEnum):
+    """One-on-one or group delivery (R-H8)."""
+
+    INDIVIDUAL = "individual"
+    GROUP = "group"
+
+
+class TimingKind(StrEnum):
+    """How the time of a service was recorded (R-H2, I-2.3)."""
+
+    PERIOD = "period"  # a Period: start and/or end with time of day
+    INSTANT = "instant"  # a single dateTime with time of day: no duration
+    DATE = "date"  # date-only or partial (YYYY, YYYY-MM) precision: no time of day
+    NONE = "none"  # nothing usable (absent, string, Age, Range, Timing)
+
+
+class ChargeSource(StrEnum):
+    """Where a billed line came from."""
+
+    DRAFT_ORDER = "draft-order"  # ServiceRequest in context.draftOrders (or a bundle)
+    CLAIM = "claim"  # Claim.item linked to a Procedure
+
+
+@dataclass(frozen=True, slots=True)
+class TimedService:
+    """One documented therapy service: a Procedure coded in CPT or HCPCS.
+
+    ``start``/``end`` are set only when the recorded value has a time of day (UTC).
+    ``service_date`` is the local date of the start (own offset), else of the end, else the
+    recorded date, else the encounter's start date; ``None`` when nothing gives a date.
+    """
+
+    ref: str  # "Procedure/p1", or the entry's fullUrl ("urn:uuid:...") when it has no id
+    code: str
+    system: str
+    status: str
+    timing: TimingKind
+    start: datetime | None
+    end: datetime | None
+    service_date: date | None
+    spans_midnight: bool  # end falls on a later local date than start (start's offset)
+    patient: str | None  # "Patient/x"
+    encounter: str | None  # "Encounter/x"
+    performers: tuple[str, ...] = ()
+    body_sites: tuple[str, ...] = ()  # "system|code" (or "text:..." when only text)
+    delivery_mode: DeliveryMode = DeliveryMode.INDIVIDUAL
+    subject_is_group: bool = False
+    modifiers: tuple[str, ...] = ()  # billing modifiers on this line (extension or Claim.item)
+    billed_units: int | None = None  # billed-units extension or linked Claim.item.quantity
+    plan_refs: tuple[str, ...] = ()  # basedOn references, normalised ("CarePlan/cp1")
+    has_reason: bool = False  # reasonCode / reasonReference (R4) or reason (R5) present
+    display: str | None = None
+
+    @property
+    def minutes(self) -> int | None:
+        """Whole minutes between start and end (R-H10: seconds summed, then floored)."""
+        if self.start is None or self.end is None or self.end < self.start:
+            return None
+        return int((self.end - self.start).total_seconds() // 60)
+
+    @property
+    def seconds(self) -> int | None:
+        if self.start is None or self.end is None or self.end < self.start:
+            return None
+        return int((self.end - self.start).total_seconds())
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """A billed line: a draft ServiceRequest or a Claim item, with units and modifiers."""
+
+    ref: str  # "ServiceRequest/sr1" or "Claim/c1#item-2"
+    source: ChargeSource
+    code: str
+    system: str
+    units: int | None
+    modifiers: tuple[str, ...] = ()
+    patient: str | None = None
+    service_date: date | None = None  # occurrence / servicedDate when recorded
+    status: str | None = None
+    procedure_refs: tuple[str, ...] = ()  # Procedures this line bills (Claim linkage)
+    plan_refs: tuple[str, ...] = ()  # basedOn references
+
+
+@dataclass(frozen=True, slots=True)
+class PlanOfCare:
+    """A therapy plan of care: a CarePlan, or a ServiceRequest used as the treatment plan."""
+
+    ref: str  # "CarePlan/cp1" / "ServiceRequest/sr1"
+    kind: str  # "CarePlan" | "ServiceRequest"
+    status: str | None
+    start: date | None  # period start (local date)
+    end: date | None
+    certifications: tuple[date, ...] = ()  # plan-certification extension dates
+    discipline: Discipline = Discipline.UNKNOWN
+    patient: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EncounterInfo:
+    """The parts of an Encounter the rules use (R-H5)."""
+
+    ref: str
+    status: str | None
+    start: datetime | None
+    end: datetime | None
+    service_date: date | None
+    patient: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MappingIssue:
+    """One input problem: which entry, which field, why. The entry is skipped, never fatal."""
+
+    location: str  # e.g. "entry[3]", "prefetch.procedures.entry[0]", "line 12"
+    message: str
+    resource: str | None = None  # "Procedure/p1" when known
+    field: str | None = None  # "performedPeriod.start"
+
+
+@dataclass(frozen=True, slots=True)
+class TherapyRecord:
+    """Everything one input (bundle, request, export chunk) says about therapy services."""
+
+    fhir_version: FhirVersion | None
+    services: tuple[TimedService, ...] = ()
+    charges: tuple[Charge, ...] = ()
+    plans: Mapping[str, PlanOfCare] = field(default_factory=dict)
+    encounters: Mapping[str, EncounterInfo] = field(default_factory=dict)
+    issues: tuple[MappingIssue, ...] = ()
+    resources_read: int = 0
+    resources_out_of_scope: int = 0
+
+
+class SetAsideReason(StrEnum):
+    """Why a service is not part of any visit (reported as a top-level finding)."""
+
+    IGNORED_STATUS = "ignored-status"  # not completed (R-H6, I-2.1)
+    NO_DATE = "no-date"  # nothing gives a date of service
+    NO_PATIENT = "no-patient"  # subject missing or unresolvable
+
+
+@dataclass(frozen=True, slots=True)
+class SetAside:
+    service: TimedService
+    reason: SetAsideReason
+
+
+@dataclass(frozen=True, slots=True)
+class TherapyVisit:
+    """One patient, one date of service, one discipline (R-B2, R-B2a, I-2.4, I-2.5)."""
+
+    patient: str
+    service_date: date
+    discipline: Discipline
+    services: tuple[TimedService, ...]  # completed services only, in start order
+    charges: tuple[Charge, ...] = ()
+    plans: tuple[PlanOfCare, ...] = ()  # resolved plans referenced by services or charges
+    unresolved_plan_refs: tuple[str, ...] = ()  # basedOn targets not present in the input
+    encounters: tuple[EncounterInfo, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class VisitGrouping:
+    visits: tuple[TherapyVisit, ...]
+    set_aside: tuple[SetAside, ...] = ()

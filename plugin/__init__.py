@@ -1,0 +1,1 @@
+"""The therapy billing plugin: rules, findings -> cards, services, app, settings, storage, CLI."""
