@@ -1,0 +1,16 @@
+"""The ``therapy-cds`` command line: serve, check, invoke, audit.
+
+Each command lives in its own module and registers itself on :data:`app`.
+"""
+
+from __future__ import annotations
+
+from plugin.cli import serve as _serve  # noqa: F401  (registers the command)
+from plugin.cli._app import app
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,56 @@
+"""``therapy-cds serve``: run the service with uvicorn."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+from pydantic import ValidationError
+
+from plugin.cli._app import app
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Interface to bind."),
+    port: int = typer.Option(8000, help="TCP port."),
+    workers: int = typer.Option(1, min=1, help="Worker processes."),
+    dev: bool = typer.Option(
+        False, "--dev", help="Development mode: client authentication OFF. Never in production."
+    ),
+) -> None:
+    """Run the CDS Hooks service (discovery at /cds-services)."""
+    import uvicorn
+
+    from plugin.settings import Settings
+
+    if dev:
+        # Through the environment so that every worker process sees the same settings.
+        os.environ["THERAPY_CDS_DEV_MODE"] = "true"
+        os.environ["THERAPY_CDS_REQUIRE_AUTH"] = "false"
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        for error in exc.errors():
+            typer.echo(f"therapy-cds: configuration error: {error['msg']}", err=True)
+        raise typer.Exit(2) from None
+    if not settings.require_auth:
+        typer.secho(
+            "*** DEVELOPMENT MODE: client authentication is OFF. Any caller can invoke the "
+            "services. Do not expose this instance to patient data. ***",
+            fg=typer.colors.RED,
+            bold=True,
+            err=True,
+        )
+    typer.echo(f"therapy-cds: discovery at http://{host}:{port}/cds-services", err=True)
+    sys.stderr.flush()
+    uvicorn.run(
+        "plugin.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+    )

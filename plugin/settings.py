@@ -1,0 +1,99 @@
+"""All configuration in one place: environment variables with the ``THERAPY_CDS_`` prefix.
+
+The names and defaults are fixed by the product contract. Unsafe combinations are refused at
+start-up with a message that says what to change, rather than discovered on the first request.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+PayerRule = Literal["cms", "ama"]
+PairRule = Literal["cms", "strict"]
+
+SANDBOX_ORIGIN = "https://sandbox.cds-hooks.org"
+
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Service settings (product contract, "Settings")."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="THERAPY_CDS_", extra="ignore", frozen=True, validate_default=True
+    )
+
+    payer_rule: PayerRule = "cms"
+    pair_interval_rule: PairRule = "cms"
+    database_url: str = "sqlite:///./therapy-cds.db"
+    require_auth: bool = True
+    trusted_issuers_file: Path | None = None
+    public_base_url: str | None = None
+    fhir_server_allowlist: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=lambda: [SANDBOX_ORIGIN])
+    # Beyond the contract: call an allow-listed fhirServer without a token when the request
+    # carries none (the public sandbox's open servers, checklist P-12). Off in production.
+    allow_unauthenticated_fhir: bool = False
+    fhir_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
+    fhir_deadline_seconds: float = Field(default=4.0, gt=0, le=60)
+    # Development mode: set by `therapy-cds serve --dev` (and so `make serve`); announced loudly.
+    dev_mode: bool = False
+    log_level: str = "INFO"
+
+    @field_validator("fhir_server_allowlist", "cors_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        return _split_commas(value)
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip().rstrip("/")
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("THERAPY_CDS_PUBLIC_BASE_URL must be an absolute http(s) URL")
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_unsafe(self) -> Settings:
+        if self.require_auth and not self.dev_mode:
+            missing = [
+                name
+                for name, value in (
+                    ("THERAPY_CDS_TRUSTED_ISSUERS_FILE", self.trusted_issuers_file),
+                    ("THERAPY_CDS_PUBLIC_BASE_URL", self.public_base_url),
+                )
+                if value is None
+            ]
+            if missing:
+                raise ValueError(
+                    "client authentication is on (THERAPY_CDS_REQUIRE_AUTH=true) but "
+                    + " and ".join(missing)
+                    + " is not set; set it, or run `therapy-cds serve --dev` for local development"
+                )
+            if self.trusted_issuers_file is not None and not self.trusted_issuers_file.is_file():
+                raise ValueError(
+                    f"THERAPY_CDS_TRUSTED_ISSUERS_FILE points to {self.trusted_issuers_file}, "
+                    "which is not a readable file"
+                )
+        if self.fhir_deadline_seconds < self.fhir_timeout_seconds:
+            raise ValueError(
+                "THERAPY_CDS_FHIR_DEADLINE_SECONDS must be >= THERAPY_CDS_FHIR_TIMEOUT_SECONDS"
+            )
+        return self
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

@@ -1,0 +1,138 @@
+"""Persistence through SQLAlchemy: SQLite by default, PostgreSQL for shared deployments.
+
+Holds card feedback (checklist F-1..F-9). Tables are created on start-up; nothing to install.
+Writes are idempotent (a repeated feedback item is stored once) and committed before the
+endpoint answers, so an acknowledged item is never lost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    func,
+    select,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+
+from cds_hooks.models import FeedbackItem
+
+metadata = MetaData()
+
+feedback_table = Table(
+    "feedback",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    # sha256 of the normalised item: makes repeats of the same feedback idempotent (F-8).
+    Column("fingerprint", String(64), nullable=False, unique=True),
+    Column("service_id", String(128), nullable=False, index=True),
+    Column("card_uuid", String(128), nullable=False, index=True),
+    Column("outcome", String(16), nullable=False),
+    Column("outcome_timestamp", String(40), nullable=False),
+    Column("accepted_suggestions", Text, nullable=True),  # JSON array of suggestion uuids
+    Column("override_reason_system", String(255), nullable=True),
+    Column("override_reason_code", String(128), nullable=True),
+    Column("user_comment", Text, nullable=True),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+)
+
+
+def _fingerprint(service_id: str, item: FeedbackItem) -> tuple[str, dict[str, Any]]:
+    reason = item.override_reason.reason if item.override_reason else None
+    row: dict[str, Any] = {
+        "service_id": service_id,
+        "card_uuid": item.card,
+        "outcome": item.outcome,
+        "outcome_timestamp": item.outcome_timestamp,
+        "accepted_suggestions": (
+            json.dumps(sorted(s.id for s in item.accepted_suggestions))
+            if item.accepted_suggestions
+            else None
+        ),
+        "override_reason_system": str(reason.get("system")) if reason else None,
+        "override_reason_code": str(reason.get("code")) if reason else None,
+        "user_comment": item.override_reason.user_comment if item.override_reason else None,
+    }
+    digest = hashlib.sha256(json.dumps(row, sort_keys=True).encode()).hexdigest()
+    return digest, row
+
+
+def make_engine(database_url: str) -> Engine:
+    """An engine for ``DATABASE_URL``; SQLite gets WAL and a busy timeout for several workers."""
+    url = make_url(database_url)
+    if url.drivername == "postgresql":  # plain postgresql:// means psycopg 3 here
+        url = url.set(drivername="postgresql+psycopg")
+    engine = create_engine(url, pool_pre_ping=True)
+    if url.get_backend_name() == "sqlite":
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+    return engine
+
+
+class SqlFeedbackStore:
+    """:class:`cds_hooks.feedback.FeedbackStore` on SQLAlchemy."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        metadata.create_all(engine)
+
+    def _insert(self) -> Any:
+        name = self.engine.dialect.name
+        if name == "postgresql":
+            return postgresql.insert(feedback_table).on_conflict_do_nothing(
+                index_elements=["fingerprint"]
+            )
+        if name == "sqlite":
+            return sqlite.insert(feedback_table).on_conflict_do_nothing(
+                index_elements=["fingerprint"]
+            )
+        raise RuntimeError(f"unsupported database dialect {name!r}: use SQLite or PostgreSQL")
+
+    def record(self, service_id: str, items: Sequence[FeedbackItem]) -> int:
+        now = datetime.now(UTC)
+        new = 0
+        with self.engine.begin() as connection:
+            for item in items:
+                fingerprint, row = _fingerprint(service_id, item)
+                result = connection.execute(
+                    self._insert().values(fingerprint=fingerprint, received_at=now, **row)
+                )
+                new += result.rowcount or 0
+        return new
+
+    def count(self, service_id: str | None = None) -> int:
+        query = select(func.count()).select_from(feedback_table)
+        if service_id is not None:
+            query = query.where(feedback_table.c.service_id == service_id)
+        with self.engine.connect() as connection:
+            return int(connection.execute(query).scalar_one())
+
+    def outcomes(self, service_id: str | None = None) -> list[dict[str, Any]]:
+        """Stored feedback rows (for reports and tests), oldest first."""
+        query = select(feedback_table).order_by(feedback_table.c.id)
+        if service_id is not None:
+            query = query.where(feedback_table.c.service_id == service_id)
+        with self.engine.connect() as connection:
+            return [dict(row._mapping) for row in connection.execute(query)]
