@@ -1,0 +1,84 @@
+"""Settings: contract names and defaults, comma lists, unsafe values refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from plugin.settings import Settings
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("THERAPY_CDS_"):
+            monkeypatch.delenv(name)
+
+
+def test_contract_defaults_in_dev_mode() -> None:
+    settings = Settings(dev_mode=True)
+    assert settings.payer_rule == "cms"
+    assert settings.pair_interval_rule == "cms"
+    assert settings.database_url == "sqlite:///./therapy-cds.db"
+    assert settings.require_auth is True
+    assert settings.cors_origins == ["https://sandbox.cds-hooks.org"]
+    assert settings.fhir_server_allowlist == []
+
+
+def test_auth_on_without_issuers_is_refused_with_a_useful_message() -> None:
+    with pytest.raises(ValidationError) as info:
+        Settings()
+    message = str(info.value)
+    assert "THERAPY_CDS_TRUSTED_ISSUERS_FILE" in message
+    assert "THERAPY_CDS_PUBLIC_BASE_URL" in message
+    assert "--dev" in message
+
+
+def test_environment_is_read_with_prefix_and_comma_lists(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    issuers = tmp_path / "issuers.json"
+    issuers.write_text("[]")
+    monkeypatch.setenv("THERAPY_CDS_TRUSTED_ISSUERS_FILE", str(issuers))
+    monkeypatch.setenv("THERAPY_CDS_PUBLIC_BASE_URL", "https://cds.example.org/")
+    monkeypatch.setenv("THERAPY_CDS_PAYER_RULE", "ama")
+    monkeypatch.setenv("THERAPY_CDS_PAIR_INTERVAL_RULE", "strict")
+    monkeypatch.setenv(
+        "THERAPY_CDS_FHIR_SERVER_ALLOWLIST", "https://ehr.example.org/fhir, https://b.example.org"
+    )
+    monkeypatch.setenv("THERAPY_CDS_CORS_ORIGINS", "*")
+    settings = Settings()
+    assert settings.public_base_url == "https://cds.example.org"
+    assert settings.payer_rule == "ama"
+    assert settings.pair_interval_rule == "strict"
+    assert settings.fhir_server_allowlist == [
+        "https://ehr.example.org/fhir",
+        "https://b.example.org",
+    ]
+    assert settings.cors_origins == ["*"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("THERAPY_CDS_PAYER_RULE", "medicaid"),
+        ("THERAPY_CDS_PAIR_INTERVAL_RULE", "loose"),
+        ("THERAPY_CDS_PUBLIC_BASE_URL", "cds.example.org"),
+    ],
+)
+def test_bad_values_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    monkeypatch.setenv("THERAPY_CDS_DEV_MODE", "true")
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+def test_missing_issuers_file_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("THERAPY_CDS_TRUSTED_ISSUERS_FILE", str(tmp_path / "absent.json"))
+    monkeypatch.setenv("THERAPY_CDS_PUBLIC_BASE_URL", "https://cds.example.org")
+    with pytest.raises(ValidationError, match="not a readable file"):
+        Settings()
