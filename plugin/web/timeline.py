@@ -1,0 +1,211 @@
+"""The visit timeline: one lane per code, each service a bar from start to end, overlaps marked.
+
+One renderer serves every picture of a visit (the sandbox page, the SMART app, the audit report):
+plain SVG built on the server, so a saved report needs no script and no network to show it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from html import escape
+
+from fhir_mappings.model import TherapyVisit, TimedService
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    ref: str
+    start: datetime
+    end: datetime
+    minutes: int
+    overlapped: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Lane:
+    code: str
+    label: str
+    minutes: int
+    units: int | None
+    bars: tuple[Bar, ...]
+    untimed_refs: tuple[str, ...]  # services of this code with no usable interval
+
+
+@dataclass(frozen=True, slots=True)
+class OverlapSpan:
+    start: datetime
+    end: datetime
+    codes: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Timeline:
+    title: str
+    start: datetime | None
+    end: datetime | None
+    lanes: tuple[Lane, ...]
+    overlaps: tuple[OverlapSpan, ...]
+    pair: str | None = None
+
+
+def _interval(service: TimedService) -> tuple[datetime, datetime] | None:
+    if service.start is None or service.end is None or service.end < service.start:
+        return None
+    return service.start, service.end
+
+
+def find_overlaps(services: Iterable[TimedService]) -> tuple[OverlapSpan, ...]:
+    """Positive-length intersections between intervals of different services (R-H10: touching
+    intervals do not overlap)."""
+    timed = [(s, iv) for s in services if (iv := _interval(s)) is not None]
+    spans: list[OverlapSpan] = []
+    for i, (first, (a_start, a_end)) in enumerate(timed):
+        for second, (b_start, b_end) in timed[i + 1 :]:
+            start, end = max(a_start, b_start), min(a_end, b_end)
+            if end > start:
+                spans.append(OverlapSpan(start, end, tuple(sorted({first.code, second.code}))))
+    return tuple(sorted(spans, key=lambda span: (span.start, span.end, span.codes)))
+
+
+def build_timeline(
+    visit: TherapyVisit,
+    *,
+    units: Mapping[str, int] | None = None,
+    minutes: Mapping[str, int] | None = None,
+    labels: Mapping[str, str] | None = None,
+    pair: str | None = None,
+) -> Timeline:
+    """The picture of one visit. ``units``/``minutes`` come from the rules (after attribution);
+    without them a lane shows its documented minutes."""
+    overlaps = find_overlaps(visit.services)
+    by_code: dict[str, list[TimedService]] = {}
+    for service in visit.services:
+        by_code.setdefault(service.code, []).append(service)
+    lanes = []
+    for code in sorted(by_code):
+        bars = []
+        untimed = []
+        for service in by_code[code]:
+            interval = _interval(service)
+            if interval is None:
+                untimed.append(service.ref)
+                continue
+            start, end = interval
+            overlapped = any(
+                code in span.codes and span.start < end and start < span.end for span in overlaps
+            )
+            bars.append(Bar(service.ref, start, end, service.minutes or 0, overlapped))
+        documented = sum(bar.minutes for bar in bars)
+        lanes.append(
+            Lane(
+                code=code,
+                label=(labels or {}).get(code) or by_code[code][0].display or code,
+                minutes=(minutes or {}).get(code, documented),
+                units=(units or {}).get(code),
+                bars=tuple(sorted(bars, key=lambda bar: (bar.start, bar.end))),
+                untimed_refs=tuple(untimed),
+            )
+        )
+    starts = [bar.start for lane in lanes for bar in lane.bars]
+    ends = [bar.end for lane in lanes for bar in lane.bars]
+    return Timeline(
+        title=f"{visit.service_date.isoformat()} · {visit.discipline.value}",
+        start=min(starts) if starts else None,
+        end=max(ends) if ends else None,
+        lanes=tuple(lanes),
+        overlaps=overlaps,
+        pair=pair,
+    )
+
+
+# ------------------------------------------------------------------------------- rendering
+
+_LANE_HEIGHT = 34
+_LABEL_WIDTH = 190
+_PLOT_WIDTH = 620
+_AXIS_HEIGHT = 26
+_RIGHT = 110
+
+
+def _clock(moment: datetime) -> str:
+    return moment.strftime("%H:%M")
+
+
+def render_svg(timeline: Timeline) -> str:
+    """Self-contained SVG (inline styles, no fonts or scripts to fetch)."""
+    width = _LABEL_WIDTH + _PLOT_WIDTH + _RIGHT
+    height = _AXIS_HEIGHT + _LANE_HEIGHT * max(1, len(timeline.lanes)) + 24
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="timeline" role="img" '
+        f'viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+        f'font-family="system-ui, sans-serif" font-size="12">',
+        f"<title>Visit timeline {escape(timeline.title)}</title>",
+    ]
+    if timeline.start is None or timeline.end is None:
+        parts.append(
+            f'<text x="10" y="{_AXIS_HEIGHT + 14}" fill="#555">No service on this visit has both '
+            "a start and an end time.</text>"
+        )
+    else:
+        span_seconds = max(60.0, (timeline.end - timeline.start).total_seconds())
+
+        def x_of(moment: datetime) -> float:
+            offset = (moment - timeline.start).total_seconds() if timeline.start else 0.0
+            return _LABEL_WIDTH + _PLOT_WIDTH * offset / span_seconds
+
+        # Axis: a tick every 5, 10, 15 or 30 minutes, whichever gives at most ~10 ticks.
+        step = next((m for m in (5, 10, 15, 30, 60) if span_seconds / 60 / m <= 10), 120)
+        tick = timeline.start.replace(second=0, microsecond=0)
+        tick -= timedelta(minutes=tick.minute % step)
+        while tick <= timeline.end:
+            if tick >= timeline.start:
+                x = x_of(tick)
+                parts.append(
+                    f'<line x1="{x:.1f}" y1="{_AXIS_HEIGHT - 6}" x2="{x:.1f}" y2="{height - 20}" '
+                    'stroke="#e3e3e3"/>'
+                    f'<text x="{x:.1f}" y="{_AXIS_HEIGHT - 10}" text-anchor="middle" '
+                    f'fill="#666">{_clock(tick)}Z</text>'
+                )
+            tick += timedelta(minutes=step)
+        for span in timeline.overlaps:
+            x0, x1 = x_of(span.start), x_of(span.end)
+            parts.append(
+                f'<rect class="overlap" x="{x0:.1f}" y="{_AXIS_HEIGHT}" '
+                f'width="{max(1.0, x1 - x0):.1f}"'
+                f' height="{_LANE_HEIGHT * len(timeline.lanes)}" fill="#d93025" fill-opacity="0.15"'
+                f' stroke="#d93025" stroke-dasharray="3 2"><title>Overlap {_clock(span.start)}–'
+                f"{_clock(span.end)}Z: {escape(' / '.join(span.codes))}</title></rect>"
+            )
+    for index, lane in enumerate(timeline.lanes):
+        y = _AXIS_HEIGHT + index * _LANE_HEIGHT
+        parts.append(
+            f'<g class="lane" data-code="{escape(lane.code)}">'
+            f'<text x="8" y="{y + 15}" font-weight="600">{escape(lane.code)}</text>'
+            f'<text x="8" y="{y + 28}" fill="#666" font-size="10">{escape(lane.label[:30])}</text>'
+        )
+        if timeline.start is not None and timeline.end is not None:
+            for bar in lane.bars:
+                x0, x1 = x_of(bar.start), x_of(bar.end)
+                colour = "#d93025" if bar.overlapped else "#1a73e8"
+                parts.append(
+                    f'<rect class="bar{" overlapped" if bar.overlapped else ""}" '
+                    f'data-ref="{escape(bar.ref)}" x="{x0:.1f}" y="{y + 6}" '
+                    f'width="{max(2.0, x1 - x0):.1f}" height="{_LANE_HEIGHT - 12}" rx="3" '
+                    f'fill="{colour}" fill-opacity="0.85"><title>{escape(bar.ref)}: '
+                    f"{_clock(bar.start)}–{_clock(bar.end)}Z, {bar.minutes} min</title></rect>"
+                )
+        units = "" if lane.units is None else f" · {lane.units} u"
+        missing = f" · {len(lane.untimed_refs)} untimed" if lane.untimed_refs else ""
+        parts.append(
+            f'<text x="{_LABEL_WIDTH + _PLOT_WIDTH + 8}" y="{y + 20}" fill="#333">'
+            f"{lane.minutes} min{units}{missing}</text></g>"
+        )
+    if timeline.pair:
+        parts.append(
+            f'<text x="8" y="{height - 6}" fill="#333">97140/97530 pair: '
+            f"{escape(timeline.pair)}</text>"
+        )
+    parts.append("</svg>")
+    return "".join(parts)
