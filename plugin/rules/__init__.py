@@ -1,0 +1,1 @@
+"""The billing rule book as pure functions: visits in, findings out."""

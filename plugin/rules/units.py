@@ -1,0 +1,414 @@
+"""Timed-code units: the CMS 8-minute rule, the AMA midpoint rule, and the unit findings.
+
+Pure unit math: :func:`units` (R-B3 / R-C1), :func:`cms_allocations` (R-B2..R-B8, all tied
+allocations, R-B6) and :func:`ama_units` (R-C2). :func:`assess_units` applies them to one visit
+after group exclusion (I-2.6) and interval attribution (R-F4, I-2.7) and reports
+E-GROUP-NOT-ONE-ON-ONE, W-OVERLAP, I-COMBINE-LINES, W-MIN-UNDER-8, W-CODE-ZERO-UNITS, I-TIE and
+E-UNITS-EXCEED (I-3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from itertools import combinations
+from types import MappingProxyType
+from typing import Literal
+
+from fhir_mappings.model import DeliveryMode, TherapyVisit, TimedService
+from plugin.rules.billing import BillingLine
+from plugin.rules.catalogue import RuleId
+from plugin.rules.code_catalog import CodeCatalog
+from plugin.rules.findings import Finding, FindingFacts, Fix, make_finding
+from plugin.rules.intervals import Overlap, attribute_minutes
+
+PayerRule = Literal["cms", "ama"]
+Allocation = Mapping[str, int]
+GROUP_CODE = "97150"
+
+
+def units(total_minutes: int) -> int:
+    """Units for a number of timed minutes: 0 under 8, then one per 15 from 8 (R-B3, R-C1)."""
+    return 0 if total_minutes < 8 else (total_minutes + 7) // 15
+
+
+def _frozen(allocation: Mapping[str, int]) -> Allocation:
+    return MappingProxyType({code: allocation[code] for code in sorted(allocation)})
+
+
+def cms_allocations(minutes: Mapping[str, int]) -> tuple[Allocation, ...]:
+    """Every acceptable CMS allocation of the day's timed units to codes (R-B2..R-B8).
+
+    ``N = units(sum of minutes)``; each code gets ``minutes // 15`` (R-B4); the remaining
+    ``N - sum`` units go one each to the codes with the largest remainders ``minutes % 15``
+    (R-B5, R-B6 step 3). When remainders tie at the cut, every choice among the tied codes is
+    acceptable (R-B6 step 4) and all are returned, ordered by the tuple of codes that receive
+    the extra unit. Each allocation sums to exactly ``N`` (R-B7).
+    """
+    codes = sorted(minutes)
+    total = sum(minutes[c] for c in codes)
+    base = {c: minutes[c] // 15 for c in codes}
+    remaining = units(total) - sum(base.values())
+    if remaining <= 0:
+        return (_frozen(base),)
+    by_remainder = sorted(codes, key=lambda c: (-(minutes[c] % 15), c))
+    cut = minutes[by_remainder[remaining - 1]] % 15
+    sure = [c for c in codes if minutes[c] % 15 > cut]
+    tied = [c for c in codes if minutes[c] % 15 == cut]
+    result: list[Allocation] = []
+    for extra in combinations(tied, remaining - len(sure)):
+        allocation = dict(base)
+        for c in (*sure, *extra):
+            allocation[c] += 1
+        result.append(_frozen(allocation))
+    return tuple(result)
+
+
+def ama_units(minutes: Mapping[str, int]) -> Allocation:
+    """AMA / CPT midpoint rule: each code counted on its own, no pooling, no cap (R-C2)."""
+    return _frozen({code: units(m) for code, m in minutes.items()})
+
+
+def allocations_for(minutes: Mapping[str, int], payer_rule: PayerRule) -> tuple[Allocation, ...]:
+    """The acceptable allocations under the payer's unit rule (R-B6 or R-C2)."""
+    if payer_rule == "ama":
+        return (ama_units(minutes),)
+    return cms_allocations(minutes)
+
+
+@dataclass(frozen=True, slots=True)
+class UnitAssessment:
+    """Minutes and units of one visit (I-2.6 .. I-3)."""
+
+    payer_rule: PayerRule
+    raw_minutes: Mapping[str, int]  # documented minutes per timed code, before attribution
+    minutes: Mapping[str, int]  # attributed minutes per timed code (same keys)
+    total_timed_minutes: int
+    units_allowed_total: int
+    allocations: tuple[Allocation, ...]  # every acceptable allocation
+    chosen: tuple[Allocation, ...]  # those consistent with the billed units (else all)
+    counted: tuple[TimedService, ...]  # timed services whose minutes count
+    group_excluded: tuple[TimedService, ...]
+    overlaps: tuple[Overlap, ...]
+    findings: tuple[Finding, ...]
+
+    @property
+    def units(self) -> Allocation:
+        """The allocation reported as ``units``: the billed one when it is acceptable."""
+        return self.chosen[0]
+
+    def max_allowed(self, code: str) -> int:
+        """The most units any acceptable allocation gives ``code``."""
+        return max(a.get(code, 0) for a in self.allocations)
+
+
+def _is_group(service: TimedService) -> bool:
+    return service.delivery_mode is DeliveryMode.GROUP or service.subject_is_group
+
+
+def _describe(allocation: Allocation) -> str:
+    return " + ".join(f"{code} x {n}" for code, n in allocation.items())
+
+
+def assess_units(
+    visit: TherapyVisit,
+    *,
+    payer_rule: PayerRule,
+    codes: CodeCatalog,
+    lines: Mapping[str, BillingLine],
+    pair: tuple[str, str] | None,
+) -> UnitAssessment:
+    """Minutes, units and unit findings for one visit (I-2.6, I-2.7, I-2.8, I-3).
+
+    ``pair`` is the NCCI (column 1, column 2) of the 97140/97530 edit, whose overlapping
+    minutes go to column 1 (R-F4).
+    """
+    timed = [s for s in visit.services if codes.is_timed(s.code)]
+    group = tuple(s for s in timed if codes.is_one_on_one(s.code) and _is_group(s))
+    counted = tuple(s for s in timed if s not in group)
+    attribution = attribute_minutes(counted, is_one_on_one=codes.is_one_on_one, pair=pair)
+    documented = [c for c, m in attribution.raw_minutes.items() if m > 0]
+    raw = MappingProxyType({c: attribution.raw_minutes[c] for c in documented})
+    minutes = MappingProxyType({c: attribution.minutes[c] for c in documented})
+    total = sum(minutes.values())
+    allocations = allocations_for(minutes, payer_rule)
+    allowed_total = units(total) if payer_rule == "cms" else sum(allocations[0].values())
+
+    billed = {
+        code: line.billed_units
+        for code, line in lines.items()
+        if line.billed_units is not None and codes.is_timed(code)
+    }
+    consistent = tuple(a for a in allocations if all(a.get(c, 0) == b for c, b in billed.items()))
+    chosen = consistent or allocations
+
+    findings: list[Finding] = []
+    findings += _group_findings(group, lines, visit)
+    findings += _overlap_findings(attribution.overlaps)
+    findings += _combine_findings(counted, minutes, chosen, lines)
+    findings += _threshold_findings(payer_rule, raw, minutes, total, chosen, lines, codes)
+    if len(allocations) > 1:
+        tied = sorted({c for a in allocations for c in a if a[c] != allocations[0][c]})
+        options = "; or ".join(_describe(a) for a in allocations)
+        findings.append(
+            make_finding(
+                RuleId.I_TIE,
+                codes=tied,
+                resources=[s.ref for s in counted if s.code in tied],
+                message=(
+                    f"The remaining minutes of {', '.join(tied)} are equal, so any of these"
+                    f" allocations is acceptable: {options}."
+                ),
+                facts=FindingFacts(allocations=allocations, units_allowed=allowed_total),
+            )
+        )
+    findings += _exceed_findings(payer_rule, allocations, chosen, allowed_total, billed, lines)
+    return UnitAssessment(
+        payer_rule=payer_rule,
+        raw_minutes=raw,
+        minutes=minutes,
+        total_timed_minutes=total,
+        units_allowed_total=allowed_total,
+        allocations=allocations,
+        chosen=chosen,
+        counted=counted,
+        group_excluded=group,
+        overlaps=attribution.overlaps,
+        findings=tuple(findings),
+    )
+
+
+def _group_findings(
+    group: Sequence[TimedService], lines: Mapping[str, BillingLine], visit: TherapyVisit
+) -> list[Finding]:
+    """E-GROUP-NOT-ONE-ON-ONE per code delivered to a group (R-F2, R-H8, I-2.6)."""
+    has_group_code = GROUP_CODE in lines or any(s.code == GROUP_CODE for s in visit.services)
+    found = []
+    for code in sorted({s.code for s in group}):
+        services = [s for s in group if s.code == code]
+        line = lines.get(code)
+        refs = line.fix_refs if line else ()
+        fix = (
+            Fix(line_code=code, charge_refs=refs, set_units=0)
+            if has_group_code
+            else Fix(line_code=code, charge_refs=refs, replace_code=GROUP_CODE, set_units=1)
+        )
+        minutes = sum(s.minutes or 0 for s in services)
+        found.append(
+            make_finding(
+                RuleId.E_GROUP_NOT_ONE_ON_ONE,
+                codes=(code,),
+                resources=[s.ref for s in services],
+                message=(
+                    f"{code} is a one-on-one code but was delivered to a group; its"
+                    f" {minutes} minutes are excluded from the timed total. Bill"
+                    f" {GROUP_CODE} x 1 for the group session instead."
+                ),
+                facts=FindingFacts(minutes=minutes, units_allowed=0),
+                fixes=(fix,),
+            )
+        )
+    return found
+
+
+def _overlap_findings(overlaps: Sequence[Overlap]) -> list[Finding]:
+    """W-OVERLAP for every pair of one-on-one services sharing time (R-F4, I-2.7)."""
+    found = []
+    for o in overlaps:
+        if len(o.codes) == 1:
+            what = f"Two {o.codes[0]} services overlap by {o.minutes} minutes"
+            outcome = "the shared minutes are counted once"
+        else:
+            what = f"{' and '.join(o.codes)} overlap by {o.minutes} minutes"
+            outcome = (
+                f"the shared minutes count for {o.kept_by} only"
+                if o.kept_by
+                else "the shared minutes count for neither code"
+            )
+        found.append(
+            make_finding(
+                RuleId.W_OVERLAP,
+                codes=o.codes,
+                resources=o.refs,
+                message=f"{what}; one-on-one minutes cannot support two codes, so {outcome}.",
+                facts=FindingFacts(minutes=o.minutes, minutes_kept_by=o.kept_by),
+            )
+        )
+    return found
+
+
+def _combine_findings(
+    counted: Sequence[TimedService],
+    minutes: Mapping[str, int],
+    chosen: Sequence[Allocation],
+    lines: Mapping[str, BillingLine],
+) -> list[Finding]:
+    """I-COMBINE-LINES when a timed code is documented more than once on the day (R-B8)."""
+    found = []
+    for code in sorted({s.code for s in counted}):
+        services = [s for s in counted if s.code == code]
+        if len(services) < 2:
+            continue
+        allowed = {a.get(code, 0) for a in chosen}
+        units_allowed = allowed.pop() if len(allowed) == 1 else None
+        line = lines.get(code)
+        fixes = (
+            (Fix(line_code=code, charge_refs=line.charge_refs, set_units=units_allowed),)
+            if line and len(line.charge_refs) > 1 and units_allowed is not None
+            else ()
+        )
+        units_text = f" ({units_allowed} units)" if units_allowed is not None else ""
+        found.append(
+            make_finding(
+                RuleId.I_COMBINE_LINES,
+                codes=(code,),
+                resources=[s.ref for s in services],
+                message=(
+                    f"{code} is documented in {len(services)} services on this date; their"
+                    f" minutes are added together ({minutes.get(code, 0)} minutes) and billed"
+                    f" on one line{units_text}."
+                ),
+                facts=FindingFacts(minutes=minutes.get(code, 0), units_allowed=units_allowed),
+                fixes=fixes,
+            )
+        )
+    return found
+
+
+def _zero_fix(line: BillingLine | None, code: str) -> tuple[Fix, ...]:
+    if line is not None and line.billed_units:
+        return (Fix(line_code=code, charge_refs=line.fix_refs, set_units=0),)
+    return ()
+
+
+def _threshold_findings(
+    payer_rule: PayerRule,
+    raw: Mapping[str, int],
+    minutes: Mapping[str, int],
+    total: int,
+    chosen: Sequence[Allocation],
+    lines: Mapping[str, BillingLine],
+    codes: CodeCatalog,
+) -> list[Finding]:
+    """W-MIN-UNDER-8 and W-CODE-ZERO-UNITS exactly as I-3 specifies."""
+    found: list[Finding] = []
+    if not minutes:
+        return found
+    if payer_rule == "ama":
+        for code, m in minutes.items():
+            if m < 8:
+                line = lines.get(code)
+                found.append(
+                    make_finding(
+                        RuleId.W_MIN_UNDER_8,
+                        codes=(code,),
+                        resources=line.service_refs if line else (),
+                        message=(
+                            f"{code} has {m} minutes, under the 8 needed for one unit under"
+                            " the per-code (AMA) rule; do not bill it."
+                        ),
+                        facts=FindingFacts(minutes=m, raw_minutes=raw[code], units_allowed=0),
+                        fixes=_zero_fix(line, code),
+                    )
+                )
+        return found
+    if total < 8:
+        fixes = [f for code in minutes for f in _zero_fix(lines.get(code), code)]
+        found.append(
+            make_finding(
+                RuleId.W_MIN_UNDER_8,
+                codes=minutes.keys(),
+                resources=[r for c in minutes if c in lines for r in lines[c].service_refs],
+                message=(
+                    f"The day's timed minutes total {total}, under the 8 needed for one unit;"
+                    " no timed unit can be billed."
+                ),
+                facts=FindingFacts(minutes=total, units_allowed=0),
+                fixes=fixes,
+            )
+        )
+        return found
+    for code, m in minutes.items():
+        if raw[code] > 0 and codes.is_one_on_one(code) and all(a[code] == 0 for a in chosen):
+            line = lines.get(code)
+            found.append(
+                make_finding(
+                    RuleId.W_CODE_ZERO_UNITS,
+                    codes=(code,),
+                    resources=line.service_refs if line else (),
+                    message=(
+                        f"{code} has {m} countable minutes ({raw[code]} documented) but the"
+                        f" day's {total} timed minutes allow no unit for it; keep it in the"
+                        " note, do not bill it."
+                    ),
+                    facts=FindingFacts(minutes=m, raw_minutes=raw[code], units_allowed=0),
+                    fixes=_zero_fix(line, code),
+                )
+            )
+    return found
+
+
+def _exceed_findings(
+    payer_rule: PayerRule,
+    allocations: Sequence[Allocation],
+    chosen: Sequence[Allocation],
+    allowed_total: int,
+    billed: Mapping[str, int],
+    lines: Mapping[str, BillingLine],
+) -> list[Finding]:
+    """E-UNITS-EXCEED per code and in total (I-3; R-B4, R-B6, R-B7, R-C2).
+
+    Per code: billed units above the most any acceptable allocation gives the code. Total
+    (CMS only): billed units above ``units(T)`` even after capping each code at its own
+    maximum, so a total finding is not just an echo of a per-code one.
+    """
+    found: list[Finding] = []
+    max_allowed = {code: max(a.get(code, 0) for a in allocations) for code in billed}
+    for code, n in billed.items():
+        if n > max_allowed[code]:
+            line = lines[code]
+            found.append(
+                make_finding(
+                    RuleId.E_UNITS_EXCEED,
+                    codes=(code,),
+                    resources=(*line.charge_refs, *line.service_refs),
+                    message=(
+                        f"{code} is billed for {n} units but its documented minutes support"
+                        f" at most {max_allowed[code]}."
+                    ),
+                    facts=FindingFacts(
+                        units_allowed=max_allowed[code], units_billed=n, detail="code"
+                    ),
+                    fixes=(
+                        Fix(line_code=code, charge_refs=line.fix_refs, set_units=max_allowed[code]),
+                    ),
+                )
+            )
+    capped = sum(min(n, max_allowed[c]) for c, n in billed.items())
+    if payer_rule == "cms" and billed and capped > allowed_total:
+        target = chosen[0]
+        fixes = [
+            Fix(line_code=c, charge_refs=lines[c].fix_refs, set_units=target.get(c, 0))
+            for c, n in billed.items()
+            if n != target.get(c, 0)
+        ]
+        billed_total = sum(billed.values())
+        found.append(
+            make_finding(
+                RuleId.E_UNITS_EXCEED,
+                codes=billed.keys(),
+                resources=[r for c in billed for r in (*lines[c].charge_refs,)],
+                message=(
+                    f"{billed_total} timed units are billed but the day's timed minutes"
+                    f" support {allowed_total} in total; for example bill {_describe(target)}."
+                ),
+                facts=FindingFacts(
+                    units_allowed=allowed_total,
+                    units_billed=billed_total,
+                    allocations=tuple(allocations),
+                    detail="total",
+                ),
+                fixes=fixes,
+            )
+        )
+    return found
