@@ -1,1 +1,93 @@
-"""FHIR R4 / R4B / R5 resources -> the therapy domain model. No HTTP here."""
+"""FHIR R4 / R4B / R5 resources -> the therapy domain model. No HTTP here.
+
+Entry points:
+
+* :func:`load_path` reads a file (Bundle, resource, CDS Hooks request, NDJSON) into an
+  :class:`InputDocument` or raises :class:`InputError` (one line: file + problem + what to do);
+  :func:`map_document` turns it into a :class:`TherapyRecord`; :func:`map_path` does both.
+* :func:`map_bundle`, :func:`map_resources`, :func:`map_cds_hooks`, :func:`map_cds_request` map
+  already-parsed JSON.
+* :func:`group_visits` groups a record's services into visits (patient, date, discipline).
+* :mod:`fhir_mappings.codes` answers timed / one-on-one / group questions about codes.
+"""
+
+from fhir_mappings.codes import (
+    CODE_LIST,
+    Attendance,
+    CodeInfo,
+    code_info,
+    is_group_code,
+    is_ncci_modifier,
+    is_one_on_one,
+    is_supervised_modality,
+    is_timed,
+)
+from fhir_mappings.loader import (
+    InputDocument,
+    InputError,
+    InputKind,
+    load_bytes,
+    load_json,
+    load_path,
+    map_document,
+    map_path,
+)
+from fhir_mappings.mapper import map_bundle, map_cds_hooks, map_cds_request, map_resources
+from fhir_mappings.model import (
+    Charge,
+    ChargeSource,
+    DeliveryMode,
+    Discipline,
+    EncounterInfo,
+    FhirVersion,
+    MappingIssue,
+    PlanOfCare,
+    SetAside,
+    SetAsideReason,
+    TherapyRecord,
+    TherapyVisit,
+    TimedService,
+    TimingKind,
+    VisitGrouping,
+)
+from fhir_mappings.visits import group_visits
+
+__all__ = [
+    "CODE_LIST",
+    "Attendance",
+    "Charge",
+    "ChargeSource",
+    "CodeInfo",
+    "DeliveryMode",
+    "Discipline",
+    "EncounterInfo",
+    "FhirVersion",
+    "InputDocument",
+    "InputError",
+    "InputKind",
+    "MappingIssue",
+    "PlanOfCare",
+    "SetAside",
+    "SetAsideReason",
+    "TherapyRecord",
+    "TherapyVisit",
+    "TimedService",
+    "TimingKind",
+    "VisitGrouping",
+    "code_info",
+    "group_visits",
+    "is_group_code",
+    "is_ncci_modifier",
+    "is_one_on_one",
+    "is_supervised_modality",
+    "is_timed",
+    "load_bytes",
+    "load_json",
+    "load_path",
+    "map_bundle",
+    "map_cds_hooks",
+    "map_cds_request",
+    "map_document",
+    "map_path",
+    "map_resources",
+]

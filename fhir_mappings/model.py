@@ -172,6 +172,10 @@ class TherapyRecord:
     issues: tuple[MappingIssue, ...] = ()
     resources_read: int = 0
     resources_out_of_scope: int = 0
+    # Added for issue 3 (additive, defaulted):
+    next_links: tuple[str, ...] = ()  # searchset ``next`` links: more data the caller may fetch
+    context_patient: str | None = None  # CDS Hooks ``context.patientId`` ("Patient/x")
+    patients: tuple[str, ...] = ()  # Patient resources present in the input ("Patient/x")
 
 
 class SetAsideReason(StrEnum):
@@ -206,3 +210,5 @@ class TherapyVisit:
 class VisitGrouping:
     visits: tuple[TherapyVisit, ...]
     set_aside: tuple[SetAside, ...] = ()
+    # Added for issue 3 (additive, defaulted): charges no visit could take (I-2, R-B2).
+    unattached_charges: tuple[Charge, ...] = ()

@@ -1,0 +1,153 @@
+"""The therapy code list: timed vs untimed, one-on-one vs supervised, group (R-A4, R-F2, R-F3).
+
+The facts live in ``data/therapy_codes.json`` with their sources and effective date, loaded once
+at import. Membership is **UNCONFIRMED** against the current CMS "Applicable Outpatient
+Rehabilitation HCPCS Codes" list (billing-rules.md R-A4): every row says so
+(``membership_verified``), and :data:`CODE_LIST` exposes the file's own verification note.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+from enum import StrEnum
+from importlib import resources
+from typing import Any
+
+from fhir_mappings.model import CPT_SYSTEM, HCPCS_SYSTEM, Discipline
+
+
+class Attendance(StrEnum):
+    """How the therapist attends the patient during a service (R-F1..R-F3)."""
+
+    ONE_ON_ONE = "one-on-one"  # direct one-on-one contact; overlap checks apply (R-F4)
+    CONSTANT_ATTENDANCE = "constant-attendance"  # modalities 97032-97036; overlap checks apply
+    SUPERVISED = "supervised"  # supervised modalities; may overlap anything (R-F3)
+    GROUP = "group"  # 97150 (R-F2)
+    SERVICE = "service"  # evaluations / re-evaluations, 1 unit per day (R-A4)
+
+
+@dataclass(frozen=True, slots=True)
+class CodeInfo:
+    """One row of the therapy code list."""
+
+    code: str
+    system: str  # CPT_SYSTEM or HCPCS_SYSTEM
+    descriptor: str  # paraphrased, not the AMA text
+    timed: bool  # 15-minute timed code (R-A4)
+    unit_minutes: int | None
+    attendance: Attendance
+    membership_verified: bool  # False until checked against the current CMS list
+
+
+@dataclass(frozen=True, slots=True)
+class CodeList:
+    """The loaded data file: provenance plus the rows."""
+
+    version: str
+    effective_date: date
+    sources: tuple[str, ...]
+    verification: str
+    codes: Mapping[str, CodeInfo]
+    discipline_modifiers: Mapping[str, Discipline]
+    ncci_modifiers: frozenset[str]
+    discipline_codings: Mapping[tuple[str, str], Discipline]
+    discipline_phrases: tuple[tuple[str, Discipline], ...]
+
+
+_SYSTEMS = {"cpt": CPT_SYSTEM, "hcpcs": HCPCS_SYSTEM}
+
+
+def _load() -> CodeList:
+    raw: dict[str, Any] = json.loads(
+        resources.files("fhir_mappings").joinpath("data/therapy_codes.json").read_text("utf-8")
+    )
+    codes = {
+        row["code"]: CodeInfo(
+            code=row["code"],
+            system=_SYSTEMS[row["system"]],
+            descriptor=row["descriptor"],
+            timed=bool(row["timed"]),
+            unit_minutes=row["unit_minutes"],
+            attendance=Attendance(row["attendance"]),
+            membership_verified=bool(row["membership_verified"]),
+        )
+        for row in raw["codes"]
+    }
+    concepts = raw["discipline_concepts"]
+    return CodeList(
+        version=raw["version"],
+        effective_date=date.fromisoformat(raw["effective_date"]),
+        sources=tuple(raw["sources"]),
+        verification=raw["verification"],
+        codes=codes,
+        discipline_modifiers={k: Discipline(v) for k, v in raw["discipline_modifiers"].items()},
+        ncci_modifiers=frozenset(raw["ncci_modifiers"]),
+        discipline_codings={
+            (c["system"], c["code"]): Discipline(c["discipline"]) for c in concepts["codings"]
+        },
+        discipline_phrases=tuple(
+            (p["phrase"].lower(), Discipline(p["discipline"])) for p in concepts["text_phrases"]
+        ),
+    )
+
+
+CODE_LIST: CodeList = _load()
+_CODES = CODE_LIST.codes
+_OVERLAP_CHECKED = frozenset({Attendance.ONE_ON_ONE, Attendance.CONSTANT_ATTENDANCE})
+
+
+def code_info(code: str) -> CodeInfo | None:
+    """The list row for a CPT/HCPCS code, or ``None`` when the code is not on the list."""
+    return _CODES.get(code)
+
+
+def is_timed(code: str) -> bool:
+    """True for 15-minute timed codes whose minutes enter the unit math (R-A4, R-B2)."""
+    info = _CODES.get(code)
+    return info is not None and info.timed
+
+
+def is_one_on_one(code: str) -> bool:
+    """True for one-on-one and constant-attendance codes: overlap checks apply (R-F3, R-F4),
+    and group delivery of them is not billable as that code (R-F2, R-H8)."""
+    info = _CODES.get(code)
+    return info is not None and info.attendance in _OVERLAP_CHECKED
+
+
+def is_supervised_modality(code: str) -> bool:
+    """True for supervised modalities, which may overlap other services (R-F3)."""
+    info = _CODES.get(code)
+    return info is not None and info.attendance is Attendance.SUPERVISED
+
+
+def is_group_code(code: str) -> bool:
+    """True for the group therapy code 97150 (R-F2, R-H8)."""
+    info = _CODES.get(code)
+    return info is not None and info.attendance is Attendance.GROUP
+
+
+def discipline_of_modifier(modifier: str) -> Discipline | None:
+    """GP -> PT, GO -> OT, GN -> SLP (R-G1); ``None`` for any other modifier."""
+    return CODE_LIST.discipline_modifiers.get(modifier)
+
+
+def is_ncci_modifier(modifier: str) -> bool:
+    """59, XE, XS, XP, XU: the NCCI-associated modifiers that may bypass a PTP edit (R-D3, R-D4)."""
+    return modifier in CODE_LIST.ncci_modifiers
+
+
+def discipline_of_concept(system: str | None, code: str | None, text: str | None) -> Discipline:
+    """Discipline named by a category coding or text (I-2.5); UNKNOWN unless recognised."""
+    if code is not None:
+        found = CODE_LIST.discipline_codings.get((system or "", code))
+        if found is not None:
+            return found
+    if text:
+        lowered = text.lower()
+        for phrase, discipline in CODE_LIST.discipline_phrases:
+            if phrase in lowered:
+                return discipline
+    return Discipline.UNKNOWN

@@ -1,0 +1,923 @@
+"""FHIR R4 / R4B / R5 JSON -> :class:`~fhir_mappings.model.TherapyRecord` (the fast path).
+
+Hand-written, typed extraction from the JSON objects: it checks what the rules depend on (types,
+codes, times, references) and nothing else, so a whole visit maps in a fraction of a millisecond.
+Strict mode (``strict=True``) first validates every resource with the full ``fhir.resources``
+models (:mod:`fhir_mappings.strict`).
+
+What becomes what:
+
+* ``Procedure`` coded in CPT or HCPCS -> :class:`TimedService` (R-H1, R-H2, I-2.2, I-2.3, I-2.4).
+* ``ServiceRequest`` coded in CPT or HCPCS -> :class:`Charge` (``DRAFT_ORDER``); a ServiceRequest
+  that a Procedure is ``basedOn`` is the plan of care -> :class:`PlanOfCare` (R-H3). A draft order
+  (``context.draftOrders``) is always a charge, and also a plan when a Procedure points at it.
+* ``Claim.item`` coded in CPT or HCPCS -> :class:`Charge` (``CLAIM``), linked to Procedures
+  through ``Claim.procedure[].procedureReference`` + ``item.procedureSequence`` (R-H7).
+* ``CarePlan`` -> :class:`PlanOfCare` (R-H9); ``Encounter`` -> :class:`EncounterInfo` (R-H5).
+* Everything else (and Procedures / ServiceRequests / Claims coded only in other systems) is
+  counted in ``resources_out_of_scope``.
+
+Per-resource problems become :class:`MappingIssue` values (entry, field, why). A resource whose
+structure makes it unusable (no code object, no status) is skipped; a bad *value* (an unreadable
+time, a fractional unit count) is reported and that value alone is dropped, so the rules still
+see the service and can flag it (W-MISSING-START, ...). Nothing here raises on bad input.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import date, datetime
+from typing import Any
+
+from fhir_mappings import codes
+from fhir_mappings.model import (
+    CPT_SYSTEM,
+    EXT_BILLED_UNITS,
+    EXT_BILLING_MODIFIER,
+    EXT_DELIVERY_MODE,
+    EXT_PLAN_CERTIFICATION,
+    HCPCS_SYSTEM,
+    Charge,
+    ChargeSource,
+    DeliveryMode,
+    Discipline,
+    EncounterInfo,
+    FhirVersion,
+    MappingIssue,
+    PlanOfCare,
+    TherapyRecord,
+    TimedService,
+    TimingKind,
+)
+from fhir_mappings.references import (
+    ReferenceIndex,
+    find_contained,
+    reference_type,
+    resource_key,
+)
+from fhir_mappings.sources import (
+    Collected,
+    SourcedResource,
+    collect_bundle,
+    collect_cds_hooks,
+    collect_cds_request,
+    collect_resources,
+)
+from fhir_mappings.strict import validate_resource
+from fhir_mappings.times import Moment, TimeFormatError, parse_time
+from fhir_mappings.version import decide, shape_version
+
+JsonObject = Mapping[str, Any]
+BILLING_SYSTEMS = frozenset({CPT_SYSTEM, HCPCS_SYSTEM})
+_MAPPED_TYPES = frozenset({"Procedure", "ServiceRequest", "Claim", "CarePlan", "Encounter"})
+_PERIOD_FIELDS = (
+    ("performedPeriod", True),
+    ("performedDateTime", False),
+    ("occurrencePeriod", True),
+    ("occurrenceDateTime", False),
+)
+# performed/occurrence String, Age, Range and Timing carry no usable time: TimingKind.NONE.
+_DATETIME_FIELDS = frozenset({"performedDateTime", "occurrenceDateTime"})
+
+
+# ------------------------------------------------------------------------- public entry points
+
+
+def map_bundle(bundle: JsonObject, *, strict: bool = False) -> TherapyRecord:
+    """Map a parsed Bundle (any type, or none) to a :class:`TherapyRecord`."""
+    found = Collected()
+    collect_bundle(bundle, found)
+    return map_collected(found, strict=strict)
+
+
+def map_resources(
+    items: Iterable[tuple[str, JsonObject]], *, strict: bool = False
+) -> TherapyRecord:
+    """Map already-parsed resources, each given with its location (``"line 3"``, ``"entry[0]"``).
+
+    A Bundle among them contributes its entries.
+    """
+    found = Collected()
+    collect_resources(items, found)
+    return map_collected(found, strict=strict)
+
+
+def map_cds_hooks(
+    draft_orders: object,
+    prefetch: Mapping[str, object] | None,
+    *,
+    patient_id: str | None = None,
+    strict: bool = False,
+) -> TherapyRecord:
+    """Map what a CDS Hooks call supplied: ``context.draftOrders`` and the resolved prefetch.
+
+    ``draft_orders`` is the ``context.draftOrders`` value (a Bundle, normally without ``type``);
+    its ServiceRequests are the charges being signed. ``prefetch`` maps each key to its resolved
+    value (a Bundle, a single resource, an OperationOutcome, or ``None`` for "no data");
+    ``patient_id`` is ``context.patientId`` and becomes ``TherapyRecord.context_patient``.
+    """
+    found = Collected()
+    collect_cds_hooks(draft_orders, prefetch, found, patient_id=patient_id)
+    return map_collected(found, strict=strict)
+
+
+def map_cds_request(body: JsonObject, *, strict: bool = False) -> TherapyRecord:
+    """Map a whole CDS Hooks request body (``context.draftOrders`` + every ``prefetch`` value)."""
+    found = Collected()
+    collect_cds_request(body, found)
+    return map_collected(found, strict=strict)
+
+
+def map_collected(found: Collected, *, strict: bool = False) -> TherapyRecord:
+    """Map resources gathered by :mod:`fhir_mappings.sources`."""
+    return _Mapper(found, strict).run()
+
+
+# ------------------------------------------------------------------------- the mapper
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    source: SourcedResource
+    resource_type: str
+    key: str
+    resource: JsonObject
+
+
+@dataclass(frozen=True, slots=True)
+class _ClaimLine:
+    ref: str
+    code: str
+    modifiers: tuple[str, ...]
+    units: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Span:
+    kind: TimingKind
+    start: datetime | None
+    end: datetime | None
+    day: date | None
+    spans_midnight: bool
+
+
+class _Mapper:
+    def __init__(self, found: Collected, strict: bool) -> None:
+        self.found = found
+        self.strict = strict
+        self.index = ReferenceIndex()
+        self.issues: list[MappingIssue] = list(found.issues)
+        self.out_of_scope = 0
+        self.encounters: dict[str, EncounterInfo] = {}
+        self.plans: dict[str, PlanOfCare] = {}
+        self.charges: list[Charge] = []
+        self.claim_lines: dict[str, list[_ClaimLine]] = {}
+        self.patients: list[str] = []
+
+    # ---- driver
+
+    def run(self) -> TherapyRecord:
+        items = self._index()
+        version = self._decide_version(items)
+        if self.strict:
+            items = self._validate(items, version)
+        by_type: dict[str, list[_Item]] = {}
+        for item in items:
+            by_type.setdefault(item.resource_type, []).append(item)
+        for item in by_type.get("Patient", ()):
+            self.patients.append(item.key)
+        self.out_of_scope += sum(
+            len(group) for rtype, group in by_type.items() if rtype not in _MAPPED_TYPES
+        )
+        procedures = by_type.get("Procedure", [])
+        plan_targets = self._plan_targets(procedures)
+        for item in by_type.get("Encounter", ()):
+            self._encounter(item)
+        for item in by_type.get("CarePlan", ()):
+            self._care_plan(item.resource, item.key, item.source.location)
+        for item in by_type.get("ServiceRequest", ()):
+            self._service_request(item, plan_targets)
+        for item in by_type.get("Claim", ()):
+            self._claim(item)
+        self._contained_plans(procedures, plan_targets)
+        services: list[TimedService] = []
+        for item in procedures:
+            service = self._procedure(item)
+            if service is not None:
+                services.append(service)
+        return TherapyRecord(
+            fhir_version=version,
+            services=tuple(services),
+            charges=tuple(self.charges),
+            plans=self.plans,
+            encounters=self.encounters,
+            issues=tuple(self.issues),
+            resources_read=len(items),
+            resources_out_of_scope=self.out_of_scope,
+            next_links=tuple(self.found.next_links),
+            context_patient=self.found.context_patient,
+            patients=tuple(self.patients),
+        )
+
+    def _index(self) -> list[_Item]:
+        items: list[_Item] = []
+        seen: set[str] = set()
+        for source in self.found.resources:
+            resource = source.resource
+            rtype = resource["resourceType"]  # guaranteed by sources
+            key = resource_key(rtype, resource.get("id"), source.full_url, source.location)
+            if key in seen:
+                self._issue(
+                    source.location,
+                    "the same resource appears more than once; the first copy is used",
+                    key,
+                )
+                continue
+            seen.add(key)
+            if source.full_url:
+                self.index.add_full_url(source.full_url, key)
+            items.append(_Item(source, rtype, key, resource))
+        return items
+
+    def _decide_version(self, items: Sequence[_Item]) -> FhirVersion | None:
+        shapes: list[tuple[_Item, FhirVersion, str]] = []
+        r4 = r5 = 0
+        for item in items:
+            if item.resource_type in _MAPPED_TYPES:
+                shown = shape_version(item.resource_type, item.resource)
+                if shown is not None:
+                    shapes.append((item, shown[0], shown[1]))
+                    if shown[0] is FhirVersion.R4:
+                        r4 += 1
+                    else:
+                        r5 += 1
+        version = decide(r4, r5)
+        if r4 and r5:
+            for item, shown_version, marker in shapes:
+                if shown_version is not version:
+                    self._issue(
+                        item.source.location,
+                        f"{shown_version.value} shape in an input read as {version}: one request "
+                        f"carries one FHIR version; read anyway",
+                        item.key,
+                        marker,
+                    )
+        return version
+
+    def _validate(self, items: list[_Item], version: FhirVersion | None) -> list[_Item]:
+        target = version or FhirVersion.R4
+        valid: list[_Item] = []
+        for item in items:
+            dumped, errors = validate_resource(item.resource, target)
+            if dumped is None:
+                for field, message in errors:
+                    self._issue(item.source.location, message, item.key, field)
+                continue
+            valid.append(replace(item, resource=dumped))
+        return valid
+
+    # ---- helpers
+
+    def _issue(
+        self, location: str, message: str, resource: str | None = None, field: str | None = None
+    ) -> None:
+        self.issues.append(MappingIssue(location, message, resource, field))
+
+    def _moment(self, value: object, location: str, key: str, field: str) -> Moment | None:
+        try:
+            moment = parse_time(value)
+        except TimeFormatError as exc:
+            self._issue(location, f"{exc}; the value is not used", key, field)
+            return None
+        if moment is not None and moment.assumed_utc:
+            self._issue(
+                location,
+                "time of day without a time zone offset (invalid FHIR); read as UTC, so the "
+                "written date stays the date of service; add the offset at the source",
+                key,
+                field,
+            )
+        return moment
+
+    def _period(
+        self, period: object, location: str, key: str, field: str
+    ) -> tuple[Moment | None, Moment | None]:
+        if not isinstance(period, Mapping):
+            self._issue(location, "expected a Period object; not used", key, field)
+            return None, None
+        start = self._moment(period.get("start"), location, key, f"{field}.start")
+        end = self._moment(period.get("end"), location, key, f"{field}.end")
+        return start, end
+
+    def _span(
+        self, start: Moment | None, end: Moment | None, location: str, key: str, field: str
+    ) -> _Span:
+        start_at = start.at if start is not None else None
+        end_at = end.at if end is not None else None
+        if start_at is not None or end_at is not None:
+            kind = TimingKind.PERIOD
+        elif start is not None or end is not None:
+            kind = TimingKind.DATE
+        else:
+            kind = TimingKind.NONE
+        day = None
+        if start is not None and start.day is not None:
+            day = start.day
+        elif end is not None and end.day is not None:
+            day = end.day
+        spans_midnight = False
+        start_utc = start.utc() if start is not None else None
+        end_utc = end.utc() if end is not None else None
+        if start_at is not None and end_at is not None:
+            assert start_utc is not None
+            assert end_utc is not None
+            if end_utc < start_utc:
+                self._issue(
+                    location,
+                    "period ends before it starts (FHIR invariant per-1); no minutes counted",
+                    key,
+                    field,
+                )
+            elif end_at.astimezone(start_at.tzinfo).date() > start_at.date():
+                spans_midnight = True
+        return _Span(kind, start_utc, end_utc, day, spans_midnight)
+
+    def _subject(self, reference: object, location: str, key: str) -> tuple[str | None, bool]:
+        """(patient key, subject is a Group)."""
+        ref = self.index.of(reference, key)
+        if ref is None:
+            return None, False
+        rtype = reference_type(ref)
+        if rtype == "Group":
+            return None, True
+        if rtype is None or rtype == "Patient":
+            return ref, False
+        self._issue(location, f"subject is a {rtype}, not a Patient or Group", key, "subject")
+        return None, False
+
+    def _refs(self, values: object, key: str) -> tuple[str, ...]:
+        if not isinstance(values, list):
+            return ()
+        out: list[str] = []
+        for value in values:
+            ref = self.index.of(value, key)
+            if ref is not None and ref not in out:
+                out.append(ref)
+        return tuple(out)
+
+    def _billing_coding(
+        self, concept: object, location: str, key: str, field: str
+    ) -> tuple[str, str, str | None] | None:
+        """The CPT/HCPCS coding of a CodeableConcept: (system, code, display)."""
+        if not isinstance(concept, Mapping):
+            return None
+        codings = concept.get("coding")
+        if not isinstance(codings, list):
+            return None
+        chosen: tuple[str, str, str | None] | None = None
+        for coding in codings:
+            if not isinstance(coding, Mapping):
+                continue
+            system = coding.get("system")
+            if system not in BILLING_SYSTEMS:
+                continue
+            code = coding.get("code")
+            if not isinstance(code, str) or not code.strip():
+                self._issue(location, "CPT/HCPCS coding without a code", key, field)
+                continue
+            code = code.strip().upper()
+            if chosen is None:
+                display = coding.get("display")
+                if not isinstance(display, str):
+                    text = concept.get("text")
+                    display = text if isinstance(text, str) else None
+                chosen = (str(system), code, display)
+            elif chosen[1] != code:
+                self._issue(
+                    location,
+                    f"more than one CPT/HCPCS code ({chosen[1]}, {code}); the first is used, "
+                    "record one service per resource",
+                    key,
+                    field,
+                )
+        return chosen
+
+    def _modifier_codes(
+        self,
+        codings: Iterable[object],
+        location: str,
+        key: str,
+        field: str,
+        *,
+        allow_no_system: bool,
+    ) -> list[str]:
+        out: list[str] = []
+        for coding in codings:
+            if not isinstance(coding, Mapping):
+                continue
+            system = coding.get("system")
+            if system is None and not allow_no_system:
+                continue
+            if system is not None and system not in BILLING_SYSTEMS:
+                if allow_no_system:
+                    self._issue(
+                        location,
+                        "modifier coding not in the CPT or HCPCS system; ignored",
+                        key,
+                        field,
+                    )
+                continue
+            code = coding.get("code")
+            if not isinstance(code, str) or not code.strip():
+                self._issue(location, "modifier coding without a code; ignored", key, field)
+                continue
+            for part in code.replace(",", " ").split():
+                value = part.upper()
+                if value not in out:
+                    out.append(value)
+        return out
+
+    def _extensions(self, resource: JsonObject) -> list[JsonObject]:
+        extensions = resource.get("extension")
+        if not isinstance(extensions, list):
+            return []
+        return [e for e in extensions if isinstance(e, Mapping)]
+
+    def _extension_modifiers(
+        self, extensions: list[JsonObject], location: str, key: str
+    ) -> list[str]:
+        codings = []
+        for ext in extensions:
+            if ext.get("url") == EXT_BILLING_MODIFIER:
+                value = ext.get("valueCoding")
+                if isinstance(value, Mapping):
+                    codings.append(value)
+                else:
+                    self._issue(
+                        location, "billing-modifier extension without valueCoding", key, "extension"
+                    )
+        return self._modifier_codes(
+            codings, location, key, "extension(billing-modifier)", allow_no_system=True
+        )
+
+    def _units(self, value: object, location: str, key: str, field: str) -> int | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self._issue(location, "units are not a number; not used", key, field)
+            return None
+        if value < 0 or (isinstance(value, float) and not value.is_integer()):
+            self._issue(location, "units must be a whole number of 0 or more; not used", key, field)
+            return None
+        return int(value)
+
+    def _discipline(self, concepts: Iterable[object]) -> Discipline:
+        for concept in concepts:
+            if not isinstance(concept, Mapping):
+                continue
+            codings = concept.get("coding")
+            if isinstance(codings, list):
+                for coding in codings:
+                    if isinstance(coding, Mapping):
+                        code = coding.get("code")
+                        system = coding.get("system")
+                        found = codes.discipline_of_concept(
+                            system if isinstance(system, str) else None,
+                            code if isinstance(code, str) else None,
+                            None,
+                        )
+                        if found is not Discipline.UNKNOWN:
+                            return found
+                        display = coding.get("display")
+                        if isinstance(display, str):
+                            found = codes.discipline_of_concept(None, None, display)
+                            if found is not Discipline.UNKNOWN:
+                                return found
+            text = concept.get("text")
+            if isinstance(text, str):
+                found = codes.discipline_of_concept(None, None, text)
+                if found is not Discipline.UNKNOWN:
+                    return found
+        return Discipline.UNKNOWN
+
+    # ---- Encounter (R-H5)
+
+    def _encounter(self, item: _Item) -> None:
+        res, key, loc = item.resource, item.key, item.source.location
+        status = res.get("status")
+        start = end = None
+        for field in ("actualPeriod", "period"):
+            if field in res:
+                start, end = self._period(res[field], loc, key, field)
+                break
+        span = self._span(start, end, loc, key, "period")
+        patient, _ = self._subject(res.get("subject"), loc, key)
+        self.encounters[key] = EncounterInfo(
+            ref=key,
+            status=status if isinstance(status, str) else None,
+            start=span.start,
+            end=span.end,
+            service_date=span.day,
+            patient=patient,
+        )
+
+    # ---- CarePlan (R-H9) and plans
+
+    def _care_plan(self, res: JsonObject, key: str, loc: str) -> None:
+        status = res.get("status")
+        start = end = None
+        if "period" in res:
+            start, end = self._period(res["period"], loc, key, "period")
+        certifications: list[date] = []
+        for ext in self._extensions(res):
+            if ext.get("url") == EXT_PLAN_CERTIFICATION:
+                raw = ext.get("valueDateTime", ext.get("valueDate"))
+                moment = self._moment(raw, loc, key, "extension(plan-certification)")
+                if moment is not None and moment.day is not None:
+                    certifications.append(moment.day)
+                elif moment is not None or raw is None:
+                    self._issue(
+                        loc,
+                        "plan-certification extension without a full date; not used",
+                        key,
+                        "extension(plan-certification)",
+                    )
+        category = res.get("category")
+        patient, _ = self._subject(res.get("subject"), loc, key)
+        self.plans[key] = PlanOfCare(
+            ref=key,
+            kind="CarePlan",
+            status=status if isinstance(status, str) else None,
+            start=start.day if start is not None else None,
+            end=end.day if end is not None else None,
+            certifications=tuple(certifications),
+            discipline=self._discipline(category if isinstance(category, list) else ()),
+            patient=patient,
+        )
+
+    def _request_as_plan(self, res: JsonObject, key: str, loc: str) -> None:
+        status = res.get("status")
+        start = end = None
+        if "occurrencePeriod" in res:
+            start, end = self._period(res["occurrencePeriod"], loc, key, "occurrencePeriod")
+        category = res.get("category")
+        concepts: list[object] = list(category) if isinstance(category, list) else []
+        code = res.get("code")
+        if isinstance(code, Mapping):
+            concepts.append(code.get("concept", code))
+        patient, _ = self._subject(res.get("subject"), loc, key)
+        self.plans[key] = PlanOfCare(
+            ref=key,
+            kind="ServiceRequest",
+            status=status if isinstance(status, str) else None,
+            start=start.day if start is not None else None,
+            end=end.day if end is not None else None,
+            discipline=self._discipline(concepts),
+            patient=patient,
+        )
+
+    def _plan_targets(self, procedures: Sequence[_Item]) -> set[str]:
+        targets: set[str] = set()
+        for item in procedures:
+            targets.update(self._refs(item.resource.get("basedOn"), item.key))
+        return targets
+
+    def _contained_plans(self, procedures: Sequence[_Item], targets: set[str]) -> None:
+        """Plans contained in a Procedure (``basedOn: #plan``) get ``<Procedure key>#plan``."""
+        for item in procedures:
+            if "contained" not in item.resource:
+                continue
+            for target in self._refs(item.resource.get("basedOn"), item.key):
+                if not target.startswith(item.key + "#") or target in self.plans:
+                    continue
+                inner = find_contained(item.resource, target[len(item.key) + 1 :])
+                if inner is None:
+                    continue
+                inner_type = inner.get("resourceType")
+                if inner_type == "CarePlan":
+                    self._care_plan(inner, target, item.source.location)
+                elif inner_type == "ServiceRequest":
+                    self._request_as_plan(inner, target, item.source.location)
+
+    # ---- ServiceRequest -> Charge / PlanOfCare
+
+    def _service_request(self, item: _Item, plan_targets: set[str]) -> None:
+        res, key, loc = item.resource, item.key, item.source.location
+        is_plan = key in plan_targets
+        if is_plan:
+            self._request_as_plan(res, key, loc)
+            if not item.source.draft_order:
+                return
+        code = res.get("code")
+        concept = code.get("concept", code) if isinstance(code, Mapping) else None
+        coding = self._billing_coding(concept, loc, key, "code")
+        if coding is None:
+            if not is_plan:
+                self.out_of_scope += 1
+            return
+        system, code_value, _ = coding
+        quantity = res.get("quantityQuantity")
+        units = None
+        if isinstance(quantity, Mapping):
+            units = self._units(quantity.get("value"), loc, key, "quantityQuantity.value")
+        elif quantity is not None:
+            self._issue(
+                loc, "quantityQuantity is not a Quantity; not used", key, "quantityQuantity"
+            )
+        modifiers = self._order_detail_modifiers(res.get("orderDetail"), loc, key)
+        for extra in self._extension_modifiers(self._extensions(res), loc, key):
+            if extra not in modifiers:
+                modifiers.append(extra)
+        service_date = None
+        if "occurrenceDateTime" in res:
+            moment = self._moment(res["occurrenceDateTime"], loc, key, "occurrenceDateTime")
+            service_date = moment.day if moment is not None else None
+        elif "occurrencePeriod" in res:
+            start, _ = self._period(res["occurrencePeriod"], loc, key, "occurrencePeriod")
+            service_date = start.day if start is not None else None
+        status = res.get("status")
+        patient, _ = self._subject(res.get("subject"), loc, key)
+        self.charges.append(
+            Charge(
+                ref=key,
+                source=ChargeSource.DRAFT_ORDER,
+                code=code_value,
+                system=system,
+                units=units,
+                modifiers=tuple(modifiers),
+                patient=patient,
+                service_date=service_date,
+                status=status if isinstance(status, str) else None,
+                plan_refs=self._refs(res.get("basedOn"), key),
+            )
+        )
+
+    def _order_detail_modifiers(self, details: object, loc: str, key: str) -> list[str]:
+        """Modifier codings of ``orderDetail``.
+
+        R4 has CodeableConcept[]; R5 has ``[{parameter: [{valueCodeableConcept}]}]``.
+        """
+        if not isinstance(details, list):
+            return []
+        codings: list[object] = []
+        for detail in details:
+            if not isinstance(detail, Mapping):
+                continue
+            concepts: list[object] = [detail]
+            parameters = detail.get("parameter")
+            if isinstance(parameters, list):
+                concepts = [
+                    p.get("valueCodeableConcept") for p in parameters if isinstance(p, Mapping)
+                ]
+            for concept in concepts:
+                if isinstance(concept, Mapping):
+                    inner = concept.get("coding")
+                    if isinstance(inner, list):
+                        codings.extend(inner)
+        return self._modifier_codes(codings, loc, key, "orderDetail", allow_no_system=False)
+
+    # ---- Claim -> Charge (R-H7)
+
+    def _claim(self, item: _Item) -> None:
+        res, key, loc = item.resource, item.key, item.source.location
+        items = res.get("item")
+        if not isinstance(items, list):
+            self.out_of_scope += 1
+            return
+        procedure_by_sequence: dict[int, str] = {}
+        procedures = res.get("procedure")
+        if isinstance(procedures, list):
+            for position, procedure in enumerate(procedures, start=1):
+                if not isinstance(procedure, Mapping):
+                    continue
+                sequence = procedure.get("sequence", position)
+                ref = self.index.of(procedure.get("procedureReference"), key)
+                if isinstance(sequence, int) and ref is not None:
+                    procedure_by_sequence[sequence] = ref
+        patient, _ = self._subject(res.get("patient"), loc, key)
+        status = res.get("status")
+        found_any = False
+        for position, line in enumerate(items, start=1):
+            if not isinstance(line, Mapping):
+                continue
+            sequence = line.get("sequence", position)
+            field = f"item[{position - 1}]"
+            coding = self._billing_coding(
+                line.get("productOrService"), loc, key, f"{field}.productOrService"
+            )
+            if coding is None:
+                continue
+            found_any = True
+            system, code_value, _ = coding
+            modifier_codings: list[object] = []
+            modifiers = line.get("modifier")
+            if isinstance(modifiers, list):
+                for concept in modifiers:
+                    if isinstance(concept, Mapping) and isinstance(concept.get("coding"), list):
+                        modifier_codings.extend(concept["coding"])
+            line_modifiers = tuple(
+                self._modifier_codes(
+                    modifier_codings, loc, key, f"{field}.modifier", allow_no_system=True
+                )
+            )
+            quantity = line.get("quantity")
+            units = (
+                self._units(quantity.get("value"), loc, key, f"{field}.quantity.value")
+                if isinstance(quantity, Mapping)
+                else None
+            )
+            service_date = None
+            if "servicedDate" in line:
+                moment = self._moment(line["servicedDate"], loc, key, f"{field}.servicedDate")
+                service_date = moment.day if moment is not None else None
+            elif "servicedPeriod" in line:
+                start, _ = self._period(line["servicedPeriod"], loc, key, f"{field}.servicedPeriod")
+                service_date = start.day if start is not None else None
+            linked: list[str] = []
+            sequences = line.get("procedureSequence")
+            if isinstance(sequences, list):
+                for number in sequences:
+                    target = procedure_by_sequence.get(number) if isinstance(number, int) else None
+                    if target is None:
+                        self._issue(
+                            loc,
+                            "procedureSequence names no Claim.procedure with a procedureReference",
+                            key,
+                            f"{field}.procedureSequence",
+                        )
+                    elif target not in linked:
+                        linked.append(target)
+            ref = f"{key}#item-{sequence}"
+            charge = Charge(
+                ref=ref,
+                source=ChargeSource.CLAIM,
+                code=code_value,
+                system=system,
+                units=units,
+                modifiers=line_modifiers,
+                patient=patient,
+                service_date=service_date,
+                status=status if isinstance(status, str) else None,
+                procedure_refs=tuple(linked),
+            )
+            self.charges.append(charge)
+            for target in linked:
+                self.claim_lines.setdefault(target, []).append(
+                    _ClaimLine(ref, code_value, line_modifiers, units)
+                )
+        if not found_any:
+            self.out_of_scope += 1
+
+    # ---- Procedure -> TimedService (R-H2, R-H6, R-H8, I-2.2 .. I-2.4)
+
+    def _procedure(self, item: _Item) -> TimedService | None:
+        """One Procedure -> one :class:`TimedService`.
+
+        Modifiers and billed units: a linked ``Claim.item`` wins over the project extensions on
+        the Procedure (R-H7 POLICY: Claim first, extension only when no claim line is present).
+        """
+        res, key, loc = item.resource, item.key, item.source.location
+        code = res.get("code")
+        if not isinstance(code, Mapping):
+            if code is not None:
+                self._issue(loc, "code is not a CodeableConcept; skipped", key, "code")
+            self.out_of_scope += 1
+            return None
+        coding = self._billing_coding(code, loc, key, "code")
+        if coding is None:
+            self.out_of_scope += 1
+            return None
+        system, code_value, display = coding
+        status = res.get("status")
+        if not isinstance(status, str) or not status:
+            self._issue(loc, "Procedure has no status (required); skipped", key, "status")
+            return None
+
+        start = end = None
+        timing_field = None
+        for field, is_period in _PERIOD_FIELDS:
+            if field in res:
+                timing_field = field
+                if is_period:
+                    start, end = self._period(res[field], loc, key, field)
+                else:
+                    start = self._moment(res[field], loc, key, field)
+                break
+        span = self._span(start, end, loc, key, timing_field or "performed")
+        kind = span.kind
+        if kind is TimingKind.PERIOD and timing_field in _DATETIME_FIELDS:
+            kind = TimingKind.INSTANT  # a point in time, no duration (R-H2, W-NO-DURATION)
+
+        encounter = self.index.of(res.get("encounter"), key)
+        service_date = span.day
+        if service_date is None and encounter is not None:
+            info = self.encounters.get(encounter)
+            if info is not None:
+                service_date = info.service_date
+
+        patient, subject_is_group = self._subject(res.get("subject"), loc, key)
+        extensions = self._extensions(res)
+        delivery = DeliveryMode.INDIVIDUAL
+        billed_units: int | None = None
+        for ext in extensions:
+            url = ext.get("url")
+            if url == EXT_DELIVERY_MODE:
+                mode = ext.get("valueCode")
+                if mode == "group":
+                    delivery = DeliveryMode.GROUP
+                elif mode != "individual":
+                    self._issue(
+                        loc,
+                        "therapy-delivery-mode must be 'individual' or 'group'; ignored",
+                        key,
+                        "extension(therapy-delivery-mode)",
+                    )
+            elif url == EXT_BILLED_UNITS:
+                billed_units = self._units(
+                    ext.get("valueInteger"), loc, key, "extension(billed-units)"
+                )
+        if subject_is_group or codes.is_group_code(code_value):
+            delivery = DeliveryMode.GROUP
+        modifiers = tuple(self._extension_modifiers(extensions, loc, key))
+
+        lines = self.claim_lines.get(key)
+        if lines:
+            matching = [line for line in lines if line.code == code_value]
+            for line in lines:
+                if line.code != code_value:
+                    self._issue(
+                        loc,
+                        f"{line.ref} bills {line.code} but this Procedure is coded {code_value}; "
+                        "that claim line is not applied to it",
+                        key,
+                        "code",
+                    )
+            if matching:
+                chosen = matching[0]
+                if len(matching) > 1:
+                    self._issue(
+                        loc,
+                        f"{len(matching)} claim lines bill this Procedure; {chosen.ref} is used",
+                        key,
+                    )
+                modifiers = chosen.modifiers
+                billed_units = chosen.units
+
+        performers: list[str] = []
+        raw_performers = res.get("performer")
+        if isinstance(raw_performers, list):
+            for performer in raw_performers:
+                if isinstance(performer, Mapping):
+                    actor = self.index.of(performer.get("actor"), key)
+                    if actor is not None and actor not in performers:
+                        performers.append(actor)
+
+        body_sites: list[str] = []
+        raw_sites = res.get("bodySite")
+        if isinstance(raw_sites, list):
+            for site in raw_sites:
+                if not isinstance(site, Mapping):
+                    continue
+                site_codings = site.get("coding")
+                named = False
+                if isinstance(site_codings, list):
+                    for site_coding in site_codings:
+                        if isinstance(site_coding, Mapping) and isinstance(
+                            site_coding.get("code"), str
+                        ):
+                            body_sites.append(
+                                f"{site_coding.get('system', '')}|{site_coding['code']}"
+                            )
+                            named = True
+                            break
+                text = site.get("text")
+                if not named and isinstance(text, str) and text:
+                    body_sites.append(f"text:{text}")
+
+        has_reason = any(
+            isinstance(res.get(name), list) and len(res[name]) > 0
+            for name in ("reasonCode", "reasonReference", "reason")
+        )
+        return TimedService(
+            ref=key,
+            code=code_value,
+            system=system,
+            status=status,
+            timing=kind,
+            start=span.start,
+            end=span.end,
+            service_date=service_date,
+            spans_midnight=span.spans_midnight,
+            patient=patient,
+            encounter=encounter,
+            performers=tuple(performers),
+            body_sites=tuple(body_sites),
+            delivery_mode=delivery,
+            subject_is_group=subject_is_group,
+            modifiers=modifiers,
+            billed_units=billed_units,
+            plan_refs=self._refs(res.get("basedOn"), key),
+            has_reason=has_reason,
+            display=display,
+        )

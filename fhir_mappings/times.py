@@ -1,0 +1,107 @@
+"""FHIR ``date`` / ``dateTime`` / ``instant`` values -> moments the rules can compare.
+
+FHIR writes a dateTime as ``YYYY``, ``YYYY-MM``, ``YYYY-MM-DD`` or
+``YYYY-MM-DDThh:mm:ss[.f][Z|±hh:mm]`` and requires a time zone whenever a time of day is
+given (R-H10, S22i). This module reads all of those shapes, and also the three Python types
+``fhir.resources`` hands back for the same fields (``datetime``, ``date`` and ``str`` for partial
+dates), so the fast path and the full models agree.
+
+Decisions (POLICY, R-H10 / I-2.4):
+
+* A value with a time of day keeps its own offset in :attr:`Moment.at`; the local calendar date
+  of that offset is :attr:`Moment.day` (the date of service of a start, I-2.4). Callers convert to
+  UTC with :meth:`Moment.utc` before comparing instants.
+* A time of day **without** an offset is invalid FHIR. It is read as if written in UTC (``+00:00``),
+  which keeps the written wall-clock date as the date of service and keeps the minutes between two
+  such values exact; only comparisons with values that do carry an offset can be off. The caller
+  reports a :class:`~fhir_mappings.model.MappingIssue` (see :attr:`Moment.assumed_utc`).
+* ``YYYY`` and ``YYYY-MM`` have no calendar day: :attr:`Moment.day` is ``None``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from enum import StrEnum
+
+
+class Precision(StrEnum):
+    """How much of a FHIR dateTime was written."""
+
+    YEAR = "year"
+    MONTH = "month"
+    DAY = "day"
+    TIME = "time"  # a time of day (always with an offset in valid FHIR)
+
+
+class TimeFormatError(ValueError):
+    """A value that is not a FHIR date/dateTime. The message never repeats the value."""
+
+
+@dataclass(frozen=True, slots=True)
+class Moment:
+    """One parsed FHIR date/dateTime."""
+
+    precision: Precision
+    at: datetime | None  # aware, in the value's own offset; set only for Precision.TIME
+    day: date | None  # local calendar date; None for YYYY and YYYY-MM
+    assumed_utc: bool = False  # a time of day was written without an offset
+
+    @property
+    def has_time(self) -> bool:
+        return self.at is not None
+
+    def utc(self) -> datetime | None:
+        """The instant in UTC (R-H10), or ``None`` when no time of day was recorded."""
+        return None if self.at is None else self.at.astimezone(UTC)
+
+
+_YEAR_ONLY = Precision.YEAR
+_MONTH_ONLY = Precision.MONTH
+
+
+def parse_time(value: object) -> Moment | None:
+    """Read a FHIR date/dateTime given as ``str``, ``datetime`` or ``date``.
+
+    Returns ``None`` for ``None``; raises :class:`TimeFormatError` for anything else that is not
+    a FHIR date or dateTime (wrong type, wrong layout, impossible calendar values).
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return _parse_text(value)
+    if isinstance(value, datetime):  # check before date: datetime is a date subclass
+        if value.tzinfo is None or value.utcoffset() is None:
+            aware = value.replace(tzinfo=UTC)
+            return Moment(Precision.TIME, aware, aware.date(), assumed_utc=True)
+        return Moment(Precision.TIME, value, value.date())
+    if isinstance(value, date):
+        return Moment(Precision.DAY, None, value)
+    raise TimeFormatError(f"expected a FHIR dateTime string, got {type(value).__name__}")
+
+
+def _parse_text(text: str) -> Moment:
+    n = len(text)
+    try:
+        if n >= 19 and text[10] == "T" and text[13] == ":" and text[16] == ":":
+            parsed = datetime.fromisoformat(text)
+            if parsed.tzinfo is None:
+                aware = parsed.replace(tzinfo=UTC)
+                return Moment(Precision.TIME, aware, aware.date(), assumed_utc=True)
+            return Moment(Precision.TIME, parsed, parsed.date())
+        if n == 10 and text[4] == "-" and text[7] == "-":
+            return Moment(Precision.DAY, None, date.fromisoformat(text))
+        if n == 7 and text[4] == "-" and text[:4].isdigit() and text[5:].isdigit():
+            if not 1 <= int(text[5:]) <= 12:
+                raise TimeFormatError("month must be 01..12")
+            return Moment(_MONTH_ONLY, None, None)
+        if n == 4 and text.isdigit():
+            return Moment(_YEAR_ONLY, None, None)
+    except ValueError as exc:  # impossible dates/times: keep the reason, never the value
+        reason = str(exc)
+        if text in reason or not reason:
+            reason = "unreadable date or time"
+        raise TimeFormatError(f"not a valid FHIR dateTime ({reason})") from None
+    raise TimeFormatError(
+        "not a FHIR dateTime (expected YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDThh:mm:ss+zz:zz)"
+    )

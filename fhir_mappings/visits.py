@@ -1,0 +1,220 @@
+"""Group a record's services into visits: one patient, one date of service, one discipline.
+
+Rules implemented (billing-rules.md):
+
+* I-2.1 / R-H6 — only ``completed`` services enter a visit; the rest are set aside
+  (:attr:`SetAsideReason.IGNORED_STATUS`, reported as I-IGNORED-STATUS).
+* I-2.4 — the date of service is ``TimedService.service_date`` (local date of the start); a
+  service with none is set aside (:attr:`SetAsideReason.NO_DATE`).
+* R-B2 / R-B2b — one visit per calendar day, across encounters (morning and afternoon are one).
+* R-B2a / I-2.5 — split by discipline: GP/GO/GN on the service's own modifiers, else on a charge
+  for the same code, patient and date, else the discipline of a plan the service is based on,
+  else ``UNKNOWN`` (one group; the rules raise W-DISCIPLINE-MODIFIER-MISSING).
+
+Patient (POLICY): a service without a patient (no subject, or a Group subject, R-H8) is given the
+CDS Hooks ``context.patientId`` when there is one, else the input's only patient when exactly one
+patient appears anywhere in it (services, charges, encounters, plans, Patient resources); else it
+is set aside (:attr:`SetAsideReason.NO_PATIENT`). The same fallback applies to charges.
+
+Charges (POLICY): a dated charge joins the visits of its patient on that date (its own GP/GO/GN
+modifier, then its code, choose among several disciplines); an undated charge (the norm for
+order-sign draft orders) joins the visits of its patient that contain its code, else the
+patient's only visit. A Claim line linked to Procedures joins the visits of those Procedures.
+Charges no visit can take are returned in :attr:`VisitGrouping.unattached_charges`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import date, datetime
+
+from fhir_mappings import codes
+from fhir_mappings.model import (
+    Charge,
+    Discipline,
+    EncounterInfo,
+    PlanOfCare,
+    SetAside,
+    SetAsideReason,
+    TherapyRecord,
+    TherapyVisit,
+    TimedService,
+    VisitGrouping,
+)
+
+_LATEST = datetime.max.replace(tzinfo=None)
+VisitKey = tuple[str, date, Discipline]
+
+
+def modifier_discipline(modifiers: Iterable[str]) -> Discipline | None:
+    """The first GP/GO/GN among ``modifiers`` (R-G1), or ``None``."""
+    for modifier in modifiers:
+        found = codes.discipline_of_modifier(modifier)
+        if found is not None:
+            return found
+    return None
+
+
+def sole_patient(record: TherapyRecord) -> str | None:
+    """The patient assumed for data without one: ``context_patient``, else the only patient."""
+    if record.context_patient:
+        return record.context_patient
+    seen: set[str] = set(record.patients)
+    seen.update(s.patient for s in record.services if s.patient)
+    seen.update(c.patient for c in record.charges if c.patient)
+    seen.update(e.patient for e in record.encounters.values() if e.patient)
+    seen.update(p.patient for p in record.plans.values() if p.patient)
+    return next(iter(seen)) if len(seen) == 1 else None
+
+
+def group_visits(record: TherapyRecord) -> VisitGrouping:
+    """Group completed services into :class:`TherapyVisit` values (I-2.1, I-2.4, I-2.5, R-B2)."""
+    fallback_patient = sole_patient(record)
+    set_aside: list[SetAside] = []
+    buckets: dict[VisitKey, list[TimedService]] = {}
+    charges_by_line: dict[tuple[str, str, date | None], list[Charge]] = {}
+    for charge in record.charges:
+        patient = charge.patient or fallback_patient
+        if patient is not None:
+            charges_by_line.setdefault((patient, charge.code, charge.service_date), []).append(
+                charge
+            )
+
+    for service in record.services:
+        if service.status != "completed":
+            set_aside.append(SetAside(service, SetAsideReason.IGNORED_STATUS))
+            continue
+        patient = service.patient or fallback_patient
+        if patient is None:
+            set_aside.append(SetAside(service, SetAsideReason.NO_PATIENT))
+            continue
+        if service.service_date is None:
+            set_aside.append(SetAside(service, SetAsideReason.NO_DATE))
+            continue
+        discipline = _service_discipline(service, patient, record, charges_by_line)
+        buckets.setdefault((patient, service.service_date, discipline), []).append(service)
+
+    visit_keys = sorted(buckets, key=lambda k: (k[0], k[1], k[2].value))
+    attached: dict[VisitKey, list[Charge]] = {key: [] for key in visit_keys}
+    unattached: list[Charge] = []
+    for charge in record.charges:
+        targets = _charge_visits(charge, fallback_patient, buckets, visit_keys)
+        if not targets:
+            unattached.append(charge)
+        for key in targets:
+            attached[key].append(charge)
+
+    visits = []
+    for key in visit_keys:
+        services = sorted(buckets[key], key=_start_order)
+        visit_charges = tuple(attached[key])
+        plans, unresolved = _plans(services, visit_charges, record.plans)
+        visits.append(
+            TherapyVisit(
+                patient=key[0],
+                service_date=key[1],
+                discipline=key[2],
+                services=tuple(services),
+                charges=visit_charges,
+                plans=plans,
+                unresolved_plan_refs=unresolved,
+                encounters=_encounters(services, record.encounters),
+            )
+        )
+    return VisitGrouping(
+        visits=tuple(visits), set_aside=tuple(set_aside), unattached_charges=tuple(unattached)
+    )
+
+
+def _start_order(service: TimedService) -> tuple[datetime, str]:
+    start = service.start.replace(tzinfo=None) if service.start is not None else _LATEST
+    return start, service.ref
+
+
+def _service_discipline(
+    service: TimedService,
+    patient: str,
+    record: TherapyRecord,
+    charges_by_line: dict[tuple[str, str, date | None], list[Charge]],
+) -> Discipline:
+    found = modifier_discipline(service.modifiers)
+    if found is not None:
+        return found
+    for day in (service.service_date, None):
+        for charge in charges_by_line.get((patient, service.code, day), ()):
+            if charge.procedure_refs and service.ref not in charge.procedure_refs:
+                continue
+            found = modifier_discipline(charge.modifiers)
+            if found is not None:
+                return found
+    for ref in service.plan_refs:
+        plan = record.plans.get(ref)
+        if plan is not None and plan.discipline is not Discipline.UNKNOWN:
+            return plan.discipline
+    return Discipline.UNKNOWN
+
+
+def _charge_visits(
+    charge: Charge,
+    fallback_patient: str | None,
+    buckets: dict[VisitKey, list[TimedService]],
+    visit_keys: list[VisitKey],
+) -> list[VisitKey]:
+    if charge.procedure_refs:
+        linked = [
+            key for key in visit_keys if any(s.ref in charge.procedure_refs for s in buckets[key])
+        ]
+        if linked:
+            return linked
+    patient = charge.patient or fallback_patient
+    if patient is None:
+        return []
+    mine = [key for key in visit_keys if key[0] == patient]
+    if charge.service_date is not None:
+        mine = [key for key in mine if key[1] == charge.service_date]
+    if not mine:
+        return []
+    discipline = modifier_discipline(charge.modifiers)
+    if discipline is not None:
+        same = [key for key in mine if key[2] is discipline]
+        if same:
+            mine = same
+    with_code = [key for key in mine if any(s.code == charge.code for s in buckets[key])]
+    if with_code:
+        return with_code
+    return mine if len(mine) == 1 else []
+
+
+def _plans(
+    services: Iterable[TimedService],
+    charges: Iterable[Charge],
+    plans: Mapping[str, PlanOfCare],
+) -> tuple[tuple[PlanOfCare, ...], tuple[str, ...]]:
+    resolved: list[PlanOfCare] = []
+    unresolved: list[str] = []
+    refs: list[str] = []
+    for service in services:
+        refs.extend(service.plan_refs)
+    for charge in charges:
+        refs.extend(charge.plan_refs)
+    for ref in refs:
+        plan = plans.get(ref)
+        if plan is not None:
+            if plan not in resolved:
+                resolved.append(plan)
+        elif ref not in unresolved:
+            unresolved.append(ref)
+    return tuple(resolved), tuple(unresolved)
+
+
+def _encounters(
+    services: Iterable[TimedService], encounters: Mapping[str, EncounterInfo]
+) -> tuple[EncounterInfo, ...]:
+    found: list[EncounterInfo] = []
+    for service in services:
+        if service.encounter is None:
+            continue
+        info = encounters.get(service.encounter)
+        if info is not None and info not in found:
+            found.append(info)
+    return tuple(found)
