@@ -1,0 +1,604 @@
+"""The CDS Hooks HTTP surface: discovery, service invocation and feedback routes.
+
+``install_cds_hooks(app, registry, config, feedback_store)`` adds the routes and the CORS
+middleware to a FastAPI application and returns the :class:`CdsHooks` runtime. Routes are thin:
+authenticate (S-3) -> read the raw body (no FastAPI validation, so no 422 that echoes the body)
+-> validate -> resolve prefetch -> call the handler. Every failure goes through
+:func:`cds_hooks.errors.error_response`; an unexpected exception is a logged 500, never
+``200 {"cards": []}``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import traceback
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, Protocol, cast
+from urllib.parse import quote
+
+import orjson
+from fastapi import APIRouter, FastAPI
+from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from cds_hooks.config import CdsHooksConfig
+from cds_hooks.cors import CorsMiddleware
+from cds_hooks.errors import (
+    CdsError,
+    InternalError,
+    InvalidRequest,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    Unauthorized,
+    UnknownService,
+    describe_validation_error,
+    error_response,
+    json_response,
+)
+from cds_hooks.feedback import FeedbackStore
+from cds_hooks.models import (
+    AcceptedSuggestion,
+    CdsRequest,
+    CdsResponse,
+    FeedbackItem,
+    FeedbackRequest,
+    FhirAuthorization,
+    OverrideReason,
+)
+from cds_hooks.prefetch import Prefetch, initial_entries
+from cds_hooks.service import CdsService, FhirAccess, Invocation, ServiceRegistry
+
+__all__ = [
+    "Authenticator",
+    "CdsHooks",
+    "PrefetchResolver",
+    "RequestOnlyResolver",
+    "install_cds_hooks",
+]
+
+logger = logging.getLogger("cds_hooks")
+
+BASE_PATH = "/cds-services"
+
+
+class Authenticator(Protocol):
+    """Verifies the client JWT for one endpoint (S-3, S-6). Raises :class:`Unauthorized`."""
+
+    async def authenticate(self, authorization: str | None, audience: str) -> None: ...
+
+
+class PrefetchResolver(Protocol):
+    """Turns the request's prefetch (plus, in the FHIR fallback, server calls) into the
+    :class:`Prefetch` a handler sees, and optionally a :class:`FhirAccess` for extra queries."""
+
+    async def resolve(
+        self, service: CdsService, request: CdsRequest
+    ) -> tuple[Prefetch, FhirAccess | None]: ...
+
+
+class RequestOnlyResolver:
+    """No FHIR access: absent keys stay missing (P-7), so ``require`` answers 412 (P-13)."""
+
+    async def resolve(
+        self, service: CdsService, request: CdsRequest
+    ) -> tuple[Prefetch, FhirAccess | None]:
+        entries = initial_entries(service.prefetch, request.prefetch, request.context)
+        return Prefetch(entries), None
+
+
+class _RejectAll:
+    """Used when auth is required but no authenticator was supplied: fail closed."""
+
+    async def authenticate(self, authorization: str | None, audience: str) -> None:
+        raise Unauthorized("no authenticator configured")
+
+
+# ---------------------------------------------------------------- logging helpers
+
+
+def log_safe_hook_instance(value: object) -> str:
+    """A hookInstance is meant to be a UUID (C-3); log it as such, anything else only as a
+    short hash so no caller-chosen text reaches the logs."""
+    if isinstance(value, str):
+        try:
+            return str(uuid.UUID(value))
+        except ValueError:
+            digest = hashlib.sha256(value.encode("utf-8", "replace")).hexdigest()[:16]
+            return f"sha256:{digest}"
+    return "-"
+
+
+def _where(exc: BaseException) -> str:
+    """Innermost frame of a traceback, as file:line in function -- no message, no values."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "-"
+    last = frames[-1]
+    return f"{last.filename.rsplit('/', 1)[-1]}:{last.lineno} in {last.name}"
+
+
+def _known_names(*models: type[BaseModel]) -> frozenset[str]:
+    names: set[str] = set()
+    for model in models:
+        for name, info in model.model_fields.items():
+            names.add(name)
+            if info.alias:
+                names.add(info.alias)
+    return frozenset(names)
+
+
+_REQUEST_NAMES = _known_names(CdsRequest, FhirAuthorization)
+_FEEDBACK_NAMES = _known_names(FeedbackRequest, FeedbackItem, AcceptedSuggestion, OverrideReason)
+
+#: Context members that must be non-empty strings / objects / arrays when a hook requires them.
+_OBJECT_CONTEXT = frozenset({"draftOrders", "dispatchedOrders", "appointments"})
+_ARRAY_CONTEXT = frozenset({"selections"})
+
+_DISCOVERY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["services"],
+    "properties": {
+        "services": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["hook", "id", "description"],
+                "properties": {
+                    "hook": {"type": "string"},
+                    "id": {"type": "string"},
+                    "title": {"type": "string"},
+                    "description": {"type": "string"},
+                    "prefetch": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "usageRequirements": {"type": "string"},
+                },
+            },
+        }
+    },
+}
+_REQUEST_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["hook", "hookInstance", "context"],
+    "properties": {
+        "hook": {"type": "string"},
+        "hookInstance": {"type": "string", "format": "uuid"},
+        "fhirServer": {"type": "string", "format": "uri"},
+        "fhirAuthorization": {"type": "object"},
+        "context": {"type": "object"},
+        "prefetch": {"type": "object"},
+        "extension": {"type": "object"},
+    },
+}
+_RESPONSE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["cards"],
+    "properties": {
+        "cards": {"type": "array", "items": {"type": "object"}},
+        "systemActions": {"type": "array", "items": {"type": "object"}},
+    },
+}
+_FEEDBACK_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["feedback"],
+    "properties": {"feedback": {"type": "array", "items": {"type": "object"}}},
+}
+_OUTCOME = {"application/fhir+json": {"schema": {"type": "object"}}}
+
+
+def _error_docs(*codes: int) -> dict[int | str, dict[str, Any]]:
+    text = {
+        400: "Malformed request",
+        401: "Missing or invalid client JWT",
+        404: "Unknown service",
+        412: "Required data unavailable",
+        500: "Internal error",
+    }
+    return {code: {"description": text[code], "content": _OUTCOME} for code in codes}
+
+
+# ---------------------------------------------------------------- the runtime
+
+
+class CdsHooks:
+    """The protocol layer bound to one application: registry, config, stores, HTTP router.
+
+    Build it through :func:`install_cds_hooks`. ``aclose`` releases the FHIR/JWKS HTTP client
+    (installed apps do this at shutdown automatically).
+    """
+
+    def __init__(
+        self,
+        registry: ServiceRegistry,
+        config: CdsHooksConfig,
+        feedback_store: FeedbackStore,
+        *,
+        authenticator: Authenticator | None = None,
+        resolver: PrefetchResolver | None = None,
+        on_close: Callable[[], Any] | None = None,
+    ) -> None:
+        self.registry = registry
+        self.config = config
+        self.feedback_store = feedback_store
+        self.authenticator: Authenticator | None = (
+            (authenticator or _RejectAll()) if config.require_auth else None
+        )
+        self.resolver: PrefetchResolver = resolver or RequestOnlyResolver()
+        self._on_close = on_close
+        self._discovery_body = orjson.dumps(
+            registry.discovery().model_dump(mode="json", by_alias=True)
+        )
+        self.router = self._build_router()
+
+    async def aclose(self) -> None:
+        if self._on_close is not None:
+            result = self._on_close()
+            if hasattr(result, "__await__"):
+                await result
+
+    # ------------------------------------------------------------ plumbing
+
+    def audience(self, request: Request, canonical_path: str) -> str:
+        """The exact ``aud`` expected for this endpoint (S-6, S-11), built from the configured
+        public base URL, never the Host header. A request made with a trailing slash must carry
+        the same trailing slash in ``aud``."""
+        base = self.config.public_base_url or ""
+        trailing = "/" if request.url.path.endswith("/") else ""
+        return f"{base}{canonical_path}{trailing}"
+
+    async def _authenticate(self, request: Request, canonical_path: str) -> None:
+        if self.authenticator is None:
+            return
+        await self.authenticator.authenticate(
+            request.headers.get("authorization"), self.audience(request, canonical_path)
+        )
+
+    def _service(self, service_id: str) -> CdsService:
+        service = self.registry.get(service_id)
+        if service is None:
+            raise UnknownService()
+        return service
+
+    async def _read_json(self, request: Request) -> dict[str, Any]:
+        limit = self.config.max_request_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge()
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge()
+            chunks.append(chunk)
+        raw = b"".join(chunks)
+        if not raw.strip():
+            raise InvalidRequest("the request body is empty; send a JSON object")
+        try:
+            payload = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidRequest(
+                f"the request body is not valid JSON (line {exc.lineno}, column {exc.colno})"
+            ) from None
+        if not isinstance(payload, dict):
+            raise InvalidRequest("the request body must be a JSON object")
+        return payload
+
+    @staticmethod
+    def _parse_request(payload: dict[str, Any], service: CdsService) -> CdsRequest:
+        try:
+            parsed = CdsRequest.model_validate(payload)
+        except ValidationError as exc:
+            raise InvalidRequest(describe_validation_error(exc, _REQUEST_NAMES)) from None
+        if not parsed.hook_instance.strip():
+            raise InvalidRequest("member 'hookInstance' must not be empty")
+        if parsed.hook != service.hook:
+            # C-2: name the hook we expect, never echo the one received.
+            raise InvalidRequest(
+                f"member 'hook' does not match this service, which handles '{service.hook}'"
+            )
+        for name in service.context_requirements:
+            value = parsed.context.get(name)
+            if value is None:
+                raise InvalidRequest(f"member 'context.{name}' is required for {service.hook}")
+            if name in _OBJECT_CONTEXT:
+                if not isinstance(value, dict):
+                    raise InvalidRequest(f"member 'context.{name}' must be a JSON object")
+                kind = value.get("resourceType", "Bundle")
+                if kind != "Bundle":
+                    raise InvalidRequest(f"member 'context.{name}' must be a FHIR Bundle")
+            elif name in _ARRAY_CONTEXT:
+                if not isinstance(value, list):
+                    raise InvalidRequest(f"member 'context.{name}' must be an array")
+            elif not isinstance(value, str) or not value.strip():
+                raise InvalidRequest(f"member 'context.{name}' must be a non-empty string")
+        return parsed
+
+    # ------------------------------------------------------------ endpoints
+
+    async def discovery(self, request: Request) -> Response:
+        """B-1, B-2: ``GET /cds-services``; authenticated when auth is on (B-11)."""
+        started = time.perf_counter()
+        try:
+            await self._authenticate(request, BASE_PATH)
+        except CdsError as exc:
+            return self._fail(exc, event="discovery", started=started)
+        _log_done("discovery", 200, started)
+        return Response(self._discovery_body, media_type="application/json")
+
+    async def invoke(self, request: Request, service_id: str) -> Response:
+        """C-1..C-8, P-7..P-13, R-1: ``POST /cds-services/{id}``."""
+        started = time.perf_counter()
+        service: CdsService | None = None
+        hook_instance: object = None
+        try:
+            await self._authenticate(request, f"{BASE_PATH}/{quote(service_id, safe='')}")
+            service = self._service(service_id)
+            payload = await self._read_json(request)
+            hook_instance = payload.get("hookInstance")
+            cds_request = self._parse_request(payload, service)
+            prefetch, fhir = await self.resolver.resolve(service, cds_request)
+            result = await service.handler(
+                Invocation(service=service, request=cds_request, prefetch=prefetch, fhir=fhir)
+            )
+            if not isinstance(result, CdsResponse):
+                raise TypeError("handler did not return a CdsResponse")
+            body = result.model_dump(mode="json", by_alias=True)
+        except CdsError as exc:
+            return self._fail(
+                exc, event="invoke", started=started, service=service, hook_instance=hook_instance
+            )
+        except Exception as exc:
+            return self._crash(
+                exc, event="invoke", started=started, service=service, hook_instance=hook_instance
+            )
+        _log_done(
+            "invoke",
+            200,
+            started,
+            service=service,
+            hook_instance=hook_instance,
+            cards=len(result.cards),
+            prefetch=_prefetch_summary(service, prefetch),
+        )
+        return json_response(body)
+
+    async def feedback(self, request: Request, service_id: str) -> Response:
+        """F-1..F-10: ``POST /cds-services/{id}/feedback``; stored idempotently, 200 ``{}``."""
+        started = time.perf_counter()
+        service: CdsService | None = None
+        try:
+            await self._authenticate(request, f"{BASE_PATH}/{quote(service_id, safe='')}/feedback")
+            service = self._service(service_id)
+            payload = await self._read_json(request)
+            try:
+                parsed = FeedbackRequest.model_validate(payload)
+            except ValidationError as exc:
+                raise InvalidRequest(describe_validation_error(exc, _FEEDBACK_NAMES)) from None
+            new = await run_in_threadpool(self.feedback_store.record, service.id, parsed.feedback)
+        except CdsError as exc:
+            return self._fail(exc, event="feedback", started=started, service=service)
+        except Exception as exc:
+            return self._crash(exc, event="feedback", started=started, service=service)
+        _log_done(
+            "feedback",
+            200,
+            started,
+            service=service,
+            items=len(parsed.feedback),
+            new_items=new,
+        )
+        return json_response({})
+
+    async def not_allowed(self, request: Request) -> Response:
+        allowed = ("GET", "OPTIONS") if _is_discovery(request.url.path) else ("POST", "OPTIONS")
+        if request.method == "OPTIONS":  # a plain OPTIONS that is not a CORS preflight
+            return Response(status_code=204, headers={"Allow": ", ".join(allowed)})
+        return error_response(MethodNotAllowed(allowed))
+
+    async def not_found(self, request: Request) -> Response:
+        return error_response(UnknownService("no such CDS Hooks endpoint"))
+
+    # ------------------------------------------------------------ failures
+
+    def _fail(
+        self,
+        exc: CdsError,
+        *,
+        event: str,
+        started: float,
+        service: CdsService | None = None,
+        hook_instance: object = None,
+    ) -> Response:
+        extra: dict[str, Any] = {"error": type(exc).__name__}
+        if isinstance(exc, Unauthorized):
+            extra["auth_reason"] = exc.reason
+        if hasattr(exc, "key"):
+            extra["prefetch_key"] = exc.key
+        _log_done(
+            event,
+            exc.status_code,
+            started,
+            service=service,
+            hook_instance=hook_instance,
+            level=logging.WARNING,
+            **extra,
+        )
+        return error_response(exc)
+
+    def _crash(
+        self,
+        exc: Exception,
+        *,
+        event: str,
+        started: float,
+        service: CdsService | None = None,
+        hook_instance: object = None,
+    ) -> Response:
+        # Only the type and the location: exception messages may carry patient data.
+        _log_done(
+            event,
+            500,
+            started,
+            service=service,
+            hook_instance=hook_instance,
+            level=logging.ERROR,
+            error=type(exc).__name__,
+            where=_where(exc),
+        )
+        return error_response(InternalError())
+
+    # ------------------------------------------------------------ routes
+
+    def _build_router(self) -> APIRouter:
+        router = APIRouter(tags=["CDS Hooks"])
+        discovery_doc: dict[int | str, dict[str, Any]] = {
+            200: {"content": {"application/json": {"schema": _DISCOVERY_SCHEMA}}}
+        }
+        for path, in_schema in ((BASE_PATH, True), (BASE_PATH + "/", False)):
+            router.add_api_route(
+                path,
+                self.discovery,
+                methods=["GET"],
+                summary="CDS Hooks discovery",
+                responses={**discovery_doc, **_error_docs(401)},
+                include_in_schema=in_schema,
+            )
+        invoke_doc: dict[int | str, dict[str, Any]] = {
+            200: {"content": {"application/json": {"schema": _RESPONSE_SCHEMA}}},
+            **_error_docs(400, 401, 404, 412, 500),
+        }
+        request_body = {
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _REQUEST_SCHEMA}},
+            }
+        }
+        feedback_body = {
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": _FEEDBACK_SCHEMA}},
+            }
+        }
+        for suffix, in_schema in (("", True), ("/", False)):
+            router.add_api_route(
+                BASE_PATH + "/{service_id}" + suffix,
+                self.invoke,
+                methods=["POST"],
+                summary="Invoke a CDS service",
+                responses=invoke_doc,
+                openapi_extra=request_body,
+                include_in_schema=in_schema,
+            )
+            router.add_api_route(
+                BASE_PATH + "/{service_id}/feedback" + suffix,
+                self.feedback,
+                methods=["POST"],
+                summary="Feedback on cards",
+                responses={200: {"description": "Accepted"}, **_error_docs(400, 401, 404)},
+                openapi_extra=feedback_body,
+                include_in_schema=in_schema,
+            )
+        other = ["PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
+        for path in (BASE_PATH, BASE_PATH + "/"):
+            router.add_api_route(
+                path, self.not_allowed, methods=[*other, "POST"], include_in_schema=False
+            )
+        for suffix in ("", "/"):
+            for tail in ("/{service_id}", "/{service_id}/feedback"):
+                router.add_api_route(
+                    BASE_PATH + tail + suffix,
+                    self.not_allowed,
+                    methods=[*other, "GET"],
+                    include_in_schema=False,
+                )
+        router.add_api_route(
+            BASE_PATH + "/{rest:path}",
+            self.not_found,
+            methods=["GET", "POST", *other],
+            include_in_schema=False,
+        )
+        return router
+
+
+def _is_discovery(path: str) -> bool:
+    return path.rstrip("/").endswith(BASE_PATH)
+
+
+def _prefetch_summary(service: CdsService, prefetch: Prefetch) -> str:
+    # Declared key names and states only; undeclared keys are caller-chosen text.
+    return ",".join(f"{key}={prefetch.state(key).value}" for key in service.prefetch)
+
+
+def _log_done(
+    event: str,
+    status: int,
+    started: float,
+    *,
+    service: CdsService | None = None,
+    hook_instance: object = None,
+    level: int = logging.INFO,
+    **fields: Any,
+) -> None:
+    """One structured record per request: ids, status, timing -- never bodies or tokens."""
+    duration_ms = round((time.perf_counter() - started) * 1000, 1)
+    extra: dict[str, Any] = {
+        "cds_event": event,
+        "cds_status": status,
+        "cds_service": service.id if service is not None else "-",
+        "cds_hook_instance": log_safe_hook_instance(hook_instance),
+        "cds_duration_ms": duration_ms,
+    }
+    extra.update({f"cds_{k}": v for k, v in fields.items()})
+    rendered = " ".join(f"{k[4:]}={v}" for k, v in extra.items())
+    logger.log(level, "cds_hooks %s", rendered, extra=extra)
+
+
+# ---------------------------------------------------------------- installation
+
+
+def install_cds_hooks(
+    app: FastAPI,
+    registry: ServiceRegistry,
+    config: CdsHooksConfig,
+    feedback_store: FeedbackStore,
+    *,
+    authenticator: Authenticator | None = None,
+    resolver: PrefetchResolver | None = None,
+    on_close: Callable[[], Any] | None = None,
+) -> CdsHooks:
+    """Add the CDS Hooks routes and CORS middleware to ``app`` (B-1, C-1, F-1, CORS-1/2).
+
+    Call before the application starts. The runtime's ``aclose`` is chained into the app's
+    lifespan so HTTP clients it owns are closed at shutdown.
+    """
+    runtime = CdsHooks(
+        registry,
+        config,
+        feedback_store,
+        authenticator=authenticator,
+        resolver=resolver,
+        on_close=on_close,
+    )
+    app.include_router(runtime.router)
+    app.add_middleware(CorsMiddleware, origins=config.cors_origins, path_prefix=BASE_PATH)
+    _chain_shutdown(app, runtime)
+    return runtime
+
+
+def _chain_shutdown(app: FastAPI, runtime: CdsHooks) -> None:
+    original = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(asgi_app: Any) -> AsyncIterator[Mapping[str, Any] | None]:
+        async with original(asgi_app) as state:
+            try:
+                yield state
+            finally:
+                await runtime.aclose()
+
+    app.router.lifespan_context = cast(Any, lifespan)

@@ -1,0 +1,214 @@
+"""Declaring CDS services: :class:`CdsService`, the :class:`ServiceRegistry` and
+:class:`Invocation`, the one argument every handler receives.
+
+A handler is ``async def handler(invocation: Invocation) -> CdsResponse``. It may raise
+:class:`~cds_hooks.errors.PrefetchUnavailable` (412) -- typically through
+``invocation.prefetch.require(key)`` -- or :class:`~cds_hooks.errors.InvalidRequest` (400) when
+the context cannot be processed; anything else becomes a logged 500, never ``200 {"cards": []}``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from cds_hooks.models import CdsRequest, CdsResponse, DiscoveryResponse, ServiceDescriptor
+from cds_hooks.prefetch import Prefetch, validate_template
+
+__all__ = [
+    "HOOK_REQUIRED_CONTEXT",
+    "CdsService",
+    "FhirAccess",
+    "Handler",
+    "Invocation",
+    "ServiceRegistry",
+]
+
+#: REQUIRED context fields per hook (Hook Library STU1 1.0.1); a request without them is a 400.
+#: Other hooks have no protocol-level context check beyond ``context`` being an object.
+HOOK_REQUIRED_CONTEXT: Mapping[str, tuple[str, ...]] = {
+    "order-sign": ("userId", "patientId", "draftOrders"),
+    "order-select": ("userId", "patientId", "selections", "draftOrders"),
+    "encounter-discharge": ("userId", "patientId", "encounterId"),
+    "encounter-start": ("userId", "patientId", "encounterId"),
+    "patient-view": ("userId", "patientId"),
+}
+
+#: B-7: the id is a URL path segment.
+_SERVICE_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+
+
+class FhirAccess(Protocol):
+    """Extra FHIR queries from inside a handler (P-1, P-2, P-12), bound to one invocation."""
+
+    async def fetch(self, relative_url: str, *, key: str = "query") -> dict[str, Any] | None:
+        """GET ``{fhirServer}/{relative_url}``; a searchset comes back with its pages merged.
+
+        Returns ``None`` for a read that finds nothing (404/410). Raises
+        :class:`~cds_hooks.errors.PrefetchUnavailable` naming ``key`` when the data cannot be had
+        (server not allowed, no token, timeout, HTTP error), so an uncaught failure is a 412.
+        """
+        ...
+
+
+def _is_async_callable(obj: object) -> bool:
+    if inspect.iscoroutinefunction(obj):
+        return True
+    call = getattr(type(obj), "__call__", None)  # noqa: B004 -- async callable objects too
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """One hook call as the handler sees it.
+
+    ``prefetch`` is already resolved: present data, ``null`` markers, and -- when the request
+    allowed it -- keys fetched from ``fhirServer``. ``fhir`` lets a handler run an extra query
+    against the client's FHIR server under the same allowlist, token and deadline (``None`` when
+    the request gives no usable FHIR access).
+    """
+
+    service: CdsService
+    request: CdsRequest
+    prefetch: Prefetch
+    fhir: FhirAccess | None = None
+
+    @property
+    def context(self) -> dict[str, Any]:
+        return self.request.context
+
+    @property
+    def hook_instance(self) -> str:
+        return self.request.hook_instance
+
+    def __repr__(self) -> str:  # no request content in reprs
+        return f"Invocation(service={self.service.id!r}, prefetch={self.prefetch!r})"
+
+
+class Handler(Protocol):
+    def __call__(self, invocation: Invocation, /) -> Awaitable[CdsResponse]: ...
+
+
+@dataclass(frozen=True)
+class CdsService:
+    """A CDS service declaration (B-4..B-7, B-10).
+
+    ``prefetch`` maps key -> template (P-3..P-6), validated here. ``required_context`` overrides
+    :data:`HOOK_REQUIRED_CONTEXT` for hooks the table does not know.
+    """
+
+    id: str
+    hook: str
+    title: str
+    description: str
+    handler: Handler = field(repr=False)
+    prefetch: Mapping[str, str] = field(default_factory=dict)
+    usage_requirements: str | None = None
+    extension: Mapping[str, Any] | None = None
+    required_context: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if not _SERVICE_ID.match(self.id) or self.id in (".", ".."):
+            raise ValueError(
+                f"service id {self.id!r} must be URL-path-safe: letters, digits, '-', '_', '.' "
+                "(B-7)"
+            )
+        if not self.hook or not self.title or not self.description:
+            raise ValueError(f"service {self.id!r}: hook, title and description are required")
+        if not _is_async_callable(self.handler):
+            raise TypeError(f"service {self.id!r}: handler must be an async function")
+        for key, template in self.prefetch.items():
+            validate_template(key, template)
+        object.__setattr__(self, "prefetch", dict(self.prefetch))
+        if self.extension is not None and not isinstance(self.extension, Mapping):
+            raise ValueError(f"service {self.id!r}: extension must be an object (X-1)")
+
+    @property
+    def context_requirements(self) -> tuple[str, ...]:
+        if self.required_context is not None:
+            return self.required_context
+        return HOOK_REQUIRED_CONTEXT.get(self.hook, ())
+
+    def descriptor(self) -> ServiceDescriptor:
+        return ServiceDescriptor(
+            hook=self.hook,
+            id=self.id,
+            title=self.title,
+            description=self.description,
+            prefetch=dict(self.prefetch),
+            usage_requirements=self.usage_requirements,
+            extension=dict(self.extension) if self.extension else None,
+        )
+
+
+class ServiceRegistry:
+    """The services one application offers, in registration order.
+
+    One id per hook (B-8 sandbox caveat): registering an id twice is an error.
+    """
+
+    def __init__(self, services: list[CdsService] | None = None) -> None:
+        self._services: dict[str, CdsService] = {}
+        for service in services or ():
+            self.add(service)
+
+    def add(self, service: CdsService) -> CdsService:
+        if service.id in self._services:
+            raise ValueError(f"service id {service.id!r} is already registered (one id per hook)")
+        self._services[service.id] = service
+        return service
+
+    def service(
+        self,
+        *,
+        id: str,
+        hook: str,
+        title: str,
+        description: str,
+        prefetch: Mapping[str, str] | None = None,
+        usage_requirements: str | None = None,
+        extension: Mapping[str, Any] | None = None,
+        required_context: tuple[str, ...] | None = None,
+    ) -> Callable[[Handler], Handler]:
+        """Decorator form::
+
+        @registry.service(id="x", hook="order-sign", title="...", description="...")
+        async def x(invocation: Invocation) -> CdsResponse: ...
+        """
+
+        def register(handler: Handler) -> Handler:
+            self.add(
+                CdsService(
+                    id=id,
+                    hook=hook,
+                    title=title,
+                    description=description,
+                    handler=handler,
+                    prefetch=dict(prefetch or {}),
+                    usage_requirements=usage_requirements,
+                    extension=extension,
+                    required_context=required_context,
+                )
+            )
+            return handler
+
+        return register
+
+    def get(self, service_id: str) -> CdsService | None:
+        return self._services.get(service_id)
+
+    def __iter__(self) -> Iterator[CdsService]:
+        return iter(self._services.values())
+
+    def __len__(self) -> int:
+        return len(self._services)
+
+    def __contains__(self, service_id: object) -> bool:
+        return service_id in self._services
+
+    def discovery(self) -> DiscoveryResponse:
+        """The discovery document (B-2, B-4)."""
+        return DiscoveryResponse(services=tuple(s.descriptor() for s in self))

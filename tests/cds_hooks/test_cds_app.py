@@ -1,0 +1,332 @@
+"""HTTP surface: discovery (B-*), invocation (C-*, H-*), feedback (F-*), errors without echo."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+from cdsh_support import (
+    MARKER,
+    PATIENT_ID,
+    MemoryFeedbackStore,
+    make_app,
+    order_sign_request,
+    spec_json,
+)
+
+from cds_hooks import (
+    CdsHooksConfig,
+    CdsResponse,
+    InvalidRequest,
+    Invocation,
+    ServiceRegistry,
+)
+
+pytestmark = pytest.mark.anyio
+
+POST_URL = "/cds-services/probe-order-sign"
+
+
+def outcome_text(response: httpx.Response) -> str:
+    body = response.json()
+    assert body["resourceType"] == "OperationOutcome"
+    issue = body["issue"][0]
+    assert issue["severity"] == "error"
+    assert issue["code"]
+    return str(issue["diagnostics"])
+
+
+# ---------------------------------------------------------------- discovery
+
+
+@pytest.mark.parametrize("path", ["/cds-services", "/cds-services/"])
+async def test_discovery_lists_every_service(client: httpx.AsyncClient, path: str) -> None:
+    """B-1, B-2, B-4, B-5: services with hook/id/title/description/prefetch, no nulls."""
+    response = await client.get(path)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/json")
+    services = response.json()["services"]
+    ids = [s["id"] for s in services]
+    assert ids == [
+        "probe-order-sign",
+        "probe-patient-view",
+        "probe-order-select",
+        "probe-encounter-discharge",
+    ]
+    first = services[0]
+    assert first["hook"] == "order-sign"
+    assert first["prefetch"]["patient"] == "Patient/{{context.patientId}}"
+    assert "usageRequirements" not in first  # optional and unset: omitted (A-4)
+    assert "null" not in response.text
+
+
+async def test_discovery_with_no_services_is_an_empty_array() -> None:
+    """B-3: a server without services still answers 200 with services: []."""
+    app = make_app(ServiceRegistry())
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        response = await c.get("/cds-services")
+    assert response.json() == {"services": []}
+
+
+async def test_discovery_wrong_method_is_405(client: httpx.AsyncClient) -> None:
+    response = await client.post("/cds-services", content=b"{}")
+    assert response.status_code == 405
+    assert "GET" in response.headers["allow"]
+    outcome_text(response)
+
+
+async def test_openapi_documents_the_endpoints() -> None:
+    schema = make_app().openapi()
+    assert "/cds-services" in schema["paths"]
+    assert "post" in schema["paths"]["/cds-services/{service_id}"]
+    assert "post" in schema["paths"]["/cds-services/{service_id}/feedback"]
+
+
+# ---------------------------------------------------------------- invocation
+
+
+@pytest.mark.parametrize("path", [POST_URL, POST_URL + "/"])
+async def test_valid_order_sign_gives_cards(client: httpx.AsyncClient, path: str) -> None:
+    response = await client.post(path, json=order_sign_request())
+    assert response.status_code == 200
+    cards = response.json()["cards"]
+    assert cards[0]["summary"].startswith("probe-order-sign")
+
+
+async def test_sandbox_shaped_request_is_accepted(client: httpx.AsyncClient) -> None:
+    """A-5 and SANDBOX.md §3: no encounterId, no fhirAuthorization, Bundle without type,
+    unknown context member (selections), extension, invalid-ish FHIR."""
+    body = order_sign_request(extension={"com.example.x": 1}, unknownMember=True)
+    body["context"]["selections"] = ["ServiceRequest/example-request-id"]
+    body["context"]["draftOrders"] = {
+        "resourceType": "Bundle",
+        "entry": [{"resource": {"resourceType": "MedicationRequest", "category": {}}}],
+    }
+    response = await client.post(POST_URL, json=body)
+    assert response.status_code == 200
+
+
+async def test_missing_required_prefetch_is_412_naming_the_key(
+    client: httpx.AsyncClient,
+) -> None:
+    """P-7, P-13: absent key, no FHIR access -> 412 OperationOutcome naming the key."""
+    body = order_sign_request()
+    del body["prefetch"]
+    response = await client.post(POST_URL, json=body)
+    assert response.status_code == 412
+    text = outcome_text(response)
+    assert "'patient'" in text
+    assert PATIENT_ID not in response.text
+
+
+async def test_null_prefetch_is_present_and_empty(client: httpx.AsyncClient) -> None:
+    """P-8: null is satisfied (no such resource) -> handler runs, no 412."""
+    response = await client.post(POST_URL, json=order_sign_request(prefetch={"patient": None}))
+    assert response.status_code == 200
+
+
+async def test_operation_outcome_prefetch_is_missing(client: httpx.AsyncClient) -> None:
+    """P-9: an OperationOutcome is not data -> missing -> 412 without FHIR access."""
+    outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "error"}]}
+    response = await client.post(POST_URL, json=order_sign_request(prefetch={"patient": outcome}))
+    assert response.status_code == 412
+    assert "OperationOutcome" in outcome_text(response)
+
+
+# each row: (what is wrong, raw body, fragment expected in diagnostics, status)
+BAD_REQUESTS: list[tuple[str, bytes, str, int]] = [
+    ("malformed JSON", b'{"hook": "order-sign", "x": "' + MARKER.encode() + b'"', "JSON", 400),
+    ("not an object", json.dumps([MARKER]).encode(), "JSON object", 400),
+    ("empty body", b"", "empty", 400),
+    (
+        "missing hookInstance",
+        json.dumps({**order_sign_request(note=MARKER), "hookInstance": None}).encode(),
+        "hookInstance",
+        400,
+    ),
+    (
+        "hook/id mismatch",
+        json.dumps(order_sign_request(hook=MARKER)).encode(),
+        "'order-sign'",
+        400,
+    ),
+    (
+        "context not an object",
+        json.dumps(order_sign_request(context=MARKER)).encode(),
+        "context",
+        400,
+    ),
+    (
+        "context.draftOrders missing",
+        json.dumps(order_sign_request(context={"userId": MARKER, "patientId": MARKER})).encode(),
+        "context.draftOrders",
+        400,
+    ),
+    (
+        "context.patientId not a string",
+        json.dumps(
+            order_sign_request(context={"userId": "x", "patientId": [MARKER], "draftOrders": {}})
+        ).encode(),
+        "context.patientId",
+        400,
+    ),
+    (
+        "fhirAuthorization without token",
+        json.dumps(order_sign_request(fhirAuthorization={"token_type": MARKER})).encode(),
+        "fhirAuthorization.access_token",
+        400,
+    ),
+    (
+        "hook not a string",
+        json.dumps(order_sign_request(hook={"x": MARKER})).encode(),
+        "hook",
+        400,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("what", "raw", "expected", "status"), BAD_REQUESTS, ids=[r[0] for r in BAD_REQUESTS]
+)
+async def test_bad_requests_say_where_and_never_echo(
+    client: httpx.AsyncClient, what: str, raw: bytes, expected: str, status: int
+) -> None:
+    response = await client.post(
+        POST_URL, content=raw, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == status, what
+    assert expected in outcome_text(response), what
+    assert MARKER not in response.text
+    assert PATIENT_ID not in response.text
+
+
+async def test_unknown_service_is_404_without_echo(client: httpx.AsyncClient) -> None:
+    response = await client.post(f"/cds-services/{MARKER}", json=order_sign_request())
+    assert response.status_code == 404
+    outcome_text(response)
+    assert MARKER not in response.text
+
+
+async def test_unknown_deeper_path_is_404(client: httpx.AsyncClient) -> None:
+    response = await client.get("/cds-services/a/b/c")
+    assert response.status_code == 404
+    outcome_text(response)
+
+
+async def test_get_on_a_service_is_405(client: httpx.AsyncClient) -> None:
+    response = await client.get(POST_URL)
+    assert response.status_code == 405
+    assert response.headers["allow"].startswith("POST")
+
+
+async def test_oversized_body_is_413() -> None:
+    app = make_app(config=CdsHooksConfig(require_auth=False, max_request_bytes=64))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        response = await c.post(POST_URL, json=order_sign_request())
+    assert response.status_code == 413
+
+
+def crashing_registry(error: BaseException | None, returns: Any = None) -> ServiceRegistry:
+    registry = ServiceRegistry()
+
+    @registry.service(id="boom", hook="order-sign", title="Boom", description="crashes")
+    async def boom(invocation: Invocation) -> CdsResponse:
+        if error is not None:
+            raise error
+        return returns  # type: ignore[no-any-return]
+
+    return registry
+
+
+@pytest.mark.parametrize(
+    ("error", "returns"),
+    [
+        (KeyError(f"{PATIENT_ID} {MARKER}"), None),
+        (RuntimeError(MARKER), None),
+        (None, {"cards": []}),  # wrong return type is a crash too, not a 200
+    ],
+    ids=["KeyError", "RuntimeError", "wrong-return-type"],
+)
+async def test_handler_crash_is_500_never_empty_cards(error: Exception, returns: Any) -> None:
+    app = make_app(crashing_registry(error, returns))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        response = await c.post("/cds-services/boom", json=order_sign_request())
+    assert response.status_code == 500
+    assert "internal error" in outcome_text(response)
+    assert MARKER not in response.text
+    assert PATIENT_ID not in response.text
+
+
+async def test_handler_may_raise_invalid_request() -> None:
+    app = make_app(crashing_registry(InvalidRequest("draftOrders has no ServiceRequest")))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        response = await c.post("/cds-services/boom", json=order_sign_request())
+    assert response.status_code == 400
+    assert "ServiceRequest" in outcome_text(response)
+
+
+# ---------------------------------------------------------------- feedback
+
+
+async def test_feedback_is_accepted_and_idempotent() -> None:
+    """F-2..F-8: 200 {} each time; the store sees the repeat as nothing new."""
+    store = MemoryFeedbackStore()
+    app = make_app(store=store)
+    body = spec_json("spec-2.0.1/spec2.0.1-feedback-accepted.json")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        first = await c.post("/cds-services/probe-order-sign/feedback", json=body)
+        second = await c.post("/cds-services/probe-order-sign/feedback", json=body)
+    assert (first.status_code, first.json()) == (200, {})
+    assert (second.status_code, second.json()) == (200, {})
+    assert len(store.items) == 1
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "spec-2.0.1/spec2.0.1-feedback-accepted.json",
+        "spec-2.0.1/spec2.0.1-feedback-overridden-no-reason.json",
+        "spec-2.0.1/spec2.0.1-feedback-overridden-with-reason.json",
+    ],
+)
+async def test_spec_feedback_examples_are_accepted(client: httpx.AsyncClient, name: str) -> None:
+    response = await client.post("/cds-services/probe-order-sign/feedback", json=spec_json(name))
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        ({"feedback": [{"card": "c", "outcome": MARKER, "outcomeTimestamp": "x"}]}, "outcome"),
+        ({"feedback": [{"outcome": "accepted", "outcomeTimestamp": MARKER}]}, "card"),
+        ({"feedback": MARKER}, "feedback"),
+        ({MARKER: []}, "feedback"),
+    ],
+)
+async def test_bad_feedback_is_400_without_echo(
+    client: httpx.AsyncClient, body: dict[str, Any], where: str
+) -> None:
+    response = await client.post("/cds-services/probe-order-sign/feedback", json=body)
+    assert response.status_code == 400
+    assert where in outcome_text(response)
+    assert MARKER not in response.text
+
+
+async def test_feedback_for_unknown_service_is_404(client: httpx.AsyncClient) -> None:
+    response = await client.post("/cds-services/nope/feedback", json={"feedback": []})
+    assert response.status_code == 404
+
+
+async def test_feedback_store_crash_is_500() -> None:
+    class BrokenStore(MemoryFeedbackStore):
+        def record(self, service_id: str, items: Any) -> int:
+            raise OSError(MARKER)
+
+    app = make_app(store=BrokenStore())
+    body = spec_json("spec-2.0.1/spec2.0.1-feedback-accepted.json")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        response = await c.post("/cds-services/probe-order-sign/feedback", json=body)
+    assert response.status_code == 500
+    assert MARKER not in response.text
