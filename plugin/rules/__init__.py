@@ -1,1 +1,62 @@
-"""The billing rule book as pure functions: visits in, findings out."""
+"""The billing rule book as pure functions: therapy visits in, findings out.
+
+Entry points: :func:`analyze` (a whole :class:`~fhir_mappings.model.VisitGrouping`),
+:func:`analyze_visit`, :func:`analysis_to_json` (the ``check --format json`` shape), and the
+:data:`CATALOGUE` of finding ids (I-6). No I/O here besides loading the PTP data file once.
+"""
+
+from plugin.rules.catalogue import CATALOGUE, CatalogueEntry, RuleId, Severity
+from plugin.rules.code_catalog import CodeCatalog, StaticCodeCatalog, default_code_catalog
+from plugin.rules.engine import (
+    Analysis,
+    VisitAnalysis,
+    analysis_to_json,
+    analyze,
+    analyze_visit,
+    finding_to_json,
+)
+from plugin.rules.findings import Finding, FindingFacts, Fix
+from plugin.rules.pair import PairResult, PairRule, PairStatus
+from plugin.rules.ptp import (
+    PtpEdit,
+    PtpFormatError,
+    PtpTable,
+    default_ptp_table,
+    load_cms_ptp_file,
+    load_ptp_csv,
+    load_ptp_file,
+)
+from plugin.rules.units import PayerRule, ama_units, cms_allocations, units
+
+__all__ = [
+    "CATALOGUE",
+    "Analysis",
+    "CatalogueEntry",
+    "CodeCatalog",
+    "Finding",
+    "FindingFacts",
+    "Fix",
+    "PairResult",
+    "PairRule",
+    "PairStatus",
+    "PayerRule",
+    "PtpEdit",
+    "PtpFormatError",
+    "PtpTable",
+    "RuleId",
+    "Severity",
+    "StaticCodeCatalog",
+    "VisitAnalysis",
+    "ama_units",
+    "analysis_to_json",
+    "analyze",
+    "analyze_visit",
+    "cms_allocations",
+    "default_code_catalog",
+    "default_ptp_table",
+    "finding_to_json",
+    "load_cms_ptp_file",
+    "load_ptp_csv",
+    "load_ptp_file",
+    "units",
+]

@@ -1,0 +1,215 @@
+"""The rule engine: a visit grouping in, an :class:`Analysis` out, and its JSON form.
+
+``analyze`` runs, per visit (one patient, date of service and discipline; R-B2, R-B2a):
+timing findings (I-2.3, I-2.4), group exclusion, attribution and units (I-2.6..I-3), the
+97140/97530 pair (I-4), other PTP edits and the plan-of-care flags (I-5). Services the mappers
+set aside become top-level findings (I-2.1). Everything is deterministic: visits sorted by
+patient, date and discipline; findings by severity, rule id, codes and resources.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from fhir_mappings.model import (
+    Discipline,
+    SetAside,
+    SetAsideReason,
+    TherapyVisit,
+    VisitGrouping,
+)
+from plugin.rules.billing import billing_lines
+from plugin.rules.catalogue import RuleId
+from plugin.rules.code_catalog import CodeCatalog, default_code_catalog
+from plugin.rules.findings import Finding, FindingFacts, make_finding, sort_findings
+from plugin.rules.pair import (
+    PairResult,
+    PairRule,
+    evaluate_pair,
+    other_ptp_findings,
+    pair_columns,
+)
+from plugin.rules.plan import review_plan_of_care
+from plugin.rules.ptp import PtpTable, default_ptp_table
+from plugin.rules.timing import all_timing_findings
+from plugin.rules.units import Allocation, PayerRule, assess_units
+
+
+@dataclass(frozen=True, slots=True)
+class VisitAnalysis:
+    """The outcome for one visit (one entry of the contract's ``visits``)."""
+
+    patient: str
+    date: date
+    discipline: Discipline
+    payer_rule: PayerRule
+    pair_rule: PairRule
+    total_timed_minutes: int
+    raw_minutes: Mapping[str, int]  # documented minutes per timed code, before attribution
+    minutes: Mapping[str, int]  # attributed minutes per timed code
+    units: Allocation  # one acceptable allocation (the billed one when acceptable)
+    allocations: tuple[Allocation, ...]  # every acceptable allocation
+    units_allowed_total: int
+    pair: PairResult
+    findings: tuple[Finding, ...]
+    unverified_plan_refs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Analysis:
+    """Every visit of an input, plus findings not tied to a visit."""
+
+    visits: tuple[VisitAnalysis, ...]
+    findings: tuple[Finding, ...]
+    payer_rule: PayerRule
+    pair_rule: PairRule
+    ptp_version: str
+
+
+def analyze_visit(
+    visit: TherapyVisit,
+    *,
+    payer_rule: PayerRule = "cms",
+    pair_rule: PairRule = "cms",
+    ptp: PtpTable | None = None,
+    codes: CodeCatalog | None = None,
+) -> VisitAnalysis:
+    """All rules for one visit (I-2 .. I-5)."""
+    table = ptp if ptp is not None else default_ptp_table()
+    catalog = codes if codes is not None else default_code_catalog()
+    lines = billing_lines(visit)
+    assessment = assess_units(
+        visit,
+        payer_rule=payer_rule,
+        codes=catalog,
+        lines=lines,
+        pair=pair_columns(table, visit.service_date),
+    )
+    pair = evaluate_pair(visit, assessment=assessment, lines=lines, ptp=table, pair_rule=pair_rule)
+    present = {s.code for s in visit.services if s not in assessment.group_excluded}
+    present.update(code for code, line in lines.items() if line.charge_refs)
+    review = review_plan_of_care(visit, lines=lines, codes=catalog)
+    findings = (
+        *all_timing_findings(assessment.counted),
+        *assessment.findings,
+        *pair.findings,
+        *other_ptp_findings(visit, codes_present=present, lines=lines, ptp=table),
+        *review.findings,
+    )
+    return VisitAnalysis(
+        patient=visit.patient,
+        date=visit.service_date,
+        discipline=visit.discipline,
+        payer_rule=payer_rule,
+        pair_rule=pair_rule,
+        total_timed_minutes=assessment.total_timed_minutes,
+        raw_minutes=assessment.raw_minutes,
+        minutes=assessment.minutes,
+        units=assessment.units,
+        allocations=assessment.allocations,
+        units_allowed_total=assessment.units_allowed_total,
+        pair=pair,
+        findings=sort_findings(findings),
+        unverified_plan_refs=review.unverified_plan_refs,
+    )
+
+
+def set_aside_findings(set_aside: SetAside) -> Finding:
+    """The top-level finding for a service the mappers set aside (I-2.1, I-2.3)."""
+    s = set_aside.service
+    if set_aside.reason is SetAsideReason.NO_DATE:
+        return make_finding(
+            RuleId.W_NO_DURATION,
+            codes=(s.code,),
+            resources=(s.ref,),
+            message=(
+                f"{s.code}: no usable date or time was recorded, so the service could not be"
+                " placed on a date of service and was not analysed."
+            ),
+            facts=FindingFacts(detail="no-date"),
+        )
+    if set_aside.reason is SetAsideReason.NO_PATIENT:
+        return make_finding(
+            RuleId.I_IGNORED_STATUS,
+            codes=(s.code,),
+            resources=(s.ref,),
+            message=f"{s.code}: the service names no patient and was not analysed.",
+            facts=FindingFacts(status=s.status, detail="no-patient"),
+        )
+    return make_finding(
+        RuleId.I_IGNORED_STATUS,
+        codes=(s.code,),
+        resources=(s.ref,),
+        message=f"{s.code}: the service has status '{s.status}' and was not analysed.",
+        facts=FindingFacts(status=s.status, detail="status"),
+    )
+
+
+def analyze(
+    grouping: VisitGrouping,
+    *,
+    payer_rule: PayerRule = "cms",
+    pair_rule: PairRule = "cms",
+    ptp: PtpTable | None = None,
+    codes: CodeCatalog | None = None,
+) -> Analysis:
+    """Analyse every visit of ``grouping`` (I-2 .. I-5); set-asides become top-level findings.
+
+    ``payer_rule``: ``cms`` (8-minute rule, pooled; R-B) or ``ama`` (per code; R-C2).
+    ``pair_rule``: ``cms`` (distinct, non-overlapping blocks) or ``strict`` (each pair code
+    needs 15 minutes of its own time). ``ptp`` defaults to the shipped fallback table, ``codes``
+    to ``fhir_mappings.codes``.
+    """
+    table = ptp if ptp is not None else default_ptp_table()
+    catalog = codes if codes is not None else default_code_catalog()
+    visits = sorted(
+        (
+            analyze_visit(v, payer_rule=payer_rule, pair_rule=pair_rule, ptp=table, codes=catalog)
+            for v in grouping.visits
+        ),
+        key=lambda v: (v.patient, v.date, v.discipline.value),
+    )
+    return Analysis(
+        visits=tuple(visits),
+        findings=sort_findings(set_aside_findings(s) for s in grouping.set_aside),
+        payer_rule=payer_rule,
+        pair_rule=pair_rule,
+        ptp_version=table.version,
+    )
+
+
+def finding_to_json(finding: Finding) -> dict[str, Any]:
+    """A finding in the contract's shape: rule, severity, codes, resources, message."""
+    return {
+        "rule": finding.rule.value,
+        "severity": finding.severity.value,
+        "codes": list(finding.codes),
+        "resources": list(finding.resources),
+        "message": finding.message,
+    }
+
+
+def visit_to_json(visit: VisitAnalysis) -> dict[str, Any]:
+    """One entry of the contract's ``visits`` list."""
+    return {
+        "patient": visit.patient,
+        "date": visit.date.isoformat(),
+        "discipline": visit.discipline.value,
+        "payer_rule": visit.payer_rule,
+        "total_timed_minutes": visit.total_timed_minutes,
+        "units": dict(visit.units),
+        "allocations": [dict(a) for a in visit.allocations],
+        "pair": visit.pair.status.value,
+        "findings": [finding_to_json(f) for f in visit.findings],
+    }
+
+
+def analysis_to_json(analysis: Analysis) -> dict[str, Any]:
+    """The exact ``check --format json`` document of the product contract."""
+    return {
+        "visits": [visit_to_json(v) for v in analysis.visits],
+        "findings": [finding_to_json(f) for f in analysis.findings],
+    }

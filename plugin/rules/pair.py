@@ -1,0 +1,412 @@
+"""The 97140 / 97530 NCCI pair (I-4, R-D1..R-D4) and other PTP pairs on a visit (I-OTHER-PTP).
+
+Statuses, evaluated in the order of I-4:
+1. INDETERMINATE: a 97140 or 97530 service lacks a usable start and end (R-E8);
+2. NOT_SUPPORTED + E-PAIR-SAME-TIMEBLOCK: a 97140 interval overlaps a 97530 interval;
+3. NOT_APPLICABLE: no acceptable allocation gives both codes >= 1 unit (R-D3(3));
+4. NOT_SUPPORTED: no modifier (E-PAIR-NO-MODIFIER), modifier only on column 1
+   (W-MODIFIER-ON-COL1), an X modifier whose condition is not evidenced
+   (W-MODIFIER-MISMATCH-XE/XP/XS), or, under the ``strict`` pair rule, a code with fewer than
+   15 minutes of its own distinct time (E-PAIR-SAME-TIMEBLOCK, detail ``strict``);
+5. SUPPORTED, with W-59-WITH-X when 59 and an X modifier share a line.
+
+Ties (I-4.3, POLICY): step 3 is evaluated for every allocation in ``chosen`` (the billed one when
+it is acceptable, else all acceptable ones). When they disagree, the reported status is the one
+that holds if both codes are billed (steps 4-5), because that is the only case in which the edit
+bites; ``PairResult.by_allocation`` keeps the status per allocation and the findings say that
+billing only one of the codes is the alternative.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from enum import StrEnum
+from itertools import product
+from typing import Literal
+
+from fhir_mappings.model import TherapyVisit, TimedService
+from plugin.rules.billing import NCCI_MODIFIERS, X_MODIFIERS, BillingLine
+from plugin.rules.catalogue import RuleId
+from plugin.rules.findings import Finding, FindingFacts, Fix, make_finding
+from plugin.rules.intervals import intersection, usable_interval, whole_minutes
+from plugin.rules.ptp import PtpEdit, PtpTable
+from plugin.rules.units import UnitAssessment
+
+PairRule = Literal["cms", "strict"]
+FOCUS_PAIR: tuple[str, str] = ("97140", "97530")
+"""The pair this product checks in depth (R-D2); its column order comes from the PTP table."""
+STRICT_MINUTES = 15
+"""Strict reading (R-D3 note, POLICY): each code needs this many minutes of its own time."""
+
+
+class PairStatus(StrEnum):
+    """The 97140/97530 status of a visit (I-4)."""
+
+    SUPPORTED = "SUPPORTED"
+    NOT_SUPPORTED = "NOT_SUPPORTED"
+    NOT_APPLICABLE = "NOT_APPLICABLE"
+    INDETERMINATE = "INDETERMINATE"
+
+
+_STATUS_WEIGHT = {
+    PairStatus.NOT_APPLICABLE: 0,
+    PairStatus.SUPPORTED: 1,
+    PairStatus.NOT_SUPPORTED: 2,
+    PairStatus.INDETERMINATE: 3,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PairResult:
+    """The pair status with the reading applied and the evidence behind it.
+
+    ``reason`` is a short tag: ``no-edit`` (no edit in effect), ``absent`` (not both codes
+    documented), ``no-interval``, ``same-timeblock``, ``units`` (not both codes earn a unit),
+    ``modifier`` (step 4 failed), ``supported``.
+    """
+
+    status: PairStatus
+    pair_rule: PairRule
+    column1: str
+    column2: str
+    modifier_indicator: int | None
+    reason: str
+    by_allocation: tuple[PairStatus, ...] = ()
+    findings: tuple[Finding, ...] = ()
+
+
+def pair_edit(ptp: PtpTable, on: date) -> PtpEdit | None:
+    """The NCCI edit between 97140 and 97530 in effect on ``on`` (R-D2)."""
+    return ptp.lookup(FOCUS_PAIR[0], FOCUS_PAIR[1], on)
+
+
+def pair_columns(ptp: PtpTable, on: date) -> tuple[str, str] | None:
+    """(column 1, column 2) of the 97140/97530 edit on ``on``, from the table."""
+    edit = pair_edit(ptp, on)
+    return (edit.column1, edit.column2) if edit else None
+
+
+def _x_condition_holds(modifier: str, a: TimedService, b: TimedService) -> bool:
+    """R-D4 POLICY: the documentation a modifier needs, for one pair of services."""
+    if modifier == "XE":
+        return a.encounter is not None and b.encounter is not None and a.encounter != b.encounter
+    if modifier == "XP":
+        return (
+            bool(a.performers) and bool(b.performers) and set(a.performers).isdisjoint(b.performers)
+        )
+    if modifier == "XS":
+        return (
+            bool(a.body_sites) and bool(b.body_sites) and set(a.body_sites).isdisjoint(b.body_sites)
+        )
+    return True  # 59 and XU: non-overlapping blocks, already established at step 2
+
+
+_MISMATCH_RULE = {
+    "XE": RuleId.W_MODIFIER_MISMATCH_XE,
+    "XP": RuleId.W_MODIFIER_MISMATCH_XP,
+    "XS": RuleId.W_MODIFIER_MISMATCH_XS,
+}
+_MISMATCH_TEXT = {
+    "XE": "XE (separate encounter) needs the two services in different encounters",
+    "XP": "XP (separate practitioner) needs different performers recorded on the two services",
+    "XS": "XS (separate structure) needs different body sites recorded on both services",
+}
+
+
+def evaluate_pair(
+    visit: TherapyVisit,
+    *,
+    assessment: UnitAssessment,
+    lines: Mapping[str, BillingLine],
+    ptp: PtpTable,
+    pair_rule: PairRule = "cms",
+) -> PairResult:
+    """The 97140/97530 status of one visit, in the order of I-4 (R-D1..R-D4, R-E8)."""
+    edit = pair_edit(ptp, visit.service_date)
+    if edit is None or edit.modifier_indicator == 9:
+        return PairResult(PairStatus.NOT_APPLICABLE, pair_rule, *FOCUS_PAIR, None, reason="no-edit")
+    col1, col2 = edit.column1, edit.column2
+    first = [s for s in assessment.counted if s.code == col1]
+    second = [s for s in assessment.counted if s.code == col2]
+
+    def result(
+        status: PairStatus,
+        reason: str,
+        by_allocation: tuple[PairStatus, ...] = (),
+        findings: tuple[Finding, ...] = (),
+    ) -> PairResult:
+        return PairResult(
+            status, pair_rule, col1, col2, edit.modifier_indicator, reason, by_allocation, findings
+        )
+
+    if not first or not second:
+        return result(PairStatus.NOT_APPLICABLE, "absent")
+    # 1. INDETERMINATE (R-E8)
+    if any(usable_interval(s) is None for s in (*first, *second)):
+        return result(PairStatus.INDETERMINATE, "no-interval")
+    # 2. same time block (R-D3(2), R-F4)
+    intervals = {s.ref: usable_interval(s) for s in (*first, *second)}
+    overlapping = []
+    for a, b in product(first, second):
+        ia, ib = intervals[a.ref], intervals[b.ref]
+        shared = intersection(ia, ib) if ia is not None and ib is not None else timedelta(0)
+        if shared > timedelta(0):
+            overlapping.append((a, b, shared))
+    if overlapping:
+        minutes = whole_minutes(sum((shared for _, _, shared in overlapping), timedelta(0)))
+        line2 = lines.get(col2)
+        allowed2 = assessment.max_allowed(col2)
+        fixes: tuple[Fix, ...] = ()
+        if line2 is not None and line2.billed_units is not None and line2.billed_units > allowed2:
+            fixes = (Fix(line_code=col2, charge_refs=line2.fix_refs, set_units=allowed2),)
+        finding = make_finding(
+            RuleId.E_PAIR_SAME_TIMEBLOCK,
+            codes=(col1, col2),
+            resources=[s.ref for a, b, _ in overlapping for s in (a, b)],
+            message=(
+                f"{col1} and {col2} were documented in the same time block ({minutes}"
+                f" overlapping minutes); {col2} must not be reported for that time and no"
+                f" modifier can make it separate. The shared minutes count for {col1} only."
+            ),
+            facts=FindingFacts(
+                minutes=minutes,
+                units_allowed=allowed2,
+                column1=col1,
+                column2=col2,
+                modifier_indicator=edit.modifier_indicator,
+                pair_rule=pair_rule,
+                detail="overlap",
+            ),
+            fixes=fixes,
+        )
+        return result(PairStatus.NOT_SUPPORTED, "same-timeblock", findings=(finding,))
+    # 3. both codes must earn a unit, per acceptable allocation (R-D3(3), I-4.3)
+    applicable = tuple(a.get(col1, 0) >= 1 and a.get(col2, 0) >= 1 for a in assessment.chosen)
+    if not any(applicable):
+        return result(
+            PairStatus.NOT_APPLICABLE,
+            "units",
+            by_allocation=tuple(PairStatus.NOT_APPLICABLE for _ in applicable),
+        )
+    caveat = (
+        ""
+        if all(applicable)
+        else " (This applies if both codes are billed; an acceptable allocation bills only one.)"
+    )
+    findings = _modifier_findings(
+        col1, col2, first, second, lines, edit, pair_rule, assessment, caveat
+    )
+    failed = any(f.rule is not RuleId.W_59_WITH_X for f in findings)
+    status = PairStatus.NOT_SUPPORTED if failed else PairStatus.SUPPORTED
+    by_allocation = tuple(status if ok else PairStatus.NOT_APPLICABLE for ok in applicable)
+    return result(
+        status,
+        "modifier" if failed else "supported",
+        by_allocation=by_allocation,
+        findings=findings,
+    )
+
+
+def _modifier_findings(
+    col1: str,
+    col2: str,
+    first: Sequence[TimedService],
+    second: Sequence[TimedService],
+    lines: Mapping[str, BillingLine],
+    edit: PtpEdit,
+    pair_rule: PairRule,
+    assessment: UnitAssessment,
+    caveat: str,
+) -> tuple[Finding, ...]:
+    """Step 4 and the W-59-WITH-X check of step 5 (R-D3(1), R-D3(4), R-D4)."""
+    line1, line2 = lines.get(col1), lines.get(col2)
+    mods1 = (line1.modifiers if line1 else frozenset()) & NCCI_MODIFIERS
+    mods2 = (line2.modifiers if line2 else frozenset()) & NCCI_MODIFIERS
+    refs1 = line1.fix_refs if line1 else ()
+    refs2 = line2.fix_refs if line2 else ()
+    resources = [s.ref for s in (*first, *second)]
+    facts = FindingFacts(
+        column1=col1,
+        column2=col2,
+        modifier_indicator=edit.modifier_indicator,
+        pair_rule=pair_rule,
+    )
+    found: list[Finding] = []
+    if edit.modifier_indicator == 0:
+        found.append(
+            make_finding(
+                RuleId.E_PAIR_NO_MODIFIER,
+                codes=(col1, col2),
+                resources=resources,
+                message=(
+                    f"The NCCI edit between {col1} and {col2} has modifier indicator 0: no"
+                    f" modifier can bypass it, so {col2} is not payable with {col1} on the"
+                    f" same date.{caveat}"
+                ),
+                facts=FindingFacts(
+                    column1=col1, column2=col2, modifier_indicator=0, detail="indicator-0"
+                ),
+            )
+        )
+    elif not mods2 and not mods1:
+        found.append(
+            make_finding(
+                RuleId.E_PAIR_NO_MODIFIER,
+                codes=(col1, col2),
+                resources=resources,
+                message=(
+                    f"{col1} and {col2} are both billed on this date without an NCCI modifier;"
+                    f" {col2} (column 2) will be denied. The documented time blocks are distinct,"
+                    f" so add modifier 59 (or XU) to the {col2} line.{caveat}"
+                ),
+                facts=facts,
+                fixes=(Fix(line_code=col2, charge_refs=refs2, add_modifier="59"),),
+            )
+        )
+    elif not mods2:
+        moved = sorted(mods1)[0]
+        found.append(
+            make_finding(
+                RuleId.W_MODIFIER_ON_COL1,
+                codes=(col1, col2),
+                resources=resources,
+                message=(
+                    f"Modifier {moved} is on {col1} (column 1) but not on {col2} (column 2);"
+                    f" the edit is bypassed only by a modifier on {col2}. Move it to the {col2}"
+                    f" line.{caveat}"
+                ),
+                facts=facts,
+                fixes=(
+                    Fix(line_code=col2, charge_refs=refs2, add_modifier=moved),
+                    Fix(line_code=col1, charge_refs=refs1, remove_modifier=moved),
+                ),
+            )
+        )
+    for modifier in sorted(mods2 & set(_MISMATCH_RULE)):
+        if all(_x_condition_holds(modifier, a, b) for a, b in product(first, second)):
+            continue
+        found.append(
+            make_finding(
+                _MISMATCH_RULE[modifier],
+                codes=(col1, col2),
+                resources=resources,
+                message=(
+                    f"{_MISMATCH_TEXT[modifier]}; the record does not show that. Since the time"
+                    f" blocks are distinct, use 59 (or XU) on the {col2} line instead.{caveat}"
+                ),
+                facts=facts,
+                fixes=(
+                    Fix(
+                        line_code=col2,
+                        charge_refs=refs2,
+                        remove_modifier=modifier,
+                        add_modifier=None if "59" in mods2 else "59",
+                    ),
+                ),
+            )
+        )
+    if pair_rule == "strict":
+        short = {c: assessment.minutes.get(c, 0) for c in (col1, col2)}
+        short = {c: m for c, m in short.items() if m < STRICT_MINUTES}
+        if short:
+            detail = ", ".join(f"{c} has {m}" for c, m in short.items())
+            found.append(
+                make_finding(
+                    RuleId.E_PAIR_SAME_TIMEBLOCK,
+                    codes=(col1, col2),
+                    resources=resources,
+                    message=(
+                        f"Under the strict pair rule each of {col1} and {col2} needs at least"
+                        f" {STRICT_MINUTES} minutes of its own distinct time ({detail}); they"
+                        f" are not separate 15-minute blocks.{caveat}"
+                    ),
+                    facts=FindingFacts(
+                        minutes=min(short.values()),
+                        column1=col1,
+                        column2=col2,
+                        modifier_indicator=edit.modifier_indicator,
+                        pair_rule=pair_rule,
+                        detail="strict",
+                    ),
+                )
+            )
+    for code, line, services in ((col1, line1, first), (col2, line2, second)):
+        mods = (line.modifiers if line else frozenset()) & NCCI_MODIFIERS
+        xs = sorted(mods & X_MODIFIERS)
+        if "59" not in mods or not xs:
+            continue
+        evidenced = all(_x_condition_holds(x, a, b) for x in xs for a, b in product(first, second))
+        refs = line.fix_refs if line else ()
+        fixes = (
+            (Fix(line_code=code, charge_refs=refs, remove_modifier="59"),)
+            if evidenced
+            else tuple(Fix(line_code=code, charge_refs=refs, remove_modifier=x) for x in xs)
+        )
+        found.append(
+            make_finding(
+                RuleId.W_59_WITH_X,
+                codes=(code,),
+                resources=[s.ref for s in services],
+                message=(
+                    f"The {code} line carries both 59 and {', '.join(xs)}; an X modifier replaces"
+                    f" 59 and the two are not reported together. Keep one."
+                ),
+                facts=facts,
+                fixes=fixes,
+            )
+        )
+    return tuple(found)
+
+
+def other_ptp_findings(
+    visit: TherapyVisit,
+    *,
+    codes_present: Iterable[str],
+    lines: Mapping[str, BillingLine],
+    ptp: PtpTable,
+) -> tuple[Finding, ...]:
+    """I-OTHER-PTP for each PTP edit in effect between codes on the visit, other than the
+    97140/97530 pair (R-D1, R-D5, R-D6). Informational: not asserted."""
+    found = []
+    for e in ptp.edits_among(codes_present, visit.service_date):
+        if {e.column1, e.column2} == set(FOCUS_PAIR):
+            continue
+        refs = [
+            r
+            for c in (e.column1, e.column2)
+            if c in lines
+            for r in (*lines[c].service_refs, *lines[c].charge_refs)
+        ]
+        bypass = (
+            "an NCCI-associated modifier on the column-2 line may bypass it when the"
+            " documentation supports it"
+            if e.modifier_allowed
+            else "no modifier can bypass it"
+        )
+        caution = f" Table note: {e.note}." if e.note else ""
+        found.append(
+            make_finding(
+                RuleId.I_OTHER_PTP,
+                codes=(e.column1, e.column2),
+                resources=refs,
+                message=(
+                    f"An NCCI PTP edit may apply: {e.column1} (column 1) with {e.column2}"
+                    f" (column 2), modifier indicator {e.modifier_indicator}; {bypass}."
+                    f" Not checked further.{caution}"
+                ),
+                facts=FindingFacts(
+                    column1=e.column1,
+                    column2=e.column2,
+                    modifier_indicator=e.modifier_indicator,
+                    detail="unconfirmed" if e.unconfirmed else None,
+                ),
+            )
+        )
+    return tuple(found)
+
+
+def worst_status(statuses: Iterable[PairStatus]) -> PairStatus:
+    """The most severe of several statuses (INDETERMINATE > NOT_SUPPORTED > SUPPORTED > N/A)."""
+    return max(statuses, key=_STATUS_WEIGHT.__getitem__, default=PairStatus.NOT_APPLICABLE)
