@@ -12,17 +12,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
+from fhir_mappings.codes import CODE_LIST
 from fhir_mappings.model import Discipline, TherapyVisit
 
-NCCI_MODIFIERS: frozenset[str] = frozenset({"59", "XE", "XS", "XP", "XU"})
+NCCI_MODIFIERS: frozenset[str] = CODE_LIST.ncci_modifiers
 """NCCI-associated modifiers that may bypass a PTP edit with indicator 1 (R-D1, R-D4)."""
 
-X_MODIFIERS: frozenset[str] = frozenset({"XE", "XS", "XP", "XU"})
+X_MODIFIERS: frozenset[str] = NCCI_MODIFIERS - {"59"}
+"""XE, XS, XP, XU (R-D4)."""
 
 DISCIPLINE_MODIFIERS: Mapping[Discipline, str] = MappingProxyType(
-    {Discipline.PT: "GP", Discipline.OT: "GO", Discipline.SLP: "GN"}
+    {d: m for m, d in sorted(CODE_LIST.discipline_modifiers.items())}
 )
-"""R-G1: the therapy plan-of-care modifier of each discipline."""
+"""R-G1: the therapy plan-of-care modifier of each discipline (GP, GO, GN)."""
 
 _NOT_BILLED_STATUSES = frozenset({"entered-in-error", "revoked", "cancelled"})
 

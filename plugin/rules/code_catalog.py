@@ -1,18 +1,19 @@
 """The seam to the timed / one-on-one code lists (R-A4, R-F3).
 
-The rules need two questions answered about a CPT/HCPCS code: is it a 15-minute timed code
-(enters the unit math) and is it one-on-one or constant attendance (its minutes may not overlap
-another such code's, R-F3/R-F4). The lists themselves are versioned data owned by
-``fhir_mappings.codes``; the rules depend only on this protocol, so tests can pass a
-:class:`StaticCodeCatalog` and the default resolves ``fhir_mappings.codes`` lazily.
+The rules ask two questions about a CPT/HCPCS code: is it a 15-minute timed code (its minutes
+enter the unit math) and is it one-on-one or constant attendance (its minutes may not overlap
+another such code's, and group delivery of it is not billable as that code; R-F2..R-F4). The
+lists are versioned data owned by ``fhir_mappings.codes``; the rules depend on this protocol so
+tests, or a caller with its own lists, can pass a :class:`StaticCodeCatalog`.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol, cast
+from typing import Protocol
+
+from fhir_mappings import codes as therapy_codes
 
 
 class CodeCatalog(Protocol):
@@ -29,7 +30,7 @@ class CodeCatalog(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class StaticCodeCatalog:
-    """A catalog from explicit code sets (tests, or a caller with its own lists)."""
+    """A catalog from explicit code sets."""
 
     timed: frozenset[str]
     one_on_one: frozenset[str]
@@ -45,29 +46,19 @@ class StaticCodeCatalog:
         return code in self.one_on_one
 
 
-class ModuleCodeCatalog:
-    """Delegates to the module-level ``is_timed`` / ``is_one_on_one`` of a module (lazy import)."""
-
-    def __init__(self, module_name: str = "fhir_mappings.codes") -> None:
-        self._module_name = module_name
-
-    def _function(self, name: str) -> Callable[[str], bool]:
-        try:
-            module = importlib.import_module(self._module_name)
-        except ImportError as exc:  # pragma: no cover - only before the code lists exist
-            raise RuntimeError(
-                f"code lists unavailable: cannot import {self._module_name}; "
-                "pass an explicit CodeCatalog"
-            ) from exc
-        return cast(Callable[[str], bool], getattr(module, name))
+class TherapyCodeCatalog:
+    """The project's code list (``fhir_mappings/data/therapy_codes.json``)."""
 
     def is_timed(self, code: str) -> bool:
-        return self._function("is_timed")(code)
+        return therapy_codes.is_timed(code)
 
     def is_one_on_one(self, code: str) -> bool:
-        return self._function("is_one_on_one")(code)
+        return therapy_codes.is_one_on_one(code)
+
+
+_DEFAULT = TherapyCodeCatalog()
 
 
 def default_code_catalog() -> CodeCatalog:
-    """The project's code lists (``fhir_mappings.codes``), imported on first use."""
-    return ModuleCodeCatalog()
+    """The project's code list (``fhir_mappings.codes``)."""
+    return _DEFAULT
