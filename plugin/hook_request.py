@@ -129,7 +129,9 @@ def build_hook_request(
 def _entries(bundle: Mapping[str, Any]) -> list[JsonObject]:
     if not isinstance(bundle, Mapping) or bundle.get("resourceType") != "Bundle":
         raise BundleError("expected a FHIR Bundle (resourceType 'Bundle')")
-    raw = bundle.get("entry") or []
+    raw = bundle.get("entry")
+    if raw is None:
+        raw = []
     if not isinstance(raw, list):
         raise BundleError("Bundle.entry is not a list")
     entries: list[JsonObject] = []
