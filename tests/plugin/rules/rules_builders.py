@@ -16,7 +16,14 @@ from fhir_mappings.model import (
     TimedService,
     TimingKind,
 )
-from plugin.rules import StaticCodeCatalog
+from plugin.rules import (
+    Finding,
+    PairRule,
+    PayerRule,
+    StaticCodeCatalog,
+    VisitAnalysis,
+    analyze_visit,
+)
 
 DOS = date(2025, 3, 4)
 T0 = datetime(2025, 3, 4, 14, 0, tzinfo=UTC)  # 09:00 at UTC-05:00, same local date
@@ -150,3 +157,19 @@ def visit(
 
 def tz(hours: int) -> timezone:
     return timezone(timedelta(hours=hours))
+
+
+def run(
+    v: TherapyVisit, payer_rule: PayerRule = "cms", pair_rule: PairRule = "cms"
+) -> VisitAnalysis:
+    return analyze_visit(v, payer_rule=payer_rule, pair_rule=pair_rule, codes=CODES)
+
+
+def rules_of(analysis: VisitAnalysis) -> list[str]:
+    return [f.rule.value for f in analysis.findings]
+
+
+def only(analysis: VisitAnalysis, rule: str) -> Finding:
+    found = [f for f in analysis.findings if f.rule.value == rule]
+    assert len(found) == 1, (rule, rules_of(analysis))
+    return found[0]
