@@ -65,8 +65,8 @@ class PtpEdit:
 
     @property
     def unconfirmed(self) -> bool:
-        """The rule book marks this row (or its direction) UNCONFIRMED."""
-        return "UNCONFIRMED" in self.note
+        """The rule book marks this pair, or its column order, UNCONFIRMED."""
+        return "direction UNCONFIRMED" in self.note or "pair UNCONFIRMED" in self.note
 
 
 @dataclass(frozen=True, slots=True)
