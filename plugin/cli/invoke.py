@@ -329,24 +329,21 @@ def render_cards(console: Console, response: Mapping[str, Any], service_url: str
         topic = _mapping(source.get("topic"))
         label = source.get("label")
         if label or topic.get("code"):
-            line = Text("Source: ", style="dim")
-            line.append(str(label or ""))
+            line = Text.assemble(("Source: ", "dim"), str(label or ""))
             if topic.get("code"):
                 line.append(f" [{topic['code']}]", style="dim")
             parts.append(line)
         for suggestion in card.get("suggestions") or []:
             if isinstance(suggestion, Mapping):
-                text = Text("Suggestion: ", style="dim")
-                text.append(str(suggestion.get("label", "")))
+                line = Text.assemble(("Suggestion: ", "dim"), str(suggestion.get("label", "")))
                 if suggestion.get("isRecommended"):
-                    text.append(" (recommended)", style="green")
-                parts.append(text)
+                    line.append(" (recommended)", style="green")
+                parts.append(line)
         for link in card.get("links") or []:
             if isinstance(link, Mapping):
-                text = Text("Link: ", style="dim")
-                text.append(str(link.get("label", "")))
-                text.append(f" {link.get('url', '')}", style="underline cyan")
-                parts.append(text)
+                line = Text.assemble(("Link: ", "dim"), str(link.get("label", "")))
+                line.append(f" {link.get('url', '')}", style="underline cyan")
+                parts.append(line)
         title = Text(f"{indicator.upper()} ", style=style)
         title.append(str(card.get("summary", "")), style="bold")
         console.print(
