@@ -20,6 +20,7 @@ from cds_hooks.app import (
     RequestOnlyResolver,
     install_cds_hooks,
 )
+from cds_hooks.auth import ClientAuthenticator, ClientIdentity, InMemoryReplayStore, ReplayStore
 from cds_hooks.config import CdsHooksConfig, TrustedIssuer, load_trusted_issuers
 from cds_hooks.cors import CorsMiddleware
 from cds_hooks.errors import (
@@ -34,6 +35,7 @@ from cds_hooks.errors import (
     operation_outcome,
 )
 from cds_hooks.feedback import FeedbackStore
+from cds_hooks.fhir_client import FhirFallback, FhirSession, server_allowed
 from cds_hooks.models import (
     Action,
     Card,
@@ -62,6 +64,8 @@ __all__ = [
     "CdsRequest",
     "CdsResponse",
     "CdsService",
+    "ClientAuthenticator",
+    "ClientIdentity",
     "Coding",
     "CorsMiddleware",
     "DiscoveryResponse",
@@ -70,7 +74,10 @@ __all__ = [
     "FeedbackStore",
     "FhirAccess",
     "FhirAuthorization",
+    "FhirFallback",
+    "FhirSession",
     "Handler",
+    "InMemoryReplayStore",
     "InternalError",
     "InvalidRequest",
     "Invocation",
@@ -82,6 +89,7 @@ __all__ = [
     "PrefetchResolver",
     "PrefetchState",
     "PrefetchUnavailable",
+    "ReplayStore",
     "RequestOnlyResolver",
     "ServiceDescriptor",
     "ServiceRegistry",
@@ -94,4 +102,5 @@ __all__ = [
     "load_trusted_issuers",
     "operation_outcome",
     "render_template",
+    "server_allowed",
 ]

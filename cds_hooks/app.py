@@ -20,6 +20,7 @@ from contextlib import asynccontextmanager
 from typing import Any, Protocol, cast
 from urllib.parse import quote
 
+import httpx
 import orjson
 from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel, ValidationError
@@ -27,6 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from cds_hooks.auth import ClientAuthenticator, ReplayStore
 from cds_hooks.config import CdsHooksConfig
 from cds_hooks.cors import CorsMiddleware
 from cds_hooks.errors import (
@@ -35,6 +37,7 @@ from cds_hooks.errors import (
     InvalidRequest,
     MethodNotAllowed,
     PayloadTooLarge,
+    PrefetchUnavailable,
     Unauthorized,
     UnknownService,
     describe_validation_error,
@@ -42,6 +45,7 @@ from cds_hooks.errors import (
     json_response,
 )
 from cds_hooks.feedback import FeedbackStore
+from cds_hooks.fhir_client import FhirFallback
 from cds_hooks.models import (
     AcceptedSuggestion,
     CdsRequest,
@@ -70,7 +74,7 @@ BASE_PATH = "/cds-services"
 class Authenticator(Protocol):
     """Verifies the client JWT for one endpoint (S-3, S-6). Raises :class:`Unauthorized`."""
 
-    async def authenticate(self, authorization: str | None, audience: str) -> None: ...
+    async def authenticate(self, authorization: str | None, audience: str) -> object: ...
 
 
 class PrefetchResolver(Protocol):
@@ -95,7 +99,7 @@ class RequestOnlyResolver:
 class _RejectAll:
     """Used when auth is required but no authenticator was supplied: fail closed."""
 
-    async def authenticate(self, authorization: str | None, audience: str) -> None:
+    async def authenticate(self, authorization: str | None, audience: str) -> object:
         raise Unauthorized("no authenticator configured")
 
 
@@ -417,8 +421,10 @@ class CdsHooks:
         extra: dict[str, Any] = {"error": type(exc).__name__}
         if isinstance(exc, Unauthorized):
             extra["auth_reason"] = exc.reason
-        if hasattr(exc, "key"):
+            extra.update({f"jwt_{k}": v for k, v in exc.log_fields.items()})
+        if isinstance(exc, PrefetchUnavailable):
             extra["prefetch_key"] = exc.key
+            extra["prefetch_reason"] = exc.reason
         _log_done(
             event,
             exc.status_code,
@@ -567,22 +573,42 @@ def install_cds_hooks(
     config: CdsHooksConfig,
     feedback_store: FeedbackStore,
     *,
+    replay_store: ReplayStore | None = None,
+    http_client: httpx.AsyncClient | None = None,
+    clock: Callable[[], float] = time.time,
     authenticator: Authenticator | None = None,
     resolver: PrefetchResolver | None = None,
-    on_close: Callable[[], Any] | None = None,
 ) -> CdsHooks:
     """Add the CDS Hooks routes and CORS middleware to ``app`` (B-1, C-1, F-1, CORS-1/2).
 
-    Call before the application starts. The runtime's ``aclose`` is chained into the app's
-    lifespan so HTTP clients it owns are closed at shutdown.
+    * ``replay_store`` -- where seen JWT ``jti`` values are kept (S-11); defaults to a
+      single-process :class:`~cds_hooks.auth.InMemoryReplayStore`. Give a shared one when
+      running several workers.
+    * ``http_client`` -- the keep-alive pool used for FHIR callbacks and JWKS fetches; one is
+      created (and closed at app shutdown) when not given.
+    * ``clock`` -- seconds since the epoch, for JWT time checks (tests pin it).
+    * ``authenticator`` / ``resolver`` -- replace the JWT verifier or the prefetch resolver.
+
+    Call before the application starts. Returns the runtime (``runtime.aclose()`` closes the
+    HTTP client it owns; this is chained into the app's lifespan).
     """
+    client = http_client
+    if client is None:
+        client = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
+            follow_redirects=False,
+        )
+    if authenticator is None and config.require_auth:
+        authenticator = ClientAuthenticator(
+            config, replay_store=replay_store, http_client=client, clock=clock
+        )
     runtime = CdsHooks(
         registry,
         config,
         feedback_store,
         authenticator=authenticator,
-        resolver=resolver,
-        on_close=on_close,
+        resolver=resolver or FhirFallback(config, client),
+        on_close=client.aclose if http_client is None else None,
     )
     app.include_router(runtime.router)
     app.add_middleware(CorsMiddleware, origins=config.cors_origins, path_prefix=BASE_PATH)

@@ -72,6 +72,8 @@ class Unauthorized(CdsError):  # noqa: N818 -- names fixed by the public API
     def __init__(self, reason: str = "unspecified") -> None:
         super().__init__(None)
         self.reason = reason
+        #: iss / kid / jti of the rejected token, already sanitised; logged, never sent.
+        self.log_fields: dict[str, str] = {}
 
     def headers(self) -> dict[str, str]:
         return {"WWW-Authenticate": 'Bearer realm="cds-services"'}

@@ -282,10 +282,13 @@ request_like = st.fixed_dictionaries(
 )
 
 
+FUZZ_APP = make_app()
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(body=request_like | json_values)
 def test_arbitrary_bodies_never_5xx(body: Any) -> None:
-    app = make_app()
+    app = FUZZ_APP
 
     async def post() -> int:
         async with httpx.AsyncClient(
