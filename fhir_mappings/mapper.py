@@ -26,9 +26,8 @@ see the service and can flag it (W-MISSING-START, ...). Nothing here raises on b
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from datetime import date, datetime
-from typing import Any
+from datetime import UTC, date, datetime
+from typing import Any, NamedTuple
 
 from fhir_mappings import codes
 from fhir_mappings.model import (
@@ -65,7 +64,7 @@ from fhir_mappings.sources import (
     collect_resources,
 )
 from fhir_mappings.strict import validate_resource
-from fhir_mappings.times import Moment, TimeFormatError, parse_time
+from fhir_mappings.times import Moment, TimeFormatError, parse_text, parse_time
 from fhir_mappings.version import decide, shape_version
 
 JsonObject = Mapping[str, Any]
@@ -79,6 +78,19 @@ _PERIOD_FIELDS = (
 )
 # performed/occurrence String, Age, Range and Timing carry no usable time: TimingKind.NONE.
 _DATETIME_FIELDS = frozenset({"performedDateTime", "occurrenceDateTime"})
+
+
+# Enum members bound once: attribute access on an Enum class is slow on the hot path.
+_PERIOD = TimingKind.PERIOD
+_INSTANT = TimingKind.INSTANT
+_DATE = TimingKind.DATE
+_NO_TIME = TimingKind.NONE
+_INDIVIDUAL = DeliveryMode.INDIVIDUAL
+_GROUP = DeliveryMode.GROUP
+_DRAFT_ORDER = ChargeSource.DRAFT_ORDER
+_CLAIM = ChargeSource.CLAIM
+_UNKNOWN_DISCIPLINE = Discipline.UNKNOWN
+_GROUP_CODES = frozenset(c for c in codes.CODE_LIST.codes if codes.is_group_code(c))
 
 
 # ------------------------------------------------------------------------- public entry points
@@ -137,24 +149,21 @@ def map_collected(found: Collected, *, strict: bool = False) -> TherapyRecord:
 # ------------------------------------------------------------------------- the mapper
 
 
-@dataclass(frozen=True, slots=True)
-class _Item:
+class _Item(NamedTuple):
     source: SourcedResource
     resource_type: str
     key: str
     resource: JsonObject
 
 
-@dataclass(frozen=True, slots=True)
-class _ClaimLine:
+class _ClaimLine(NamedTuple):
     ref: str
     code: str
     modifiers: tuple[str, ...]
     units: int | None
 
 
-@dataclass(frozen=True, slots=True)
-class _Span:
+class _Span(NamedTuple):
     kind: TimingKind
     start: datetime | None
     end: datetime | None
@@ -174,6 +183,7 @@ class _Mapper:
         self.charges: list[Charge] = []
         self.claim_lines: dict[str, list[_ClaimLine]] = {}
         self.patients: list[str] = []
+        self.based_on: dict[str, tuple[str, ...]] = {}  # Procedure key -> basedOn keys
 
     # ---- driver
 
@@ -274,7 +284,7 @@ class _Mapper:
                 for field, message in errors:
                     self._issue(item.source.location, message, item.key, field)
                 continue
-            valid.append(replace(item, resource=dumped))
+            valid.append(item._replace(resource=dumped))
         return valid
 
     # ---- helpers
@@ -284,11 +294,14 @@ class _Mapper:
     ) -> None:
         self.issues.append(MappingIssue(location, message, resource, field))
 
-    def _moment(self, value: object, location: str, key: str, field: str) -> Moment | None:
+    def _moment(
+        self, value: object, location: str, key: str, field: str, part: str = ""
+    ) -> Moment | None:
+        """Parse one date/dateTime; problems become issues on ``field`` + ``part``."""
         try:
-            moment = parse_time(value)
+            moment = parse_text(value) if type(value) is str else parse_time(value)
         except TimeFormatError as exc:
-            self._issue(location, f"{exc}; the value is not used", key, field)
+            self._issue(location, f"{exc}; the value is not used", key, field + part)
             return None
         if moment is not None and moment.assumed_utc:
             self._issue(
@@ -296,39 +309,39 @@ class _Mapper:
                 "time of day without a time zone offset (invalid FHIR); read as UTC, so the "
                 "written date stays the date of service; add the offset at the source",
                 key,
-                field,
+                field + part,
             )
         return moment
 
     def _period(
         self, period: object, location: str, key: str, field: str
     ) -> tuple[Moment | None, Moment | None]:
-        if not isinstance(period, Mapping):
+        if type(period) is not dict:
             self._issue(location, "expected a Period object; not used", key, field)
             return None, None
-        start = self._moment(period.get("start"), location, key, f"{field}.start")
-        end = self._moment(period.get("end"), location, key, f"{field}.end")
+        start = self._moment(period.get("start"), location, key, field, ".start")
+        end = self._moment(period.get("end"), location, key, field, ".end")
         return start, end
 
     def _span(
         self, start: Moment | None, end: Moment | None, location: str, key: str, field: str
     ) -> _Span:
-        start_at = start.at if start is not None else None
-        end_at = end.at if end is not None else None
-        if start_at is not None or end_at is not None:
-            kind = TimingKind.PERIOD
-        elif start is not None or end is not None:
-            kind = TimingKind.DATE
-        else:
-            kind = TimingKind.NONE
+        """Timing kind, UTC bounds, date of service and midnight crossing (R-H10, I-2.3, I-2.4)."""
+        start_at = end_at = None
         day = None
-        if start is not None and start.day is not None:
+        if start is not None:
+            start_at = start.at
             day = start.day
-        elif end is not None and end.day is not None:
-            day = end.day
+        if end is not None:
+            end_at = end.at
+            if day is None:
+                day = end.day
+        if start_at is None and end_at is None:
+            kind = _NO_TIME if start is None and end is None else _DATE
+            return _Span(kind, None, None, day, False)
+        start_utc = start_at.astimezone(UTC) if start_at is not None else None
+        end_utc = end_at.astimezone(UTC) if end_at is not None else None
         spans_midnight = False
-        start_utc = start.utc() if start is not None else None
-        end_utc = end.utc() if end is not None else None
         if start_at is not None and end_at is not None:
             assert start_utc is not None
             assert end_utc is not None
@@ -339,21 +352,31 @@ class _Mapper:
                     key,
                     field,
                 )
-            elif end_at.astimezone(start_at.tzinfo).date() > start_at.date():
-                spans_midnight = True
-        return _Span(kind, start_utc, end_utc, day, spans_midnight)
+            else:
+                # the end's local date, read in the start's own offset (I-2.4)
+                start_zone = start_at.tzinfo
+                local_end = end_at if end_at.tzinfo == start_zone else end_at.astimezone(start_zone)
+                spans_midnight = local_end.date() > start_at.date()
+        return _Span(_PERIOD, start_utc, end_utc, day, spans_midnight)
 
-    def _subject(self, reference: object, location: str, key: str) -> tuple[str | None, bool]:
-        """(patient key, subject is a Group)."""
-        ref = self.index.of(reference, key)
+    def _subject(
+        self, res: JsonObject, field: str, location: str, key: str
+    ) -> tuple[str | None, bool]:
+        """(patient key, subject is a Group) of ``res[field]``."""
+        ref = self.index.of(res.get(field), key)
         if ref is None:
             return None, False
-        rtype = reference_type(ref)
+        if ref.startswith(key + "#"):
+            inner = find_contained(res, ref[len(key) + 1 :])
+            inner_type = inner.get("resourceType") if inner is not None else None
+            rtype = inner_type if isinstance(inner_type, str) else None
+        else:
+            rtype = reference_type(ref)
         if rtype == "Group":
             return None, True
         if rtype is None or rtype == "Patient":
             return ref, False
-        self._issue(location, f"subject is a {rtype}, not a Patient or Group", key, "subject")
+        self._issue(location, f"{field} is a {rtype}, not a Patient or Group", key, field)
         return None, False
 
     def _refs(self, values: object, key: str) -> tuple[str, ...]:
@@ -370,14 +393,14 @@ class _Mapper:
         self, concept: object, location: str, key: str, field: str
     ) -> tuple[str, str, str | None] | None:
         """The CPT/HCPCS coding of a CodeableConcept: (system, code, display)."""
-        if not isinstance(concept, Mapping):
+        if not isinstance(concept, dict):
             return None
         codings = concept.get("coding")
         if not isinstance(codings, list):
             return None
         chosen: tuple[str, str, str | None] | None = None
         for coding in codings:
-            if not isinstance(coding, Mapping):
+            if not isinstance(coding, dict):
                 continue
             system = coding.get("system")
             if system not in BILLING_SYSTEMS:
@@ -414,7 +437,7 @@ class _Mapper:
     ) -> list[str]:
         out: list[str] = []
         for coding in codings:
-            if not isinstance(coding, Mapping):
+            if not isinstance(coding, dict):
                 continue
             system = coding.get("system")
             if system is None and not allow_no_system:
@@ -442,7 +465,7 @@ class _Mapper:
         extensions = resource.get("extension")
         if not isinstance(extensions, list):
             return []
-        return [e for e in extensions if isinstance(e, Mapping)]
+        return [e for e in extensions if isinstance(e, dict)]
 
     def _extension_modifiers(
         self, extensions: list[JsonObject], location: str, key: str
@@ -451,7 +474,7 @@ class _Mapper:
         for ext in extensions:
             if ext.get("url") == EXT_BILLING_MODIFIER:
                 value = ext.get("valueCoding")
-                if isinstance(value, Mapping):
+                if isinstance(value, dict):
                     codings.append(value)
                 else:
                     self._issue(
@@ -474,12 +497,12 @@ class _Mapper:
 
     def _discipline(self, concepts: Iterable[object]) -> Discipline:
         for concept in concepts:
-            if not isinstance(concept, Mapping):
+            if not isinstance(concept, dict):
                 continue
             codings = concept.get("coding")
             if isinstance(codings, list):
                 for coding in codings:
-                    if isinstance(coding, Mapping):
+                    if isinstance(coding, dict):
                         code = coding.get("code")
                         system = coding.get("system")
                         found = codes.discipline_of_concept(
@@ -487,19 +510,19 @@ class _Mapper:
                             code if isinstance(code, str) else None,
                             None,
                         )
-                        if found is not Discipline.UNKNOWN:
+                        if found is not _UNKNOWN_DISCIPLINE:
                             return found
                         display = coding.get("display")
                         if isinstance(display, str):
                             found = codes.discipline_of_concept(None, None, display)
-                            if found is not Discipline.UNKNOWN:
+                            if found is not _UNKNOWN_DISCIPLINE:
                                 return found
             text = concept.get("text")
             if isinstance(text, str):
                 found = codes.discipline_of_concept(None, None, text)
-                if found is not Discipline.UNKNOWN:
+                if found is not _UNKNOWN_DISCIPLINE:
                     return found
-        return Discipline.UNKNOWN
+        return _UNKNOWN_DISCIPLINE
 
     # ---- Encounter (R-H5)
 
@@ -512,7 +535,7 @@ class _Mapper:
                 start, end = self._period(res[field], loc, key, field)
                 break
         span = self._span(start, end, loc, key, "period")
-        patient, _ = self._subject(res.get("subject"), loc, key)
+        patient, _ = self._subject(res, "subject", loc, key)
         self.encounters[key] = EncounterInfo(
             ref=key,
             status=status if isinstance(status, str) else None,
@@ -544,7 +567,7 @@ class _Mapper:
                         "extension(plan-certification)",
                     )
         category = res.get("category")
-        patient, _ = self._subject(res.get("subject"), loc, key)
+        patient, _ = self._subject(res, "subject", loc, key)
         self.plans[key] = PlanOfCare(
             ref=key,
             kind="CarePlan",
@@ -564,9 +587,9 @@ class _Mapper:
         category = res.get("category")
         concepts: list[object] = list(category) if isinstance(category, list) else []
         code = res.get("code")
-        if isinstance(code, Mapping):
+        if isinstance(code, dict):
             concepts.append(code.get("concept", code))
-        patient, _ = self._subject(res.get("subject"), loc, key)
+        patient, _ = self._subject(res, "subject", loc, key)
         self.plans[key] = PlanOfCare(
             ref=key,
             kind="ServiceRequest",
@@ -580,7 +603,9 @@ class _Mapper:
     def _plan_targets(self, procedures: Sequence[_Item]) -> set[str]:
         targets: set[str] = set()
         for item in procedures:
-            targets.update(self._refs(item.resource.get("basedOn"), item.key))
+            refs = self._refs(item.resource.get("basedOn"), item.key)
+            self.based_on[item.key] = refs
+            targets.update(refs)
         return targets
 
     def _contained_plans(self, procedures: Sequence[_Item], targets: set[str]) -> None:
@@ -588,7 +613,7 @@ class _Mapper:
         for item in procedures:
             if "contained" not in item.resource:
                 continue
-            for target in self._refs(item.resource.get("basedOn"), item.key):
+            for target in self.based_on.get(item.key, ()):
                 if not target.startswith(item.key + "#") or target in self.plans:
                     continue
                 inner = find_contained(item.resource, target[len(item.key) + 1 :])
@@ -610,7 +635,7 @@ class _Mapper:
             if not item.source.draft_order:
                 return
         code = res.get("code")
-        concept = code.get("concept", code) if isinstance(code, Mapping) else None
+        concept = code.get("concept", code) if isinstance(code, dict) else None
         coding = self._billing_coding(concept, loc, key, "code")
         if coding is None:
             if not is_plan:
@@ -619,7 +644,7 @@ class _Mapper:
         system, code_value, _ = coding
         quantity = res.get("quantityQuantity")
         units = None
-        if isinstance(quantity, Mapping):
+        if isinstance(quantity, dict):
             units = self._units(quantity.get("value"), loc, key, "quantityQuantity.value")
         elif quantity is not None:
             self._issue(
@@ -637,11 +662,11 @@ class _Mapper:
             start, _ = self._period(res["occurrencePeriod"], loc, key, "occurrencePeriod")
             service_date = start.day if start is not None else None
         status = res.get("status")
-        patient, _ = self._subject(res.get("subject"), loc, key)
+        patient, _ = self._subject(res, "subject", loc, key)
         self.charges.append(
             Charge(
                 ref=key,
-                source=ChargeSource.DRAFT_ORDER,
+                source=_DRAFT_ORDER,
                 code=code_value,
                 system=system,
                 units=units,
@@ -662,16 +687,16 @@ class _Mapper:
             return []
         codings: list[object] = []
         for detail in details:
-            if not isinstance(detail, Mapping):
+            if not isinstance(detail, dict):
                 continue
             concepts: list[object] = [detail]
             parameters = detail.get("parameter")
             if isinstance(parameters, list):
                 concepts = [
-                    p.get("valueCodeableConcept") for p in parameters if isinstance(p, Mapping)
+                    p.get("valueCodeableConcept") for p in parameters if isinstance(p, dict)
                 ]
             for concept in concepts:
-                if isinstance(concept, Mapping):
+                if isinstance(concept, dict):
                     inner = concept.get("coding")
                     if isinstance(inner, list):
                         codings.extend(inner)
@@ -689,17 +714,17 @@ class _Mapper:
         procedures = res.get("procedure")
         if isinstance(procedures, list):
             for position, procedure in enumerate(procedures, start=1):
-                if not isinstance(procedure, Mapping):
+                if not isinstance(procedure, dict):
                     continue
                 sequence = procedure.get("sequence", position)
                 ref = self.index.of(procedure.get("procedureReference"), key)
                 if isinstance(sequence, int) and ref is not None:
                     procedure_by_sequence[sequence] = ref
-        patient, _ = self._subject(res.get("patient"), loc, key)
+        patient, _ = self._subject(res, "patient", loc, key)
         status = res.get("status")
         found_any = False
         for position, line in enumerate(items, start=1):
-            if not isinstance(line, Mapping):
+            if not isinstance(line, dict):
                 continue
             sequence = line.get("sequence", position)
             field = f"item[{position - 1}]"
@@ -714,7 +739,7 @@ class _Mapper:
             modifiers = line.get("modifier")
             if isinstance(modifiers, list):
                 for concept in modifiers:
-                    if isinstance(concept, Mapping) and isinstance(concept.get("coding"), list):
+                    if isinstance(concept, dict) and isinstance(concept.get("coding"), list):
                         modifier_codings.extend(concept["coding"])
             line_modifiers = tuple(
                 self._modifier_codes(
@@ -724,7 +749,7 @@ class _Mapper:
             quantity = line.get("quantity")
             units = (
                 self._units(quantity.get("value"), loc, key, f"{field}.quantity.value")
-                if isinstance(quantity, Mapping)
+                if isinstance(quantity, dict)
                 else None
             )
             service_date = None
@@ -751,7 +776,7 @@ class _Mapper:
             ref = f"{key}#item-{sequence}"
             charge = Charge(
                 ref=ref,
-                source=ChargeSource.CLAIM,
+                source=_CLAIM,
                 code=code_value,
                 system=system,
                 units=units,
@@ -772,14 +797,14 @@ class _Mapper:
     # ---- Procedure -> TimedService (R-H2, R-H6, R-H8, I-2.2 .. I-2.4)
 
     def _procedure(self, item: _Item) -> TimedService | None:
-        """One Procedure -> one :class:`TimedService`.
+        """One Procedure -> one :class:`TimedService` (R-H2, R-H6, R-H8, I-2.2 .. I-2.4).
 
         Modifiers and billed units: a linked ``Claim.item`` wins over the project extensions on
         the Procedure (R-H7 POLICY: Claim first, extension only when no claim line is present).
         """
         res, key, loc = item.resource, item.key, item.source.location
         code = res.get("code")
-        if not isinstance(code, Mapping):
+        if type(code) is not dict:
             if code is not None:
                 self._issue(loc, "code is not a CodeableConcept; skipped", key, "code")
             self.out_of_scope += 1
@@ -790,12 +815,13 @@ class _Mapper:
             return None
         system, code_value, display = coding
         status = res.get("status")
-        if not isinstance(status, str) or not status:
+        if type(status) is not str or not status:
             self._issue(loc, "Procedure has no status (required); skipped", key, "status")
             return None
 
+        # R4 performed[x] / R5 occurrence[x]; String, Age, Range and Timing give no time.
         start = end = None
-        timing_field = None
+        timing_field = "performed"
         for field, is_period in _PERIOD_FIELDS:
             if field in res:
                 timing_field = field
@@ -804,101 +830,84 @@ class _Mapper:
                 else:
                     start = self._moment(res[field], loc, key, field)
                 break
-        span = self._span(start, end, loc, key, timing_field or "performed")
+        span = self._span(start, end, loc, key, timing_field)
         kind = span.kind
-        if kind is TimingKind.PERIOD and timing_field in _DATETIME_FIELDS:
-            kind = TimingKind.INSTANT  # a point in time, no duration (R-H2, W-NO-DURATION)
+        if kind is _PERIOD and timing_field in _DATETIME_FIELDS:
+            kind = _INSTANT  # a point in time, no duration (R-H2, W-NO-DURATION)
 
-        encounter = self.index.of(res.get("encounter"), key)
+        index = self.index
+        encounter = index.of(res.get("encounter"), key)
         service_date = span.day
         if service_date is None and encounter is not None:
             info = self.encounters.get(encounter)
             if info is not None:
                 service_date = info.service_date
 
-        patient, subject_is_group = self._subject(res.get("subject"), loc, key)
-        extensions = self._extensions(res)
-        delivery = DeliveryMode.INDIVIDUAL
+        patient, subject_is_group = self._subject(res, "subject", loc, key)
+        delivery = _GROUP if subject_is_group or code_value in _GROUP_CODES else _INDIVIDUAL
         billed_units: int | None = None
-        for ext in extensions:
-            url = ext.get("url")
-            if url == EXT_DELIVERY_MODE:
-                mode = ext.get("valueCode")
-                if mode == "group":
-                    delivery = DeliveryMode.GROUP
-                elif mode != "individual":
-                    self._issue(
-                        loc,
-                        "therapy-delivery-mode must be 'individual' or 'group'; ignored",
-                        key,
-                        "extension(therapy-delivery-mode)",
+        modifiers: tuple[str, ...] = ()
+        extensions = res.get("extension")
+        if type(extensions) is list:
+            modifier_codings: list[object] = []
+            for ext in extensions:
+                if type(ext) is not dict:
+                    continue
+                url = ext.get("url")
+                if url == EXT_BILLING_MODIFIER:
+                    value = ext.get("valueCoding")
+                    if type(value) is dict:
+                        modifier_codings.append(value)
+                    else:
+                        self._issue(
+                            loc, "billing-modifier extension without valueCoding", key, "extension"
+                        )
+                elif url == EXT_DELIVERY_MODE:
+                    mode = ext.get("valueCode")
+                    if mode == "group":
+                        delivery = _GROUP
+                    elif mode != "individual":
+                        self._issue(
+                            loc,
+                            "therapy-delivery-mode must be 'individual' or 'group'; ignored",
+                            key,
+                            "extension(therapy-delivery-mode)",
+                        )
+                elif url == EXT_BILLED_UNITS:
+                    billed_units = self._units(
+                        ext.get("valueInteger"), loc, key, "extension(billed-units)"
                     )
-            elif url == EXT_BILLED_UNITS:
-                billed_units = self._units(
-                    ext.get("valueInteger"), loc, key, "extension(billed-units)"
+            if modifier_codings:
+                modifiers = tuple(
+                    self._modifier_codes(
+                        modifier_codings,
+                        loc,
+                        key,
+                        "extension(billing-modifier)",
+                        allow_no_system=True,
+                    )
                 )
-        if subject_is_group or codes.is_group_code(code_value):
-            delivery = DeliveryMode.GROUP
-        modifiers = tuple(self._extension_modifiers(extensions, loc, key))
 
         lines = self.claim_lines.get(key)
         if lines:
-            matching = [line for line in lines if line.code == code_value]
-            for line in lines:
-                if line.code != code_value:
-                    self._issue(
-                        loc,
-                        f"{line.ref} bills {line.code} but this Procedure is coded {code_value}; "
-                        "that claim line is not applied to it",
-                        key,
-                        "code",
-                    )
-            if matching:
-                chosen = matching[0]
-                if len(matching) > 1:
-                    self._issue(
-                        loc,
-                        f"{len(matching)} claim lines bill this Procedure; {chosen.ref} is used",
-                        key,
-                    )
-                modifiers = chosen.modifiers
-                billed_units = chosen.units
+            modifiers, billed_units = self._apply_claim_lines(
+                lines, code_value, modifiers, billed_units, loc, key
+            )
 
         performers: list[str] = []
         raw_performers = res.get("performer")
-        if isinstance(raw_performers, list):
+        if type(raw_performers) is list:
             for performer in raw_performers:
-                if isinstance(performer, Mapping):
-                    actor = self.index.of(performer.get("actor"), key)
+                if type(performer) is dict:
+                    actor = index.of(performer.get("actor"), key)
                     if actor is not None and actor not in performers:
                         performers.append(actor)
 
-        body_sites: list[str] = []
+        body_sites: tuple[str, ...] = ()
         raw_sites = res.get("bodySite")
-        if isinstance(raw_sites, list):
-            for site in raw_sites:
-                if not isinstance(site, Mapping):
-                    continue
-                site_codings = site.get("coding")
-                named = False
-                if isinstance(site_codings, list):
-                    for site_coding in site_codings:
-                        if isinstance(site_coding, Mapping) and isinstance(
-                            site_coding.get("code"), str
-                        ):
-                            body_sites.append(
-                                f"{site_coding.get('system', '')}|{site_coding['code']}"
-                            )
-                            named = True
-                            break
-                text = site.get("text")
-                if not named and isinstance(text, str) and text:
-                    body_sites.append(f"text:{text}")
+        if type(raw_sites) is list:
+            body_sites = self._body_sites(raw_sites)
 
-        has_reason = any(
-            isinstance(res.get(name), list) and len(res[name]) > 0
-            for name in ("reasonCode", "reasonReference", "reason")
-        )
         return TimedService(
             ref=key,
             code=code_value,
@@ -912,12 +921,68 @@ class _Mapper:
             patient=patient,
             encounter=encounter,
             performers=tuple(performers),
-            body_sites=tuple(body_sites),
+            body_sites=body_sites,
             delivery_mode=delivery,
             subject_is_group=subject_is_group,
             modifiers=modifiers,
             billed_units=billed_units,
-            plan_refs=self._refs(res.get("basedOn"), key),
-            has_reason=has_reason,
+            plan_refs=self.based_on.get(key, ()),
+            has_reason=bool(
+                res.get("reasonCode") or res.get("reasonReference") or res.get("reason")
+            ),
             display=display,
         )
+
+    def _apply_claim_lines(
+        self,
+        lines: list[_ClaimLine],
+        code_value: str,
+        modifiers: tuple[str, ...],
+        billed_units: int | None,
+        loc: str,
+        key: str,
+    ) -> tuple[tuple[str, ...], int | None]:
+        """Claim lines billing this Procedure replace its extension modifiers/units (R-H7)."""
+        matching = [line for line in lines if line.code == code_value]
+        for line in lines:
+            if line.code != code_value:
+                self._issue(
+                    loc,
+                    f"{line.ref} bills {line.code} but this Procedure is coded {code_value}; "
+                    "that claim line is not applied to it",
+                    key,
+                    "code",
+                )
+        if not matching:
+            return modifiers, billed_units
+        chosen = matching[0]
+        if len(matching) > 1:
+            self._issue(
+                loc, f"{len(matching)} claim lines bill this Procedure; {chosen.ref} is used", key
+            )
+        return chosen.modifiers, chosen.units
+
+    @staticmethod
+    def _body_sites(raw_sites: list[object]) -> tuple[str, ...]:
+        """``"system|code"`` of each bodySite's first coding, else ``"text:..."``."""
+        out: list[str] = []
+        for site in raw_sites:
+            if type(site) is not dict:
+                continue
+            site_codings = site.get("coding")
+            if type(site_codings) is list:
+                named = next(
+                    (
+                        f"{c.get('system', '')}|{c['code']}"
+                        for c in site_codings
+                        if type(c) is dict and type(c.get("code")) is str
+                    ),
+                    None,
+                )
+                if named is not None:
+                    out.append(named)
+                    continue
+            text = site.get("text")
+            if type(text) is str and text:
+                out.append(f"text:{text}")
+        return tuple(out)

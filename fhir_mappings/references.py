@@ -43,34 +43,39 @@ def _tail(reference: str) -> str:
 class ReferenceIndex:
     """Resolves reference strings against the resources at hand."""
 
-    __slots__ = ("_by_full_url",)
+    __slots__ = ("_by_full_url", "_memo")
 
     def __init__(self) -> None:
         self._by_full_url: dict[str, str] = {}
+        self._memo: dict[str, str] = {}  # the same references recur on every resource
 
     def add_full_url(self, full_url: str, key: str) -> None:
         if full_url != key:
             self._by_full_url.setdefault(full_url, key)
+            self._memo.clear()
 
     def normalise(self, reference: object, container: str) -> str | None:
         """A reference string -> key, or ``None`` when there is no usable reference."""
         if not isinstance(reference, str):
             return None
+        known = self._memo.get(reference)
+        if known is not None:
+            return known
         ref = reference.strip()
         if not ref:
             return None
         if ref[0] == "#":
             return container if ref == "#" else f"{container}{ref}"
-        known = self._by_full_url.get(ref)
-        if known is not None:
-            return known
-        if ref.startswith("urn:") or "?" in ref:  # unresolved urn, conditional reference
-            return ref
-        return _tail(ref)
+        found = self._by_full_url.get(ref)
+        if found is None:
+            # an unresolved urn or a conditional reference stays as written
+            found = ref if ref.startswith("urn:") or "?" in ref else _tail(ref)
+        self._memo[reference] = found
+        return found
 
     def of(self, reference_object: object, container: str) -> str | None:
         """``{"reference": ...}`` -> key; display-only or identifier-only references -> None."""
-        if isinstance(reference_object, Mapping):
+        if type(reference_object) is dict:
             return self.normalise(reference_object.get("reference"), container)
         return None
 
@@ -92,6 +97,6 @@ def find_contained(container: Mapping[str, Any], local_id: str) -> Mapping[str, 
     contained = container.get("contained")
     if isinstance(contained, list):
         for item in contained:
-            if isinstance(item, Mapping) and item.get("id") == local_id:
+            if isinstance(item, dict) and item.get("id") == local_id:
                 return item
     return None

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from fhir_mappings.model import MappingIssue
 
@@ -39,8 +39,7 @@ KNOWN_BUNDLE_TYPES = frozenset(
 _MAX_NESTING = 4
 
 
-@dataclass(frozen=True, slots=True)
-class SourcedResource:
+class SourcedResource(NamedTuple):
     """One resource and where it was found."""
 
     location: str  # "entry[3]", "prefetch.procedures.entry[0]", "line 12"
@@ -81,7 +80,7 @@ def collect_bundle(
     links = bundle.get("link")
     if isinstance(links, list):
         for link in links:
-            if isinstance(link, Mapping) and link.get("relation") == "next":
+            if isinstance(link, dict) and link.get("relation") == "next":
                 url = link.get("url")
                 if isinstance(url, str) and url:
                     into.next_links.append(url)
@@ -96,7 +95,7 @@ def collect_bundle(
     dot = "." if prefix else ""
     for index, entry in enumerate(entries):
         location = f"{prefix}{dot}entry[{index}]"
-        if not isinstance(entry, Mapping):
+        if not isinstance(entry, dict):
             into.issues.append(MappingIssue(location, "entry is not a JSON object; skipped"))
             continue
         resource = entry.get("resource")
@@ -117,7 +116,7 @@ def collect_bundle(
 
 def _search_mode(entry: JsonObject) -> str | None:
     search = entry.get("search")
-    if isinstance(search, Mapping):
+    if isinstance(search, dict):
         mode = search.get("mode")
         return mode if isinstance(mode, str) else None
     return None
@@ -133,7 +132,7 @@ def _add_resource(
     depth: int,
     search_mode: str | None = None,
 ) -> None:
-    if not isinstance(resource, Mapping):
+    if not isinstance(resource, dict):
         into.issues.append(MappingIssue(location, "resource is not a JSON object; skipped"))
         return
     resource_type = resource.get("resourceType")
@@ -164,7 +163,7 @@ def _outcome_issue(location: str, outcome: JsonObject) -> MappingIssue:
     issues = outcome.get("issue")
     if isinstance(issues, list):
         for item in issues:
-            if isinstance(item, Mapping):
+            if isinstance(item, dict):
                 codes.append(f"{item.get('severity', '?')}/{item.get('code', '?')}")
     detail = ", ".join(codes[:5]) or "no issue codes"
     return MappingIssue(
@@ -229,7 +228,7 @@ def collect_cds_hooks(
             )
     if prefetch is None:
         return
-    if not isinstance(prefetch, Mapping):
+    if not isinstance(prefetch, dict):
         into.issues.append(MappingIssue("prefetch", "prefetch is not a JSON object; not read"))
         return
     for key, value in prefetch.items():
@@ -237,14 +236,14 @@ def collect_cds_hooks(
         if value is None:
             continue
         if (
-            isinstance(value, Mapping)
+            isinstance(value, dict)
             and "resourceType" not in value
             and ("resource" in value or "response" in value)
         ):
             value = value.get("resource")
             if value is None:
                 continue
-        if not isinstance(value, Mapping):
+        if not isinstance(value, dict):
             into.issues.append(
                 MappingIssue(location, "prefetch value is not a FHIR resource; ignored")
             )
@@ -257,13 +256,13 @@ def collect_cds_request(body: JsonObject, into: Collected) -> None:
     context = body.get("context")
     draft_orders: object = None
     patient_id: object = None
-    if isinstance(context, Mapping):
+    if isinstance(context, dict):
         draft_orders = context.get("draftOrders")
         patient_id = context.get("patientId")
     elif context is not None:
         into.issues.append(MappingIssue("context", "context is not a JSON object; not read"))
     prefetch = body.get("prefetch")
-    if prefetch is not None and not isinstance(prefetch, Mapping):
+    if prefetch is not None and not isinstance(prefetch, dict):
         into.issues.append(MappingIssue("prefetch", "prefetch is not a JSON object; not read"))
         prefetch = None
     collect_cds_hooks(draft_orders, prefetch, into, patient_id=patient_id)

@@ -20,9 +20,9 @@ Decisions (POLICY, R-H10 / I-2.4):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from enum import StrEnum
+from typing import NamedTuple
 
 
 class Precision(StrEnum):
@@ -38,9 +38,8 @@ class TimeFormatError(ValueError):
     """A value that is not a FHIR date/dateTime. The message never repeats the value."""
 
 
-@dataclass(frozen=True, slots=True)
-class Moment:
-    """One parsed FHIR date/dateTime."""
+class Moment(NamedTuple):
+    """One parsed FHIR date/dateTime (a NamedTuple: built on the hot path)."""
 
     precision: Precision
     at: datetime | None  # aware, in the value's own offset; set only for Precision.TIME
@@ -69,7 +68,7 @@ def parse_time(value: object) -> Moment | None:
     if value is None:
         return None
     if isinstance(value, str):
-        return _parse_text(value)
+        return parse_text(value)
     if isinstance(value, datetime):  # check before date: datetime is a date subclass
         if value.tzinfo is None or value.utcoffset() is None:
             aware = value.replace(tzinfo=UTC)
@@ -80,7 +79,8 @@ def parse_time(value: object) -> Moment | None:
     raise TimeFormatError(f"expected a FHIR dateTime string, got {type(value).__name__}")
 
 
-def _parse_text(text: str) -> Moment:
+def parse_text(text: str) -> Moment:
+    """Read a FHIR date/dateTime string (see :func:`parse_time`)."""
     n = len(text)
     try:
         if n >= 19 and text[10] == "T" and text[13] == ":" and text[16] == ":":

@@ -76,12 +76,12 @@ def shape_version(
         cls = resource.get("class")
         if isinstance(cls, list):
             return R5, "class"
-        if isinstance(cls, Mapping):
+        if isinstance(cls, dict):
             return R4, "class"
         return None
     if resource_type == "ServiceRequest":
         code = resource.get("code")
-        if isinstance(code, Mapping):
+        if isinstance(code, dict):
             if "concept" in code or "reference" in code:
                 return R5, "code.concept"
             if "coding" in code or "text" in code:
@@ -89,7 +89,7 @@ def shape_version(
         details = resource.get("orderDetail")
         if isinstance(details, list):
             for detail in details:
-                if isinstance(detail, Mapping):
+                if isinstance(detail, dict):
                     if "parameter" in detail or "parameterFocus" in detail:
                         return R5, "orderDetail.parameter"
                     if "coding" in detail or "text" in detail:
@@ -99,7 +99,7 @@ def shape_version(
         activities = resource.get("activity")
         if isinstance(activities, list):
             for activity in activities:
-                if isinstance(activity, Mapping):
+                if isinstance(activity, dict):
                     if "detail" in activity:
                         return R4, "activity.detail"
                     if "performedActivity" in activity or "plannedActivityReference" in activity:
