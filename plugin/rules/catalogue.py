@@ -333,3 +333,18 @@ def entry(rule: RuleId) -> CatalogueEntry:
 def severity_of(rule: RuleId) -> Severity:
     """The severity of ``rule`` (I-6)."""
     return CATALOGUE[rule].severity
+
+
+def catalogue_markdown() -> str:
+    """The catalogue as a Markdown table, for the generated docs page (I-6)."""
+    rows = [
+        "| Rule | Severity | Meaning | Implements | Sources | Document |",
+        "|---|---|---|---|---|---|",
+    ]
+    for e in CATALOGUE.values():
+        meaning = e.meaning + (" (pair NOT_SUPPORTED)" if e.changes_pair_status else "")
+        rows.append(
+            f"| `{e.rule.value}` | {e.severity.value} | {meaning} | {', '.join(e.implements)}"
+            f" | {', '.join(e.sources)} | {e.document} |"
+        )
+    return "\n".join(rows) + "\n"

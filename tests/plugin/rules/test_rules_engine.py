@@ -169,3 +169,12 @@ def test_default_code_catalog_agrees_on_the_codes_used_here() -> None:
     assert analysis_to_json(analyze(_grouping())) == analysis_to_json(
         analyze(_grouping(), codes=CODES)
     )
+
+
+def test_catalogue_markdown_lists_every_rule() -> None:
+    from plugin.rules.catalogue import catalogue_markdown
+
+    text = catalogue_markdown()
+    assert text.count("\n") == len(I6_IDS) + 2
+    for rule in I6_IDS:
+        assert f"| `{rule}` |" in text
