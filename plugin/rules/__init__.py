@@ -7,6 +7,7 @@ Entry points: :func:`analyze` (a whole :class:`~fhir_mappings.model.VisitGroupin
 
 from plugin.rules.catalogue import CATALOGUE, CatalogueEntry, RuleId, Severity
 from plugin.rules.code_catalog import CodeCatalog, StaticCodeCatalog, default_code_catalog
+from plugin.rules.counts import CodeCounts
 from plugin.rules.engine import (
     Analysis,
     VisitAnalysis,
@@ -33,6 +34,7 @@ __all__ = [
     "Analysis",
     "CatalogueEntry",
     "CodeCatalog",
+    "CodeCounts",
     "Finding",
     "FindingFacts",
     "Fix",

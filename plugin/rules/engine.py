@@ -9,7 +9,6 @@ patient, date and discipline; findings by severity, rule id, codes and resources
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -24,6 +23,7 @@ from fhir_mappings.model import (
 from plugin.rules.billing import billing_lines
 from plugin.rules.catalogue import RuleId
 from plugin.rules.code_catalog import CodeCatalog, default_code_catalog
+from plugin.rules.counts import CodeCounts
 from plugin.rules.findings import Finding, FindingFacts, make_finding, sort_findings
 from plugin.rules.pair import (
     PairResult,
@@ -48,8 +48,8 @@ class VisitAnalysis:
     payer_rule: PayerRule
     pair_rule: PairRule
     total_timed_minutes: int
-    raw_minutes: Mapping[str, int]  # documented minutes per timed code, before attribution
-    minutes: Mapping[str, int]  # attributed minutes per timed code
+    raw_minutes: CodeCounts  # documented minutes per timed code, before attribution
+    minutes: CodeCounts  # attributed minutes per timed code
     units: Allocation  # one acceptable allocation (the billed one when acceptable)
     allocations: tuple[Allocation, ...]  # every acceptable allocation
     units_allowed_total: int

@@ -8,11 +8,12 @@ which billed line to change and how (set units, add or remove a modifier, replac
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 
 from plugin.rules.catalogue import SEVERITY_RANK, RuleId, Severity, severity_of
+from plugin.rules.counts import CodeCounts
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +56,7 @@ class FindingFacts:
     raw_minutes: int | None = None
     units_allowed: int | None = None
     units_billed: int | None = None
-    allocations: tuple[Mapping[str, int], ...] = ()
+    allocations: tuple[CodeCounts, ...] = ()
     minutes_kept_by: str | None = None
     column1: str | None = None
     column2: str | None = None

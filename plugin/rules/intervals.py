@@ -15,13 +15,13 @@ keep their full duration.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import combinations, pairwise
-from types import MappingProxyType
 
 from fhir_mappings.model import TimedService
+from plugin.rules.counts import CodeCounts
 
 
 def as_utc(moment: datetime) -> datetime:
@@ -83,8 +83,8 @@ class Overlap:
 class Attribution:
     """Minutes per code before (``raw_minutes``) and after (``minutes``) attribution."""
 
-    raw_minutes: Mapping[str, int]
-    minutes: Mapping[str, int]
+    raw_minutes: CodeCounts
+    minutes: CodeCounts
     overlaps: tuple[Overlap, ...]
 
 
@@ -141,7 +141,7 @@ def attribute_minutes(
         )
     overlaps.sort(key=lambda o: (o.refs, o.codes))
     return Attribution(
-        raw_minutes=MappingProxyType({c: whole_minutes(raw[c]) for c in sorted(raw)}),
-        minutes=MappingProxyType({c: whole_minutes(kept[c]) for c in sorted(kept)}),
+        raw_minutes=CodeCounts({c: whole_minutes(raw[c]) for c in raw}),
+        minutes=CodeCounts({c: whole_minutes(kept[c]) for c in kept}),
         overlaps=tuple(overlaps),
     )

@@ -12,28 +12,24 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations
-from types import MappingProxyType
 from typing import Literal
 
 from fhir_mappings.model import DeliveryMode, TherapyVisit, TimedService
 from plugin.rules.billing import BillingLine
 from plugin.rules.catalogue import RuleId
 from plugin.rules.code_catalog import CodeCatalog
+from plugin.rules.counts import CodeCounts
 from plugin.rules.findings import Finding, FindingFacts, Fix, make_finding
 from plugin.rules.intervals import Overlap, attribute_minutes
 
 PayerRule = Literal["cms", "ama"]
-Allocation = Mapping[str, int]
+Allocation = CodeCounts
 GROUP_CODE = "97150"
 
 
 def units(total_minutes: int) -> int:
     """Units for a number of timed minutes: 0 under 8, then one per 15 from 8 (R-B3, R-C1)."""
     return 0 if total_minutes < 8 else (total_minutes + 7) // 15
-
-
-def _frozen(allocation: Mapping[str, int]) -> Allocation:
-    return MappingProxyType({code: allocation[code] for code in sorted(allocation)})
 
 
 def cms_allocations(minutes: Mapping[str, int]) -> tuple[Allocation, ...]:
@@ -50,7 +46,7 @@ def cms_allocations(minutes: Mapping[str, int]) -> tuple[Allocation, ...]:
     base = {c: minutes[c] // 15 for c in codes}
     remaining = units(total) - sum(base.values())
     if remaining <= 0:
-        return (_frozen(base),)
+        return (CodeCounts(base),)
     by_remainder = sorted(codes, key=lambda c: (-(minutes[c] % 15), c))
     cut = minutes[by_remainder[remaining - 1]] % 15
     sure = [c for c in codes if minutes[c] % 15 > cut]
@@ -60,13 +56,13 @@ def cms_allocations(minutes: Mapping[str, int]) -> tuple[Allocation, ...]:
         allocation = dict(base)
         for c in (*sure, *extra):
             allocation[c] += 1
-        result.append(_frozen(allocation))
+        result.append(CodeCounts(allocation))
     return tuple(result)
 
 
 def ama_units(minutes: Mapping[str, int]) -> Allocation:
     """AMA / CPT midpoint rule: each code counted on its own, no pooling, no cap (R-C2)."""
-    return _frozen({code: units(m) for code, m in minutes.items()})
+    return CodeCounts({code: units(m) for code, m in minutes.items()})
 
 
 def allocations_for(minutes: Mapping[str, int], payer_rule: PayerRule) -> tuple[Allocation, ...]:
@@ -81,8 +77,8 @@ class UnitAssessment:
     """Minutes and units of one visit (I-2.6 .. I-3)."""
 
     payer_rule: PayerRule
-    raw_minutes: Mapping[str, int]  # documented minutes per timed code, before attribution
-    minutes: Mapping[str, int]  # attributed minutes per timed code (same keys)
+    raw_minutes: CodeCounts  # documented minutes per timed code, before attribution
+    minutes: CodeCounts  # attributed minutes per timed code (same keys)
     total_timed_minutes: int
     units_allowed_total: int
     allocations: tuple[Allocation, ...]  # every acceptable allocation
@@ -128,8 +124,8 @@ def assess_units(
     counted = tuple(s for s in timed if s not in group)
     attribution = attribute_minutes(counted, is_one_on_one=codes.is_one_on_one, pair=pair)
     documented = [c for c, m in attribution.raw_minutes.items() if m > 0]
-    raw = MappingProxyType({c: attribution.raw_minutes[c] for c in documented})
-    minutes = MappingProxyType({c: attribution.minutes[c] for c in documented})
+    raw = CodeCounts({c: attribution.raw_minutes[c] for c in documented})
+    minutes = CodeCounts({c: attribution.minutes[c] for c in documented})
     total = sum(minutes.values())
     allocations = allocations_for(minutes, payer_rule)
     allowed_total = units(total) if payer_rule == "cms" else sum(allocations[0].values())

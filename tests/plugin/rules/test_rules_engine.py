@@ -178,3 +178,11 @@ def test_catalogue_markdown_lists_every_rule() -> None:
     assert text.count("\n") == len(I6_IDS) + 2
     for rule in I6_IDS:
         assert f"| `{rule}` |" in text
+
+
+def test_results_are_hashable_values() -> None:
+    analysis = analyze(_grouping(), codes=CODES)
+    assert len({hash(v) for v in analysis.visits}) == len(analysis.visits)
+    tie = visit(svc("97112", 0, 20), svc("97110", 20, 20))
+    findings = analyze(VisitGrouping(visits=(tie,)), codes=CODES).visits[0].findings
+    assert len(set(findings)) == len(findings)
