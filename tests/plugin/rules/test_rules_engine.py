@@ -186,3 +186,25 @@ def test_results_are_hashable_values() -> None:
     tie = visit(svc("97112", 0, 20), svc("97110", 20, 20))
     findings = analyze(VisitGrouping(visits=(tie,)), codes=CODES).visits[0].findings
     assert len(set(findings)) == len(findings)
+
+
+def test_set_aside_without_patient() -> None:
+    lost = svc("97110", 0, 15, ref="Procedure/lost")
+    analysis = analyze(
+        VisitGrouping(visits=(), set_aside=(SetAside(lost, SetAsideReason.NO_PATIENT),)),
+        codes=CODES,
+    )
+    (finding,) = analysis.findings
+    assert (finding.rule, finding.facts.detail) == (RuleId.I_IGNORED_STATUS, "no-patient")
+    assert analysis_to_json(analysis) == {
+        "visits": [],
+        "findings": [
+            {
+                "rule": "I-IGNORED-STATUS",
+                "severity": "info",
+                "codes": ["97110"],
+                "resources": ["Procedure/lost"],
+                "message": finding.message,
+            }
+        ],
+    }

@@ -349,3 +349,27 @@ def test_service_without_duration_adds_no_minutes_and_no_unit_row() -> None:
     analysis = run(visit(svc("97110", 0, 20), svc("97530", 0, None)))
     assert dict(analysis.units) == {"97110": 1}
     assert analysis.total_timed_minutes == 20
+
+
+@pytest.mark.parametrize(
+    ("minutes", "expected_units", "source"),
+    [
+        (7, 0, "R-B3 boundary 7/8"),
+        (8, 1, "R-B3 boundary 7/8"),
+        (22, 1, "R-B3 boundary 22/23"),
+        (23, 2, "R-B3 boundary 22/23"),
+        (37, 2, "R-B3 boundary 37/38"),
+        (38, 3, "R-B3 boundary 37/38"),
+    ],
+)
+def test_single_code_boundaries_through_the_engine(
+    minutes: int, expected_units: int, source: str
+) -> None:
+    for payer_rule in ("cms", "ama"):
+        analysis = run(visit(svc("97530", 0, minutes)), payer_rule=payer_rule)  # type: ignore[arg-type]
+        assert dict(analysis.units) == {"97530": expected_units}, (source, payer_rule)
+
+
+def test_touching_intervals_raise_no_overlap() -> None:
+    analysis = run(visit(svc("97110", 0, 15), svc("97112", 15, 15)))
+    assert "W-OVERLAP" not in rules_of(analysis)
