@@ -337,7 +337,7 @@ class CdsHooks:
     async def invoke(self, request: Request, service_id: str) -> Response:
         """C-1..C-8, P-7..P-13, R-1: ``POST /cds-services/{id}``."""
         started = time.perf_counter()
-        service: CdsService | None = None
+        service = self.registry.get(service_id)  # for the log line; 401 still comes first
         hook_instance: object = None
         try:
             await self._authenticate(request, f"{BASE_PATH}/{quote(service_id, safe='')}")

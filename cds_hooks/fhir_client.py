@@ -39,12 +39,50 @@ from cds_hooks.prefetch import (
 )
 from cds_hooks.service import CdsService, FhirAccess
 
-__all__ = ["FhirFallback", "FhirSession", "server_allowed", "url_within"]
+__all__ = [
+    "FhirFallback",
+    "FhirSession",
+    "RedactHttpxUrls",
+    "redact_httpx_logs",
+    "server_allowed",
+    "url_within",
+]
 
 logger = logging.getLogger("cds_hooks.fhir")
 
 JsonObject = dict[str, Any]
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+# ---------------------------------------------------------------- httpx request logs
+
+
+class RedactHttpxUrls(logging.Filter):
+    """httpx logs every request URL at INFO; for FHIR searches that URL holds patient ids in
+    its path and query. Keep only the origin so no patient data reaches the logs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (
+            isinstance(record.msg, str)
+            and record.msg.startswith("HTTP Request:")
+            and isinstance(record.args, tuple)
+            and len(record.args) >= 2
+        ):
+            url = record.args[1]
+            origin = (
+                f"{url.scheme}://{url.netloc.decode('ascii', 'replace')}"
+                if isinstance(url, httpx.URL)
+                else "-"
+            )
+            record.args = (record.args[0], f"{origin}/…", *record.args[2:])
+        return True
+
+
+def redact_httpx_logs() -> None:
+    """Install :class:`RedactHttpxUrls` on the ``httpx`` logger once (idempotent)."""
+    target = logging.getLogger("httpx")
+    if not any(isinstance(f, RedactHttpxUrls) for f in target.filters):
+        target.addFilter(RedactHttpxUrls())
 
 
 # ---------------------------------------------------------------- URL matching (SSRF guard)
@@ -266,6 +304,7 @@ class FhirFallback:
     def __init__(self, config: CdsHooksConfig, client: httpx.AsyncClient) -> None:
         self._config = config
         self._client = client
+        redact_httpx_logs()
 
     def session(self, request: CdsRequest) -> tuple[FhirSession | None, str]:
         """FHIR access for this request, or ``None`` and the reason there is none."""
