@@ -102,6 +102,11 @@ def _is_group(service: TimedService) -> bool:
     return service.delivery_mode is DeliveryMode.GROUP or service.subject_is_group
 
 
+def plural_units(n: int) -> str:
+    """``"1 unit"`` / ``"2 units"`` for messages."""
+    return f"{n} unit" if n == 1 else f"{n} units"
+
+
 def _describe(allocation: Allocation) -> str:
     return " + ".join(f"{code} x {n}" for code, n in allocation.items())
 
@@ -253,7 +258,7 @@ def _combine_findings(
             if line and len(line.charge_refs) > 1 and units_allowed is not None
             else ()
         )
-        units_text = f" ({units_allowed} units)" if units_allowed is not None else ""
+        units_text = f" ({plural_units(units_allowed)})" if units_allowed is not None else ""
         found.append(
             make_finding(
                 RuleId.I_COMBINE_LINES,
@@ -369,8 +374,8 @@ def _exceed_findings(
                     codes=(code,),
                     resources=(*line.charge_refs, *line.service_refs),
                     message=(
-                        f"{code} is billed for {n} units but its documented minutes support"
-                        f" at most {max_allowed[code]}."
+                        f"{code} is billed for {plural_units(n)} but its documented minutes"
+                        f" support at most {max_allowed[code]}."
                     ),
                     facts=FindingFacts(
                         units_allowed=max_allowed[code], units_billed=n, detail="code"
@@ -393,10 +398,11 @@ def _exceed_findings(
             make_finding(
                 RuleId.E_UNITS_EXCEED,
                 codes=billed.keys(),
-                resources=[r for c in billed for r in (*lines[c].charge_refs,)],
+                resources=[r for c in billed for r in lines[c].fix_refs],
                 message=(
-                    f"{billed_total} timed units are billed but the day's timed minutes"
-                    f" support {allowed_total} in total; for example bill {_describe(target)}."
+                    f"{plural_units(billed_total)} of timed codes are billed but the day's timed"
+                    f" minutes support {allowed_total} in total; for example bill"
+                    f" {_describe(target)}."
                 ),
                 facts=FindingFacts(
                     units_allowed=allowed_total,
