@@ -80,6 +80,15 @@ _PERIOD_FIELDS = (
 _DATETIME_FIELDS = frozenset({"performedDateTime", "occurrenceDateTime"})
 
 
+# Encounter.status is version-free in the domain model: R4 codes are read as their R5
+# equivalents (R4 "finished" == R5 "completed", per the R4 -> R5 Encounter status map).
+_R4_ENCOUNTER_STATUS = {
+    "finished": "completed",
+    "onleave": "on-hold",
+    "arrived": "in-progress",
+    "triaged": "in-progress",
+}
+
 # Enum members bound once: attribute access on an Enum class is slow on the hot path.
 _PERIOD = TimingKind.PERIOD
 _INSTANT = TimingKind.INSTANT
@@ -536,6 +545,8 @@ class _Mapper:
                 break
         span = self._span(start, end, loc, key, "period")
         patient, _ = self._subject(res, "subject", loc, key)
+        if type(status) is str:
+            status = _R4_ENCOUNTER_STATUS.get(status, status)
         self.encounters[key] = EncounterInfo(
             ref=key,
             status=status if isinstance(status, str) else None,
