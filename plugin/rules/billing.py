@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from fhir_mappings.codes import CODE_LIST
-from fhir_mappings.model import Discipline, TherapyVisit
+from fhir_mappings.model import DeliveryMode, Discipline, TherapyVisit
+from plugin.rules.code_catalog import CodeCatalog
 
 NCCI_MODIFIERS: frozenset[str] = CODE_LIST.ncci_modifiers
 """NCCI-associated modifiers that may bypass a PTP edit with indicator 1 (R-D1, R-D4)."""
@@ -85,3 +86,20 @@ def billing_lines(visit: TherapyVisit) -> Mapping[str, BillingLine]:
             units_from_charges=bool(charge_units),
         )
     return MappingProxyType(lines)
+
+
+def billable_codes(visit: TherapyVisit, codes: CodeCatalog) -> frozenset[str]:
+    """Codes documented or charged on ``visit``, leaving out one-on-one codes delivered to a
+    group (billed as 97150 instead, R-F2, I-2.6); the codes PTP edits are looked up for."""
+    present = {
+        s.code
+        for s in visit.services
+        if not (
+            codes.is_one_on_one(s.code)
+            and (s.delivery_mode is DeliveryMode.GROUP or s.subject_is_group)
+        )
+    }
+    present.update(
+        c.code for c in visit.charges if (c.status or "").lower() not in _NOT_BILLED_STATUSES
+    )
+    return frozenset(present)

@@ -9,6 +9,7 @@ patient, date and discipline; findings by severity, rule id, codes and resources
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -20,7 +21,7 @@ from fhir_mappings.model import (
     TherapyVisit,
     VisitGrouping,
 )
-from plugin.rules.billing import billing_lines
+from plugin.rules.billing import billable_codes, billing_lines
 from plugin.rules.catalogue import RuleId
 from plugin.rules.code_catalog import CodeCatalog, default_code_catalog
 from plugin.rules.counts import CodeCounts
@@ -28,6 +29,7 @@ from plugin.rules.findings import Finding, FindingFacts, make_finding, sort_find
 from plugin.rules.pair import (
     PairResult,
     PairRule,
+    cross_discipline_ptp_findings,
     evaluate_pair,
     other_ptp_findings,
     pair_columns,
@@ -76,8 +78,13 @@ def analyze_visit(
     pair_rule: PairRule = "cms",
     ptp: PtpTable | None = None,
     codes: CodeCatalog | None = None,
+    same_day: Sequence[TherapyVisit] = (),
 ) -> VisitAnalysis:
-    """All rules for one visit (I-2 .. I-5)."""
+    """All rules for one visit (I-2 .. I-5).
+
+    ``same_day``: the patient's other visits on the same date (other disciplines), for the
+    cross-discipline PTP note (R-D1).
+    """
     table = ptp if ptp is not None else default_ptp_table()
     catalog = codes if codes is not None else default_code_catalog()
     lines = billing_lines(visit)
@@ -89,14 +96,17 @@ def analyze_visit(
         pair=pair_columns(table, visit.service_date),
     )
     pair = evaluate_pair(visit, assessment=assessment, lines=lines, ptp=table, pair_rule=pair_rule)
-    present = {s.code for s in visit.services if s not in assessment.group_excluded}
-    present.update(code for code, line in lines.items() if line.charge_refs)
+    present = billable_codes(visit, catalog)
+    others = [(o, billable_codes(o, catalog)) for o in same_day if o is not visit]
     review = review_plan_of_care(visit, lines=lines, codes=catalog)
     findings = (
         *all_timing_findings(assessment.counted),
         *assessment.findings,
         *pair.findings,
         *other_ptp_findings(visit, codes_present=present, lines=lines, ptp=table),
+        *cross_discipline_ptp_findings(
+            visit, codes_present=present, same_day=others, lines=lines, ptp=table
+        ),
         *review.findings,
     )
     return VisitAnalysis(
@@ -165,9 +175,19 @@ def analyze(
     """
     table = ptp if ptp is not None else default_ptp_table()
     catalog = codes if codes is not None else default_code_catalog()
+    by_day: dict[tuple[str, date], list[TherapyVisit]] = {}
+    for v in grouping.visits:
+        by_day.setdefault((v.patient, v.service_date), []).append(v)
     visits = sorted(
         (
-            analyze_visit(v, payer_rule=payer_rule, pair_rule=pair_rule, ptp=table, codes=catalog)
+            analyze_visit(
+                v,
+                payer_rule=payer_rule,
+                pair_rule=pair_rule,
+                ptp=table,
+                codes=catalog,
+                same_day=by_day[(v.patient, v.service_date)],
+            )
             for v in grouping.visits
         ),
         key=lambda v: (v.patient, v.date, v.discipline.value),

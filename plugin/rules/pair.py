@@ -407,6 +407,58 @@ def other_ptp_findings(
     return tuple(found)
 
 
+def cross_discipline_ptp_findings(
+    visit: TherapyVisit,
+    *,
+    codes_present: frozenset[str],
+    same_day: Sequence[tuple[TherapyVisit, frozenset[str]]],
+    lines: Mapping[str, BillingLine],
+    ptp: PtpTable,
+) -> tuple[Finding, ...]:
+    """I-OTHER-PTP (detail ``cross-discipline``): NCCI edits apply across disciplines (R-D1).
+
+    For each edit in effect whose column-2 code is on ``visit`` while its column-1 code is only
+    on another visit of the same patient and date (another discipline), report it on ``visit``,
+    the visit whose line would be denied. Informational: modifiers are not checked across visits.
+    """
+    found = []
+    for other, other_codes in same_day:
+        for e in ptp.edits_among(codes_present | other_codes, visit.service_date):
+            if not (
+                e.column2 in codes_present
+                and e.column1 not in codes_present
+                and e.column1 in other_codes
+            ):
+                continue
+            own = lines.get(e.column2)
+            refs = [
+                *(own.service_refs if own else ()),
+                *(own.charge_refs if own else ()),
+                *(s.ref for s in other.services if s.code == e.column1),
+                *(c.ref for c in other.charges if c.code == e.column1),
+            ]
+            found.append(
+                make_finding(
+                    RuleId.I_OTHER_PTP,
+                    codes=(e.column1, e.column2),
+                    resources=refs,
+                    message=(
+                        f"NCCI edits apply across disciplines: {e.column1} (column 1) is on the"
+                        f" {other.discipline.value} visit of the same date, so {e.column2}"
+                        f" (column 2) on this visit is denied unless an NCCI-associated modifier"
+                        f" applies (indicator {e.modifier_indicator}). Not checked further."
+                    ),
+                    facts=FindingFacts(
+                        column1=e.column1,
+                        column2=e.column2,
+                        modifier_indicator=e.modifier_indicator,
+                        detail="cross-discipline",
+                    ),
+                )
+            )
+    return tuple(found)
+
+
 def worst_status(statuses: Iterable[PairStatus]) -> PairStatus:
     """The most severe of several statuses (INDETERMINATE > NOT_SUPPORTED > SUPPORTED > N/A)."""
     return max(statuses, key=_STATUS_WEIGHT.__getitem__, default=PairStatus.NOT_APPLICABLE)

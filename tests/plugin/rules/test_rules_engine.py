@@ -156,7 +156,7 @@ def test_ama_payer_rule_in_output() -> None:
     doc = analysis_to_json(analyze(_grouping(), payer_rule="ama", codes=CODES))
     assert {v["payer_rule"] for v in doc["visits"]} == {"ama"}
     ot = doc["visits"][0]
-    assert [f["rule"] for f in ot["findings"]] == ["W-MIN-UNDER-8"]
+    assert [f["rule"] for f in ot["findings"]] == ["W-MIN-UNDER-8", "I-OTHER-PTP"]
 
 
 def test_default_code_catalog_agrees_on_the_codes_used_here() -> None:
@@ -208,3 +208,27 @@ def test_set_aside_without_patient() -> None:
             }
         ],
     }
+
+
+def test_cross_discipline_pair_is_noted_on_the_column_2_visit() -> None:
+    # R-D1: NCCI edits apply across disciplines (PT 97140 and OT 97530 on one date).
+    pt = visit(svc("97140", 0, 20, ref="Procedure/pt"), charges=[charge("97140", 1, "GP")])
+    ot = visit(
+        svc("97530", 30, 20, ref="Procedure/ot"),
+        charges=[charge("97530", 1, "GO", ref="ServiceRequest/ot")],
+        discipline=Discipline.OT,
+    )
+    analysis = analyze(VisitGrouping(visits=(pt, ot)), codes=CODES)
+    ot_result, pt_result = analysis.visits
+    assert ot_result.discipline is Discipline.OT
+    note = [f for f in ot_result.findings if f.rule is RuleId.I_OTHER_PTP]
+    assert len(note) == 1
+    assert note[0].facts.detail == "cross-discipline"
+    assert note[0].resources == (
+        "Procedure/ot",
+        "Procedure/pt",
+        "ServiceRequest/ot",
+        "ServiceRequest/sr-97140",
+    )
+    assert not [f for f in pt_result.findings if f.rule is RuleId.I_OTHER_PTP]
+    assert ot_result.pair.status.value == "NOT_APPLICABLE"
