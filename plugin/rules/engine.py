@@ -128,7 +128,12 @@ def analyze_visit(
 
 
 def set_aside_findings(set_aside: SetAside) -> Finding:
-    """The top-level finding for a service the mappers set aside (I-2.1, I-2.3)."""
+    """The top-level finding for a service the mappers set aside (I-2.1, I-2.3).
+
+    Ignored status -> I-IGNORED-STATUS (detail ``status``); no patient -> I-IGNORED-STATUS
+    (detail ``no-patient``, POLICY: the catalogue has no closer id); no date of service ->
+    W-NO-DURATION (detail ``no-date``).
+    """
     s = set_aside.service
     if set_aside.reason is SetAsideReason.NO_DATE:
         return make_finding(

@@ -5,6 +5,13 @@ allocations, R-B6) and :func:`ama_units` (R-C2). :func:`assess_units` applies th
 after group exclusion (I-2.6) and interval attribution (R-F4, I-2.7) and reports
 E-GROUP-NOT-ONE-ON-ONE, W-OVERLAP, I-COMBINE-LINES, W-MIN-UNDER-8, W-CODE-ZERO-UNITS, I-TIE and
 E-UNITS-EXCEED (I-3).
+
+POLICY details: with tied allocations, W-CODE-ZERO-UNITS is raised only for a code that gets 0
+units in every allocation still in play (the billed one when it is acceptable, else all), so a
+tie is reported as I-TIE, not as "do not bill". A total E-UNITS-EXCEED is raised only when the
+billed units still exceed the cap after each code is cut to its own maximum, so it never just
+repeats a per-code finding. Timing findings (W-MISSING-END ...) are raised for timed codes only:
+an untimed code's units do not depend on its minutes.
 """
 
 from __future__ import annotations
