@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 import traceback
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Protocol, cast
-from urllib.parse import quote
 
 import httpx
 import orjson
@@ -233,9 +233,6 @@ class CdsHooks:
         )
         self.resolver: PrefetchResolver = resolver or RequestOnlyResolver()
         self._on_close = on_close
-        self._discovery_body = orjson.dumps(
-            registry.discovery().model_dump(mode="json", by_alias=True)
-        )
         self.router = self._build_router()
 
     async def aclose(self) -> None:
@@ -246,19 +243,21 @@ class CdsHooks:
 
     # ------------------------------------------------------------ plumbing
 
-    def audience(self, request: Request, canonical_path: str) -> str:
-        """The exact ``aud`` expected for this endpoint (S-6, S-11), built from the configured
-        public base URL, never the Host header. A request made with a trailing slash must carry
-        the same trailing slash in ``aud``."""
-        base = self.config.public_base_url or ""
-        trailing = "/" if request.url.path.endswith("/") else ""
-        return f"{base}{canonical_path}{trailing}"
+    def audience(self, request: Request) -> str:
+        """The exact ``aud`` expected for this call (S-6, S-11): the configured public base URL
+        (never the Host header) plus the path exactly as the client called it, so a client
+        that called ``.../cds-services/`` or ``.../cds-services//id`` must have signed that."""
+        path = request.url.path
+        root = request.scope.get("root_path") or ""
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        return f"{self.config.public_base_url or ''}{path}"
 
-    async def _authenticate(self, request: Request, canonical_path: str) -> None:
+    async def _authenticate(self, request: Request) -> None:
         if self.authenticator is None:
             return
         await self.authenticator.authenticate(
-            request.headers.get("authorization"), self.audience(request, canonical_path)
+            request.headers.get("authorization"), self.audience(request)
         )
 
     def _service(self, service_id: str) -> CdsService:
@@ -328,11 +327,12 @@ class CdsHooks:
         """B-1, B-2: ``GET /cds-services``; authenticated when auth is on (B-11)."""
         started = time.perf_counter()
         try:
-            await self._authenticate(request, BASE_PATH)
+            await self._authenticate(request)
         except CdsError as exc:
             return self._fail(exc, event="discovery", started=started)
         _log_done("discovery", 200, started)
-        return Response(self._discovery_body, media_type="application/json")
+        discovery = self.registry.discovery().model_dump(mode="json", by_alias=True)
+        return json_response(discovery)
 
     async def invoke(self, request: Request, service_id: str) -> Response:
         """C-1..C-8, P-7..P-13, R-1: ``POST /cds-services/{id}``."""
@@ -340,7 +340,7 @@ class CdsHooks:
         service = self.registry.get(service_id)  # for the log line; 401 still comes first
         hook_instance: object = None
         try:
-            await self._authenticate(request, f"{BASE_PATH}/{quote(service_id, safe='')}")
+            await self._authenticate(request)
             service = self._service(service_id)
             payload = await self._read_json(request)
             hook_instance = payload.get("hookInstance")
@@ -376,7 +376,7 @@ class CdsHooks:
         started = time.perf_counter()
         service: CdsService | None = None
         try:
-            await self._authenticate(request, f"{BASE_PATH}/{quote(service_id, safe='')}/feedback")
+            await self._authenticate(request)
             service = self._service(service_id)
             payload = await self._read_json(request)
             try:
@@ -405,6 +405,13 @@ class CdsHooks:
         return error_response(MethodNotAllowed(allowed))
 
     async def not_found(self, request: Request) -> Response:
+        # The sandbox builds service URLs by concatenation, so a discovery URL entered with a
+        # trailing slash yields ".../cds-services//{id}" (SANDBOX.md §2): serve it anyway.
+        match = _DOUBLE_SLASH.match(request.url.path)
+        if match is not None and request.method == "POST":
+            if match.group("feedback"):
+                return await self.feedback(request, match.group("id"))
+            return await self.invoke(request, match.group("id"))
         return error_response(UnknownService("no such CDS Hooks endpoint"))
 
     # ------------------------------------------------------------ failures
@@ -531,6 +538,9 @@ class CdsHooks:
         return router
 
 
+_DOUBLE_SLASH = re.compile(r"^.*/cds-services//+(?P<id>[^/]+)(?P<feedback>/feedback)?/?$")
+
+
 def _is_discovery(path: str) -> bool:
     return path.rstrip("/").endswith(BASE_PATH)
 
@@ -592,6 +602,11 @@ def install_cds_hooks(
     Call before the application starts. Returns the runtime (``runtime.aclose()`` closes the
     HTTP client it owns; this is chained into the app's lifespan).
     """
+    if not config.require_auth:
+        logger.warning(
+            "cds_hooks client authentication is OFF: any caller can invoke the services "
+            "(development only; set require_auth for production)"
+        )
     client = http_client
     if client is None:
         client = httpx.AsyncClient(

@@ -330,3 +330,41 @@ async def test_feedback_store_crash_is_500() -> None:
         response = await c.post("/cds-services/probe-order-sign/feedback", json=body)
     assert response.status_code == 500
     assert MARKER not in response.text
+
+
+async def test_owned_http_client_is_closed_at_shutdown() -> None:
+    from cdsh_support import probe_registry
+    from fastapi import FastAPI
+
+    from cds_hooks import install_cds_hooks
+
+    app = FastAPI()
+    runtime = install_cds_hooks(
+        app, probe_registry(), CdsHooksConfig(require_auth=False), MemoryFeedbackStore()
+    )
+    closed: list[bool] = []
+    original = runtime.aclose
+
+    async def spy() -> None:
+        closed.append(True)
+        await original()
+
+    runtime.aclose = spy  # type: ignore[method-assign]
+    async with app.router.lifespan_context(app):
+        assert not closed
+    assert closed == [True]
+
+
+async def test_services_registered_after_install_are_discovered(
+    client: httpx.AsyncClient,
+) -> None:
+    registry = ServiceRegistry()
+    app = make_app(registry)
+
+    @registry.service(id="late", hook="order-sign", title="Late", description="added later")
+    async def late(invocation: Invocation) -> CdsResponse:
+        return CdsResponse()
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        response = await c.get("/cds-services")
+    assert [s["id"] for s in response.json()["services"]] == ["late"]

@@ -322,3 +322,23 @@ async def test_spec_example_token(name: str, pinned: bool) -> None:
             )
         assert mock.calls.call_count == 0
     assert response.status_code == (200 if pinned else 401)
+
+
+async def test_sandbox_double_slash_url_with_matching_aud(client: httpx.AsyncClient) -> None:
+    """SANDBOX.md §2: discovery URL entered with a trailing slash -> '.../cds-services//id',
+    and the sandbox signs exactly that URL as aud."""
+    double = "/cds-services//probe-order-sign"
+    response = await client.post(
+        double, json=order_sign_request(), headers=bearer(token(BASE + double))
+    )
+    assert response.status_code == 200
+    response = await client.post(
+        double, json=order_sign_request(), headers=bearer(token(SERVICE_AUD))
+    )
+    assert response.status_code == 401
+    feedback = await client.post(
+        double + "/feedback",
+        json={"feedback": []},
+        headers=bearer(token(BASE + double + "/feedback")),
+    )
+    assert feedback.status_code == 200
