@@ -65,6 +65,14 @@ def whole_minutes(span: timedelta) -> int:
     return int(span.total_seconds() // 60)
 
 
+def describe_minutes(span: timedelta) -> str:
+    """``"1 minute"``, ``"12 minutes"``, or ``"less than a minute"`` for messages."""
+    minutes = whole_minutes(span)
+    if minutes == 0:
+        return "less than a minute"
+    return "1 minute" if minutes == 1 else f"{minutes} minutes"
+
+
 @dataclass(frozen=True, slots=True)
 class Overlap:
     """Two one-on-one services whose intervals share positive time."""

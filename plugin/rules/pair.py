@@ -30,7 +30,12 @@ from fhir_mappings.model import TherapyVisit, TimedService
 from plugin.rules.billing import NCCI_MODIFIERS, X_MODIFIERS, BillingLine
 from plugin.rules.catalogue import RuleId
 from plugin.rules.findings import Finding, FindingFacts, Fix, make_finding
-from plugin.rules.intervals import intersection, usable_interval, whole_minutes
+from plugin.rules.intervals import (
+    describe_minutes,
+    intersection,
+    usable_interval,
+    whole_minutes,
+)
 from plugin.rules.ptp import PtpEdit, PtpTable
 from plugin.rules.units import UnitAssessment
 
@@ -155,7 +160,8 @@ def evaluate_pair(
         if shared > timedelta(0):
             overlapping.append((a, b, shared))
     if overlapping:
-        minutes = whole_minutes(sum((shared for _, _, shared in overlapping), timedelta(0)))
+        shared_total = sum((shared for _, _, shared in overlapping), timedelta(0))
+        minutes = whole_minutes(shared_total)
         line2 = lines.get(col2)
         allowed2 = assessment.max_allowed(col2)
         fixes: tuple[Fix, ...] = ()
@@ -166,8 +172,9 @@ def evaluate_pair(
             codes=(col1, col2),
             resources=[s.ref for a, b, _ in overlapping for s in (a, b)],
             message=(
-                f"{col1} and {col2} were documented in the same time block ({minutes}"
-                f" overlapping minutes); {col2} must not be reported for that time and no"
+                f"{col1} and {col2} were documented in the same time block (they overlap by"
+                f" {describe_minutes(shared_total)}); {col2} must not be reported for that time"
+                " and no"
                 f" modifier can make it separate. The shared minutes count for {col1} only."
             ),
             facts=FindingFacts(

@@ -27,7 +27,7 @@ from plugin.rules.catalogue import RuleId
 from plugin.rules.code_catalog import CodeCatalog
 from plugin.rules.counts import CodeCounts
 from plugin.rules.findings import Finding, FindingFacts, Fix, make_finding
-from plugin.rules.intervals import Overlap, attribute_minutes
+from plugin.rules.intervals import Overlap, attribute_minutes, describe_minutes
 
 PayerRule = Literal["cms", "ama"]
 Allocation = CodeCounts
@@ -224,10 +224,10 @@ def _overlap_findings(overlaps: Sequence[Overlap]) -> list[Finding]:
     found = []
     for o in overlaps:
         if len(o.codes) == 1:
-            what = f"Two {o.codes[0]} services overlap by {o.minutes} minutes"
+            what = f"Two {o.codes[0]} services overlap by {describe_minutes(o.length)}"
             outcome = "the shared minutes are counted once"
         else:
-            what = f"{' and '.join(o.codes)} overlap by {o.minutes} minutes"
+            what = f"{' and '.join(o.codes)} overlap by {describe_minutes(o.length)}"
             outcome = (
                 f"the shared minutes count for {o.kept_by} only"
                 if o.kept_by

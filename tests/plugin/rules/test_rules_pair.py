@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
-from rules_builders import CODES, charge, only, rules_of, run, svc, visit
+from rules_builders import CODES, T0, charge, only, rules_of, run, svc, visit
 
 from fhir_mappings.model import TimedService
 from plugin.rules import Fix, PairStatus, PtpEdit, PtpTable, analyze_visit
@@ -315,3 +315,14 @@ def test_indicator_0_cannot_be_bypassed() -> None:
 def test_group_delivered_97530_leaves_no_pair() -> None:
     v = visit(svc("97140", 0, 15), svc("97530", 15, 15, group=True))
     assert run(v).pair.status is PairStatus.NOT_APPLICABLE
+
+
+def test_sub_minute_overlap_still_breaks_the_pair() -> None:
+    # I-4.2: any positive-length intersection; 30 seconds floor to 0 minutes (R-H10).
+    first = svc("97140", at=None, start=T0, end=T0 + timedelta(minutes=15, seconds=30))
+    second = svc("97530", 15, 15, modifiers=["59"])
+    analysis = run(visit(first, second))
+    assert analysis.pair.status is PairStatus.NOT_SUPPORTED
+    finding = only(analysis, "E-PAIR-SAME-TIMEBLOCK")
+    assert finding.facts.minutes == 0
+    assert "less than a minute" in finding.message
