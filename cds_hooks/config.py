@@ -149,8 +149,9 @@ class CdsHooksConfig:
     max_request_bytes: int = 5 * 1024 * 1024
 
     def __post_init__(self) -> None:
-        for name in ("trusted_issuers", "allowed_algorithms", "cors_origins"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
+        object.__setattr__(self, "trusted_issuers", tuple(self.trusted_issuers))
+        for name in ("allowed_algorithms", "cors_origins"):
+            object.__setattr__(self, name, tuple(_as_sequence(getattr(self, name))))
         bad_algs = [a for a in self.allowed_algorithms if a not in ASYMMETRIC_ALGORITHMS]
         if bad_algs or not self.allowed_algorithms:
             raise ValueError(

@@ -13,7 +13,7 @@ import inspect
 import re
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from cds_hooks.models import CdsRequest, CdsResponse, DiscoveryResponse, ServiceDescriptor
 from cds_hooks.prefetch import Prefetch, validate_template
@@ -90,6 +90,9 @@ class Invocation:
 
 class Handler(Protocol):
     def __call__(self, invocation: Invocation, /) -> Awaitable[CdsResponse]: ...
+
+
+H = TypeVar("H", bound=Handler)
 
 
 @dataclass(frozen=True)
@@ -172,14 +175,14 @@ class ServiceRegistry:
         usage_requirements: str | None = None,
         extension: Mapping[str, Any] | None = None,
         required_context: tuple[str, ...] | None = None,
-    ) -> Callable[[Handler], Handler]:
+    ) -> Callable[[H], H]:
         """Decorator form::
 
         @registry.service(id="x", hook="order-sign", title="...", description="...")
         async def x(invocation: Invocation) -> CdsResponse: ...
         """
 
-        def register(handler: Handler) -> Handler:
+        def register(handler: H) -> H:
             self.add(
                 CdsService(
                     id=id,

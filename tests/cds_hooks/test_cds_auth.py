@@ -342,3 +342,25 @@ async def test_sandbox_double_slash_url_with_matching_aud(client: httpx.AsyncCli
         headers=bearer(token(BASE + double + "/feedback")),
     )
     assert feedback.status_code == 200
+
+
+async def test_jwks_cache_expires() -> None:
+    clock = [NOW]
+    app = make_app(config=auth_config(jwks_cache_seconds=600), clock=lambda: clock[0])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        with respx.mock() as mock:
+            route = mock.get(RSA_JWKS_URL).respond(json=public_jwks(RSA_KEY))
+
+            def rsa_token() -> str:
+                return token(
+                    SERVICE_AUD, key=RSA_KEY, alg="RS384", iss=RSA_ISS, iat=int(clock[0]),
+                    exp=int(clock[0]) + 300,
+                )  # fmt: skip
+
+            assert (await call_service(c, rsa_token())).status_code == 200
+            clock[0] += 300
+            assert (await call_service(c, rsa_token())).status_code == 200
+            assert route.call_count == 1
+            clock[0] += 400  # past the cache lifetime: refetched
+            assert (await call_service(c, rsa_token())).status_code == 200
+            assert route.call_count == 2

@@ -158,3 +158,11 @@ def test_unreadable_trusted_issuers_file_names_the_file(tmp_path: Any) -> None:
     path = tmp_path / "missing.json"
     with pytest.raises(ValueError, match=r"missing\.json"):
         load_trusted_issuers(path)
+
+
+def test_cors_origins_accept_comma_separated_string() -> None:
+    config = CdsHooksConfig(
+        require_auth=False,
+        cors_origins="https://sandbox.cds-hooks.org, http://localhost:8080/",  # type: ignore[arg-type]
+    )
+    assert config.cors_origins == ("https://sandbox.cds-hooks.org", "http://localhost:8080")
