@@ -3,8 +3,10 @@
 ``analyze`` runs, per visit (one patient, date of service and discipline; R-B2, R-B2a):
 timing findings (I-2.3, I-2.4), group exclusion, attribution and units (I-2.6..I-3), the
 97140/97530 pair (I-4), other PTP edits and the plan-of-care flags (I-5). Services the mappers
-set aside become top-level findings (I-2.1). Everything is deterministic: visits sorted by
-patient, date and discipline; findings by severity, rule id, codes and resources.
+set aside become top-level findings (I-2.1), and so do billed charges of timed codes that no
+visit could take (E-UNITS-EXCEED, nothing documented supports them). Everything is
+deterministic: visits sorted by patient, date and discipline; findings by severity, rule id,
+codes and resources.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from datetime import date
 from typing import Any
 
 from fhir_mappings.model import (
+    Charge,
     Discipline,
     SetAside,
     SetAsideReason,
@@ -25,7 +28,7 @@ from plugin.rules.billing import billable_codes, billing_lines
 from plugin.rules.catalogue import RuleId
 from plugin.rules.code_catalog import CodeCatalog, default_code_catalog
 from plugin.rules.counts import CodeCounts
-from plugin.rules.findings import Finding, FindingFacts, make_finding, sort_findings
+from plugin.rules.findings import Finding, FindingFacts, Fix, make_finding, sort_findings
 from plugin.rules.pair import (
     PairResult,
     PairRule,
@@ -37,7 +40,7 @@ from plugin.rules.pair import (
 from plugin.rules.plan import review_plan_of_care
 from plugin.rules.ptp import PtpTable, default_ptp_table
 from plugin.rules.timing import all_timing_findings
-from plugin.rules.units import Allocation, PayerRule, assess_units
+from plugin.rules.units import Allocation, PayerRule, assess_units, plural_units
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +166,25 @@ def set_aside_findings(set_aside: SetAside) -> Finding:
     )
 
 
+def unattached_charge_finding(charge: Charge, codes: CodeCatalog) -> Finding | None:
+    """E-UNITS-EXCEED (detail ``unattached``) for a charge of a timed code that no visit took:
+    no documented minutes support its units (I-3, R-B3). ``None`` when nothing is billed."""
+    if not codes.is_timed(charge.code) or not charge.units:
+        return None
+    return make_finding(
+        RuleId.E_UNITS_EXCEED,
+        codes=(charge.code,),
+        resources=(charge.ref,),
+        message=(
+            f"{charge.code} is billed for {plural_units(charge.units)} but no documented"
+            " service of the patient on that date supports it; document the service with its"
+            " start and end time, or remove the charge."
+        ),
+        facts=FindingFacts(units_allowed=0, units_billed=charge.units, detail="unattached"),
+        fixes=(Fix(line_code=charge.code, charge_refs=(charge.ref,), set_units=0),),
+    )
+
+
 def analyze(
     grouping: VisitGrouping,
     *,
@@ -199,7 +221,16 @@ def analyze(
     )
     return Analysis(
         visits=tuple(visits),
-        findings=sort_findings(set_aside_findings(s) for s in grouping.set_aside),
+        findings=sort_findings(
+            [
+                *(set_aside_findings(s) for s in grouping.set_aside),
+                *(
+                    f
+                    for c in grouping.unattached_charges
+                    if (f := unattached_charge_finding(c, catalog)) is not None
+                ),
+            ]
+        ),
         payer_rule=payer_rule,
         pair_rule=pair_rule,
         ptp_version=table.version,

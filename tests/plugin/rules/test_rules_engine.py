@@ -232,3 +232,15 @@ def test_cross_discipline_pair_is_noted_on_the_column_2_visit() -> None:
     )
     assert not [f for f in pt_result.findings if f.rule is RuleId.I_OTHER_PTP]
     assert ot_result.pair.status.value == "NOT_APPLICABLE"
+
+
+def test_unattached_charges_of_timed_codes_are_top_level_exceed_findings() -> None:
+    grouping = VisitGrouping(
+        visits=(),
+        unattached_charges=(charge("97530", 2, "GP"), charge("97161", 1), charge("97110", 0)),
+    )
+    analysis = analyze(grouping, codes=CODES)
+    (finding,) = analysis.findings
+    assert (finding.rule, finding.facts.detail) == (RuleId.E_UNITS_EXCEED, "unattached")
+    assert (finding.facts.units_billed, finding.facts.units_allowed) == (2, 0)
+    assert finding.resources == ("ServiceRequest/sr-97530",)
