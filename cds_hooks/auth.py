@@ -359,7 +359,9 @@ class ClientAuthenticator:
         if not valid:
             raise Unauthorized("bad signature")
         # -- replay, only for tokens that verified (S-11)
-        fresh = await anyio.to_thread.run_sync(self._replay.remember, issuer.iss, jti, exp)
+        # Keep the jti as long as the token could still be accepted, leeway included.
+        keep_until = exp + leeway
+        fresh = await anyio.to_thread.run_sync(self._replay.remember, issuer.iss, jti, keep_until)
         if not fresh:
             raise Unauthorized("jti replayed")
         return ClientIdentity(

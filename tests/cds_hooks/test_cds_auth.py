@@ -364,3 +364,13 @@ async def test_jwks_cache_expires() -> None:
             clock[0] += 400  # past the cache lifetime: refetched
             assert (await call_service(c, rsa_token())).status_code == 200
             assert route.call_count == 2
+
+
+async def test_replay_refused_inside_the_leeway_window() -> None:
+    clock = [NOW]
+    app = make_app(config=auth_config(), clock=lambda: clock[0])
+    jwt_value = token(SERVICE_AUD)  # exp = NOW + 300, leeway 30
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        assert (await call_service(c, jwt_value)).status_code == 200
+        clock[0] = NOW + 310  # past exp, still inside the leeway
+        assert (await call_service(c, jwt_value)).status_code == 401
