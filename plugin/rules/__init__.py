@@ -5,7 +5,13 @@ Entry points: :func:`analyze` (a whole :class:`~fhir_mappings.model.VisitGroupin
 :data:`CATALOGUE` of finding ids (I-6). No I/O here besides loading the PTP data file once.
 """
 
-from plugin.rules.catalogue import CATALOGUE, CatalogueEntry, RuleId, Severity
+from plugin.rules.catalogue import (
+    CATALOGUE,
+    CatalogueEntry,
+    RuleId,
+    Severity,
+    catalogue_markdown,
+)
 from plugin.rules.code_catalog import CodeCatalog, StaticCodeCatalog, default_code_catalog
 from plugin.rules.counts import CodeCounts
 from plugin.rules.engine import (
@@ -53,6 +59,7 @@ __all__ = [
     "analysis_to_json",
     "analyze",
     "analyze_visit",
+    "catalogue_markdown",
     "cms_allocations",
     "default_code_catalog",
     "default_ptp_table",

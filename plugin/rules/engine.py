@@ -130,7 +130,7 @@ def analyze_visit(
     )
 
 
-def set_aside_findings(set_aside: SetAside) -> Finding:
+def set_aside_finding(set_aside: SetAside) -> Finding:
     """The top-level finding for a service the mappers set aside (I-2.1, I-2.3).
 
     Ignored status -> I-IGNORED-STATUS (detail ``status``); no patient -> I-IGNORED-STATUS
@@ -223,7 +223,7 @@ def analyze(
         visits=tuple(visits),
         findings=sort_findings(
             [
-                *(set_aside_findings(s) for s in grouping.set_aside),
+                *(set_aside_finding(s) for s in grouping.set_aside),
                 *(
                     f
                     for c in grouping.unattached_charges
