@@ -253,6 +253,18 @@ def claim(
         "id": id,
         "status": "active",
         "use": "claim",
+        "type": {
+            "coding": [
+                {
+                    "system": "http://terminology.hl7.org/CodeSystem/claim-type",
+                    "code": "professional",
+                }
+            ]
+        },
+        "priority": {"coding": [{"code": "normal"}]},
+        "created": "2025-03-04",
+        "provider": {"reference": "Organization/clinic"},
+        "insurance": [{"sequence": 1, "focal": True, "coverage": {"reference": "Coverage/cov"}}],
         "patient": {"reference": patient},
         "procedure": procedures,
         "item": items,

@@ -1,0 +1,76 @@
+"""Property tests: no JSON shape makes the mapper or the grouping raise."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fhir_builders import bundle, procedure, service_request
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fhir_mappings import group_visits, map_bundle, map_cds_request
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+FIELDS = [
+    "status",
+    "code",
+    "subject",
+    "encounter",
+    "performedPeriod",
+    "occurrencePeriod",
+    "performedDateTime",
+    "basedOn",
+    "performer",
+    "bodySite",
+    "extension",
+    "reasonCode",
+    "contained",
+    "id",
+    "quantityQuantity",
+    "orderDetail",
+    "category",
+]
+datetimes = st.sampled_from(
+    [
+        "2025-03-04T09:00:00-05:00",
+        "2025-03-04T09:00:00",
+        "2025-03-04",
+        "2025-03",
+        "2025",
+        "2025-02-30",
+        "garbage",
+        "",
+        "2025-03-04T24:00:00Z",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(field=st.sampled_from(FIELDS), value=json_values, resource=st.sampled_from(["p", "sr"]))
+def test_any_value_in_any_field_is_survivable(field: str, value: Any, resource: str) -> None:
+    res = procedure() if resource == "p" else service_request()
+    res[field] = value
+    record = map_bundle(bundle(res))
+    group_visits(record)
+
+
+@settings(max_examples=200, deadline=None)
+@given(start=datetimes, end=datetimes)
+def test_any_period_is_survivable(start: str, end: str) -> None:
+    record = map_bundle(bundle(procedure(start=start, end=end)))
+    group_visits(record)
+    for service in record.services:
+        if service.start is not None:
+            assert service.start.utcoffset() is not None
+
+
+@settings(max_examples=200, deadline=None)
+@given(context=json_values, prefetch=json_values)
+def test_any_cds_request_body_is_survivable(context: Any, prefetch: Any) -> None:
+    group_visits(map_cds_request({"hook": "order-sign", "context": context, "prefetch": prefetch}))
