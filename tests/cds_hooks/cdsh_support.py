@@ -25,6 +25,9 @@ from cds_hooks import (
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SPEC_FIXTURES = REPO_ROOT.parent / "shared" / "reference" / "fixtures" / "cds-hooks-spec"
+IMPLEMENTER_REQUESTS = (
+    REPO_ROOT.parent / "shared" / "reference" / "fixtures" / "fhir-examples" / "cdshooks"
+)
 
 SANDBOX_ORIGIN = "https://sandbox.cds-hooks.org"
 MARKER = "MARKER-7f3a9c"
