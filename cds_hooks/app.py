@@ -346,6 +346,8 @@ class CdsHooks:
             hook_instance = payload.get("hookInstance")
             cds_request = self._parse_request(payload, service)
             prefetch, fhir = await self.resolver.resolve(service, cds_request)
+            for key in service.required_prefetch:
+                prefetch.require(key)  # P-13: 412 before the handler runs
             result = await service.handler(
                 Invocation(service=service, request=cds_request, prefetch=prefetch, fhir=fhir)
             )

@@ -100,7 +100,10 @@ class CdsService:
     """A CDS service declaration (B-4..B-7, B-10).
 
     ``prefetch`` maps key -> template (P-3..P-6), validated here. ``required_context`` overrides
-    :data:`HOOK_REQUIRED_CONTEXT` for hooks the table does not know.
+    :data:`HOOK_REQUIRED_CONTEXT` (e.g. to accept real-world requests without ``userId``).
+    ``required_prefetch`` names keys without which the handler is not called at all: the layer
+    answers 412 itself (P-13) -- the "fail" policy per key; other keys are the handler's call
+    (``prefetch.require`` to fail, ``prefetch.get`` to carry on without).
     """
 
     id: str
@@ -112,6 +115,7 @@ class CdsService:
     usage_requirements: str | None = None
     extension: Mapping[str, Any] | None = None
     required_context: tuple[str, ...] | None = None
+    required_prefetch: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not _SERVICE_ID.match(self.id) or self.id in (".", ".."):
@@ -126,6 +130,10 @@ class CdsService:
         for key, template in self.prefetch.items():
             validate_template(key, template)
         object.__setattr__(self, "prefetch", dict(self.prefetch))
+        object.__setattr__(self, "required_prefetch", tuple(self.required_prefetch))
+        unknown = [k for k in self.required_prefetch if k not in self.prefetch]
+        if unknown:
+            raise ValueError(f"service {self.id!r}: required_prefetch {unknown} not in prefetch")
         if self.extension is not None and not isinstance(self.extension, Mapping):
             raise ValueError(f"service {self.id!r}: extension must be an object (X-1)")
 
@@ -175,6 +183,7 @@ class ServiceRegistry:
         usage_requirements: str | None = None,
         extension: Mapping[str, Any] | None = None,
         required_context: tuple[str, ...] | None = None,
+        required_prefetch: tuple[str, ...] = (),
     ) -> Callable[[H], H]:
         """Decorator form::
 
@@ -194,6 +203,7 @@ class ServiceRegistry:
                     usage_requirements=usage_requirements,
                     extension=extension,
                     required_context=required_context,
+                    required_prefetch=required_prefetch,
                 )
             )
             return handler

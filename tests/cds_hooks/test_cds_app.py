@@ -368,3 +368,32 @@ async def test_services_registered_after_install_are_discovered(
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
         response = await c.get("/cds-services")
     assert [s["id"] for s in response.json()["services"]] == ["late"]
+
+
+async def test_required_prefetch_is_checked_before_the_handler() -> None:
+    called: list[bool] = []
+    registry = ServiceRegistry()
+
+    @registry.service(
+        id="needs-procedures",
+        hook="order-sign",
+        title="N",
+        description="D",
+        prefetch={"procedures": "Procedure?patient={{context.patientId}}"},
+        required_prefetch=("procedures",),
+    )
+    async def needs(invocation: Invocation) -> CdsResponse:
+        called.append(True)
+        return CdsResponse()
+
+    app = make_app(registry)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        missing = await c.post("/cds-services/needs-procedures", json=order_sign_request())
+        null = await c.post(
+            "/cds-services/needs-procedures",
+            json=order_sign_request(prefetch={"procedures": None}),
+        )
+    assert missing.status_code == 412
+    assert "'procedures'" in outcome_text(missing)
+    assert null.status_code == 200  # null is satisfied (P-8)
+    assert called == [True]

@@ -166,3 +166,8 @@ def test_cors_origins_accept_comma_separated_string() -> None:
         cors_origins="https://sandbox.cds-hooks.org, http://localhost:8080/",  # type: ignore[arg-type]
     )
     assert config.cors_origins == ("https://sandbox.cds-hooks.org", "http://localhost:8080")
+
+
+def test_required_prefetch_must_be_declared() -> None:
+    with pytest.raises(ValueError, match="required_prefetch"):
+        service(required_prefetch=("patient",))
