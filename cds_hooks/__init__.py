@@ -1,16 +1,36 @@
 """CDS Hooks 2.0 protocol layer: wire models, discovery, invocation, prefetch, feedback, auth.
 
-Knows nothing about billing; the therapy plugin declares services on top of it::
+Knows nothing about billing; an application declares services on top of it::
+
+    from fastapi import FastAPI
+
+    from cds_hooks import (
+        Card, CdsHooksConfig, CdsResponse, Invocation, ServiceRegistry, Source,
+        install_cds_hooks,
+    )
 
     registry = ServiceRegistry()
 
-    @registry.service(id="my-service", hook="order-sign", title="...", description="...",
-                      prefetch={"patient": "Patient/{{context.patientId}}"})
-    async def my_service(invocation: Invocation) -> CdsResponse:
-        patient = invocation.prefetch.require("patient")  # 412 when unavailable
-        return CdsResponse(cards=())
+    @registry.service(
+        id="greeter",
+        hook="patient-view",
+        title="Greeter",
+        description="Says hello",
+        prefetch={"patient": "Patient/{{context.patientId}}"},
+    )
+    async def greeter(invocation: Invocation) -> CdsResponse:
+        patient = invocation.prefetch.require("patient")  # 412 when it cannot be had
+        name = "unknown" if patient is None else patient.get("id", "?")
+        card = Card(summary=f"Hello {name}", indicator="info", source=Source(label="demo"))
+        return CdsResponse(cards=(card,))
 
-    install_cds_hooks(app, registry, CdsHooksConfig(...), feedback_store)
+    class NoFeedbackStore:
+        def record(self, service_id, items):
+            return 0
+
+    app = FastAPI()
+    config = CdsHooksConfig(require_auth=False, cors_origins=["*"])
+    runtime = install_cds_hooks(app, registry, config, NoFeedbackStore())
 """
 
 from cds_hooks.app import (
