@@ -193,6 +193,7 @@ class _Mapper:
         self.claim_lines: dict[str, list[_ClaimLine]] = {}
         self.patients: list[str] = []
         self.based_on: dict[str, tuple[str, ...]] = {}  # Procedure key -> basedOn keys
+        self.ref_types: dict[str, str] = {}  # reference key -> resource type ("" if unknown)
 
     # ---- driver
 
@@ -241,19 +242,26 @@ class _Mapper:
 
     def _index(self) -> list[_Item]:
         items: list[_Item] = []
-        seen: set[str] = set()
+        seen: dict[str, JsonObject] = {}
         for source in self.found.resources:
             resource = source.resource
             rtype = resource["resourceType"]  # guaranteed by sources
-            key = resource_key(rtype, resource.get("id"), source.full_url, source.location)
-            if key in seen:
-                self._issue(
-                    source.location,
-                    "the same resource appears more than once; the first copy is used",
-                    key,
-                )
+            resource_id = resource.get("id")
+            if type(resource_id) is str and resource_id:
+                key = f"{rtype}/{resource_id}"
+            else:
+                key = resource_key(rtype, resource_id, source.full_url, source.location)
+            first = seen.get(key)
+            if first is not None:
+                # the same resource fetched twice (prefetch + draftOrders, _include) is no news
+                if first != resource:
+                    self._issue(
+                        source.location,
+                        "two different copies of the same resource; the first copy is used",
+                        key,
+                    )
                 continue
-            seen.add(key)
+            seen[key] = resource
             if source.full_url:
                 self.index.add_full_url(source.full_url, key)
             items.append(_Item(source, rtype, key, resource))
@@ -380,7 +388,10 @@ class _Mapper:
             inner_type = inner.get("resourceType") if inner is not None else None
             rtype = inner_type if isinstance(inner_type, str) else None
         else:
-            rtype = reference_type(ref)
+            rtype = self.ref_types.get(ref)
+            if rtype is None:
+                rtype = self.ref_types[ref] = reference_type(ref) or ""
+            rtype = rtype or None
         if rtype == "Group":
             return None, True
         if rtype is None or rtype == "Patient":

@@ -704,7 +704,13 @@ def test_display_only_based_on_is_no_plan_ref() -> None:
 def test_duplicate_resource_is_reported_and_first_kept() -> None:
     record = map_bundle(bundle(procedure(code="97530"), procedure(code="97140")))
     assert only_service(record).code == "97530"
-    assert "more than once" in record.issues[0].message
+    assert "two different copies" in record.issues[0].message
+
+
+def test_identical_duplicate_is_silent() -> None:
+    record = map_bundle(bundle(procedure(), procedure()))
+    assert len(record.services) == 1
+    assert record.issues == ()
 
 
 def test_subject_of_wrong_type_is_an_issue() -> None:
