@@ -1,6 +1,7 @@
 """Persistence through SQLAlchemy: SQLite by default, PostgreSQL for shared deployments.
 
-Holds card feedback (checklist F-1..F-9). Tables are created on start-up; nothing to install.
+Holds card feedback (checklist F-1..F-9) and the JWT replay cache (S-11). Tables are created on
+start-up; nothing to install.
 Writes are idempotent (a repeated feedback item is stored once) and committed before the
 endpoint answers, so an acknowledged item is never lost.
 """
@@ -9,7 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,18 +19,22 @@ from sqlalchemy import (
     Column,
     DateTime,
     Engine,
+    Float,
     Integer,
     MetaData,
     String,
     Table,
     Text,
     create_engine,
+    delete,
     event,
     func,
+    insert,
     select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 
 from cds_hooks.models import FeedbackItem
 
@@ -136,3 +142,45 @@ class SqlFeedbackStore:
             query = query.where(feedback_table.c.service_id == service_id)
         with self.engine.connect() as connection:
             return [dict(row._mapping) for row in connection.execute(query)]
+
+
+jwt_replay_table = Table(
+    "jwt_replay",
+    metadata,
+    Column("issuer", String(512), primary_key=True),
+    Column("jti", String(256), primary_key=True),
+    Column("expires_at", Float, nullable=False, index=True),
+)
+
+
+class SqlReplayStore:
+    """:class:`cds_hooks.auth.ReplayStore` on the database, so every worker sees every ``jti``
+    (checklist S-11). ``remember`` is one atomic insert; a unique-key conflict is a replay."""
+
+    def __init__(self, engine: Engine, *, clock: Callable[[], float] = time.time) -> None:
+        self.engine = engine
+        self._clock = clock
+        self._last_purge = 0.0
+        metadata.create_all(engine)
+
+    def remember(self, issuer: str, jti: str, expires_at: float) -> bool:
+        now = self._clock()
+        table = jwt_replay_table
+        with self.engine.begin() as connection:
+            if now - self._last_purge > 60:
+                connection.execute(delete(table).where(table.c.expires_at < now))
+                self._last_purge = now
+            # A jti whose token has expired may be forgotten; the token itself is refused anyway.
+            connection.execute(
+                delete(table).where(
+                    (table.c.issuer == issuer) & (table.c.jti == jti) & (table.c.expires_at < now)
+                )
+            )
+            try:
+                with connection.begin_nested():
+                    connection.execute(
+                        insert(table).values(issuer=issuer, jti=jti, expires_at=expires_at)
+                    )
+            except IntegrityError:
+                return False
+        return True

@@ -1,0 +1,109 @@
+"""Application assembly: settings -> storage -> protocol layer -> services -> pages.
+
+``uvicorn plugin.app:create_app --factory`` (what ``therapy-cds serve`` runs) builds everything
+from the environment; tests call :func:`create_app` with their own :class:`Settings`.
+"""
+
+from __future__ import annotations
+
+import logging
+from importlib.metadata import PackageNotFoundError, version
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from cds_hooks import CdsHooksConfig, install_cds_hooks, load_trusted_issuers
+from plugin.cards import warm_up as warm_up_cards
+from plugin.services import RuleChoice, build_registry
+from plugin.settings import Settings
+from plugin.storage import SqlFeedbackStore, SqlReplayStore, make_engine
+
+logger = logging.getLogger("therapy_cds")
+
+try:
+    __version__ = version("therapy-cds")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+    __version__ = "0.0.0"
+
+
+def configure_logging(level: str) -> None:
+    """Plain, parseable log lines. Handlers log ids, counts and timings only (never bodies,
+    patient identifiers or tokens)."""
+    root = logging.getLogger()
+    if not any(getattr(h, "_therapy_cds", False) for h in root.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s", "%Y-%m-%dT%H:%M:%S")
+        )
+        handler._therapy_cds = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    root.setLevel(level.upper())
+
+
+def cds_config(settings: Settings) -> CdsHooksConfig:
+    """The protocol layer's configuration from the service settings."""
+    issuers = (
+        load_trusted_issuers(settings.trusted_issuers_file)
+        if settings.trusted_issuers_file is not None
+        else ()
+    )
+    return CdsHooksConfig(
+        require_auth=settings.require_auth,
+        public_base_url=settings.public_base_url,
+        trusted_issuers=issuers,
+        cors_origins=tuple(settings.cors_origins),
+        fhir_server_allowlist=tuple(settings.fhir_server_allowlist),
+        allow_unauthenticated_fhir=settings.allow_unauthenticated_fhir,
+        fhir_request_timeout_seconds=settings.fhir_timeout_seconds,
+        fhir_deadline_seconds=settings.fhir_deadline_seconds,
+    )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the service. Refuses to start on unsafe or unreadable configuration."""
+    settings = settings if settings is not None else Settings()
+    configure_logging(settings.log_level)
+    engine = make_engine(settings.database_url)
+    feedback_store = SqlFeedbackStore(engine)
+    replay_store = SqlReplayStore(engine)
+    config = cds_config(settings)
+
+    app = FastAPI(
+        title="therapy-cds",
+        version=__version__,
+        summary="CDS Hooks 2.0 service for PT/OT timed-code billing",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.feedback_store = feedback_store
+
+    smart_launch = f"{settings.public_base_url}/smart/launch" if settings.public_base_url else None
+    registry = build_registry(
+        RuleChoice(payer_rule=settings.payer_rule, pair_rule=settings.pair_interval_rule),
+        smart_launch_url=smart_launch,
+    )
+    install_cds_hooks(app, registry, config, feedback_store, replay_store=replay_store)
+    warm_up_cards()  # no model building on the first request
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> JSONResponse:
+        try:
+            with engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except Exception:  # any database failure means not ready
+            logger.warning("readiness check failed: database unreachable")
+            return JSONResponse({"status": "unavailable", "database": "unreachable"}, 503)
+        return JSONResponse({"status": "ok", "database": "ok"})
+
+    if not settings.require_auth:
+        logger.warning(
+            "DEVELOPMENT MODE: client authentication is OFF; do not expose this instance"
+        )
+    return app

@@ -1,0 +1,479 @@
+"""Findings -> CDS Hooks cards.
+
+- one card per error or warning finding (error -> ``critical``, warning -> ``warning``), its
+  ``source.topic`` the finding id, its summary under 140 characters with no patient identifier,
+  its detail in Markdown with the minutes, the units and the rule's source;
+- ``overrideReasons`` that fit the finding;
+- suggestions where the fix is mechanical: one ``update`` action per draft ServiceRequest that
+  sets the supported units, adds or removes a modifier, or replaces the code; the updated
+  resource is rebuilt through the full FHIR models so what the EHR receives is valid FHIR;
+- one ``info`` summary card per visit with the units per code and every informational finding.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from cds_hooks.models import Action, Card, Coding, Link, Source, Suggestion
+from fhir_mappings.model import CPT_SYSTEM, EXT_BILLING_MODIFIER, HCPCS_SYSTEM, FhirVersion
+from plugin.rules import Analysis, Finding, Fix, VisitAnalysis
+from plugin.rules.catalogue import CATALOGUE, RuleId, Severity
+
+logger = logging.getLogger(__name__)
+
+FINDING_SYSTEM = "https://therapy-cds.github.io/fhir/CodeSystem/finding"
+OVERRIDE_SYSTEM = "https://therapy-cds.github.io/fhir/CodeSystem/override-reason"
+SOURCE_LABEL = "therapy-cds billing rules"
+# Card and suggestion uuids are derived from the hook instance, so a retried call gets the same
+# ids and feedback can be matched to the finding that raised the card.
+_UUID_NAMESPACE = uuid.UUID("6f1f0c4e-6a43-5b0e-9d1e-5c0a3c1d7e21")
+
+JsonObject = dict[str, Any]
+
+
+# ------------------------------------------------------------------------- override reasons
+
+
+def _reason(code: str, display: str) -> Coding:
+    return Coding(system=OVERRIDE_SYSTEM, code=code, display=display)
+
+
+DOCUMENTED_SEPARATELY = _reason("documented-separately", "Documented separately in the note")
+WILL_CORRECT = _reason("will-correct-documentation", "Will correct the documentation first")
+PAYER_EXCEPTION = _reason("payer-exception", "This payer does not apply this edit")
+DIFFERENT_REGION = _reason("separate-structure", "Services were on separate body regions")
+PLAN_ON_FILE = _reason("plan-on-file", "Current plan of care is on file outside the EHR")
+CLINICAL = _reason("clinical-judgement", "Clinically appropriate; reviewed by the therapist")
+
+_PAIR = (DOCUMENTED_SEPARATELY, PAYER_EXCEPTION, WILL_CORRECT)
+_TIMES = (WILL_CORRECT, DOCUMENTED_SEPARATELY)
+_UNITS = (DOCUMENTED_SEPARATELY, PAYER_EXCEPTION, WILL_CORRECT)
+_PLAN = (PLAN_ON_FILE, WILL_CORRECT)
+
+OVERRIDE_REASONS: Mapping[RuleId, tuple[Coding, ...]] = {
+    RuleId.E_PAIR_NO_MODIFIER: _PAIR,
+    RuleId.W_MODIFIER_ON_COL1: (PAYER_EXCEPTION, WILL_CORRECT),
+    RuleId.E_PAIR_SAME_TIMEBLOCK: (WILL_CORRECT, DOCUMENTED_SEPARATELY),
+    RuleId.W_OVERLAP: _TIMES,
+    RuleId.W_MODIFIER_MISMATCH_XE: (DOCUMENTED_SEPARATELY, WILL_CORRECT),
+    RuleId.W_MODIFIER_MISMATCH_XP: (DOCUMENTED_SEPARATELY, WILL_CORRECT),
+    RuleId.W_MODIFIER_MISMATCH_XS: (DIFFERENT_REGION, DOCUMENTED_SEPARATELY, WILL_CORRECT),
+    RuleId.W_59_WITH_X: (PAYER_EXCEPTION, WILL_CORRECT),
+    RuleId.W_CODE_ZERO_UNITS: _UNITS,
+    RuleId.W_MIN_UNDER_8: _UNITS,
+    RuleId.E_UNITS_EXCEED: _UNITS,
+    RuleId.W_MISSING_END: _TIMES,
+    RuleId.W_MISSING_START: _TIMES,
+    RuleId.W_NO_DURATION: _TIMES,
+    RuleId.W_SPANS_MIDNIGHT: (CLINICAL, WILL_CORRECT),
+    RuleId.E_GROUP_NOT_ONE_ON_ONE: (DOCUMENTED_SEPARATELY, WILL_CORRECT),
+    RuleId.W_NO_PLAN_OF_CARE: _PLAN,
+    RuleId.E_PLAN_NOT_ACTIVE: _PLAN,
+    RuleId.E_PLAN_PERIOD: _PLAN,
+    RuleId.W_RECERT_DUE: _PLAN,
+    RuleId.W_NO_REASON: (DOCUMENTED_SEPARATELY, WILL_CORRECT),
+    RuleId.W_DISCIPLINE_MODIFIER_MISSING: (PAYER_EXCEPTION, WILL_CORRECT),
+}
+
+# ------------------------------------------------------------------------------- summaries
+
+_TITLES: Mapping[RuleId, str] = {
+    RuleId.E_PAIR_NO_MODIFIER: "97530 billed with 97140 but neither line has modifier 59/X{EPSU}",
+    RuleId.W_MODIFIER_ON_COL1: "Modifier is on 97140; it belongs on the 97530 line",
+    RuleId.E_PAIR_SAME_TIMEBLOCK: "97140 and 97530 overlap in time: 97530 is not billable for it",
+    RuleId.W_OVERLAP: "One-on-one services overlap in time; shared minutes counted once",
+    RuleId.W_MODIFIER_MISMATCH_XE: "XE used but both services are on the same encounter",
+    RuleId.W_MODIFIER_MISMATCH_XP: "XP used but the same practitioner performed both services",
+    RuleId.W_MODIFIER_MISMATCH_XS: "XS used but separate body sites are not documented",
+    RuleId.W_59_WITH_X: "Modifier 59 and an X modifier on the same line; report only one",
+    RuleId.W_CODE_ZERO_UNITS: "A documented code earns 0 units today; do not bill it",
+    RuleId.W_MIN_UNDER_8: "Under 8 timed minutes: no timed units are billable",
+    RuleId.E_UNITS_EXCEED: "Billed units exceed what the documented minutes support",
+    RuleId.W_MISSING_END: "A timed service has no end time; its minutes cannot be counted",
+    RuleId.W_MISSING_START: "A timed service has no start time; its minutes cannot be counted",
+    RuleId.W_NO_DURATION: "A timed service has a time but no duration; minutes cannot be counted",
+    RuleId.W_SPANS_MIDNIGHT: "A service crosses midnight; all of it counts on the start date",
+    RuleId.E_GROUP_NOT_ONE_ON_ONE: "One-on-one code delivered to a group: bill 97150 instead",
+    RuleId.W_NO_PLAN_OF_CARE: "Services are not linked to a plan of care",
+    RuleId.E_PLAN_NOT_ACTIVE: "The linked plan of care is not active",
+    RuleId.E_PLAN_PERIOD: "The date of service is outside the plan of care's period",
+    RuleId.W_RECERT_DUE: "Plan of care recertification is due (over 90 days)",
+    RuleId.W_NO_REASON: "Services have no diagnosis or reason linked",
+    RuleId.W_DISCIPLINE_MODIFIER_MISSING: "Timed line without GP/GO/GN discipline modifier",
+}
+
+
+def _summary(finding: Finding, visit: VisitAnalysis | None) -> str:
+    title = _TITLES.get(finding.rule) or CATALOGUE[finding.rule].meaning
+    if visit is not None:
+        candidate = f"{title} ({visit.date.isoformat()})"
+        if len(candidate) < 140:
+            return candidate
+    return title if len(title) < 140 else title[:136] + "..."
+
+
+# ---------------------------------------------------------------------------------- detail
+
+
+def _units_table(visit: VisitAnalysis) -> str:
+    rows = [
+        "| code | documented min | counted min | units |",
+        "|---|---:|---:|---:|",
+    ]
+    for code in sorted(set(visit.raw_minutes) | set(visit.units)):
+        rows.append(
+            f"| {code} | {visit.raw_minutes.get(code, 0)} | {visit.minutes.get(code, 0)} "
+            f"| {visit.units.get(code, 0)} |"
+        )
+    rule = "CMS 8-minute rule (pooled)" if visit.payer_rule == "cms" else "AMA per-code rule"
+    rows.append("")
+    rows.append(
+        f"Total timed minutes: **{visit.total_timed_minutes}** · units allowed: "
+        f"**{visit.units_allowed_total}** ({rule})"
+    )
+    return "\n".join(rows)
+
+
+def _source_line(finding: Finding) -> str:
+    entry = CATALOGUE[finding.rule]
+    implements = ", ".join(entry.implements)
+    return f"*Rule {finding.rule.value} ({implements}): {entry.document}.*"
+
+
+def _detail(finding: Finding, visit: VisitAnalysis | None) -> str:
+    parts = [finding.message]
+    if finding.resources:
+        parts.append("Documentation: " + ", ".join(f"`{ref}`" for ref in finding.resources))
+    if finding.facts.pair_rule and finding.rule.value.startswith(("E-PAIR", "W-MODIFIER")):
+        reading = (
+            "CMS reading: distinct, non-overlapping time blocks (split blocks allowed)"
+            if finding.facts.pair_rule == "cms"
+            else "strict reading: each code needs 15 minutes of its own distinct time"
+        )
+        parts.append(f"Pair rule applied: {reading}.")
+    if visit is not None:
+        parts.append(_units_table(visit))
+    parts.append(_source_line(finding))
+    return "\n\n".join(parts)
+
+
+# ------------------------------------------------------------------------------ suggestions
+
+
+def _modifier_system(modifier: str) -> str:
+    return CPT_SYSTEM if modifier.isdigit() else HCPCS_SYSTEM
+
+
+def _codings_of(concept: Any) -> list[JsonObject]:
+    if isinstance(concept, dict):
+        codings = concept.get("coding")
+        if isinstance(codings, list):
+            return [c for c in codings if isinstance(c, dict)]
+    return []
+
+
+def _remove_modifier(resource: JsonObject, modifier: str) -> None:
+    details = resource.get("orderDetail")
+    if isinstance(details, list):
+        for detail in details:
+            holders = [detail]
+            if isinstance(detail, dict):  # R5: orderDetail[].parameter[].valueCodeableConcept
+                holders += [
+                    p.get("valueCodeableConcept")
+                    for p in detail.get("parameter") or ()
+                    if isinstance(p, dict)
+                ]
+            for holder in holders:
+                if isinstance(holder, dict) and isinstance(holder.get("coding"), list):
+                    holder["coding"] = [
+                        c
+                        for c in holder["coding"]
+                        if not (isinstance(c, dict) and c.get("code") == modifier)
+                    ]
+        resource["orderDetail"] = [
+            d for d in details if not (isinstance(d, dict) and _is_empty_detail(d))
+        ]
+        if not resource["orderDetail"]:
+            del resource["orderDetail"]
+    extensions = resource.get("extension")
+    if isinstance(extensions, list):
+        resource["extension"] = [
+            e
+            for e in extensions
+            if not (
+                isinstance(e, dict)
+                and e.get("url") == EXT_BILLING_MODIFIER
+                and isinstance(e.get("valueCoding"), dict)
+                and e["valueCoding"].get("code") == modifier
+            )
+        ]
+        if not resource["extension"]:
+            del resource["extension"]
+
+
+def _is_empty_detail(detail: JsonObject) -> bool:
+    if "parameter" in detail:
+        return not any(
+            _codings_of(p.get("valueCodeableConcept"))
+            for p in detail["parameter"]
+            if isinstance(p, dict)
+        )
+    return not detail.get("coding") and not detail.get("text")
+
+
+def _add_modifier(resource: JsonObject, modifier: str, version: FhirVersion | None) -> None:
+    coding = {"system": _modifier_system(modifier), "code": modifier}
+    if version is FhirVersion.R5:
+        # R5 orderDetail is a parameter structure; the project extension is unambiguous there.
+        resource.setdefault("extension", []).append(
+            {"url": EXT_BILLING_MODIFIER, "valueCoding": coding}
+        )
+        return
+    resource.setdefault("orderDetail", []).append({"coding": [coding]})
+
+
+def apply_fixes(
+    resource: JsonObject, fixes: Iterable[Fix], version: FhirVersion | None
+) -> JsonObject:
+    """A copy of a draft ServiceRequest with the fixes applied (units, modifiers, code)."""
+    updated = copy.deepcopy(resource)
+    for fix in fixes:
+        if fix.replace_code is not None:
+            updated["code"] = {
+                "coding": [{"system": CPT_SYSTEM, "code": fix.replace_code}],
+            }
+            if version is FhirVersion.R5:
+                updated["code"] = {"concept": updated["code"]}
+        if fix.set_units is not None:
+            quantity = updated.get("quantityQuantity")
+            quantity = dict(quantity) if isinstance(quantity, dict) else {}
+            quantity["value"] = fix.set_units
+            quantity.setdefault("unit", "unit")
+            updated["quantityQuantity"] = quantity
+        if fix.remove_modifier is not None:
+            _remove_modifier(updated, fix.remove_modifier)
+        if fix.add_modifier is not None:
+            _remove_modifier(updated, fix.add_modifier)  # never twice
+            _add_modifier(updated, fix.add_modifier, version)
+    return updated
+
+
+def warm_up() -> None:
+    """Build the FHIR ServiceRequest models once at start-up (the first build costs ~0.3 s)."""
+    coding = {"system": CPT_SYSTEM, "code": "97530", "display": "warm-up"}
+    probe: JsonObject = {
+        "resourceType": "ServiceRequest",
+        "id": "warm-up",
+        "status": "draft",
+        "intent": "order",
+        "subject": {"reference": "Patient/warm-up"},
+        "quantityQuantity": {"value": 1, "unit": "unit"},
+        "extension": [{"url": EXT_BILLING_MODIFIER, "valueCoding": coding}],
+        "basedOn": [{"reference": "CarePlan/warm-up"}],
+        "reasonCode": [{"coding": [coding], "text": "warm-up"}],
+        "occurrencePeriod": {"start": "2025-01-01T09:00:00Z", "end": "2025-01-01T09:15:00Z"},
+        "authoredOn": "2025-01-01",
+    }
+    _validated({**probe, "code": {"coding": [coding]}, "orderDetail": [{"coding": [coding]}]}, None)
+    r5 = {k: v for k, v in probe.items() if k != "reasonCode"}
+    r5["reason"] = [{"concept": {"coding": [coding]}}]
+    r5["code"] = {"concept": {"coding": [coding]}}
+    _validated(r5, FhirVersion.R5)
+
+
+def _validated(resource: JsonObject, version: FhirVersion | None) -> JsonObject | None:
+    """The resource round-tripped through the full FHIR models, or None when it is not valid."""
+    try:
+        if version is FhirVersion.R5:
+            from fhir.resources.servicerequest import ServiceRequest as R5ServiceRequest
+
+            model: Any = R5ServiceRequest.model_validate(resource)
+        else:
+            from fhir.resources.R4B.servicerequest import ServiceRequest as R4ServiceRequest
+
+            model = R4ServiceRequest.model_validate(resource)
+    except (ValidationError, ValueError, TypeError):
+        return None
+    dumped: JsonObject = model.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return dumped
+
+
+def _describe(fix: Fix) -> str:
+    changes = []
+    if fix.replace_code is not None:
+        changes.append(f"bill {fix.replace_code} instead of {fix.line_code}")
+    if fix.set_units is not None:
+        target = fix.replace_code or fix.line_code
+        changes.append(f"set {target} to {fix.set_units} unit{'s' if fix.set_units != 1 else ''}")
+    if fix.remove_modifier is not None:
+        changes.append(f"remove modifier {fix.remove_modifier} from {fix.line_code}")
+    if fix.add_modifier is not None:
+        changes.append(f"add modifier {fix.add_modifier} to {fix.line_code}")
+    return "; ".join(changes)
+
+
+@dataclass(frozen=True, slots=True)
+class DraftOrders:
+    """The draft ServiceRequests of the call, by reference, and their FHIR version."""
+
+    resources: Mapping[str, JsonObject]
+    version: FhirVersion | None
+
+
+def _suggestion(
+    finding: Finding, drafts: DraftOrders, make_uuid: Callable[[str], str]
+) -> Suggestion | None:
+    by_ref: dict[str, list[Fix]] = {}
+    for fix in finding.fixes:
+        for ref in fix.charge_refs:
+            if ref in drafts.resources:
+                by_ref.setdefault(ref, []).append(fix)
+    if not by_ref:
+        return None
+    actions = []
+    for ref in sorted(by_ref):
+        fixes = by_ref[ref]
+        updated = _validated(
+            apply_fixes(drafts.resources[ref], fixes, drafts.version), drafts.version
+        )
+        if updated is None:
+            logger.info("suggestion skipped: draft order %s is not valid FHIR", ref)
+            return None
+        description = "; ".join(_describe(f) for f in fixes)
+        actions.append(Action(type="update", description=f"{ref}: {description}", resource=updated))
+    label = "; ".join(dict.fromkeys(_describe(f) for f in finding.fixes if f.charge_refs))
+    label = label[0].upper() + label[1:] if label else "Apply the fix"
+    return Suggestion(
+        label=label[:120],
+        uuid=make_uuid("suggestion"),
+        is_recommended=True,
+        actions=tuple(actions),
+    )
+
+
+# ------------------------------------------------------------------------------ the cards
+
+
+@dataclass(frozen=True, slots=True)
+class CardOptions:
+    """Per-call inputs to card building."""
+
+    hook_instance: str
+    drafts: DraftOrders | None = None
+    links: tuple[Link, ...] = ()
+
+
+def _uuid_factory(hook_instance: str, *parts: str) -> Callable[[str], str]:
+    base = "|".join((hook_instance, *parts))
+
+    def make(kind: str) -> str:
+        return str(uuid.uuid5(_UUID_NAMESPACE, f"{base}|{kind}"))
+
+    return make
+
+
+def finding_card(finding: Finding, visit: VisitAnalysis | None, options: CardOptions) -> Card:
+    """The card for one error or warning finding."""
+    visit_key = f"{visit.patient}|{visit.date}|{visit.discipline.value}" if visit else "-"
+    make_uuid = _uuid_factory(
+        options.hook_instance,
+        visit_key,
+        finding.rule.value,
+        ",".join(finding.resources),
+        ",".join(finding.codes),
+    )
+    suggestion = (
+        _suggestion(finding, options.drafts, make_uuid) if options.drafts is not None else None
+    )
+    entry = CATALOGUE[finding.rule]
+    return Card(
+        uuid=make_uuid("card"),
+        summary=_summary(finding, visit),
+        indicator="critical" if finding.severity is Severity.ERROR else "warning",
+        detail=_detail(finding, visit),
+        source=Source(
+            label=SOURCE_LABEL,
+            topic=Coding(
+                system=FINDING_SYSTEM, code=finding.rule.value, display=entry.meaning[:120]
+            ),
+        ),
+        suggestions=(suggestion,) if suggestion else (),
+        selection_behavior="at-most-one" if suggestion else None,
+        override_reasons=OVERRIDE_REASONS.get(finding.rule, (WILL_CORRECT,)),
+        links=options.links,
+    )
+
+
+def _units_summary(visit: VisitAnalysis) -> str:
+    units = ", ".join(f"{code}×{n}" for code, n in visit.units.items() if n) or "no timed units"
+    text = (
+        f"{visit.discipline.value} {visit.date.isoformat()}: {units} "
+        f"({visit.total_timed_minutes} timed min, {visit.payer_rule.upper()})"
+    )
+    return text if len(text) < 140 else text[:136] + "..."
+
+
+def summary_card(visit: VisitAnalysis, options: CardOptions) -> Card:
+    """The per-visit ``info`` card: units per code, pair status and every informational finding."""
+    make_uuid = _uuid_factory(
+        options.hook_instance, f"{visit.patient}|{visit.date}|{visit.discipline.value}", "summary"
+    )
+    lines = [_units_table(visit)]
+    if len(visit.allocations) > 1:
+        options_text = " **or** ".join(
+            ", ".join(f"{c}×{n}" for c, n in allocation.items()) for allocation in visit.allocations
+        )
+        lines.append(f"Acceptable allocations (any may be billed): {options_text}")
+    lines.append(f"97140/97530 pair: **{visit.pair.status.value}**")
+    infos = [f for f in visit.findings if f.severity is Severity.INFO]
+    if infos:
+        lines.append("\n".join(f"- **{f.rule.value}**: {f.message}" for f in infos))
+    topic = infos[0].rule.value if len(infos) == 1 else "units-summary"
+    return Card(
+        uuid=make_uuid("card"),
+        summary=_units_summary(visit),
+        indicator="info",
+        detail="\n\n".join(lines),
+        source=Source(
+            label=SOURCE_LABEL,
+            topic=Coding(system=FINDING_SYSTEM, code=topic, display="Units per code for the visit"),
+        ),
+        links=options.links,
+    )
+
+
+def cards_for(analysis: Analysis, options: CardOptions) -> tuple[Card, ...]:
+    """Every card for an analysis: per visit, its error and warning cards then its summary;
+    findings outside any visit (e.g. a Procedure ignored for its status) in one info card."""
+    cards: list[Card] = []
+    for visit in analysis.visits:
+        for finding in visit.findings:
+            if finding.severity is not Severity.INFO:
+                cards.append(finding_card(finding, visit, options))
+        cards.append(summary_card(visit, options))
+    loose: Sequence[Finding] = analysis.findings
+    for finding in (f for f in loose if f.severity is not Severity.INFO):
+        cards.append(finding_card(finding, None, options))
+    infos = [f for f in loose if f.severity is Severity.INFO]
+    if infos:
+        make_uuid = _uuid_factory(options.hook_instance, "outside-visits")
+        cards.append(
+            Card(
+                uuid=make_uuid("card"),
+                summary=f"{len(infos)} service(s) not counted toward any visit",
+                indicator="info",
+                detail="\n".join(f"- **{f.rule.value}**: {f.message}" for f in infos),
+                source=Source(
+                    label=SOURCE_LABEL,
+                    topic=Coding(system=FINDING_SYSTEM, code=infos[0].rule.value),
+                ),
+            )
+        )
+    return tuple(cards)

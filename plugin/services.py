@@ -1,0 +1,245 @@
+"""The two therapy services of the product contract, declared on the protocol layer.
+
+- ``therapy-timed-codes`` on ``order-sign``: the charges being signed (``context.draftOrders``)
+  against the visit's documentation;
+- ``therapy-timed-codes-discharge`` on ``encounter-discharge``: the encounter's documentation and
+  whatever billed lines it carries (Claim items, project extensions).
+
+Both run the same pipeline as ``therapy-cds check``: FHIR -> visits -> rules -> cards.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cds_hooks import CdsResponse, InvalidRequest, Invocation, Link, ServiceRegistry
+from fhir_mappings import CODE_LIST, map_cds_hooks
+from fhir_mappings.model import CPT_SYSTEM, HCPCS_SYSTEM
+from plugin.cards import CardOptions, DraftOrders, cards_for
+from plugin.pipeline import check_record
+from plugin.rules import PairRule, PayerRule
+
+logger = logging.getLogger(__name__)
+
+ORDER_SIGN_SERVICE = "therapy-timed-codes"
+DISCHARGE_SERVICE = "therapy-timed-codes-discharge"
+
+#: Per-call rule overrides travel in a namespaced request extension (checklist X-1).
+EXTENSION_KEY = "io.github.therapy-cds"
+
+PREFETCH: Mapping[str, str] = {
+    "patient": "Patient/{{context.patientId}}",
+    "encounter": "Encounter/{{context.encounterId}}",
+    "procedures": "Procedure?patient={{context.patientId}}&encounter={{context.encounterId}}",
+    "carePlans": "CarePlan?patient={{context.patientId}}",
+}
+
+_USAGE = (
+    "Needs the visit's Procedures with performedPeriod (R4/R4B) or occurrencePeriod (R5), coded "
+    "in CPT; charges as draft ServiceRequests (quantityQuantity = units, modifiers in orderDetail)."
+    " Rule overrides per call: request extension "
+    f'"{EXTENSION_KEY}": {{"payerRule": "cms|ama", "pairRule": "cms|strict"}}.'
+)
+
+_THERAPY_SYSTEMS = frozenset({CPT_SYSTEM, HCPCS_SYSTEM})
+
+
+@dataclass(frozen=True, slots=True)
+class RuleChoice:
+    payer_rule: PayerRule
+    pair_rule: PairRule
+
+
+def _rule_choice(invocation: Invocation, defaults: RuleChoice) -> RuleChoice:
+    """Settings, overridden by the request's ``io.github.therapy-cds`` extension when present."""
+    extension = invocation.request.extension or {}
+    ours = extension.get(EXTENSION_KEY)
+    if ours is None:
+        return defaults
+    if not isinstance(ours, dict):
+        raise InvalidRequest(f"extension '{EXTENSION_KEY}' must be an object")
+    payer = ours.get("payerRule", defaults.payer_rule)
+    pair = ours.get("pairRule", defaults.pair_rule)
+    if payer not in ("cms", "ama"):
+        raise InvalidRequest(f"extension '{EXTENSION_KEY}'.payerRule must be 'cms' or 'ama'")
+    if pair not in ("cms", "strict"):
+        raise InvalidRequest(f"extension '{EXTENSION_KEY}'.pairRule must be 'cms' or 'strict'")
+    return RuleChoice(payer_rule=payer, pair_rule=pair)
+
+
+def _codings(resource: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    code = resource.get("code")
+    if not isinstance(code, dict):
+        return []
+    if isinstance(code.get("concept"), dict):  # R5 CodeableReference
+        code = code["concept"]
+    codings = code.get("coding")
+    return [c for c in codings if isinstance(c, dict)] if isinstance(codings, list) else []
+
+
+def draft_service_requests(draft_orders: object) -> dict[str, dict[str, Any]]:
+    """The draft ServiceRequests of ``context.draftOrders``, by ``ServiceRequest/{id}``.
+
+    Lenient (checklist A-5): a Bundle with or without ``type``; entries that are not objects or
+    not ServiceRequests are passed over.
+    """
+    found: dict[str, dict[str, Any]] = {}
+    if not isinstance(draft_orders, dict):
+        return found
+    for entry in draft_orders.get("entry") or ():
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if isinstance(resource, dict) and resource.get("resourceType") == "ServiceRequest":
+            ident = resource.get("id")
+            if isinstance(ident, str) and ident:
+                found[f"ServiceRequest/{ident}"] = resource
+    return found
+
+
+def bills_therapy(draft_requests: Mapping[str, Mapping[str, Any]]) -> bool:
+    """True when any draft order is a therapy code this product knows (timed or untimed)."""
+    for resource in draft_requests.values():
+        for coding in _codings(resource):
+            if coding.get("system") in _THERAPY_SYSTEMS and coding.get("code") in CODE_LIST.codes:
+                return True
+    return False
+
+
+async def _procedures(invocation: Invocation) -> object:
+    """The ``procedures`` key, or -- when the client could not fill it because there is no
+    ``encounterId`` (the CDS Hooks Sandbox never sends one) -- a search by patient and the
+    date of the draft orders, when the request gives FHIR access. Otherwise 412 (P-13)."""
+    prefetch = invocation.prefetch
+    if not prefetch.is_missing("procedures"):
+        return prefetch.require("procedures")
+    context = invocation.context
+    patient = context.get("patientId")
+    if invocation.fhir is not None and not context.get("encounterId") and isinstance(patient, str):
+        dates = sorted(
+            str(value)[:10]
+            for request in draft_service_requests(context.get("draftOrders")).values()
+            for value in (request.get("occurrenceDateTime"), request.get("authoredOn"))
+            if isinstance(value, str) and len(value) >= 10
+        )
+        if dates:
+            return await invocation.fhir.fetch(
+                f"Procedure?patient={patient}&date={dates[-1]}", key="procedures"
+            )
+    return prefetch.require("procedures")
+
+
+def build_registry(
+    defaults: RuleChoice,
+    *,
+    smart_launch_url: str | None = None,
+) -> ServiceRegistry:
+    """The registry with both services, using ``defaults`` unless a call overrides them."""
+    registry = ServiceRegistry()
+
+    def links_for(invocation: Invocation) -> tuple[Link, ...]:
+        if smart_launch_url is None:
+            return ()
+        encounter = invocation.context.get("encounterId")
+        app_context = f'{{"encounter":"{encounter}"}}' if isinstance(encounter, str) else None
+        return (
+            Link(
+                label="Open the visit timeline",
+                url=smart_launch_url,
+                type="smart",
+                app_context=app_context,
+            ),
+        )
+
+    async def analyse(invocation: Invocation, draft_orders: object) -> CdsResponse:
+        started = time.perf_counter()
+        choice = _rule_choice(invocation, defaults)
+        drafts = draft_service_requests(draft_orders)
+        procedures = await _procedures(invocation)
+        prefetch = invocation.prefetch
+        resolved = {
+            "procedures": procedures,
+            "patient": prefetch.get("patient"),
+            "encounter": prefetch.get("encounter"),
+            "carePlans": prefetch.get("carePlans"),
+        }
+        patient = invocation.context.get("patientId")
+        record = map_cds_hooks(
+            draft_orders,
+            resolved,
+            patient_id=patient if isinstance(patient, str) else None,
+        )
+        result = check_record(record, payer_rule=choice.payer_rule, pair_rule=choice.pair_rule)
+        cards = cards_for(
+            result.analysis,
+            CardOptions(
+                hook_instance=invocation.hook_instance,
+                drafts=DraftOrders(drafts, record.fhir_version),
+                links=links_for(invocation),
+            ),
+        )
+        # Ids, counts and rule ids only: never resource content, patient ids or tokens.
+        rules = sorted({f.rule.value for v in result.analysis.visits for f in v.findings})
+        logger.info(
+            "therapy analysed service=%s visits=%d cards=%d rules=%s mapping_issues=%d "
+            "payer_rule=%s pair_rule=%s elapsed_ms=%.2f",
+            invocation.service.id,
+            len(result.analysis.visits),
+            len(cards),
+            ",".join(rules) or "-",
+            len(record.issues),
+            choice.payer_rule,
+            choice.pair_rule,
+            (time.perf_counter() - started) * 1000,
+        )
+        return CdsResponse(cards=cards)
+
+    @registry.service(
+        id=ORDER_SIGN_SERVICE,
+        hook="order-sign",
+        title="Therapy timed-code billing check",
+        description=(
+            "Checks PT/OT charges being signed against the visit's documented times: units under "
+            "the CMS 8-minute rule (or AMA), the 97140/97530 NCCI pair and its modifier, overlaps,"
+            " group delivery, and the plan-of-care link."
+        ),
+        prefetch=PREFETCH,
+        usage_requirements=_USAGE,
+    )
+    async def order_sign(invocation: Invocation) -> CdsResponse:
+        draft_orders = invocation.context.get("draftOrders")
+        if not isinstance(draft_orders, dict):
+            raise InvalidRequest("context.draftOrders must be a FHIR Bundle object")
+        if not bills_therapy(draft_service_requests(draft_orders)):
+            return CdsResponse()  # nothing of ours is being signed: no guidance (R-2)
+        return await analyse(invocation, draft_orders)
+
+    @registry.service(
+        id=DISCHARGE_SERVICE,
+        hook="encounter-discharge",
+        title="Therapy visit documentation check at discharge",
+        description=(
+            "When a therapy encounter is closed, checks its documented times and billed lines: "
+            "units, the 97140/97530 pair, overlaps, group delivery, and the plan-of-care link."
+        ),
+        prefetch=PREFETCH,
+        usage_requirements=_USAGE,
+    )
+    async def discharge(invocation: Invocation) -> CdsResponse:
+        return await analyse(invocation, None)
+
+    return registry
+
+
+__all__ = [
+    "DISCHARGE_SERVICE",
+    "EXTENSION_KEY",
+    "ORDER_SIGN_SERVICE",
+    "PREFETCH",
+    "RuleChoice",
+    "bills_therapy",
+    "build_registry",
+    "draft_service_requests",
+]
