@@ -194,6 +194,11 @@ class CdsRequest(Incoming):
     prefetch: dict[str, Any] | None = None
     extension: JsonObject | None = None
 
+    def __repr__(self) -> str:  # context and prefetch carry patient data: keep them out
+        return f"CdsRequest(hook={self.hook!r}, hookInstance={self.hook_instance!r})"
+
+    __str__ = __repr__
+
 
 class OverrideReason(Incoming):
     reason: JsonObject | None = None

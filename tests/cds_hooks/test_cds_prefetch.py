@@ -151,3 +151,19 @@ def test_absent_null_and_present_are_told_apart() -> None:
     assert "context.encounterId" in caught.value.diagnostics
     assert prefetch.is_missing("never-declared")
     assert "Patient" not in repr(prefetch)  # reprs carry states, not data
+
+
+def test_request_repr_hides_patient_data_and_token() -> None:
+    from cds_hooks import CdsRequest
+
+    request = CdsRequest.model_validate(
+        {
+            "hook": "order-sign",
+            "hookInstance": "h",
+            "context": {"patientId": "SECRET-PATIENT"},
+            "fhirAuthorization": {"access_token": "SECRET-TOKEN", "token_type": "Bearer"},
+            "prefetch": {"patient": {"resourceType": "Patient", "id": "SECRET-PATIENT"}},
+        }
+    )
+    for text in (repr(request), str(request), f"{request}"):
+        assert "SECRET" not in text
