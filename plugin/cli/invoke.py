@@ -344,12 +344,12 @@ def render_cards(console: Console, response: Mapping[str, Any], service_url: str
                 line = Text.assemble(("Link: ", "dim"), str(link.get("label", "")))
                 line.append(f" {link.get('url', '')}", style="underline cyan")
                 parts.append(line)
-        title = Text(f"{indicator.upper()} ", style=style)
-        title.append(str(card.get("summary", "")), style="bold")
+        # The summary (<= 140 characters) heads the body: a panel title would be cut short.
+        summary = Text(str(card.get("summary", "")), style="bold")
         console.print(
             Panel(
-                Group(*parts) if parts else Text(""),
-                title=title,
+                Group(summary, *parts),
+                title=Text(f" {indicator.upper()} ", style=f"reverse {style}"),
                 title_align="left",
                 border_style=style,
             )

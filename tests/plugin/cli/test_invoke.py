@@ -456,8 +456,10 @@ def test_render_cards_colours_and_parts() -> None:
     render_cards(console, CARDS, "http://h/cds-services/x")
     text = console.export_text(clear=False)
     assert "2 cards from http://h/cds-services/x" in text
-    assert "CRITICAL 97530 needs modifier 59" in text
-    assert "INFO Units: 97140 x 1, 97530 x 2" in text
+    assert " CRITICAL " in text
+    assert "97530 needs modifier 59" in text
+    assert " INFO " in text
+    assert "Units: 97140 x 1, 97530 x 2" in text
     assert "Source: therapy-cds [E-PAIR-NO-MODIFIER]" in text
     assert "Link: NCCI policy https://www.cms.gov/" in text
     html = console.export_html()
