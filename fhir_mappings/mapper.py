@@ -356,6 +356,14 @@ class _Mapper:
         if start_at is None and end_at is None:
             kind = _NO_TIME if start is None and end is None else _DATE
             return _Span(kind, None, None, day, False)
+        if (start_at is None and start is not None) or (end_at is None and end is not None):
+            self._issue(
+                location,
+                "one end of the period has a time of day and the other only a date; the "
+                "date-only end is treated as missing",
+                key,
+                field,
+            )
         start_utc = start_at.astimezone(UTC) if start_at is not None else None
         end_utc = end_at.astimezone(UTC) if end_at is not None else None
         spans_midnight = False

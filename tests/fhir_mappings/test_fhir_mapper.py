@@ -310,6 +310,7 @@ def test_spans_midnight_in_the_start_offset(
         ("time without offset", {"start": "2025-03-04T09:00:00"}, "Period.start", True),
         ("unreadable start", {"start": "9am"}, "Period.start", False),
         ("end before start", {"end": "2025-03-04T08:00:00-05:00"}, "Period", True),
+        ("date-only end with timed start", {"end": "2025-03-04"}, "Period", True),
     ],
 )
 def test_bad_time_values_are_issues_and_the_service_stays(
