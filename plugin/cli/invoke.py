@@ -217,6 +217,12 @@ class Client:
         self.timeout = (min(CONNECT_TIMEOUT_SECONDS, timeout), timeout)
         self.session = requests.Session()
 
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.session.close()
+
     def _headers(self, url: str) -> dict[str, str]:
         headers = {"Accept": "application/json"}
         if self.signer is not None:
@@ -375,12 +381,12 @@ def run_invoke(
     """Build (or load) the request, find the service, post it; return (service URL, answer)."""
     endpoints = resolve_endpoints(url, service)
     request = load_request(path, hook)
-    client = Client(signer, timeout)
     service_url = endpoints.service_url
-    if service_url is None:
-        discovery = client.get_json(endpoints.discovery_url)
-        service_url = choose_service(discovery, endpoints.discovery_url, str(request["hook"]))
-    answer = client.post_json(service_url, request)
+    with Client(signer, timeout) as client:
+        if service_url is None:
+            discovery = client.get_json(endpoints.discovery_url)
+            service_url = choose_service(discovery, endpoints.discovery_url, str(request["hook"]))
+        answer = client.post_json(service_url, request)
     if not isinstance(answer, dict) or not isinstance(answer.get("cards"), list):
         raise InvokeError(f"POST {service_url}: not a CDS Hooks response (no cards array)")
     return service_url, answer
