@@ -21,6 +21,10 @@ Per-resource problems become :class:`MappingIssue` values (entry, field, why). A
 structure makes it unusable (no code object, no status) is skipped; a bad *value* (an unreadable
 time, a fractional unit count) is reported and that value alone is dropped, so the rules still
 see the service and can flag it (W-MISSING-START, ...). Nothing here raises on bad input.
+
+Version-free values: ``Encounter.status`` is given in R5 codes (R4 ``finished`` -> ``completed``);
+R4 ``performed[x]`` and R5 ``occurrence[x]``, R4 ``reasonCode``/``reasonReference`` and R5
+``reason``, R4 and R5 ``ServiceRequest.code``/``orderDetail`` shapes all land on the same fields.
 """
 
 from __future__ import annotations

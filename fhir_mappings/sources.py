@@ -10,6 +10,9 @@ Accepted Bundle types: collection, searchset, transaction, batch, document, hist
 subscription-notification, the two ``-response`` types, and no type at all (the CDS Hooks
 Sandbox and several EHRs send ``draftOrders`` without one). Bundles nested in entries are
 flattened. A searchset's ``next`` link is kept for the caller (:attr:`Collected.next_links`).
+
+JSON objects are read as plain ``dict`` values (what ``json`` and ``orjson`` produce); a top-level
+resource given as another ``Mapping`` is copied into a dict first.
 """
 
 from __future__ import annotations
@@ -133,8 +136,10 @@ def _add_resource(
     search_mode: str | None = None,
 ) -> None:
     if not isinstance(resource, dict):
-        into.issues.append(MappingIssue(location, "resource is not a JSON object; skipped"))
-        return
+        if not isinstance(resource, Mapping):
+            into.issues.append(MappingIssue(location, "resource is not a JSON object; skipped"))
+            return
+        resource = dict(resource)  # the mappers read plain dicts, as json/orjson produce
     resource_type = resource.get("resourceType")
     if not isinstance(resource_type, str) or not resource_type:
         into.issues.append(
