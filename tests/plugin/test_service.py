@@ -1,0 +1,289 @@
+"""The therapy services end to end, in process: request -> prefetch -> mapping -> rules -> cards.
+
+Covers the foundation slice (clean visit: no warning; overlapping visit: a critical pair card),
+the same findings through ``check`` and through the service for every sample scenario, the
+sandbox's non-therapy order-sign, 412 without data, feedback storage, suggestions, and per-call
+rule overrides.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from fhir_mappings import load_path, map_document
+from plugin.app import create_app
+from plugin.hook_request import build_hook_request
+from plugin.pipeline import check_record
+from plugin.rules.catalogue import CATALOGUE
+from plugin.services import DISCHARGE_SERVICE, EXTENSION_KEY, ORDER_SIGN_SERVICE
+from plugin.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLES = ROOT / "sample_bundles"
+SCENARIOS: list[dict[str, Any]] = json.loads((SAMPLES / "scenarios.json").read_text())["scenarios"]
+FINDING_SYSTEM = "https://therapy-cds.github.io/fhir/CodeSystem/finding"
+PAYLOAD_MARKER = "ZZ-PLANTED-MARKER-7731"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        dev_mode=True, require_auth=False, database_url=f"sqlite:///{tmp_path / 'cds.db'}"
+    )
+
+
+@pytest.fixture
+def app_and_client(settings: Settings) -> tuple[Any, httpx.AsyncClient]:
+    app = create_app(settings)
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://cds.test")
+    return app, client
+
+
+@pytest.fixture
+async def client(app_and_client: tuple[Any, httpx.AsyncClient]) -> AsyncIterator[httpx.AsyncClient]:
+    async with app_and_client[1] as client:
+        yield client
+
+
+def _bundle(name: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((SAMPLES / name).read_text())
+    return loaded
+
+
+def _service_for(hook: str) -> str:
+    return ORDER_SIGN_SERVICE if hook == "order-sign" else DISCHARGE_SERVICE
+
+
+async def _invoke(
+    client: httpx.AsyncClient, name: str, hook: str = "order-sign", **extension: str
+) -> list[dict[str, Any]]:
+    body = build_hook_request(_bundle(name), hook=hook)  # type: ignore[arg-type]
+    if extension:
+        body["extension"] = {EXTENSION_KEY: extension}
+    response = await client.post(f"/cds-services/{_service_for(hook)}", json=body)
+    assert response.status_code == 200, response.text
+    cards: list[dict[str, Any]] = response.json()["cards"]
+    return cards
+
+
+def _topics(cards: list[dict[str, Any]], *indicators: str) -> list[str]:
+    return sorted(c["source"]["topic"]["code"] for c in cards if c["indicator"] in indicators)
+
+
+# ------------------------------------------------------------------------------ discovery
+
+
+@pytest.mark.anyio
+async def test_discovery_lists_both_services_with_contract_prefetch_keys(
+    client: httpx.AsyncClient,
+) -> None:
+    response = await client.get("/cds-services")
+    assert response.status_code == 200
+    services = {s["id"]: s for s in response.json()["services"]}
+    assert services[ORDER_SIGN_SERVICE]["hook"] == "order-sign"
+    assert services[DISCHARGE_SERVICE]["hook"] == "encounter-discharge"
+    for service in services.values():
+        assert set(service["prefetch"]) == {"patient", "encounter", "procedures", "carePlans"}
+        assert service["title"]
+        assert service["description"]
+
+
+# ------------------------------------------------------------------------- the first slice
+
+
+@pytest.mark.anyio
+async def test_clean_pair_with_59_gives_no_warning(client: httpx.AsyncClient) -> None:
+    cards = await _invoke(client, "clean-pair-59-on-97530.json")
+    assert _topics(cards, "critical", "warning") == []
+    (summary,) = cards
+    assert summary["indicator"] == "info"
+    assert "97140×1" in summary["summary"]
+    assert "97530×2" in summary["summary"]
+    assert "SUPPORTED" in summary["detail"]
+
+
+@pytest.mark.anyio
+async def test_overlapping_blocks_give_a_critical_pair_card(client: httpx.AsyncClient) -> None:
+    cards = await _invoke(client, "overlapping-time-blocks.json")
+    critical = [c for c in cards if c["indicator"] == "critical"]
+    assert [c["source"]["topic"] for c in critical] == [
+        {
+            "system": FINDING_SYSTEM,
+            "code": "E-PAIR-SAME-TIMEBLOCK",
+            "display": critical[0]["source"]["topic"]["display"],
+        }
+    ]
+    assert "W-OVERLAP" in _topics(cards, "warning")
+
+
+# ------------------------------------------------------- same findings: check vs service
+
+
+def _expected_rules(name: str, payer_rule: str, pair_rule: str) -> Counter[str]:
+    record = map_document(load_path(SAMPLES / name))
+    analysis = check_record(record, payer_rule=payer_rule, pair_rule=pair_rule).analysis  # type: ignore[arg-type]
+    findings = [f for v in analysis.visits for f in v.findings] + list(analysis.findings)
+    return Counter(f.rule.value for f in findings if f.severity.value != "info")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=[s["file"] for s in SCENARIOS])
+async def test_service_and_check_agree_on_every_sample(
+    client: httpx.AsyncClient, scenario: dict[str, Any]
+) -> None:
+    payer, pair = scenario["payer_rule"], scenario["pair_rule"]
+    cards = await _invoke(
+        client, scenario["file"], scenario["hook"], payerRule=payer, pairRule=pair
+    )
+    expected = _expected_rules(scenario["file"], payer, pair)
+    assert Counter(_topics(cards, "critical", "warning")) == expected
+    visits = scenario["expected"][payer]["visits"]
+    summaries = [c for c in cards if c["indicator"] == "info" and "timed min" in c["summary"]]
+    assert len(summaries) == len(visits)
+    for card in cards:  # card hygiene on every card of every scenario
+        assert card["uuid"]
+        assert 0 < len(card["summary"]) < 140
+        assert card["source"]["topic"]["system"] == FINDING_SYSTEM
+        code = card["source"]["topic"]["code"]
+        assert code in {r.value for r in CATALOGUE} or code == "units-summary"
+        if card.get("suggestions"):
+            assert card["selectionBehavior"] in ("at-most-one", "any")
+        assert "Patient/" not in card["summary"]
+        for reason in card.get("overrideReasons", []):
+            assert reason["display"]
+
+
+# --------------------------------------------------------------------- suggestions, rules
+
+
+@pytest.mark.anyio
+async def test_missing_modifier_card_suggests_adding_59_to_the_97530_draft(
+    client: httpx.AsyncClient,
+) -> None:
+    from fhir.resources.R4B.servicerequest import ServiceRequest
+
+    cards = await _invoke(client, "pair-no-modifier.json")
+    (card,) = [c for c in cards if c["source"]["topic"]["code"] == "E-PAIR-NO-MODIFIER"]
+    (suggestion,) = card["suggestions"]
+    (action,) = suggestion["actions"]
+    assert action["type"] == "update"
+    resource = action["resource"]
+    ServiceRequest.model_validate(resource)  # valid FHIR, full resource (R-22)
+    codes = [c["code"] for d in resource["orderDetail"] for c in d.get("coding", [])]
+    assert "59" in codes
+    assert resource["code"]["coding"][0]["code"] == "97530"
+
+
+@pytest.mark.anyio
+async def test_payer_rule_override_per_call(client: httpx.AsyncClient) -> None:
+    cms = await _invoke(client, "cms-vs-ama-24-plus-23.json", payerRule="cms")
+    ama = await _invoke(client, "cms-vs-ama-24-plus-23.json", payerRule="ama")
+    cms_summary = next(c for c in cms if c["indicator"] == "info")["summary"]
+    ama_summary = next(c for c in ama if c["indicator"] == "info")["summary"]
+    assert "CMS" in cms_summary
+    assert "AMA" in ama_summary
+    assert cms_summary != ama_summary
+
+
+@pytest.mark.anyio
+async def test_bad_override_is_a_400_without_echo(client: httpx.AsyncClient) -> None:
+    body = build_hook_request(_bundle("clean-pair-59-on-97530.json"), hook="order-sign")
+    body["extension"] = {EXTENSION_KEY: {"payerRule": PAYLOAD_MARKER}}
+    response = await client.post(f"/cds-services/{ORDER_SIGN_SERVICE}", json=body)
+    assert response.status_code == 400
+    assert PAYLOAD_MARKER not in response.text
+
+
+# ------------------------------------------------------------- sandbox shapes, 412, feedback
+
+
+@pytest.mark.anyio
+async def test_sandbox_rx_sign_with_a_medication_gets_no_cards(client: httpx.AsyncClient) -> None:
+    body = {
+        "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
+        "hook": "order-sign",
+        "fhirServer": "https://launch.smarthealthit.org/v/r4/fhir",
+        "context": {
+            "patientId": "smart-1288992",
+            "userId": "Practitioner/COREPRACTITIONER1",
+            "draftOrders": {
+                "resourceType": "Bundle",
+                "entry": [
+                    {
+                        "resource": {
+                            "resourceType": "MedicationRequest",
+                            "id": "request-123",
+                            "status": "draft",
+                            "category": {"coding": [{"code": "community"}]},
+                        }
+                    }
+                ],
+            },
+        },
+    }
+    response = await client.post(f"/cds-services/{ORDER_SIGN_SERVICE}", json=body)
+    assert response.status_code == 200
+    assert response.json() == {"cards": []}
+
+
+@pytest.mark.anyio
+async def test_therapy_charges_without_documentation_or_fhir_access_are_a_412(
+    client: httpx.AsyncClient,
+) -> None:
+    body = build_hook_request(_bundle("clean-pair-59-on-97530.json"), hook="order-sign")
+    del body["prefetch"]
+    body["context"].pop("encounterId", None)
+    response = await client.post(f"/cds-services/{ORDER_SIGN_SERVICE}", json=body)
+    assert response.status_code == 412
+    outcome = response.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert "procedures" in json.dumps(outcome)
+
+
+@pytest.mark.anyio
+async def test_feedback_is_stored_once_in_the_database(
+    app_and_client: tuple[Any, httpx.AsyncClient],
+) -> None:
+    app, client = app_and_client
+    async with client:
+        cards = await _invoke(client, "pair-no-modifier.json")
+        card = next(c for c in cards if c.get("suggestions"))
+        feedback = {
+            "feedback": [
+                {
+                    "card": card["uuid"],
+                    "outcome": "accepted",
+                    "acceptedSuggestions": [{"id": card["suggestions"][0]["uuid"]}],
+                    "outcomeTimestamp": "2025-03-04T15:00:00.123Z",
+                }
+            ]
+        }
+        url = f"/cds-services/{ORDER_SIGN_SERVICE}/feedback"
+        for _ in range(2):
+            response = await client.post(url, json=feedback)
+            assert response.status_code == 200
+    assert app.state.feedback_store.count(ORDER_SIGN_SERVICE) == 1
+
+
+@pytest.mark.anyio
+async def test_card_uuids_are_stable_for_a_retried_hook_instance(
+    client: httpx.AsyncClient,
+) -> None:
+    body = build_hook_request(_bundle("pair-no-modifier.json"), hook="order-sign")
+    url = f"/cds-services/{ORDER_SIGN_SERVICE}"
+    first = (await client.post(url, json=body)).json()["cards"]
+    second = (await client.post(url, json=body)).json()["cards"]
+    assert [c["uuid"] for c in first] == [c["uuid"] for c in second]
+    assert len({c["uuid"] for c in first}) == len(first)
