@@ -156,7 +156,12 @@ class Signer:
             alg = declared or EC_ALGORITHMS.get(str(key.get("crv")), "")
             if not alg:
                 raise InvokeError(f"--jwt-key {path}: unsupported EC curve {key.get('crv')!r}")
-        return cls(key, alg, kid or key.kid or key.thumbprint(), issuer)
+        signer = cls(key, alg, kid or key.kid or key.thumbprint(), issuer)
+        try:
+            signer.token("https://probe.invalid/")  # fail here, not half-way through the calls
+        except Exception:  # joserfc refuses an algorithm that does not fit the key
+            raise InvokeError(f"--jwt-key {path}: cannot sign {alg} with this key") from None
+        return signer
 
     def token(self, audience: str) -> str:
         now = int(time.time())

@@ -300,6 +300,17 @@ def test_signer_refuses_what_is_not_a_private_key(tmp_path: Path, content: str) 
         Signer.from_file(path, "iss")
 
 
+def test_signer_refuses_an_algorithm_that_does_not_fit(tmp_path: Path) -> None:
+    key = ECKey.generate_key("P-256", parameters={"alg": "ES384"})
+    path = tmp_path / "k.json"
+    path.write_text(json.dumps(key.as_dict(private=True)))
+    with pytest.raises(InvokeError, match="cannot sign ES384 with this key"):
+        Signer.from_file(path, "iss")
+    plain = tmp_path / "p256.pem"
+    plain.write_bytes(ECKey.generate_key("P-256").as_pem(private=True))
+    assert Signer.from_file(plain, "iss").alg == "ES256"
+
+
 def test_jwt_key_and_iss_go_together(tmp_path: Path) -> None:
     line = _one_line_error(_run("http://127.0.0.1:9", str(CLEAN), "--iss", "x"))
     assert "--jwt-key and --iss go together" in line
