@@ -15,6 +15,7 @@ Run: .venv/bin/python bench/bench_mapping.py [--repeat N]
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -153,6 +154,10 @@ def main() -> int:
         ]
     else:
         print(f"skipped Synthea bundle: {SYNTHEA.name} not found (shared fixtures absent)")
+    load = os.getloadavg()[0]
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, 1-min load average {load:.2f}")
+    if load > 0.5:
+        print("note: other processes are running; medians will be inflated, min is the best guide")
     print(f"{'case':<45} {'median ms':>10} {'min ms':>10} {'runs':>6}")
     for name, func, runs in cases:
         median, minimum = measure(func, runs)

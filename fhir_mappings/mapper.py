@@ -103,6 +103,7 @@ _GROUP = DeliveryMode.GROUP
 _DRAFT_ORDER = ChargeSource.DRAFT_ORDER
 _CLAIM = ChargeSource.CLAIM
 _UNKNOWN_DISCIPLINE = Discipline.UNKNOWN
+_R4 = FhirVersion.R4
 _GROUP_CODES = frozenset(c for c in codes.CODE_LIST.codes if codes.is_group_code(c))
 
 
@@ -279,7 +280,7 @@ class _Mapper:
                 shown = shape_version(item.resource_type, item.resource)
                 if shown is not None:
                     shapes.append((item, shown[0], shown[1]))
-                    if shown[0] is FhirVersion.R4:
+                    if shown[0] is _R4:
                         r4 += 1
                     else:
                         r5 += 1

@@ -40,6 +40,7 @@ KNOWN_BUNDLE_TYPES = frozenset(
     }
 )
 _MAX_NESTING = 4
+_CONTAINERS = frozenset({"Bundle", "OperationOutcome"})  # never data themselves
 
 
 class SourcedResource(NamedTuple):
@@ -96,6 +97,7 @@ def collect_bundle(
         )
         return
     dot = "." if prefix else ""
+    append = into.resources.append
     for index, entry in enumerate(entries):
         location = f"{prefix}{dot}entry[{index}]"
         if not isinstance(entry, dict):
@@ -106,11 +108,19 @@ def collect_bundle(
             # DELETE requests, response-only entries: nothing to read, nothing wrong.
             continue
         full_url = entry.get("fullUrl")
+        if type(full_url) is not str or not full_url:
+            full_url = None
+        if type(resource) is dict:
+            resource_type = resource.get("resourceType")
+            if type(resource_type) is str and resource_type and resource_type not in _CONTAINERS:
+                # the common case, without the checks below
+                append(SourcedResource(location, resource, full_url, draft_order))
+                continue
         _add_resource(
             resource,
             into,
             location,
-            full_url if isinstance(full_url, str) and full_url else None,
+            full_url,
             draft_order=draft_order,
             depth=depth,
             search_mode=_search_mode(entry),
