@@ -9,7 +9,9 @@ Messages never quote file contents.
 
 from __future__ import annotations
 
+import gzip
 import os
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -28,6 +30,7 @@ from fhir_mappings.sources import (
     collect_resource,
 )
 
+_NDJSON_SUFFIXES = (".ndjson", ".jsonl", ".ndjson.gz", ".jsonl.gz")
 _CDS_REQUEST_KEYS = frozenset({"hook", "hookInstance", "context", "prefetch"})
 
 
@@ -77,6 +80,13 @@ def load_path(path: str | os.PathLike[str]) -> InputDocument:
 
 def load_bytes(raw: bytes, source: str) -> InputDocument:
     """Like :func:`load_path` for bytes already in memory (``source`` names them in messages)."""
+    if raw.startswith(b"\x1f\x8b"):  # gzip, as bulk-data exports are often stored
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error):
+            raise InputError(
+                source, "is a damaged gzip file; re-export or re-download it"
+            ) from None
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
     if not raw.strip():
@@ -90,7 +100,7 @@ def load_bytes(raw: bytes, source: str) -> InputDocument:
     try:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        if source.lower().endswith((".ndjson", ".jsonl")) or _looks_like_ndjson(raw):
+        if source.lower().endswith(_NDJSON_SUFFIXES) or _looks_like_ndjson(raw):
             return _load_ndjson(raw, source)
         raise InputError(
             source,

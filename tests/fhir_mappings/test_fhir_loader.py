@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,15 @@ def test_ndjson_bad_line_is_an_issue_naming_the_line(tmp_path: Path) -> None:
     record = map_document(document)
     assert [s.ref for s in record.services] == ["Procedure/p1", "Procedure/p2"]
     assert [i.location for i in record.issues] == ["line 2", "line 4"]
+
+
+def test_gzipped_ndjson(tmp_path: Path) -> None:
+    text = json.dumps(procedure(id="a")) + "\n" + json.dumps(procedure(id="b")) + "\n"
+    document = load_path(write(tmp_path, "Procedure.ndjson.gz", gzip.compress(text.encode())))
+    assert document.kind is InputKind.NDJSON
+    assert len(document.resources) == 2
+    with pytest.raises(InputError, match="damaged gzip"):
+        load_path(write(tmp_path, "broken.ndjson.gz", gzip.compress(text.encode())[:20]))
 
 
 def test_ndjson_detected_without_extension(tmp_path: Path) -> None:
