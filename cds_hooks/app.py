@@ -46,6 +46,7 @@ from cds_hooks.errors import (
 )
 from cds_hooks.feedback import FeedbackStore
 from cds_hooks.fhir_client import FhirFallback
+from cds_hooks.http_pool import HttpPool
 from cds_hooks.models import (
     AcceptedSuggestion,
     CdsRequest,
@@ -609,23 +610,18 @@ def install_cds_hooks(
             "cds_hooks client authentication is OFF: any caller can invoke the services "
             "(development only; set require_auth for production)"
         )
-    client = http_client
-    if client is None:
-        client = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
-            follow_redirects=False,
-        )
+    pool = HttpPool(http_client)
     if authenticator is None and config.require_auth:
         authenticator = ClientAuthenticator(
-            config, replay_store=replay_store, http_client=client, clock=clock
+            config, replay_store=replay_store, http_client=pool, clock=clock
         )
     runtime = CdsHooks(
         registry,
         config,
         feedback_store,
         authenticator=authenticator,
-        resolver=resolver or FhirFallback(config, client),
-        on_close=client.aclose if http_client is None else None,
+        resolver=resolver or FhirFallback(config, pool),
+        on_close=pool.aclose,
     )
     app.include_router(runtime.router)
     app.add_middleware(CorsMiddleware, origins=config.cors_origins, path_prefix=BASE_PATH)

@@ -32,6 +32,7 @@ from joserfc.jwk import ECKey, RSAKey
 
 from cds_hooks.config import CdsHooksConfig, TrustedIssuer
 from cds_hooks.errors import Unauthorized
+from cds_hooks.http_pool import HttpPool
 
 __all__ = [
     "ClientAuthenticator",
@@ -144,9 +145,11 @@ class JwksCache:
     cached for ``jwks_cache_seconds`` and refreshed on an unknown ``kid`` at most once per
     ``jwks_min_refresh_seconds``. Only the issuer's *configured* URL is ever fetched."""
 
-    def __init__(self, config: CdsHooksConfig, client: httpx.AsyncClient, clock: Clock) -> None:
+    def __init__(
+        self, config: CdsHooksConfig, client: httpx.AsyncClient | HttpPool, clock: Clock
+    ) -> None:
         self._config = config
-        self._client = client
+        self._pool = HttpPool.wrap(client)
         self._clock = clock
         self._issuers: dict[str, _IssuerKeys] = {}
 
@@ -187,7 +190,7 @@ class JwksCache:
         assert issuer.jwks_url is not None
         timeout = self._config.jwks_fetch_timeout_seconds
         try:
-            response = await self._client.get(
+            response = await self._pool.get().get(
                 issuer.jwks_url,
                 headers={"Accept": "application/json"},
                 timeout=httpx.Timeout(timeout),
@@ -250,7 +253,7 @@ class ClientAuthenticator:
         config: CdsHooksConfig,
         *,
         replay_store: ReplayStore | None = None,
-        http_client: httpx.AsyncClient,
+        http_client: httpx.AsyncClient | HttpPool,
         clock: Clock = time.time,
     ) -> None:
         self._config = config

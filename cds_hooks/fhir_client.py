@@ -27,6 +27,7 @@ import orjson
 
 from cds_hooks.config import CdsHooksConfig
 from cds_hooks.errors import PrefetchUnavailable
+from cds_hooks.http_pool import HttpPool
 from cds_hooks.models import CdsRequest
 from cds_hooks.prefetch import (
     Prefetch,
@@ -301,9 +302,9 @@ class FhirSession(FhirAccess):
 class FhirFallback:
     """The :class:`~cds_hooks.app.PrefetchResolver` with FHIR server fallback (P-2)."""
 
-    def __init__(self, config: CdsHooksConfig, client: httpx.AsyncClient) -> None:
+    def __init__(self, config: CdsHooksConfig, client: httpx.AsyncClient | HttpPool) -> None:
         self._config = config
-        self._client = client
+        self._pool = HttpPool.wrap(client)
         redact_httpx_logs()
 
     def session(self, request: CdsRequest) -> tuple[FhirSession | None, str]:
@@ -322,7 +323,8 @@ class FhirFallback:
         elif not config.allow_unauthenticated_fhir:
             return None, "the request has no fhirAuthorization"
         deadline = time.monotonic() + config.fhir_deadline_seconds
-        return FhirSession(config, self._client, request.fhir_server, token, deadline), ""
+        session = FhirSession(config, self._pool.get(), request.fhir_server, token, deadline)
+        return session, ""
 
     async def resolve(
         self, service: CdsService, request: CdsRequest
