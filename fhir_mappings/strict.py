@@ -13,13 +13,12 @@ Messages never contain input values: only pydantic's error location and message 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
 from fhir_mappings.model import FhirVersion
 
-ModelFactory = Callable[[str], Any]
 _MAX_ERRORS_PER_RESOURCE = 5
 
 

@@ -84,12 +84,12 @@ def group_visits(record: TherapyRecord) -> VisitGrouping:
         if service.status != "completed":
             set_aside.append(SetAside(service, SetAsideReason.IGNORED_STATUS))
             continue
+        if service.service_date is None:
+            set_aside.append(SetAside(service, SetAsideReason.NO_DATE))
+            continue
         patient = service.patient or fallback_patient
         if patient is None:
             set_aside.append(SetAside(service, SetAsideReason.NO_PATIENT))
-            continue
-        if service.service_date is None:
-            set_aside.append(SetAside(service, SetAsideReason.NO_DATE))
             continue
         discipline = _service_discipline(service, patient, record, charges_by_line)
         buckets.setdefault((patient, service.service_date, discipline), []).append(service)
