@@ -28,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from cds_hooks.auth import ClientAuthenticator, ReplayStore
+from cds_hooks.auth import ClientAuthenticator, ClientIdentity, ReplayStore
 from cds_hooks.config import CdsHooksConfig
 from cds_hooks.cors import CorsMiddleware
 from cds_hooks.errors import (
@@ -75,7 +75,9 @@ BASE_PATH = "/cds-services"
 class Authenticator(Protocol):
     """Verifies the client JWT for one endpoint (S-3, S-6). Raises :class:`Unauthorized`."""
 
-    async def authenticate(self, authorization: str | None, audience: str) -> object: ...
+    async def authenticate(
+        self, authorization: str | None, audience: str
+    ) -> ClientIdentity | None: ...
 
 
 class PrefetchResolver(Protocol):
@@ -100,7 +102,7 @@ class RequestOnlyResolver:
 class _RejectAll:
     """Used when auth is required but no authenticator was supplied: fail closed."""
 
-    async def authenticate(self, authorization: str | None, audience: str) -> object:
+    async def authenticate(self, authorization: str | None, audience: str) -> ClientIdentity | None:
         raise Unauthorized("no authenticator configured")
 
 
@@ -254,10 +256,10 @@ class CdsHooks:
             path = path[len(root) :]
         return f"{self.config.public_base_url or ''}{path}"
 
-    async def _authenticate(self, request: Request) -> None:
+    async def _authenticate(self, request: Request) -> ClientIdentity | None:
         if self.authenticator is None:
-            return
-        await self.authenticator.authenticate(
+            return None
+        return await self.authenticator.authenticate(
             request.headers.get("authorization"), self.audience(request)
         )
 
@@ -341,7 +343,7 @@ class CdsHooks:
         service = self.registry.get(service_id)  # for the log line; 401 still comes first
         hook_instance: object = None
         try:
-            await self._authenticate(request)
+            client = await self._authenticate(request)
             service = self._service(service_id)
             payload = await self._read_json(request)
             hook_instance = payload.get("hookInstance")
@@ -350,7 +352,13 @@ class CdsHooks:
             for key in service.required_prefetch:
                 prefetch.require(key)  # P-13: 412 before the handler runs
             result = await service.handler(
-                Invocation(service=service, request=cds_request, prefetch=prefetch, fhir=fhir)
+                Invocation(
+                    service=service,
+                    request=cds_request,
+                    prefetch=prefetch,
+                    fhir=fhir,
+                    client=client,
+                )
             )
             if not isinstance(result, CdsResponse):
                 raise TypeError("handler did not return a CdsResponse")

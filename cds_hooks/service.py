@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from cds_hooks.auth import ClientIdentity
 from cds_hooks.models import CdsRequest, CdsResponse, DiscoveryResponse, ServiceDescriptor
 from cds_hooks.prefetch import Prefetch, validate_template
 
@@ -75,6 +76,8 @@ class Invocation:
     request: CdsRequest
     prefetch: Prefetch
     fhir: FhirAccess | None = None
+    #: The authenticated CDS client (issuer, tenant, jti); ``None`` when auth is off.
+    client: ClientIdentity | None = None
 
     @property
     def context(self) -> dict[str, Any]:

@@ -374,3 +374,26 @@ async def test_replay_refused_inside_the_leeway_window() -> None:
         assert (await call_service(c, jwt_value)).status_code == 200
         clock[0] = NOW + 310  # past exp, still inside the leeway
         assert (await call_service(c, jwt_value)).status_code == 401
+
+
+async def test_handler_sees_the_authenticated_client() -> None:
+    from cds_hooks import Card, CdsResponse, Invocation, ServiceRegistry, Source
+
+    registry = ServiceRegistry()
+
+    @registry.service(id="who", hook="order-sign", title="Who", description="D")
+    async def who(invocation: Invocation) -> CdsResponse:
+        assert invocation.client is not None
+        summary = f"{invocation.client.iss} {invocation.client.tenant}"
+        return CdsResponse(
+            cards=(Card(summary=summary, indicator="info", source=Source(label="t")),)
+        )
+
+    app = make_app(registry, config=auth_config(), clock=lambda: NOW)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        response = await c.post(
+            "/cds-services/who",
+            json=order_sign_request(),
+            headers=bearer(token(BASE + "/cds-services/who", tenant="t-9")),
+        )
+    assert response.json()["cards"][0]["summary"] == f"{EC_ISS} t-9"
