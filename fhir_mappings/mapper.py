@@ -104,6 +104,7 @@ _DRAFT_ORDER = ChargeSource.DRAFT_ORDER
 _CLAIM = ChargeSource.CLAIM
 _UNKNOWN_DISCIPLINE = Discipline.UNKNOWN
 _R4 = FhirVersion.R4
+_new = tuple.__new__  # builds the private NamedTuples below without their Python __new__
 _GROUP_CODES = frozenset(c for c in codes.CODE_LIST.codes if codes.is_group_code(c))
 
 
@@ -269,7 +270,7 @@ class _Mapper:
             seen[key] = resource
             if source.full_url:
                 self.index.add_full_url(source.full_url, key)
-            items.append(_Item(source, rtype, key, resource))
+            items.append(_new(_Item, (source, rtype, key, resource)))
         return items
 
     def _decide_version(self, items: Sequence[_Item]) -> FhirVersion | None:
@@ -360,7 +361,7 @@ class _Mapper:
                 day = end.day
         if start_at is None and end_at is None:
             kind = _NO_TIME if start is None and end is None else _DATE
-            return _Span(kind, None, None, day, False)
+            return _new(_Span, (kind, None, None, day, False))
         if (start_at is None and start is not None) or (end_at is None and end is not None):
             self._issue(
                 location,
@@ -387,7 +388,7 @@ class _Mapper:
                 start_zone = start_at.tzinfo
                 local_end = end_at if end_at.tzinfo == start_zone else end_at.astimezone(start_zone)
                 spans_midnight = local_end.date() > start_at.date()
-        return _Span(_PERIOD, start_utc, end_utc, day, spans_midnight)
+        return _new(_Span, (_PERIOD, start_utc, end_utc, day, spans_midnight))
 
     def _subject(
         self, res: JsonObject, field: str, location: str, key: str

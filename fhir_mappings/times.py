@@ -55,8 +55,12 @@ class Moment(NamedTuple):
         return None if self.at is None else self.at.astimezone(UTC)
 
 
-_YEAR_ONLY = Precision.YEAR
-_MONTH_ONLY = Precision.MONTH
+# Bound once and built with tuple.__new__: parse_text runs twice per service on the hot path.
+_YEAR = Precision.YEAR
+_MONTH = Precision.MONTH
+_DAY = Precision.DAY
+_TIME = Precision.TIME
+_new = tuple.__new__
 
 
 def parse_time(value: object) -> Moment | None:
@@ -87,16 +91,16 @@ def parse_text(text: str) -> Moment:
             parsed = datetime.fromisoformat(text)
             if parsed.tzinfo is None:
                 aware = parsed.replace(tzinfo=UTC)
-                return Moment(Precision.TIME, aware, aware.date(), assumed_utc=True)
-            return Moment(Precision.TIME, parsed, parsed.date())
+                return _new(Moment, (_TIME, aware, aware.date(), True))
+            return _new(Moment, (_TIME, parsed, parsed.date(), False))
         if n == 10 and text[4] == "-" and text[7] == "-":
-            return Moment(Precision.DAY, None, date.fromisoformat(text))
+            return _new(Moment, (_DAY, None, date.fromisoformat(text), False))
         if n == 7 and text[4] == "-" and text[:4].isdigit() and text[5:].isdigit():
             if not 1 <= int(text[5:]) <= 12:
                 raise TimeFormatError("month must be 01..12")
-            return Moment(_MONTH_ONLY, None, None)
+            return _new(Moment, (_MONTH, None, None, False))
         if n == 4 and text.isdigit():
-            return Moment(_YEAR_ONLY, None, None)
+            return _new(Moment, (_YEAR, None, None, False))
     except ValueError as exc:  # impossible dates/times: keep the reason, never the value
         reason = str(exc)
         if text in reason or not reason:
