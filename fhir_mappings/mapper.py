@@ -302,7 +302,9 @@ class _Mapper:
         target = version or FhirVersion.R4
         valid: list[_Item] = []
         for item in items:
-            dumped, errors = validate_resource(item.resource, target)
+            dumped, errors = validate_resource(
+                item.resource, target, normalise=item.resource_type in _MAPPED_TYPES
+            )
             if dumped is None:
                 for field, message in errors:
                     self._issue(item.source.location, message, item.key, field)

@@ -32,9 +32,13 @@ def _model_class(version: FhirVersion, resource_type: str) -> Any:
 
 
 def validate_resource(
-    resource: Mapping[str, Any], version: FhirVersion
+    resource: Mapping[str, Any], version: FhirVersion, *, normalise: bool = True
 ) -> tuple[dict[str, Any] | None, list[tuple[str | None, str]]]:
-    """Validate one resource; return (normalised JSON, []) or (None, [(field, message), ...])."""
+    """Validate one resource; return (JSON, []) or (None, [(field, message), ...]).
+
+    With ``normalise`` the JSON is the model's own dump (what the full models understood);
+    without it, the resource as given (for resource types nothing is mapped from).
+    """
     from pydantic import ValidationError
 
     resource_type = resource.get("resourceType")
@@ -60,5 +64,7 @@ def validate_resource(
         return None, found
     except (TypeError, ValueError) as exc:  # fhir_core raises these for some primitive shapes
         return None, [(None, f"{version.value} validation: {type(exc).__name__}")]
+    if not normalise:
+        return dict(resource), []
     dumped: dict[str, Any] = model.model_dump(mode="json", by_alias=True, exclude_none=True)
     return dumped, []
