@@ -764,7 +764,9 @@ class _Mapper:
         for position, line in enumerate(items, start=1):
             if not isinstance(line, dict):
                 continue
-            sequence = line.get("sequence", position)
+            sequence = line.get("sequence")
+            if type(sequence) is not int:
+                sequence = position
             field = f"item[{position - 1}]"
             coding = self._billing_coding(
                 line.get("productOrService"), loc, key, f"{field}.productOrService"

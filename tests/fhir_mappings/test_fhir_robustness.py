@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from fhir_builders import bundle, procedure, service_request
+from fhir_builders import bundle, care_plan, claim, encounter, procedure, service_request
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -35,7 +36,21 @@ FIELDS = [
     "quantityQuantity",
     "orderDetail",
     "category",
+    "item",
+    "procedure",
+    "patient",
+    "period",
+    "actualPeriod",
+    "class",
+    "resourceType",
 ]
+BUILDERS: dict[str, Callable[[], dict[str, Any]]] = {
+    "Procedure": procedure,
+    "ServiceRequest": service_request,
+    "Claim": claim,
+    "CarePlan": care_plan,
+    "Encounter": encounter,
+}
 datetimes = st.sampled_from(
     [
         "2025-03-04T09:00:00-05:00",
@@ -52,11 +67,11 @@ datetimes = st.sampled_from(
 
 
 @settings(max_examples=300, deadline=None)
-@given(field=st.sampled_from(FIELDS), value=json_values, resource=st.sampled_from(["p", "sr"]))
-def test_any_value_in_any_field_is_survivable(field: str, value: Any, resource: str) -> None:
-    res = procedure() if resource == "p" else service_request()
+@given(field=st.sampled_from(FIELDS), value=json_values, kind=st.sampled_from(sorted(BUILDERS)))
+def test_any_value_in_any_field_is_survivable(field: str, value: Any, kind: str) -> None:
+    res = BUILDERS[kind]()
     res[field] = value
-    record = map_bundle(bundle(res))
+    record = map_bundle(bundle(res, procedure(id="other")))
     group_visits(record)
 
 
