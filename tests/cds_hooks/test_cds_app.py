@@ -397,3 +397,12 @@ async def test_required_prefetch_is_checked_before_the_handler() -> None:
     assert "'procedures'" in outcome_text(missing)
     assert null.status_code == 200  # null is satisfied (P-8)
     assert called == [True]
+
+
+@pytest.mark.parametrize("member", ["hook", "hookInstance", "context"])
+async def test_absent_required_member_is_named(client: httpx.AsyncClient, member: str) -> None:
+    body = order_sign_request()
+    del body[member]
+    response = await client.post(POST_URL, json=body)
+    assert response.status_code == 400
+    assert f"member '{member}' is required" in outcome_text(response)
