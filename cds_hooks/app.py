@@ -23,8 +23,8 @@ from typing import Any, Protocol, cast
 import httpx
 import orjson
 from fastapi import APIRouter, FastAPI
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ValidationError
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 

@@ -24,8 +24,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import anyio.to_thread
 import httpx
+from fastapi.concurrency import run_in_threadpool
 from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, RSAKey
@@ -364,7 +364,7 @@ class ClientAuthenticator:
         # -- replay, only for tokens that verified (S-11)
         # Keep the jti as long as the token could still be accepted, leeway included.
         keep_until = exp + leeway
-        fresh = await anyio.to_thread.run_sync(self._replay.remember, issuer.iss, jti, keep_until)
+        fresh = await run_in_threadpool(self._replay.remember, issuer.iss, jti, keep_until)
         if not fresh:
             raise Unauthorized("jti replayed")
         return ClientIdentity(
