@@ -5,8 +5,9 @@
   its detail in Markdown with the minutes, the units and the rule's source;
 - ``overrideReasons`` that fit the finding;
 - suggestions where the fix is mechanical: one ``update`` action per draft ServiceRequest that
-  sets the supported units, adds or removes a modifier, or replaces the code; the updated
-  resource is rebuilt through the full FHIR models so what the EHR receives is valid FHIR;
+  sets the supported units, adds or removes a modifier, or replaces the code; every kind of
+  change is proven valid through the full FHIR models at start-up (:func:`warm_up`) and each
+  updated draft is checked for the members FHIR requires before it is sent (:func:`sound_update`);
 - one ``info`` summary card per visit with the units per code and every informational finding.
 """
 
@@ -265,8 +266,7 @@ def apply_fixes(
     return updated
 
 
-def warm_up() -> None:
-    """Build the FHIR ServiceRequest models once at start-up (the first build costs ~0.3 s)."""
+def _probe(version: FhirVersion | None) -> JsonObject:
     coding = {"system": CPT_SYSTEM, "code": "97530", "display": "warm-up"}
     probe: JsonObject = {
         "resourceType": "ServiceRequest",
@@ -277,32 +277,109 @@ def warm_up() -> None:
         "quantityQuantity": {"value": 1, "unit": "unit"},
         "extension": [{"url": EXT_BILLING_MODIFIER, "valueCoding": coding}],
         "basedOn": [{"reference": "CarePlan/warm-up"}],
-        "reasonCode": [{"coding": [coding], "text": "warm-up"}],
         "occurrencePeriod": {"start": "2025-01-01T09:00:00Z", "end": "2025-01-01T09:15:00Z"},
         "authoredOn": "2025-01-01",
     }
-    _validated({**probe, "code": {"coding": [coding]}, "orderDetail": [{"coding": [coding]}]}, None)
-    r5 = {k: v for k, v in probe.items() if k != "reasonCode"}
-    r5["reason"] = [{"concept": {"coding": [coding]}}]
-    r5["code"] = {"concept": {"coding": [coding]}}
-    _validated(r5, FhirVersion.R5)
+    if version is FhirVersion.R5:
+        probe["reason"] = [{"concept": {"coding": [coding]}}]
+        probe["code"] = {"concept": {"coding": [coding]}}
+    else:
+        probe["reasonCode"] = [{"coding": [coding], "text": "warm-up"}]
+        probe["code"] = {"coding": [coding]}
+        probe["orderDetail"] = [{"coding": [coding]}]
+    return probe
 
 
-def _validated(resource: JsonObject, version: FhirVersion | None) -> JsonObject | None:
-    """The resource round-tripped through the full FHIR models, or None when it is not valid."""
+#: One fix of every kind the rules emit; their results are validated once, at start-up.
+_FIX_KINDS: tuple[Fix, ...] = (
+    Fix(line_code="97530", set_units=2),
+    Fix(line_code="97530", add_modifier="59"),
+    Fix(line_code="97530", add_modifier="XU"),
+    Fix(line_code="97530", remove_modifier="59"),
+    Fix(line_code="97530", replace_code="97150", set_units=1),
+)
+
+
+def warm_up() -> None:
+    """Prove at start-up, through the full FHIR models (R4B and R5), that every kind of change
+    :func:`apply_fixes` makes yields a valid ServiceRequest (R-22). Per request only the draft's
+    required members and the members a fix rewrites are checked (:func:`sound_update`): the
+    full models cost milliseconds per resource, far too much for the hook's time budget."""
+    for version in (None, FhirVersion.R5):
+        probe = _probe(version)
+        if not _valid_fhir(probe, version):
+            raise RuntimeError("warm-up ServiceRequest is not valid FHIR")
+        for fix in _FIX_KINDS:
+            updated = apply_fixes(probe, (fix,), version)
+            if not (_valid_fhir(updated, version) and sound_update(updated, version)):
+                raise RuntimeError(f"a suggestion of kind {fix} would not be valid FHIR")
+
+
+def _valid_fhir(resource: JsonObject, version: FhirVersion | None) -> bool:
+    """The resource validated through the full fhir.resources models (start-up and tests)."""
     try:
         if version is FhirVersion.R5:
             from fhir.resources.servicerequest import ServiceRequest as R5ServiceRequest
 
-            model: Any = R5ServiceRequest.model_validate(resource)
+            R5ServiceRequest.model_validate(resource)
         else:
             from fhir.resources.R4B.servicerequest import ServiceRequest as R4ServiceRequest
 
-            model = R4ServiceRequest.model_validate(resource)
+            R4ServiceRequest.model_validate(resource)
     except (ValidationError, ValueError, TypeError):
-        return None
-    dumped: JsonObject = model.model_dump(mode="json", by_alias=True, exclude_none=True)
-    return dumped
+        return False
+    return True
+
+
+def _token(value: object) -> bool:
+    return isinstance(value, str) and bool(value) and value == value.strip()
+
+
+def _codeable_concept(value: object) -> bool:
+    if not isinstance(value, dict) or not value:
+        return False
+    codings = value.get("coding", [])
+    return isinstance(codings, list) and all(isinstance(c, dict) and c for c in codings)
+
+
+def _objects(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(item, dict) and item for item in value)
+
+
+def sound_update(resource: JsonObject, version: FhirVersion | None) -> bool:
+    """Per-request check of an updated draft ServiceRequest: the members FHIR requires
+    (``status``, ``intent``, ``subject``) and every member a fix may rewrite have the shapes the
+    models demand. The rest of the resource is the EHR's own draft, sent back unchanged."""
+    if resource.get("resourceType") != "ServiceRequest":
+        return False
+    if not (_token(resource.get("status")) and _token(resource.get("intent"))):
+        return False
+    subject = resource.get("subject")
+    if not isinstance(subject, dict) or not any(
+        isinstance(subject.get(k), str | dict) and subject.get(k)
+        for k in ("reference", "identifier", "display")
+    ):
+        return False
+    code = resource.get("code")
+    if code is not None:
+        if version is FhirVersion.R5:
+            if not isinstance(code, dict) or not _codeable_concept(code.get("concept", {"x": 1})):
+                return False
+        elif not _codeable_concept(code):
+            return False
+    quantity = resource.get("quantityQuantity")
+    if quantity is not None and not (
+        isinstance(quantity, dict)
+        and isinstance(quantity.get("value"), int | float)
+        and not isinstance(quantity.get("value"), bool)
+    ):
+        return False
+    if "orderDetail" in resource and not _objects(resource["orderDetail"]):
+        return False
+    extensions = resource.get("extension")
+    return extensions is None or (
+        _objects(extensions) and all(_token(e.get("url")) for e in extensions)
+    )
 
 
 def _describe(fix: Fix) -> str:
@@ -327,31 +404,52 @@ class DraftOrders:
     version: FhirVersion | None
 
 
+def _drops_line(fixes: Sequence[Fix]) -> bool:
+    """True when the fixes leave a draft charge with 0 units and the same code: not billed."""
+    return any(f.set_units == 0 for f in fixes) and not any(f.replace_code for f in fixes)
+
+
 def _suggestion(
-    finding: Finding, drafts: DraftOrders, make_uuid: Callable[[str], str]
+    finding: Finding,
+    drafts: DraftOrders,
+    make_uuid: Callable[[str], str],
+    claimed: frozenset[str] = frozenset(),
 ) -> Suggestion | None:
+    """One suggestion whose actions apply all of the finding's fixes, one action per draft.
+
+    A draft left with 0 units is removed (a ``delete`` action, R-23) rather than billed as 0.
+    Drafts in ``claimed`` are being replaced by another card's suggestion and are left alone,
+    so two cards never propose conflicting edits of one charge.
+    """
     by_ref: dict[str, list[Fix]] = {}
     for fix in finding.fixes:
         for ref in fix.charge_refs:
-            if ref in drafts.resources:
+            if ref in drafts.resources and ref not in claimed:
                 by_ref.setdefault(ref, []).append(fix)
     if not by_ref:
         return None
     actions = []
+    labels = []
     for ref in sorted(by_ref):
         fixes = by_ref[ref]
-        updated = _validated(
-            apply_fixes(drafts.resources[ref], fixes, drafts.version), drafts.version
-        )
-        if updated is None:
+        if _drops_line(fixes):
+            code = fixes[0].line_code
+            description = f"remove the draft {code} charge (no billable units)"
+            actions.append(
+                Action(type="delete", description=f"{ref}: {description}", resource_id=ref)
+            )
+            labels.append(f"remove the {code} charge")
+            continue
+        updated = apply_fixes(drafts.resources[ref], fixes, drafts.version)
+        if not sound_update(updated, drafts.version):
             logger.info("suggestion skipped: draft order %s is not valid FHIR", ref)
             return None
         description = "; ".join(_describe(f) for f in fixes)
         actions.append(Action(type="update", description=f"{ref}: {description}", resource=updated))
-    label = "; ".join(dict.fromkeys(_describe(f) for f in finding.fixes if f.charge_refs))
-    label = label[0].upper() + label[1:] if label else "Apply the fix"
+        labels.append(description)
+    label = "; ".join(dict.fromkeys(labels))
     return Suggestion(
-        label=label[:120],
+        label=(label[0].upper() + label[1:])[:120],
         uuid=make_uuid("suggestion"),
         is_recommended=True,
         actions=tuple(actions),
@@ -379,8 +477,13 @@ def _uuid_factory(hook_instance: str, *parts: str) -> Callable[[str], str]:
     return make
 
 
-def finding_card(finding: Finding, visit: VisitAnalysis | None, options: CardOptions) -> Card:
-    """The card for one error or warning finding."""
+def finding_card(
+    finding: Finding,
+    visit: VisitAnalysis | None,
+    options: CardOptions,
+    claimed: frozenset[str] = frozenset(),
+) -> Card:
+    """The card for one error or warning finding (``claimed``: drafts another card replaces)."""
     visit_key = f"{visit.patient}|{visit.date}|{visit.discipline.value}" if visit else "-"
     make_uuid = _uuid_factory(
         options.hook_instance,
@@ -390,7 +493,9 @@ def finding_card(finding: Finding, visit: VisitAnalysis | None, options: CardOpt
         ",".join(finding.codes),
     )
     suggestion = (
-        _suggestion(finding, options.drafts, make_uuid) if options.drafts is not None else None
+        _suggestion(finding, options.drafts, make_uuid, claimed)
+        if options.drafts is not None
+        else None
     )
     entry = CATALOGUE[finding.rule]
     return Card(
@@ -454,9 +559,18 @@ def cards_for(analysis: Analysis, options: CardOptions) -> tuple[Card, ...]:
     findings outside any visit (e.g. a Procedure ignored for its status) in one info card."""
     cards: list[Card] = []
     for visit in analysis.visits:
+        replaced = frozenset(
+            ref
+            for f in visit.findings
+            for fix in f.fixes
+            if fix.replace_code
+            for ref in fix.charge_refs
+        )
         for finding in visit.findings:
             if finding.severity is not Severity.INFO:
-                cards.append(finding_card(finding, visit, options))
+                replaces = any(fix.replace_code for fix in finding.fixes)
+                claimed = frozenset() if replaces else replaced
+                cards.append(finding_card(finding, visit, options, claimed))
         cards.append(summary_card(visit, options))
     loose: Sequence[Finding] = analysis.findings
     for finding in (f for f in loose if f.severity is not Severity.INFO):

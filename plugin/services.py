@@ -207,6 +207,9 @@ def build_registry(
         ),
         prefetch=PREFETCH,
         usage_requirements=_USAGE,
+        # Lenient on what the analysis does not use (checklist A-5): real order-sign requests
+        # from other implementers omit userId.
+        required_context=("patientId", "draftOrders"),
     )
     async def order_sign(invocation: Invocation) -> CdsResponse:
         draft_orders = invocation.context.get("draftOrders")
@@ -226,6 +229,7 @@ def build_registry(
         ),
         prefetch=PREFETCH,
         usage_requirements=_USAGE,
+        required_context=("patientId",),
     )
     async def discharge(invocation: Invocation) -> CdsResponse:
         return await analyse(invocation, None)

@@ -287,3 +287,35 @@ async def test_card_uuids_are_stable_for_a_retried_hook_instance(
     second = (await client.post(url, json=body)).json()["cards"]
     assert [c["uuid"] for c in first] == [c["uuid"] for c in second]
     assert len({c["uuid"] for c in first}) == len(first)
+
+
+@pytest.mark.anyio
+async def test_a_charge_with_no_billable_units_is_suggested_for_removal(
+    client: httpx.AsyncClient,
+) -> None:
+    cards = await _invoke(client, "missing-end-time.json")
+    (card,) = [c for c in cards if c["source"]["topic"]["code"] == "E-UNITS-EXCEED"]
+    (action,) = card["suggestions"][0]["actions"]
+    assert action["type"] == "delete"
+    assert action["resourceId"].startswith("ServiceRequest/")
+    assert "resource" not in action
+
+
+@pytest.mark.anyio
+async def test_two_cards_never_suggest_conflicting_edits_of_one_charge(
+    client: httpx.AsyncClient,
+) -> None:
+    cards = await _invoke(client, "group-delivery-97530.json")
+    edited: Counter[str] = Counter()
+    for card in cards:
+        for suggestion in card.get("suggestions", []):
+            for action in suggestion["actions"]:
+                edited[
+                    action.get("resourceId") or "ServiceRequest/" + action["resource"]["id"]
+                ] += 1
+    assert edited
+    assert max(edited.values()) == 1
+    group = next(c for c in cards if c["source"]["topic"]["code"] == "E-GROUP-NOT-ONE-ON-ONE")
+    resource = group["suggestions"][0]["actions"][0]["resource"]
+    assert resource["code"]["coding"][0]["code"] == "97150"
+    assert resource["quantityQuantity"]["value"] == 1
