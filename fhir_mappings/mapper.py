@@ -216,22 +216,26 @@ class _Mapper:
         self.out_of_scope += sum(
             len(group) for rtype, group in by_type.items() if rtype not in _MAPPED_TYPES
         )
-        procedures = by_type.get("Procedure", [])
-        plan_targets = self._plan_targets(procedures)
+        # Order matters: Encounters give Procedures their fallback date, Claims their lines;
+        # Procedures' basedOn decides which ServiceRequests are plans rather than charges.
         for item in by_type.get("Encounter", ()):
             self._encounter(item)
         for item in by_type.get("CarePlan", ()):
             self._care_plan(item.resource, item.key, item.source.location)
-        for item in by_type.get("ServiceRequest", ()):
-            self._service_request(item, plan_targets)
         for item in by_type.get("Claim", ()):
             self._claim(item)
-        self._contained_plans(procedures, plan_targets)
+        procedures = by_type.get("Procedure", [])
         services: list[TimedService] = []
         for item in procedures:
             service = self._procedure(item)
             if service is not None:
                 services.append(service)
+        plan_targets: set[str] = set()
+        for refs in self.based_on.values():
+            plan_targets.update(refs)
+        for item in by_type.get("ServiceRequest", ()):
+            self._service_request(item, plan_targets)
+        self._contained_plans(procedures, plan_targets)
         return TherapyRecord(
             fhir_version=version,
             services=tuple(services),
@@ -638,14 +642,6 @@ class _Mapper:
             patient=patient,
         )
 
-    def _plan_targets(self, procedures: Sequence[_Item]) -> set[str]:
-        targets: set[str] = set()
-        for item in procedures:
-            refs = self._refs(item.resource.get("basedOn"), item.key)
-            self.based_on[item.key] = refs
-            targets.update(refs)
-        return targets
-
     def _contained_plans(self, procedures: Sequence[_Item], targets: set[str]) -> None:
         """Plans contained in a Procedure (``basedOn: #plan``) get ``<Procedure key>#plan``."""
         for item in procedures:
@@ -843,6 +839,10 @@ class _Mapper:
         the Procedure (R-H7 POLICY: Claim first, extension only when no claim line is present).
         """
         res, key, loc = item.resource, item.key, item.source.location
+        # basedOn is read first, even for Procedures that map to nothing: a ServiceRequest a
+        # Procedure is based on is a plan of care, not a charge (R-H3).
+        plan_refs = self._refs(res.get("basedOn"), key)
+        self.based_on[key] = plan_refs
         code = res.get("code")
         if type(code) is not dict:
             if code is not None:
@@ -966,7 +966,7 @@ class _Mapper:
             subject_is_group=subject_is_group,
             modifiers=modifiers,
             billed_units=billed_units,
-            plan_refs=self.based_on.get(key, ()),
+            plan_refs=plan_refs,
             has_reason=bool(
                 res.get("reasonCode") or res.get("reasonReference") or res.get("reason")
             ),
