@@ -4,8 +4,9 @@ Key scheme (what ``TimedService.ref``, ``plan_refs``, ``patient``, ``encounter``
 ``TherapyRecord.plans`` / ``encounters`` mappings use):
 
 * a resource with an ``id`` is ``"Type/id"`` (``"Procedure/p1"``), whatever its fullUrl;
-* a resource without an ``id`` is its entry's ``fullUrl`` (``"urn:uuid:..."``), else
-  ``"Type@location"`` (``"ServiceRequest@context.draftOrders.entry[0]"``);
+* a resource without an ``id`` is its entry's ``fullUrl`` (``"urn:uuid:..."``; an absolute
+  RESTful fullUrl gives ``"Type/id"``), else ``"Type@location"``
+  (``"ServiceRequest@context.draftOrders.entry[0]"``);
 * a contained resource is ``"<container key>#<local id>"`` (``"Procedure/p1#plan"``).
 
 References are normalised to the same scheme: ``urn:uuid:``/absolute fullUrls that name an entry
@@ -27,6 +28,11 @@ def resource_key(
     if isinstance(resource_id, str) and resource_id:
         return f"{resource_type}/{resource_id}"
     if full_url:
+        # an absolute RESTful fullUrl names the resource ("https://ehr/fhir/Procedure/p1")
+        if not full_url.startswith("urn:") and "/" in full_url:
+            tail = _tail(full_url)
+            if tail.startswith(resource_type + "/"):
+                return tail
         return full_url
     return f"{resource_type}@{location}"
 

@@ -665,12 +665,23 @@ def test_urn_uuid_full_urls_resolve_to_type_and_id() -> None:
     assert record.encounters["Encounter/E1"].patient == "Patient/P1"
 
 
-def test_resource_without_id_is_keyed_by_full_url() -> None:
+@pytest.mark.parametrize(
+    ("shape", "full_url", "ref"),
+    [
+        ("urn:uuid fullUrl", "urn:uuid:0b0e", "urn:uuid:0b0e"),
+        ("absolute RESTful fullUrl", "https://ehr.example/fhir/Procedure/p7", "Procedure/p7"),
+        ("no fullUrl", None, "Procedure@entry[0]"),
+    ],
+)
+def test_resource_without_id_is_keyed_by_full_url(
+    shape: str, full_url: str | None, ref: str
+) -> None:
     proc = procedure()
     del proc["id"]
     page = bundle(proc)
-    page["entry"][0]["fullUrl"] = "urn:uuid:0b0e"
-    assert only_service(map_bundle(page)).ref == "urn:uuid:0b0e"
+    if full_url:
+        page["entry"][0]["fullUrl"] = full_url
+    assert only_service(map_bundle(page)).ref == ref, shape
 
 
 @pytest.mark.parametrize(
