@@ -2,21 +2,30 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+# Two install levels: `serve` needs only the runtime, `test` adds the tooling (ruff, mypy, ...).
+RUNTIME := $(VENV)/.installed-runtime
+STAMP := $(VENV)/.installed-dev
 PACKAGES := cds_hooks fhir_mappings plugin
 
 .PHONY: serve test lint typecheck pytest venv fuzz bench clean
 
-$(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
-	@touch $(STAMP)
+$(BIN)/python:
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "therapy-cds needs Python 3.11 or newer")'
+	$(PYTHON) -m venv $(VENV)
+
+$(RUNTIME): pyproject.toml | $(BIN)/python
+	$(PIP) -e .
+	@touch $(RUNTIME)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(PIP) -e ".[dev]"
+	@touch $(STAMP) $(RUNTIME)
 
 venv: $(STAMP)
 
 ## Run the service on http://127.0.0.1:8000 with the embedded defaults (development auth mode).
-serve: $(STAMP)
+serve: $(RUNTIME)
 	$(BIN)/therapy-cds serve --dev
 
 ## Every gate CI runs: ruff (lint + format), mypy --strict, pytest with warnings as errors.
