@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from html import escape
 
 from fhir_mappings.model import TherapyVisit, TimedService
@@ -122,27 +122,35 @@ def build_timeline(
 
 # ------------------------------------------------------------------------------- rendering
 
-_LANE_HEIGHT = 34
-_LABEL_WIDTH = 190
-_PLOT_WIDTH = 620
+_LANE_HEIGHT = 38
+_LABEL_WIDTH = 150
+_PLOT_WIDTH = 500
 _AXIS_HEIGHT = 26
 _RIGHT = 110
 
 
-def _clock(moment: datetime) -> str:
-    return moment.strftime("%H:%M")
+def _clock(moment: datetime, tz: tzinfo | None = None) -> str:
+    """``HH:MM`` in ``tz`` (the visit's own offset), else ``HH:MMZ`` in UTC."""
+    if tz is None:
+        return moment.astimezone(UTC).strftime("%H:%M") + "Z"
+    return moment.astimezone(tz).strftime("%H:%M")
 
 
-def render_svg(timeline: Timeline) -> str:
-    """Self-contained SVG (inline styles, no fonts or scripts to fetch)."""
+def render_svg(timeline: Timeline, *, tz: tzinfo | None = None) -> str:
+    """Self-contained SVG (inline styles, no fonts or scripts to fetch).
+
+    Clock times are in UTC (marked ``Z``) unless ``tz`` gives the offset the visit was recorded
+    in, as a clinician reads it; the bars do not move, only the labels.
+    """
     width = _LABEL_WIDTH + _PLOT_WIDTH + _RIGHT
     height = _AXIS_HEIGHT + _LANE_HEIGHT * max(1, len(timeline.lanes)) + 24
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="timeline" role="img" '
         f'viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
-        f'font-family="system-ui, sans-serif" font-size="12">',
+        f'font-family="system-ui, sans-serif" font-size="13">',
         f"<title>Visit timeline {escape(timeline.title)}</title>",
     ]
+    overlays: list[str] = []  # drawn last, over the bars they mark
     if timeline.start is None or timeline.end is None:
         parts.append(
             f'<text x="10" y="{_AXIS_HEIGHT + 14}" fill="#555">No service on this visit has both '
@@ -157,8 +165,9 @@ def render_svg(timeline: Timeline) -> str:
 
         # Axis: a tick every 5, 10, 15 or 30 minutes, whichever gives at most ~10 ticks.
         step = next((m for m in (5, 10, 15, 30, 60) if span_seconds / 60 / m <= 10), 120)
-        tick = timeline.start.replace(second=0, microsecond=0)
-        tick -= timedelta(minutes=tick.minute % step)
+        local_start = timeline.start.astimezone(tz) if tz is not None else timeline.start
+        tick = local_start.replace(second=0, microsecond=0)
+        tick -= timedelta(minutes=(tick.hour * 60 + tick.minute) % step)
         while tick <= timeline.end:
             if tick >= timeline.start:
                 x = x_of(tick)
@@ -166,42 +175,47 @@ def render_svg(timeline: Timeline) -> str:
                     f'<line x1="{x:.1f}" y1="{_AXIS_HEIGHT - 6}" x2="{x:.1f}" y2="{height - 20}" '
                     'stroke="#e3e3e3"/>'
                     f'<text x="{x:.1f}" y="{_AXIS_HEIGHT - 10}" text-anchor="middle" '
-                    f'fill="#666">{_clock(tick)}Z</text>'
+                    f'fill="#666">{_clock(tick, tz)}</text>'
                 )
             tick += timedelta(minutes=step)
         for span in timeline.overlaps:
             x0, x1 = x_of(span.start), x_of(span.end)
-            parts.append(
+            overlays.append(
                 f'<rect class="overlap" x="{x0:.1f}" y="{_AXIS_HEIGHT}" '
                 f'width="{max(1.0, x1 - x0):.1f}"'
-                f' height="{_LANE_HEIGHT * len(timeline.lanes)}" fill="#d93025" fill-opacity="0.15"'
-                f' stroke="#d93025" stroke-dasharray="3 2"><title>Overlap {_clock(span.start)}–'
-                f"{_clock(span.end)}Z: {escape(' / '.join(span.codes))}</title></rect>"
+                f' height="{_LANE_HEIGHT * len(timeline.lanes)}" fill="#d93025" fill-opacity="0.22"'
+                f' stroke="#d93025" stroke-dasharray="3 2"><title>Overlap {_clock(span.start, tz)}–'
+                f"{_clock(span.end, tz)}: {escape(' / '.join(span.codes))}</title></rect>"
             )
     for index, lane in enumerate(timeline.lanes):
         y = _AXIS_HEIGHT + index * _LANE_HEIGHT
         parts.append(
             f'<g class="lane" data-code="{escape(lane.code)}">'
-            f'<text x="8" y="{y + 15}" font-weight="600">{escape(lane.code)}</text>'
-            f'<text x="8" y="{y + 28}" fill="#666" font-size="10">{escape(lane.label[:30])}</text>'
+            f'<text x="8" y="{y + 17}" font-weight="600" fill="#1d2733">{escape(lane.code)}</text>'
+            f'<text x="8" y="{y + 31}" fill="#6b7888" font-size="10.5">{escape(lane.label[:24])}'
+            "</text>"
         )
         if timeline.start is not None and timeline.end is not None:
             for bar in lane.bars:
                 x0, x1 = x_of(bar.start), x_of(bar.end)
-                colour = "#d93025" if bar.overlapped else "#1a73e8"
+                # Overlapped bars keep their fill and get a red outline; the red band over
+                # the shared minutes (drawn last) shows where.
+                outline = ' stroke="#c5221f" stroke-width="2"' if bar.overlapped else ""
                 parts.append(
                     f'<rect class="bar{" overlapped" if bar.overlapped else ""}" '
                     f'data-ref="{escape(bar.ref)}" x="{x0:.1f}" y="{y + 6}" '
                     f'width="{max(2.0, x1 - x0):.1f}" height="{_LANE_HEIGHT - 12}" rx="3" '
-                    f'fill="{colour}" fill-opacity="0.85"><title>{escape(bar.ref)}: '
-                    f"{_clock(bar.start)}–{_clock(bar.end)}Z, {bar.minutes} min</title></rect>"
+                    f'fill="#1a73e8" fill-opacity="0.85"{outline}><title>{escape(bar.ref)}: '
+                    f"{_clock(bar.start, tz)}–{_clock(bar.end, tz)}, {bar.minutes} min"
+                    "</title></rect>"
                 )
         units = "" if lane.units is None else f" · {lane.units} u"
         missing = f" · {len(lane.untimed_refs)} untimed" if lane.untimed_refs else ""
         parts.append(
-            f'<text x="{_LABEL_WIDTH + _PLOT_WIDTH + 8}" y="{y + 20}" fill="#333">'
+            f'<text x="{_LABEL_WIDTH + _PLOT_WIDTH + 10}" y="{y + 23}" fill="#1d2733">'
             f"{lane.minutes} min{units}{missing}</text></g>"
         )
+    parts.extend(overlays)
     if timeline.pair:
         parts.append(
             f'<text x="8" y="{height - 6}" fill="#333">97140/97530 pair: '

@@ -1,0 +1,95 @@
+"""What every page shares: the Jinja2 environment, security headers, JSON bodies and errors.
+
+Error messages say what is wrong and where, never echo the request body (patient data).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+HERE = Path(__file__).resolve().parent
+TEMPLATES = HERE / "templates"
+STATIC = HERE / "static"
+ASSETS_PATH = "/assets"
+
+_env = Environment(
+    loader=FileSystemLoader(str(TEMPLATES)),
+    autoescape=select_autoescape(("html", "xml"), default=True),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+# Scripts, styles and images come from this service only; nothing is fetched elsewhere.
+_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; base-uri 'none'; object-src 'none'; "
+    "frame-ancestors {ancestors}"
+)
+
+
+def security_headers(*, embeddable: bool = False) -> dict[str, str]:
+    """Headers for an HTML page. ``embeddable``: an EHR may show it in a frame (SMART app)."""
+    return {
+        "Content-Security-Policy": _CSP.format(ancestors="*" if embeddable else "'self'"),
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "no-referrer",
+        "Cache-Control": "no-store",
+    }
+
+
+def render(
+    name: str,
+    context: dict[str, Any],
+    *,
+    status_code: int = 200,
+    embeddable: bool = False,
+) -> HTMLResponse:
+    """Render ``templates/{name}`` into a page with the security headers."""
+    html = _env.get_template(name).render(assets=ASSETS_PATH, **context)
+    return HTMLResponse(
+        html, status_code=status_code, headers=security_headers(embeddable=embeddable)
+    )
+
+
+def json_error(status_code: int, message: str) -> JSONResponse:
+    return JSONResponse(
+        {"error": message}, status_code=status_code, headers={"Cache-Control": "no-store"}
+    )
+
+
+class BodyError(Exception):
+    """A request body the helpers cannot use; ``message`` is safe to show (no body content)."""
+
+    def __init__(self, status_code: int, message: str) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+
+
+async def read_json_object(request: Request, *, max_bytes: int) -> dict[str, Any]:
+    """The request's JSON object, at most ``max_bytes`` long."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise BodyError(413, f"the request is larger than {max_bytes} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body.extend(chunk)
+        if len(body) > max_bytes:
+            raise BodyError(413, f"the request is larger than {max_bytes} bytes")
+    try:
+        data = json.loads(body)
+    except UnicodeDecodeError:
+        raise BodyError(400, "the request body is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise BodyError(
+            400, f"the request body is not valid JSON (line {exc.lineno}, column {exc.colno})"
+        ) from None
+    if not isinstance(data, dict):
+        raise BodyError(400, "the request body must be a JSON object")
+    return data

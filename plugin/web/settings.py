@@ -1,0 +1,59 @@
+"""Settings of the web pages (sandbox, SMART app, rule catalogue), prefix ``THERAPY_CDS_``.
+
+Kept apart from :mod:`plugin.settings` (the service's contract settings) so the pages can grow
+without touching it; both read the same environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: SMART App Launch 2.0 scopes: read (r) and search (s) on what the timeline needs.
+DEFAULT_SMART_SCOPE = "launch user/Encounter.rs user/Procedure.rs user/CarePlan.rs"
+DEFAULT_STANDALONE_SCOPE = (
+    "launch/patient launch/encounter user/Encounter.rs user/Procedure.rs user/CarePlan.rs"
+)
+
+
+def default_sample_bundles_dir() -> Path:
+    """``sample_bundles/`` of the source tree this package runs from."""
+    return Path(__file__).resolve().parents[2] / "sample_bundles"
+
+
+class WebSettings(BaseSettings):
+    """Settings of the pages served next to the CDS Hooks endpoints."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="THERAPY_CDS_", extra="ignore", frozen=True, validate_default=True
+    )
+
+    # The sandbox page: None = on exactly when client authentication is off (development);
+    # true = also with authentication on (the page then asks for a client JWT and sends it);
+    # false = never.
+    sandbox: bool | None = None
+    sample_bundles_dir: Path = Field(default_factory=default_sample_bundles_dir)
+    # Largest bundle the sandbox helpers accept (bytes).
+    sandbox_max_bytes: int = Field(default=5_000_000, gt=0)
+
+    smart_client_id: str = "therapy-cds"
+    smart_scope: str = DEFAULT_SMART_SCOPE
+    smart_standalone_scope: str = DEFAULT_STANDALONE_SCOPE
+    # Launch sessions (PKCE verifier, state, access token) live in memory this long.
+    smart_session_seconds: int = Field(default=900, ge=60, le=24 * 3600)
+    smart_max_sessions: int = Field(default=1000, ge=1)
+    smart_http_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+
+    @field_validator("smart_client_id")
+    @classmethod
+    def _client_id(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("THERAPY_CDS_SMART_CLIENT_ID must not be empty")
+        return value
+
+    def sandbox_enabled(self, *, require_auth: bool) -> bool:
+        """Whether ``/sandbox`` is served: explicitly set, else only in development."""
+        return self.sandbox if self.sandbox is not None else not require_auth

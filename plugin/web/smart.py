@@ -1,0 +1,295 @@
+"""The SMART on FHIR app: ``/smart/launch`` and ``/smart/app`` (SMART App Launch 2.0).
+
+EHR launch (``iss`` + ``launch``) and standalone launch (``iss`` only, or a form to enter it):
+discovery at ``{iss}/.well-known/smart-configuration``, authorization code with PKCE (S256) and
+``state``, the token exchange done here with httpx, then the visit's Encounter, Procedures and
+the patient's CarePlans read with the token, run through the same pipeline as the CDS services,
+and shown as the same timeline and findings. The encounter comes from the card link's
+``appContext`` (``{"encounter": "<id>"}``) or the token response's launch context.
+
+Only ``iss`` servers in ``FHIR_SERVER_ALLOWLIST`` are contacted. Tokens stay in a short-lived
+server-side session (:mod:`plugin.web.smart_session`); the browser holds an opaque cookie.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any, Literal, cast
+from urllib.parse import urlencode, urlsplit
+
+import httpx
+from fastapi import APIRouter, Request
+from fastapi.responses import RedirectResponse, Response
+
+from cds_hooks.fhir_client import redact_httpx_logs, server_allowed
+from plugin.settings import Settings
+from plugin.web.pages import render
+from plugin.web.settings import WebSettings
+from plugin.web.smart_client import (
+    FhirReader,
+    SmartError,
+    discover,
+    exchange_code,
+    is_fhir_id,
+    patient_encounters,
+    read_visit,
+)
+from plugin.web.smart_session import COOKIE_NAME, SessionStore, SmartSession, code_challenge
+from plugin.web.visits import analyse_bundle, bundle_resources
+
+logger = logging.getLogger(__name__)
+
+PAYER_RULES = ("cms", "ama")
+PAIR_RULES = ("cms", "strict")
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+class SmartApp:
+    """The app's state: settings, the session store and how to reach other servers."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        web: WebSettings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.settings = settings
+        self.web = web
+        self.sessions = SessionStore(
+            lifetime_seconds=web.smart_session_seconds, max_sessions=web.smart_max_sessions
+        )
+        self._transport = transport
+        redact_httpx_logs()  # FHIR URLs hold patient and encounter ids
+
+    def client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            transport=self._transport,
+            timeout=self.web.smart_http_timeout_seconds,
+            follow_redirects=False,
+        )
+
+    def redirect_uri(self, request: Request) -> str:
+        if self.settings.public_base_url:
+            return f"{self.settings.public_base_url}/smart/app"
+        return str(request.url_for("smart_app"))
+
+    def error_page(self, message: str, status_code: int) -> Response:
+        return render(
+            "smart_error.html",
+            {"page": "smart", "message": message},
+            status_code=status_code,
+            embeddable=True,
+        )
+
+    def set_cookie(self, response: Response, request: Request, session: SmartSession) -> None:
+        secure = request.url.scheme == "https" or (self.settings.public_base_url or "").startswith(
+            "https://"
+        )
+        response.set_cookie(
+            COOKIE_NAME,
+            session.id,
+            max_age=self.web.smart_session_seconds,
+            path="/smart",
+            httponly=True,
+            secure=secure,
+            # Lax, not Strict: the authorization server sends the browser back with a top-level
+            # cross-site GET, which must carry the cookie.
+            samesite="lax",
+        )
+
+
+def smart_router(app_state: SmartApp) -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+    smart = app_state
+
+    @router.get("/smart/launch")
+    async def smart_launch(request: Request) -> Response:
+        params = request.query_params
+        iss = (params.get("iss") or "").strip().rstrip("/")
+        launch = params.get("launch")
+        allowlist = smart.settings.fhir_server_allowlist
+        if not iss:
+            return render(
+                "smart_launch.html",
+                {"page": "smart", "servers": allowlist, "client_id": smart.web.smart_client_id},
+                embeddable=True,
+            )
+        if not server_allowed(iss, allowlist):
+            logger.warning("smart launch refused: iss not in THERAPY_CDS_FHIR_SERVER_ALLOWLIST")
+            return smart.error_page(
+                "This FHIR server is not one this service may contact "
+                "(THERAPY_CDS_FHIR_SERVER_ALLOWLIST).",
+                400,
+            )
+        try:
+            async with smart.client() as client:
+                config = await discover(client, iss)
+        except SmartError as exc:
+            logger.warning("smart launch failed: %s", exc.message)
+            return smart.error_page(exc.message, exc.status_code)
+        session = smart.sessions.create(
+            iss=iss,
+            token_endpoint=config.token_endpoint,
+            redirect_uri=smart.redirect_uri(request),
+        )
+        query = {
+            "response_type": "code",
+            "client_id": smart.web.smart_client_id,
+            "redirect_uri": session.redirect_uri,
+            "scope": smart.web.smart_scope if launch else smart.web.smart_standalone_scope,
+            "state": session.state or "",
+            "aud": iss,
+            "code_challenge": code_challenge(session.code_verifier or ""),
+            "code_challenge_method": "S256",
+        }
+        if launch:
+            query["launch"] = launch
+        separator = "&" if urlsplit(config.authorization_endpoint).query else "?"
+        response = RedirectResponse(
+            config.authorization_endpoint + separator + urlencode(query), status_code=302
+        )
+        smart.set_cookie(response, request, session)
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        logger.info(
+            "smart launch started kind=%s iss_origin=%s",
+            "ehr" if launch else "standalone",
+            _origin(iss),
+        )
+        return response
+
+    async def callback(request: Request, session: SmartSession | None) -> Response:
+        params = request.query_params
+        state, code = params.get("state"), params.get("code") or ""
+        if session is None or session.state is None or session.code_verifier is None:
+            return smart.error_page(
+                "This launch has expired or was already used. Start it again from the EHR.", 400
+            )
+        if state is None or not secrets.compare_digest(state, session.state):
+            smart.sessions.drop(session.id)
+            logger.warning("smart callback refused: state does not match")
+            return smart.error_page("The authorization answer does not match this launch.", 400)
+        verifier = session.code_verifier
+        session.state = session.code_verifier = None  # one use
+        try:
+            async with smart.client() as client:
+                token = await exchange_code(
+                    client,
+                    session.token_endpoint,
+                    code=code,
+                    redirect_uri=session.redirect_uri,
+                    client_id=smart.web.smart_client_id,
+                    code_verifier=verifier,
+                )
+        except SmartError as exc:
+            smart.sessions.drop(session.id)
+            logger.warning("smart token exchange failed: %s", exc.message)
+            return smart.error_page(exc.message, exc.status_code)
+        session.access_token = token.access_token
+        session.patient = token.patient
+        session.encounter = token.encounter
+        if token.expires_in is not None:
+            smart.sessions.shorten(session, token.expires_in)
+        logger.info("smart token exchange ok")
+        # Drop the code from the address bar (and from any later Referer).
+        return RedirectResponse(str(request.url_for("smart_app")), status_code=303)
+
+    @router.get("/smart/app", name="smart_app")
+    async def smart_app(request: Request) -> Response:
+        params = request.query_params
+        session = smart.sessions.get(request.cookies.get(COOKIE_NAME))
+        if "error" in params:
+            if session is not None:
+                smart.sessions.drop(session.id)
+            return smart.error_page(
+                f"The authorization server refused the launch ({params.get('error', '')[:64]}).",
+                400,
+            )
+        if "code" in params:
+            return await callback(request, session)
+        if session is None or not session.authorized:
+            return smart.error_page(
+                "No authorized launch in this browser session. Open the app from the EHR, or "
+                "start a standalone launch.",
+                401,
+            )
+        return await show_visit(request, session)
+
+    async def show_visit(request: Request, session: SmartSession) -> Response:
+        params = request.query_params
+        payer = params.get("payerRule", smart.settings.payer_rule)
+        pair = params.get("pairRule", smart.settings.pair_interval_rule)
+        if payer not in PAYER_RULES or pair not in PAIR_RULES:
+            return smart.error_page("Unknown payer or pair rule.", 400)
+        chosen = params.get("encounter")
+        if chosen is not None:
+            if not is_fhir_id(chosen):
+                return smart.error_page("Not a FHIR id for an Encounter.", 400)
+            session.encounter = chosen
+        try:
+            async with smart.client() as client:
+                fhir = FhirReader(client, session.iss, session.access_token or "")
+                if session.encounter is None:
+                    if session.patient is None:
+                        return smart.error_page(
+                            "The launch gave neither an encounter nor a patient.", 400
+                        )
+                    encounters = await patient_encounters(fhir, session.patient)
+                    return render(
+                        "smart_pick.html",
+                        {"page": "smart", "encounters": [_encounter_row(e) for e in encounters]},
+                        embeddable=True,
+                    )
+                bundle = await read_visit(fhir, session.encounter, session.patient)
+        except SmartError as exc:
+            logger.warning("smart app read failed: %s", exc.message)
+            return smart.error_page(exc.message, exc.status_code)
+        view = analyse_bundle(
+            bundle,
+            payer_rule=cast(Literal["cms", "ama"], payer),
+            pair_rule=cast(Literal["cms", "strict"], pair),
+        )
+        resources = bundle_resources(bundle)
+        logger.info(
+            "smart app shown visits=%d procedures=%d",
+            len(view.visits),
+            sum(1 for r in resources if r.get("resourceType") == "Procedure"),
+        )
+        return render(
+            "smart_app.html",
+            {
+                "page": "smart",
+                "view": view,
+                "encounter": _encounter_row(resources[0]),
+                "procedures": sum(1 for r in resources if r.get("resourceType") == "Procedure"),
+                "care_plans": sum(1 for r in resources if r.get("resourceType") == "CarePlan"),
+                "payer_rule": payer,
+                "pair_rule": pair,
+                "iss_origin": _origin(session.iss),
+            },
+            embeddable=True,
+        )
+
+    return router
+
+
+def _encounter_row(encounter: dict[str, Any] | Any) -> dict[str, str]:
+    period = encounter.get("period") or encounter.get("actualPeriod") or {}
+    kind = encounter.get("class")
+    if isinstance(kind, list):  # R5: class is a list of CodeableConcepts
+        kind = (kind[0].get("coding") or [{}])[0] if kind and isinstance(kind[0], dict) else {}
+    return {
+        "id": str(encounter.get("id", "")),
+        "status": str(encounter.get("status", "")),
+        "start": str(period.get("start", "")) if isinstance(period, dict) else "",
+        "end": str(period.get("end", "")) if isinstance(period, dict) else "",
+        "class": str(kind.get("display") or kind.get("code") or "")
+        if isinstance(kind, dict)
+        else "",
+    }

@@ -1,0 +1,208 @@
+"""FHIR resources -> the pipeline -> what the pages show of each visit (timeline and findings).
+
+The sandbox and the SMART app both come through here, and through the same
+:func:`plugin.pipeline.check_record` as ``check`` and the CDS services, so a visit shows the same
+units and findings on every page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone, tzinfo
+from typing import Any
+
+from fhir_mappings import map_bundle
+from plugin.pipeline import CheckResult, check_record
+from plugin.rules import CATALOGUE, Finding, PairRule, PayerRule, Severity
+from plugin.web.timeline import build_timeline, render_svg
+
+JsonObject = dict[str, Any]
+
+_SEVERITY_ORDER = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
+_INDICATOR = {Severity.ERROR: "critical", Severity.WARNING: "warning", Severity.INFO: "info"}
+
+
+@dataclass(frozen=True, slots=True)
+class FindingView:
+    rule: str
+    severity: str
+    indicator: str  # the card indicator the finding becomes: critical, warning or info
+    meaning: str
+    message: str
+    codes: tuple[str, ...]
+    resources: tuple[str, ...]
+
+    def to_json(self) -> JsonObject:
+        return {
+            "rule": self.rule,
+            "severity": self.severity,
+            "indicator": self.indicator,
+            "meaning": self.meaning,
+            "message": self.message,
+            "codes": list(self.codes),
+            "resources": list(self.resources),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class VisitView:
+    title: str
+    date: str
+    discipline: str
+    payer_rule: str
+    pair_rule: str
+    total_timed_minutes: int
+    units: Mapping[str, int]
+    minutes: Mapping[str, int]
+    pair: str
+    svg: str
+    findings: tuple[FindingView, ...]
+
+    def to_json(self) -> JsonObject:
+        return {
+            "title": self.title,
+            "date": self.date,
+            "discipline": self.discipline,
+            "payerRule": self.payer_rule,
+            "pairRule": self.pair_rule,
+            "totalTimedMinutes": self.total_timed_minutes,
+            "units": dict(self.units),
+            "minutes": dict(self.minutes),
+            "pair": self.pair,
+            "svg": self.svg,
+            "findings": [f.to_json() for f in self.findings],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AnalysisView:
+    visits: tuple[VisitView, ...]
+    findings: tuple[FindingView, ...]  # not tied to any visit
+    time_zone: str  # how the clock times are shown, e.g. "UTC-05:00"
+    mapping_issues: int
+
+    def to_json(self) -> JsonObject:
+        return {
+            "visits": [v.to_json() for v in self.visits],
+            "findings": [f.to_json() for f in self.findings],
+            "timeZone": self.time_zone,
+            "mappingIssues": self.mapping_issues,
+        }
+
+
+def finding_view(finding: Finding) -> FindingView:
+    return FindingView(
+        rule=finding.rule.value,
+        severity=finding.severity.value,
+        indicator=_INDICATOR[finding.severity],
+        meaning=CATALOGUE[finding.rule].meaning,
+        message=finding.message,
+        codes=finding.codes,
+        resources=finding.resources,
+    )
+
+
+def _sorted_views(findings: Iterable[Finding]) -> tuple[FindingView, ...]:
+    ordered = sorted(findings, key=lambda f: (_SEVERITY_ORDER[f.severity], f.rule.value))
+    return tuple(finding_view(f) for f in ordered)
+
+
+def _period_start(resource: Mapping[str, Any]) -> object:
+    for member in ("performedPeriod", "occurrencePeriod", "period", "actualPeriod"):
+        period = resource.get(member)
+        if isinstance(period, Mapping) and isinstance(period.get("start"), str):
+            return period["start"]
+    for member in ("performedDateTime", "occurrenceDateTime"):
+        if isinstance(resource.get(member), str):
+            return resource[member]
+    return None
+
+
+def recorded_offset(resources: Iterable[Mapping[str, Any]]) -> tzinfo | None:
+    """The UTC offset the first timed Procedure (else Encounter) was recorded in, so the
+    timeline reads in the clinic's clock; None when no recorded time carries an offset."""
+    ordered = sorted(
+        (r for r in resources if r.get("resourceType") in ("Procedure", "Encounter")),
+        key=lambda r: r.get("resourceType") != "Procedure",
+    )
+    for resource in ordered:
+        value = _period_start(resource)
+        if not isinstance(value, str) or "T" not in value:
+            continue
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            continue
+        if moment.tzinfo is not None:
+            offset = moment.utcoffset() or timedelta(0)
+            return timezone(offset)
+    return None
+
+
+def describe_zone(tz: tzinfo | None) -> str:
+    if tz is None:
+        return "UTC"
+    offset = tz.utcoffset(None) or timedelta(0)
+    if not offset:
+        return "UTC"
+    minutes = int(offset.total_seconds() // 60)
+    sign = "+" if minutes >= 0 else "\u2212"
+    return f"UTC{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def analysis_view(result: CheckResult, *, tz: tzinfo | None = None) -> AnalysisView:
+    """Timelines and findings for every visit of ``result``."""
+    by_key = {(v.patient, v.service_date, v.discipline): v for v in result.grouping.visits}
+    visits = []
+    for analysed in result.analysis.visits:
+        visit = by_key.get((analysed.patient, analysed.date, analysed.discipline))
+        if visit is None:  # every analysed visit comes from the grouping; be safe anyway
+            continue
+        timeline = build_timeline(
+            visit,
+            units=analysed.units,
+            minutes=analysed.minutes,
+            pair=analysed.pair.status.value,
+        )
+        visits.append(
+            VisitView(
+                title=timeline.title,
+                date=analysed.date.isoformat(),
+                discipline=analysed.discipline.value,
+                payer_rule=analysed.payer_rule,
+                pair_rule=analysed.pair_rule,
+                total_timed_minutes=analysed.total_timed_minutes,
+                units=dict(analysed.units),
+                minutes=dict(analysed.minutes),
+                pair=analysed.pair.status.value,
+                svg=render_svg(timeline, tz=tz),
+                findings=_sorted_views(analysed.findings),
+            )
+        )
+    return AnalysisView(
+        visits=tuple(visits),
+        findings=_sorted_views(result.analysis.findings),
+        time_zone=describe_zone(tz),
+        mapping_issues=len(result.record.issues),
+    )
+
+
+def bundle_resources(bundle: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    entries = bundle.get("entry")
+    if not isinstance(entries, list):
+        return []
+    return [
+        e["resource"]
+        for e in entries
+        if isinstance(e, Mapping) and isinstance(e.get("resource"), Mapping)
+    ]
+
+
+def analyse_bundle(
+    bundle: JsonObject, *, payer_rule: PayerRule, pair_rule: PairRule
+) -> AnalysisView:
+    """Map ``bundle``, run the rules and draw each visit."""
+    record = map_bundle(bundle)
+    result = check_record(record, payer_rule=payer_rule, pair_rule=pair_rule)
+    return analysis_view(result, tz=recorded_offset(bundle_resources(bundle)))
