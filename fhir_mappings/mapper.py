@@ -235,7 +235,7 @@ class _Mapper:
             plan_targets.update(refs)
         for item in by_type.get("ServiceRequest", ()):
             self._service_request(item, plan_targets)
-        self._contained_plans(procedures, plan_targets)
+        self._contained_plans(procedures)
         return TherapyRecord(
             fhir_version=version,
             services=tuple(services),
@@ -642,7 +642,7 @@ class _Mapper:
             patient=patient,
         )
 
-    def _contained_plans(self, procedures: Sequence[_Item], targets: set[str]) -> None:
+    def _contained_plans(self, procedures: Sequence[_Item]) -> None:
         """Plans contained in a Procedure (``basedOn: #plan``) get ``<Procedure key>#plan``."""
         for item in procedures:
             if "contained" not in item.resource:
