@@ -5,6 +5,7 @@ Each command lives in its own module and registers itself on :data:`app`.
 
 from __future__ import annotations
 
+from plugin.cli import audit as _audit  # noqa: F401
 from plugin.cli import check as _check  # noqa: F401
 from plugin.cli import invoke as _invoke  # noqa: F401
 from plugin.cli import serve as _serve  # noqa: F401  (registers the command)

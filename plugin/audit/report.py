@@ -1,0 +1,437 @@
+"""``report.html``: one self-contained page a billing auditor can read, print or mail.
+
+Totals, findings by rule, the 97140/97530 pair status, findings by month, units by code, the
+reconciliation of what was read, and the visits with findings -- each opening its visit
+timeline, drawn by :mod:`plugin.web.timeline` exactly as the sandbox page draws it. Inline CSS
+and SVG only: no script, no font, no image or style sheet to fetch. Every value from the input
+is escaped. Patients appear as references (pseudonyms with ``--pseudonymize``), never names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from fhir_mappings.codes import code_info
+from plugin.audit.charts import Bar, Series, bar_chart, stacked_bar, trend_chart
+from plugin.audit.tasks import ReportVisit
+from plugin.rules import CATALOGUE, RuleId
+
+SEVERITY_COLOUR = {"error": "#c5221f", "warning": "#e8710a", "info": "#1a73e8"}
+PAIR_COLOUR = {
+    "SUPPORTED": "#188038",
+    "NOT_SUPPORTED": "#c5221f",
+    "INDETERMINATE": "#e8710a",
+    "NOT_APPLICABLE": "#9aa0a6",
+}
+PAIR_MEANING = {
+    "SUPPORTED": "both codes billable, distinct time blocks, modifier in place",
+    "NOT_SUPPORTED": "both codes billed but the pair would be denied as documented",
+    "INDETERMINATE": "a 97140 or 97530 service lacks a start or end time",
+    "NOT_APPLICABLE": "the visit does not earn units of both codes",
+}
+PAYER_RULE_NAME = {"cms": "CMS 8-minute rule (pooled)", "ama": "AMA/CPT midpoint rule (per code)"}
+
+_CSS = """
+:root{--ink:#202124;--muted:#5f6368;--line:#dadce0;--soft:#f8f9fa;--accent:#1a73e8}
+*{box-sizing:border-box}
+body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--ink);
+background:#f1f3f4}
+main{max-width:1080px;margin:0 auto;padding:28px 24px 48px}
+header.top{background:#fff;border-bottom:1px solid var(--line)}
+header.top .inner{max-width:1080px;margin:0 auto;padding:22px 24px}
+h1{font-size:24px;margin:0 0 4px;font-weight:600}
+h2{font-size:17px;margin:0 0 4px;font-weight:600}
+p.lede{margin:0;color:var(--muted)}
+p.run{margin:6px 0 0;color:var(--muted);font-size:12px}
+section{background:#fff;border:1px solid var(--line);border-radius:10px;padding:20px 22px;
+margin:18px 0}
+section .hint{color:var(--muted);margin:0 0 14px;font-size:13px}
+.tiles{display:grid;grid-template-columns:repeat(auto-fill,minmax(150px,1fr));gap:12px;
+margin:18px 0}
+.tile{background:#fff;border:1px solid var(--line);border-radius:10px;padding:14px 16px}
+.tile .value{font-size:26px;font-weight:600;letter-spacing:-.02em}
+.tile .label{color:var(--muted);font-size:12px;text-transform:uppercase;letter-spacing:.04em}
+.tile .sub{color:var(--muted);font-size:12px}
+.tile.error .value{color:#c5221f}.tile.ok .value{color:#188038}
+table{border-collapse:collapse;width:100%;font-size:13px}
+th,td{text-align:left;padding:6px 8px;border-bottom:1px solid #eceff1;vertical-align:top}
+th{color:var(--muted);font-weight:600;font-size:12px;text-transform:uppercase;letter-spacing:.03em}
+td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
+.sev{display:inline-block;border-radius:10px;padding:0 8px;font-size:11px;font-weight:600;
+color:#fff;white-space:nowrap}
+.sev.error{background:#c5221f}.sev.warning{background:#e8710a}.sev.info{background:#1a73e8}
+.legend{display:flex;flex-wrap:wrap;gap:6px 18px;margin-top:10px;font-size:13px}
+.legend span.swatch{display:inline-block;width:11px;height:11px;border-radius:2px;margin-right:6px;
+vertical-align:-1px}
+.two{display:grid;grid-template-columns:1fr 1fr;gap:18px}
+@media (max-width:860px){.two{grid-template-columns:1fr}}
+.visits .head,.visits summary{display:grid;grid-template-columns:190px 92px 64px 64px 200px
+118px 1fr;gap:8px;align-items:center;padding:7px 8px}
+.visits .head{color:var(--muted);font-size:12px;font-weight:600;text-transform:uppercase;
+border-bottom:1px solid var(--line)}
+.visits details{border-bottom:1px solid #eceff1}
+.visits summary{cursor:pointer;list-style:none}
+.visits summary::-webkit-details-marker{display:none}
+.visits summary:hover{background:var(--soft)}
+.visits details[open] summary{background:#e8f0fe}
+.visits .body{padding:10px 12px 16px;background:var(--soft)}
+.visits .body svg.timeline{background:#fff;border:1px solid var(--line);border-radius:6px;
+max-width:100%;height:auto}
+.ref{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:12px;word-break:break-all}
+.rule{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:12px;white-space:nowrap}
+.badges .sev{margin:1px 3px 1px 0}
+.pair{font-size:12px;font-weight:600}
+.ok{color:#188038}.bad{color:#c5221f}
+footer{color:var(--muted);font-size:12px;text-align:center;margin-top:24px}
+@media print{body{background:#fff}section,.tile{break-inside:avoid}}
+"""
+
+
+def _e(value: object) -> str:
+    return escape(str(value), quote=True)
+
+
+def _n(value: int) -> str:
+    return f"{value:,}"
+
+
+def _pct(part: int, whole: int) -> str:
+    return f"{part / whole:.1%}" if whole else "–"
+
+
+def _tile(label: str, value: str, sub: str = "", css: str = "") -> str:
+    return (
+        f'<div class="tile {css}"><div class="label">{_e(label)}</div>'
+        f'<div class="value">{_e(value)}</div><div class="sub">{_e(sub)}</div></div>'
+    )
+
+
+def _meaning(rule: str) -> tuple[str, str]:
+    try:
+        entry = CATALOGUE[RuleId(rule)]
+    except ValueError:
+        return "info", ""
+    return entry.severity.value, entry.meaning
+
+
+def _header(summary: Mapping[str, Any]) -> str:
+    rules = summary["rules"]
+    inputs = summary["inputs"]
+    run = summary["run"]
+    pseudo = " · patients pseudonymized" if summary.get("patients_pseudonymized") else ""
+    return (
+        '<header class="top"><div class="inner"><h1>Therapy billing audit</h1>'
+        f'<p class="lede">{_e(PAYER_RULE_NAME.get(rules["payer_rule"], rules["payer_rule"]))} · '
+        f"97140/97530 pair rule: {_e(rules['pair_rule'])} · NCCI PTP table "
+        f"{_e(rules['ptp_version'])}{_e(pseudo)}</p>"
+        f'<p class="run">{_n(inputs["document_files"])} document file(s), '
+        f"{_n(inputs['export_files'])} export file(s) · started {_e(run['started'])} · "
+        f"{_e(run['seconds'])} s with {_e(run['jobs'])} process(es)</p></div></header>"
+    )
+
+
+def _totals(summary: Mapping[str, Any]) -> str:
+    t = summary["totals"]
+    r = summary["reconciliation"]
+    visits = t["visits"]
+    balanced = "balanced" if r["balanced"] else f"{_n(r['unaccounted'])} unaccounted"
+    return (
+        '<div class="tiles">'
+        + _tile("Visits", _n(visits), f"{_n(t['patients'])} patients")
+        + _tile(
+            "Visits with findings",
+            _n(t["visits_with_findings"]),
+            f"{_pct(t['visits_with_findings'], visits)} of visits",
+        )
+        + _tile(
+            "Visits with errors",
+            _n(t["visits_with_errors"]),
+            f"{_pct(t['visits_with_errors'], visits)} of visits",
+            "error" if t["visits_with_errors"] else "ok",
+        )
+        + _tile(
+            "Findings",
+            _n(t["findings"]),
+            f"{_n(t['errors'])} errors · {_n(t['warnings'])} warnings · {_n(t['infos'])} info",
+        )
+        + _tile("Timed minutes", _n(t["timed_minutes"]), f"{_n(t['units_allowed'])} units allowed")
+        + _tile(
+            "Resources read",
+            _n(r["resources_read"]),
+            f"{_n(r['rejected'])} rejected · {balanced}",
+            "error" if not r["balanced"] else "",
+        )
+        + "</div>"
+    )
+
+
+def _findings_by_rule(summary: Mapping[str, Any]) -> str:
+    by_rule: Mapping[str, int] = summary["findings_by_rule"]
+    not_on_visit: Mapping[str, int] = summary["findings_not_on_a_visit_by_rule"]
+    bars = []
+    rows = []
+    for rule, count in by_rule.items():
+        severity, meaning = _meaning(rule)
+        bars.append(Bar(rule, count, SEVERITY_COLOUR.get(severity, "#5f6368"), meaning))
+        rows.append(
+            f'<tr><td><span class="sev {_e(severity)}">{_e(severity)}</span></td>'
+            f'<td class="rule">{_e(rule)}</td><td class="num">{_n(count)}</td>'
+            f'<td class="num">{_n(not_on_visit.get(rule, 0))}</td><td>{_e(meaning)}</td></tr>'
+        )
+    legend = "".join(
+        f'<span><span class="swatch" style="background:{c}"></span>{_e(s)}</span>'
+        for s, c in SEVERITY_COLOUR.items()
+    )
+    table = (
+        '<table><thead><tr><th>severity</th><th>rule</th><th class="num">findings</th>'
+        '<th class="num">not on a visit</th><th>meaning</th></tr></thead><tbody>'
+        + "".join(rows)
+        + "</tbody></table>"
+        if rows
+        else ""
+    )
+    return (
+        '<section id="findings-by-rule"><h2>Findings by rule</h2>'
+        '<p class="hint">Every finding of every visit, and those not tied to a visit (services '
+        "set aside for their status or a missing date, charges no visit supports).</p>"
+        + bar_chart(bars, css="findings-by-rule")
+        + f'<div class="legend">{legend}</div>'
+        + '<details style="margin-top:12px"><summary>What each rule means</summary>'
+        + table
+        + "</details></section>"
+    )
+
+
+def _pair(summary: Mapping[str, Any]) -> str:
+    pair: Mapping[str, int] = summary["pair_status"]
+    total = sum(pair.values())
+    order = ("SUPPORTED", "NOT_SUPPORTED", "INDETERMINATE", "NOT_APPLICABLE")
+    segments = [Bar(s, pair.get(s, 0), PAIR_COLOUR[s]) for s in order]
+    rows = "".join(
+        f'<tr><td><span class="swatch" style="display:inline-block;width:11px;height:11px;'
+        f'border-radius:2px;margin-right:6px;background:{PAIR_COLOUR[s]}"></span>{_e(s)}</td>'
+        f'<td class="num">{_n(pair.get(s, 0))}</td><td class="num">{_pct(pair.get(s, 0), total)}'
+        f"</td><td>{_e(PAIR_MEANING[s])}</td></tr>"
+        for s in order
+    )
+    both = total - pair.get("NOT_APPLICABLE", 0)
+    return (
+        '<section id="pair-status"><h2>97140 + 97530 pair status</h2>'
+        f'<p class="hint">{_n(both)} visit(s) bill both manual therapy and therapeutic '
+        f"activities; {_n(pair.get('NOT_SUPPORTED', 0))} of them would be denied as "
+        "documented (NCCI edit, rule book I-4).</p>"
+        + stacked_bar(segments)
+        + '<table style="margin-top:10px"><thead><tr><th>status</th><th class="num">visits</th>'
+        '<th class="num">share</th><th>meaning</th></tr></thead><tbody>'
+        + rows
+        + "</tbody></table></section>"
+    )
+
+
+def _by_month(summary: Mapping[str, Any]) -> str:
+    months: Mapping[str, Mapping[str, int]] = summary["by_month"]
+    labels = list(months)
+    chart = trend_chart(
+        labels,
+        [
+            Series("visits", [m["visits"] for m in months.values()], "#dadce0", "column"),
+            Series(
+                "visits with findings",
+                [m["visits_with_findings"] for m in months.values()],
+                "#e8710a",
+            ),
+            Series(
+                "visits with errors", [m["visits_with_errors"] for m in months.values()], "#c5221f"
+            ),
+        ],
+    )
+    rows = "".join(
+        f'<tr><td>{_e(month)}</td><td class="num">{_n(m["visits"])}</td>'
+        f'<td class="num">{_n(m["visits_with_findings"])}</td>'
+        f'<td class="num">{_pct(m["visits_with_findings"], m["visits"])}</td>'
+        f'<td class="num">{_n(m["errors"])}</td><td class="num">{_n(m["warnings"])}</td>'
+        f'<td class="num">{_n(m["infos"])}</td></tr>'
+        for month, m in months.items()
+    )
+    return (
+        '<section id="by-month"><h2>Findings by month</h2>'
+        '<p class="hint">By date of service. A rising share of visits with findings is the '
+        "trend to act on.</p>"
+        + chart
+        + '<details style="margin-top:12px"><summary>Month by month</summary><table><thead><tr>'
+        '<th>month</th><th class="num">visits</th><th class="num">with findings</th>'
+        '<th class="num">share</th><th class="num">errors</th><th class="num">warnings</th>'
+        '<th class="num">info</th></tr></thead><tbody>'
+        + rows
+        + "</tbody></table></details></section>"
+    )
+
+
+def _units(summary: Mapping[str, Any]) -> str:
+    codes: Mapping[str, Mapping[str, int]] = summary["units_by_code"]
+    ordered = sorted(codes.items(), key=lambda kv: (-kv[1]["units"], kv[0]))
+    bars = []
+    rows = []
+    for code, c in ordered:
+        info = code_info(code)
+        descriptor = info.descriptor if info else ""
+        bars.append(Bar(code, c["units"], "#1a73e8", descriptor))
+        rows.append(
+            f'<tr><td class="ref">{_e(code)}</td><td>{_e(descriptor)}</td>'
+            f'<td class="num">{_n(c["visits"])}</td><td class="num">{_n(c["documented_minutes"])}'
+            f'</td><td class="num">{_n(c["counted_minutes"])}</td>'
+            f'<td class="num">{_n(c["units"])}</td></tr>'
+        )
+    return (
+        '<section id="units-by-code"><h2>Units by code</h2>'
+        '<p class="hint">Timed units the documentation supports under the payer rule, per code. '
+        "Counted minutes are documented minutes after overlaps are attributed to one code.</p>"
+        + bar_chart(bars, label_width=90, css="units-by-code")
+        + '<table style="margin-top:10px"><thead><tr><th>code</th><th>descriptor</th>'
+        '<th class="num">visits</th><th class="num">documented min</th>'
+        '<th class="num">counted min</th><th class="num">units</th></tr></thead><tbody>'
+        + "".join(rows)
+        + "</tbody></table></section>"
+    )
+
+
+def _reconciliation(summary: Mapping[str, Any], rejected_sample: Sequence[Sequence[str]]) -> str:
+    r = summary["reconciliation"]
+    status = (
+        '<span class="ok">balanced</span>'
+        if r["balanced"]
+        else f'<span class="bad">{_n(r["unaccounted"])} unaccounted</span>'
+    )
+    lines = [
+        ("Resources read", r["resources_read"]),
+        ("used by the rules", r["used"]),
+        ("out of scope", r["out_of_scope"]),
+        ("identical duplicates", r["duplicates"]),
+        ("rejected (listed in rejected.csv)", r["rejected"]),
+    ]
+    main_rows = "".join(
+        f'<tr><td>{_e(label)}</td><td class="num">{_n(value)}</td></tr>' for label, value in lines
+    )
+    scope = ", ".join(f"{_e(k)} {_n(v)}" for k, v in r["out_of_scope_by_type"].items()) or "none"
+    reasons = ", ".join(f"{_e(k)} {_n(v)}" for k, v in r["rejected_by_reason"].items()) or "none"
+    sample = "".join(
+        "<tr>"
+        + "".join(
+            f'<td class="{"ref" if i in (2, 3, 4) else ""}">{_e(v)}</td>' for i, v in enumerate(row)
+        )
+        + "</tr>"
+        for row in rejected_sample
+    )
+    sample_table = (
+        '<details style="margin-top:12px"><summary>First rows of rejected.csv</summary>'
+        "<table><thead><tr><th>kind</th><th>reason code</th><th>source</th><th>location</th>"
+        "<th>resource</th><th>reason</th></tr></thead><tbody>"
+        + sample
+        + "</tbody></table></details>"
+        if rejected_sample
+        else ""
+    )
+    return (
+        '<section id="reconciliation"><h2>What was read</h2>'
+        f'<p class="hint">Every resource read is used, out of scope, a duplicate or rejected: '
+        f"{status}. {_n(r['files_read'])} file(s) read, {_n(r['files_rejected'])} file(s) "
+        f"rejected, {_n(r['bulk_manifests'])} Bulk Data manifest(s) noted; "
+        f"{_n(r['values_not_used'])} value(s) inside used resources could not be read (also in "
+        "rejected.csv, kind <i>value</i>).</p>"
+        '<div class="two"><table><tbody>'
+        + main_rows
+        + f"</tbody></table><div><p><b>Out of scope</b>: {scope}</p><p><b>Rejected</b>: "
+        f"{reasons}</p></div></div>" + sample_table + "</section>"
+    )
+
+
+def _visit(index: int, visit: ReportVisit) -> str:
+    counts: dict[str, int] = {}
+    for finding in visit.findings:
+        counts[finding[1]] = counts.get(finding[1], 0) + 1
+    badges = "".join(
+        f'<span class="sev {s}">{counts[s]} {s}{"s" if counts[s] > 1 and s != "info" else ""}'
+        "</span>"
+        for s in ("error", "warning", "info")
+        if s in counts
+    )
+    ids = ", ".join(sorted({f[0] for f in visit.findings}))
+    pair_css = {"SUPPORTED": "ok", "NOT_SUPPORTED": "bad"}.get(visit.pair, "")
+    findings = "".join(
+        f'<tr><td><span class="sev {_e(f[1])}">{_e(f[1])}</span></td><td class="ref">{_e(f[0])}'
+        f'</td><td>{_e(f[4])}</td><td class="ref">{_e(f[3])}</td></tr>'
+        for f in visit.findings
+    )
+    timeline = visit.svg or "<p>No timeline for this visit.</p>"
+    source = f'<p class="hint ref">Source: {_e(visit.source)}</p>' if visit.source else ""
+    return (
+        f'<details class="visit" id="visit-{index}"><summary>'
+        f'<span class="ref">{_e(visit.patient)}</span><span>{_e(visit.date)}</span>'
+        f"<span>{_e(visit.discipline)}</span><span>{_n(visit.total_timed_minutes)} min</span>"
+        f'<span class="ref">{_e(visit.units.replace(";", " "))}</span>'
+        f'<span class="pair {pair_css}">{_e(visit.pair)}</span>'
+        f'<span class="badges" title="{_e(ids)}">{badges}</span></summary>'
+        f'<div class="body">{timeline}'
+        '<table style="margin-top:10px"><thead><tr><th>severity</th><th>rule</th><th>finding</th>'
+        f"<th>resources</th></tr></thead><tbody>{findings}</tbody></table>{source}</div></details>"
+    )
+
+
+def _visits(summary: Mapping[str, Any], visits: Sequence[ReportVisit]) -> str:
+    total = summary["totals"]["visits_with_findings"]
+    shown = len(visits)
+    note = (
+        f"All {_n(total)} visits with findings, most serious first."
+        if shown >= total
+        else f"The {_n(shown)} most serious of {_n(total)} visits with findings; all of them are "
+        "in visits.csv and findings.csv."
+    )
+    body = "".join(_visit(i, v) for i, v in enumerate(visits, start=1))
+    return (
+        '<section id="visits" class="visits"><h2>Visits with findings</h2>'
+        f'<p class="hint">{note} Open a visit to see its timeline: one lane per code, overlaps '
+        "in red.</p>"
+        '<div class="head"><span>patient</span><span>date</span><span>discipline</span>'
+        "<span>minutes</span><span>units</span><span>pair</span><span>findings</span></div>"
+        + (body or '<p class="hint">No visit has a finding.</p>')
+        + "</section>"
+    )
+
+
+def render_report(
+    summary: Mapping[str, Any],
+    visits: Sequence[ReportVisit],
+    rejected_sample: Sequence[Sequence[str]] = (),
+) -> str:
+    """The whole page as one string."""
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<meta name="robots" content="noindex">'
+        "<title>Therapy billing audit</title>"
+        f"<style>{_CSS}</style></head><body>"
+        + _header(summary)
+        + "<main>"
+        + _totals(summary)
+        + _findings_by_rule(summary)
+        + _pair(summary)
+        + _by_month(summary)
+        + _units(summary)
+        + _visits(summary, visits)
+        + _reconciliation(summary, rejected_sample)
+        + "<footer>therapy-cds audit · the same rules as <code>therapy-cds check</code> · "
+        "visits.csv, findings.csv, rejected.csv and summary.json sit beside this page</footer>"
+        + "</main></body></html>\n"
+    )
+
+
+def write_report(
+    path: Path,
+    summary: Mapping[str, Any],
+    visits: Sequence[ReportVisit],
+    rejected_sample: Sequence[Sequence[str]] = (),
+) -> None:
+    path.write_text(render_report(summary, visits, rejected_sample), encoding="utf-8")

@@ -1,0 +1,408 @@
+"""Run an audit: find the inputs, split exports by patient, audit in N processes, write DIR.
+
+Memory does not grow with the number of visits: pass 1 streams each NDJSON byte range into
+per-patient shard files of about :data:`SHARD_BYTES` each (their number grows with the input
+instead), pass 2 holds one shard per process, and every task writes its rows to part files.
+The runner itself keeps counters, at most ``report_limit`` report visits, and (for document
+inputs only) an 8-byte digest per patient to count distinct patients across files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import multiprocessing
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from plugin.audit.report import write_report
+from plugin.audit.rows import FINDING_COLUMNS, REJECTED_COLUMNS, VISIT_COLUMNS
+from plugin.audit.tally import Tally
+from plugin.audit.tasks import (
+    AuditSettings,
+    ChunkTask,
+    DocumentTask,
+    ReportVisit,
+    ShardTask,
+    TaskResult,
+    audit_documents,
+    audit_shard,
+    shard_dir,
+    split_chunk,
+)
+from plugin.rules import PairRule, PayerRule, default_ptp_table
+
+DOCUMENT_SUFFIXES = (".json",)
+EXPORT_SUFFIXES = (".ndjson", ".jsonl")
+SHARD_BYTES = 4 * 1024 * 1024  # export bytes per shard: what one process holds in pass 2
+CHUNK_BYTES = 16 * 1024 * 1024  # export bytes per pass-1 task
+MAX_SHARDS = 4096
+DOCUMENT_BATCH_FILES = 32
+DOCUMENT_BATCH_BYTES = 4 * 1024 * 1024
+OUTPUT_FILES = ("visits.csv", "findings.csv", "rejected.csv", "summary.json", "report.html")
+
+
+class AuditUsageError(Exception):
+    """Arguments the audit cannot start with; ``str(error)`` is the one line to show."""
+
+
+class AuditProgress(Protocol):
+    """What the runner reports while it works (the CLI draws a progress bar from it)."""
+
+    def phase(self, description: str, total: int) -> None: ...
+
+    def advance(self, amount: int, visits: int) -> None: ...
+
+
+class _Silent:
+    def phase(self, description: str, total: int) -> None:
+        pass
+
+    def advance(self, amount: int, visits: int) -> None:
+        pass
+
+
+@dataclass(frozen=True, slots=True)
+class AuditOptions:
+    paths: tuple[Path, ...]
+    out: Path
+    payer_rule: PayerRule = "cms"
+    pair_rule: PairRule = "cms"
+    jobs: int = 1
+    pseudonym_key: bytes | None = None
+    report_limit: int = 500
+
+
+@dataclass(frozen=True, slots=True)
+class AuditOutcome:
+    out: Path
+    summary: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class InputFiles:
+    documents: tuple[Path, ...]
+    exports: tuple[Path, ...]
+
+
+# ------------------------------------------------------------------------------- inputs
+
+
+def discover(paths: Iterable[Path], out: Path) -> InputFiles:
+    """The files to read: folders contribute ``*.json`` (documents) and ``*.ndjson`` /
+    ``*.jsonl`` (export) files, sorted; the output folder is never read."""
+    documents: list[Path] = []
+    exports: list[Path] = []
+    seen: set[Path] = set()
+    out_resolved = out.resolve()
+
+    def add(path: Path) -> None:
+        resolved = path.resolve()
+        if resolved in seen or out_resolved in resolved.parents:
+            return
+        seen.add(resolved)
+        (exports if path.name.lower().endswith(EXPORT_SUFFIXES) else documents).append(path)
+
+    for path in paths:
+        if path.is_dir():
+            for found in sorted(path.rglob("*")):
+                if found.is_file() and found.name.lower().endswith(
+                    DOCUMENT_SUFFIXES + EXPORT_SUFFIXES
+                ):
+                    add(found)
+        elif path.exists():
+            add(path)
+        else:
+            raise AuditUsageError(f"{path}: no such file or folder")
+    if not documents and not exports:
+        raise AuditUsageError(
+            "no input files found (looked for *.json, *.ndjson and *.jsonl in the given paths)"
+        )
+    return InputFiles(tuple(documents), tuple(exports))
+
+
+def prepare_out(out: Path) -> Path:
+    """Create ``out`` if needed and a work folder inside it; raise if it cannot be written."""
+    if out.exists() and not out.is_dir():
+        raise AuditUsageError(f"{out}: exists and is not a folder; give a folder for the report")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=".audit-work-", dir=out))
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise AuditUsageError(f"{out}: cannot write the report there ({reason})") from None
+    (work / "parts").mkdir()
+    (work / "shards").mkdir()
+    return work
+
+
+def _document_batches(files: tuple[Path, ...]) -> Iterator[tuple[tuple[str, ...], int]]:
+    batch: list[str] = []
+    size = 0
+    for path in files:
+        try:
+            length = path.stat().st_size
+        except OSError:
+            length = 0
+        if batch and (len(batch) >= DOCUMENT_BATCH_FILES or size + length > DOCUMENT_BATCH_BYTES):
+            yield tuple(batch), size
+            batch, size = [], 0
+        batch.append(str(path))
+        size += length
+    if batch:
+        yield tuple(batch), size
+
+
+def plan_chunks(files: tuple[Path, ...], chunk_bytes: int) -> list[tuple[str, int, int, int]]:
+    """(file, start, end, first line number) ranges that end on line breaks."""
+    chunks: list[tuple[str, int, int, int]] = []
+    for path in files:
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            start, line = 0, 1
+            while start < size:
+                end = min(size, start + chunk_bytes)
+                handle.seek(end)
+                if end < size:
+                    handle.readline()
+                    end = handle.tell()
+                chunks.append((str(path), start, end, line))
+                handle.seek(start)
+                left = end - start
+                while left > 0:
+                    block = handle.read(min(left, 1 << 20))
+                    if not block:
+                        break
+                    line += block.count(b"\n")
+                    left -= len(block)
+                start = end
+    return chunks
+
+
+# ------------------------------------------------------------------------------ running
+
+
+def _run_task(task: DocumentTask | ChunkTask | ShardTask) -> TaskResult:
+    if isinstance(task, DocumentTask):
+        return audit_documents(task)
+    if isinstance(task, ChunkTask):
+        return split_chunk(task)
+    return audit_shard(task)
+
+
+def _warm() -> None:
+    default_ptp_table()  # load the PTP data file once per process, not per task
+
+
+class _Pool:
+    """``jobs`` processes, or the calling process when ``jobs`` is 1 (same tasks either way)."""
+
+    def __init__(self, jobs: int) -> None:
+        self._pool: Any = None
+        if jobs > 1:
+            # spawn: workers start clean (no inherited threads or locks), on every platform
+            self._pool = multiprocessing.get_context("spawn").Pool(jobs, initializer=_warm)
+
+    def run(self, tasks: list[Any]) -> Iterator[TaskResult]:
+        if self._pool is None:
+            yield from map(_run_task, tasks)
+        else:
+            yield from self._pool.imap_unordered(_run_task, tasks, chunksize=1)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+
+
+class _Report:
+    """The global top ``limit`` visits with findings (a total order, so any merge order)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.visits: list[ReportVisit] = []
+
+    def add(self, visits: list[ReportVisit]) -> None:
+        self.visits.extend(visits)
+        if len(self.visits) > 2 * self.limit:
+            self.trim()
+
+    def trim(self) -> None:
+        self.visits.sort(key=lambda v: v.sort_key)
+        del self.visits[self.limit :]
+
+
+def run_audit(options: AuditOptions, progress: AuditProgress | None = None) -> AuditOutcome:
+    """Audit ``options.paths`` into ``options.out`` (see the module docstring)."""
+    report_progress = progress or _Silent()
+    inputs = discover(options.paths, options.out)
+    work = prepare_out(options.out)
+    started = time.perf_counter()
+    started_at = datetime.now(UTC)
+    pool = _Pool(max(1, options.jobs))
+    try:
+        settings = AuditSettings(
+            payer_rule=options.payer_rule,
+            pair_rule=options.pair_rule,
+            workdir=str(work),
+            pseudonym_key=options.pseudonym_key,
+            report_limit=options.report_limit,
+        )
+        tally = Tally()
+        tally.files_read += len(inputs.exports)
+        report = _Report(options.report_limit)
+        patient_digests: set[bytes] = set()
+        task_id = 0
+
+        doc_tasks: list[DocumentTask] = []
+        for files, size in _document_batches(inputs.documents):
+            doc_tasks.append(DocumentTask(task_id, files, size, settings))
+            task_id += 1
+
+        chunk_tasks: list[ChunkTask] = []
+        shard_tasks: list[ShardTask] = []
+        export_bytes = sum(p.stat().st_size for p in inputs.exports)
+        shard_count = max(1, min(MAX_SHARDS, math.ceil(export_bytes / SHARD_BYTES)))
+        if inputs.exports:
+            chunks = plan_chunks(inputs.exports, CHUNK_BYTES)
+            for chunk_id, (source, start, end, first_line) in enumerate(chunks):
+                chunk_tasks.append(
+                    ChunkTask(
+                        task_id, chunk_id, source, start, end, first_line, shard_count, str(work)
+                    )
+                )
+                task_id += 1
+            for shard in range(shard_count):
+                shard_dir(str(work), shard).mkdir(parents=True)
+            report_progress.phase("Reading the export", export_bytes)
+            for result in pool.run(_largest_first(chunk_tasks)):
+                tally.merge(result.tally)
+                report_progress.advance(result.amount, 0)
+            sources = tuple(c[0] for c in chunks)
+            for shard in range(shard_count):
+                size = sum(p.stat().st_size for p in shard_dir(str(work), shard).iterdir())
+                shard_tasks.append(ShardTask(task_id, shard, size, sources, settings))
+                task_id += 1
+
+        audit_tasks: list[DocumentTask | ShardTask] = [*doc_tasks, *shard_tasks]
+        report_progress.phase("Auditing visits", sum(t.size for t in audit_tasks))
+        for result in pool.run(_largest_first(audit_tasks)):
+            tally.merge(result.tally)
+            report.add(result.report)
+            if result.patients is not None:
+                patient_digests.update(result.patients)
+            report_progress.advance(result.amount, result.tally.visits)
+        pool.close()
+        tally.patients += len(patient_digests)
+        report.trim()
+
+        seconds = time.perf_counter() - started
+        summary = _summary(options, inputs, tally, report, shard_count, started_at, seconds)
+        _write_outputs(options.out, work, summary, report.visits)
+        return AuditOutcome(out=options.out, summary=summary)
+    finally:
+        pool.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _largest_first(tasks: list[Any]) -> list[Any]:
+    # big tasks first keeps both processes busy to the end; output order is by task id anyway
+    return sorted(
+        tasks, key=lambda t: -getattr(t, "size", getattr(t, "end", 0) - getattr(t, "start", 0))
+    )
+
+
+# ------------------------------------------------------------------------------ outputs
+
+
+def _summary(
+    options: AuditOptions,
+    inputs: InputFiles,
+    tally: Tally,
+    report: _Report,
+    shard_count: int,
+    started_at: datetime,
+    seconds: float,
+) -> dict[str, Any]:
+    body = tally.summary()
+    return {
+        "schema": "therapy-cds/audit-summary/1",
+        "rules": {
+            "payer_rule": options.payer_rule,
+            "pair_rule": options.pair_rule,
+            "ptp_version": default_ptp_table().version,
+        },
+        "inputs": {
+            "paths": [str(p) for p in options.paths],
+            "document_files": len(inputs.documents),
+            "export_files": len(inputs.exports),
+        },
+        "patients_pseudonymized": options.pseudonym_key is not None,
+        **body,
+        "report": {
+            "visits_shown": len(report.visits),
+            "visits_with_findings": tally.visits_with_findings,
+            "limit": options.report_limit,
+        },
+        # Everything that may differ between two runs over the same input lives here.
+        "run": {
+            "started": started_at.isoformat(timespec="seconds"),
+            "seconds": round(seconds, 3),
+            "visits_per_second": round(tally.visits / seconds, 1) if seconds > 0 else None,
+            "jobs": max(1, options.jobs),
+            "shards": shard_count if inputs.exports else 0,
+        },
+    }
+
+
+def _concat(target: Path, header: tuple[str, ...], parts: list[Path]) -> None:
+    with target.open("w", encoding="utf-8", newline="") as out:
+        out.write(",".join(header) + "\n")
+        for part in parts:
+            with part.open("r", encoding="utf-8", newline="") as handle:
+                shutil.copyfileobj(handle, out, 1 << 20)
+
+
+def _write_outputs(
+    out: Path, work: Path, summary: dict[str, Any], report_visits: list[ReportVisit]
+) -> None:
+    import orjson
+
+    parts = work / "parts"
+    for name, header in (
+        ("visits", VISIT_COLUMNS),
+        ("findings", FINDING_COLUMNS),
+        ("rejected", REJECTED_COLUMNS),
+    ):
+        _concat(out / f"{name}.csv", header, sorted(parts.glob(f"*.{name}.csv")))
+    (out / "summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n")
+    rejected_sample = _first_rows(out / "rejected.csv", 50)
+    write_report(out / "report.html", summary, report_visits, rejected_sample)
+
+
+def _first_rows(path: Path, limit: int) -> list[list[str]]:
+    import csv
+
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle)
+        next(reader, None)
+        rows = []
+        for row in reader:
+            rows.append(row)
+            if len(rows) >= limit:
+                break
+    return rows
+
+
+def pseudonym_key(text: str | None) -> bytes:
+    """The key for ``--pseudonymize``: the given text, else a random key for this run only."""
+    if text:
+        return hashlib.sha256(text.encode()).digest()
+    return os.urandom(32)

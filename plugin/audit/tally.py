@@ -1,0 +1,231 @@
+"""Running totals of an audit: small, mergeable counters (one per task, summed by the runner).
+
+Nothing here grows with the number of visits: counts are keyed by rule id, pair status, month,
+discipline, code, resource type and rejection code, all of them bounded vocabularies.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from plugin.audit.accounting import RESOURCE_KINDS, RecordAccount, Rejection
+from plugin.rules import Finding, PairStatus, Severity, VisitAnalysis
+
+PAIR_ORDER = tuple(status.value for status in PairStatus)
+SEVERITIES = tuple(s.value for s in Severity)
+
+
+@dataclass(slots=True)
+class CodeTotals:
+    visits: int = 0
+    documented_minutes: int = 0
+    counted_minutes: int = 0
+    units: int = 0
+
+    def merge(self, other: CodeTotals) -> None:
+        self.visits += other.visits
+        self.documented_minutes += other.documented_minutes
+        self.counted_minutes += other.counted_minutes
+        self.units += other.units
+
+
+@dataclass(slots=True)
+class Tally:
+    """Every number of ``summary.json``; :meth:`merge` adds another task's tally."""
+
+    visits: int = 0
+    visits_with_findings: int = 0
+    visits_with_errors: int = 0
+    patients: int = 0
+    timed_minutes: int = 0
+    units_allowed: int = 0
+    findings_by_rule: Counter[str] = field(default_factory=Counter)
+    findings_by_severity: Counter[str] = field(default_factory=Counter)
+    input_findings_by_rule: Counter[str] = field(default_factory=Counter)
+    pair_status: Counter[str] = field(default_factory=Counter)
+    disciplines: Counter[str] = field(default_factory=Counter)
+    months: dict[str, Counter[str]] = field(default_factory=dict)
+    codes: dict[str, CodeTotals] = field(default_factory=dict)
+    # reconciliation
+    files_read: int = 0
+    files_rejected: int = 0
+    bulk_manifests: int = 0
+    resources_read: int = 0
+    used: int = 0
+    out_of_scope: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    values_not_used: int = 0
+    records: int = 0
+    records_mapper_disagrees: int = 0
+    blank_lines: int = 0
+    out_of_scope_by_type: Counter[str] = field(default_factory=Counter)
+    rejected_by_code: Counter[str] = field(default_factory=Counter)
+
+    # ---- visits and findings
+
+    def add_visit(self, visit: VisitAnalysis) -> None:
+        self.visits += 1
+        self.timed_minutes += visit.total_timed_minutes
+        self.units_allowed += sum(visit.units.values())
+        self.pair_status[visit.pair.status.value] += 1
+        self.disciplines[visit.discipline.value] += 1
+        month = self.months.setdefault(visit.date.strftime("%Y-%m"), Counter())
+        month["visits"] += 1
+        if visit.findings:
+            self.visits_with_findings += 1
+            month["visits_with_findings"] += 1
+        if any(f.severity is Severity.ERROR for f in visit.findings):
+            self.visits_with_errors += 1
+            month["visits_with_errors"] += 1
+        for finding in visit.findings:
+            self.findings_by_rule[finding.rule.value] += 1
+            self.findings_by_severity[finding.severity.value] += 1
+            month[finding.severity.value] += 1
+            month["findings"] += 1
+        for code in sorted(set(visit.raw_minutes) | set(visit.units)):
+            totals = self.codes.setdefault(code, CodeTotals())
+            totals.visits += 1
+            totals.documented_minutes += visit.raw_minutes.get(code, 0)
+            totals.counted_minutes += visit.minutes.get(code, 0)
+            totals.units += visit.units.get(code, 0)
+
+    def add_input_finding(self, finding: Finding) -> None:
+        """A finding not tied to a visit (a set-aside service, an unattached charge)."""
+        self.findings_by_rule[finding.rule.value] += 1
+        self.findings_by_severity[finding.severity.value] += 1
+        self.input_findings_by_rule[finding.rule.value] += 1
+
+    # ---- reconciliation
+
+    def add_account(self, account: RecordAccount) -> None:
+        self.records += 1
+        self.resources_read += account.read
+        self.used += account.used
+        self.out_of_scope += account.out_of_scope
+        self.duplicates += account.duplicates
+        self.out_of_scope_by_type.update(account.out_of_scope_by_type)
+        if not account.mapper_agrees:
+            self.records_mapper_disagrees += 1
+        for rejection in account.rejections:
+            self.add_rejection(rejection, counted_as_read=True)
+
+    def add_rejection(self, rejection: Rejection, *, counted_as_read: bool) -> None:
+        """Count a rejection; ``counted_as_read`` is False when it was not yet in ``read``."""
+        self.rejected_by_code[rejection.code] += 1
+        if rejection.kind == "file":
+            self.files_rejected += 1
+        elif rejection.kind in RESOURCE_KINDS:
+            self.rejected += 1
+            if not counted_as_read:
+                self.resources_read += 1
+        else:
+            self.values_not_used += 1
+
+    def merge(self, other: Tally) -> None:
+        for name in (
+            "visits",
+            "visits_with_findings",
+            "visits_with_errors",
+            "patients",
+            "timed_minutes",
+            "units_allowed",
+            "files_read",
+            "files_rejected",
+            "bulk_manifests",
+            "resources_read",
+            "used",
+            "out_of_scope",
+            "duplicates",
+            "rejected",
+            "values_not_used",
+            "records",
+            "records_mapper_disagrees",
+            "blank_lines",
+        ):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for name in (
+            "findings_by_rule",
+            "findings_by_severity",
+            "input_findings_by_rule",
+            "pair_status",
+            "disciplines",
+            "out_of_scope_by_type",
+            "rejected_by_code",
+        ):
+            getattr(self, name).update(getattr(other, name))
+        for month, counts in other.months.items():
+            self.months.setdefault(month, Counter()).update(counts)
+        for code, totals in other.codes.items():
+            self.codes.setdefault(code, CodeTotals()).merge(totals)
+
+    # ---- summary.json
+
+    def reconciliation(self) -> dict[str, Any]:
+        accounted = self.used + self.out_of_scope + self.duplicates + self.rejected
+        return {
+            "resources_read": self.resources_read,
+            "used": self.used,
+            "out_of_scope": self.out_of_scope,
+            "duplicates": self.duplicates,
+            "rejected": self.rejected,
+            "balanced": accounted == self.resources_read and self.records_mapper_disagrees == 0,
+            "unaccounted": self.resources_read - accounted,
+            "values_not_used": self.values_not_used,
+            "files_read": self.files_read,
+            "files_rejected": self.files_rejected,
+            "bulk_manifests": self.bulk_manifests,
+            "blank_lines": self.blank_lines,
+            "out_of_scope_by_type": dict(sorted(self.out_of_scope_by_type.items())),
+            "rejected_by_reason": dict(sorted(self.rejected_by_code.items())),
+        }
+
+    def summary(self) -> dict[str, Any]:
+        findings_total = sum(self.findings_by_rule.values())
+        return {
+            "totals": {
+                "visits": self.visits,
+                "patients": self.patients,
+                "visits_with_findings": self.visits_with_findings,
+                "visits_with_errors": self.visits_with_errors,
+                "findings": findings_total,
+                "findings_on_visits": findings_total - sum(self.input_findings_by_rule.values()),
+                "findings_not_on_a_visit": sum(self.input_findings_by_rule.values()),
+                "errors": self.findings_by_severity.get("error", 0),
+                "warnings": self.findings_by_severity.get("warning", 0),
+                "infos": self.findings_by_severity.get("info", 0),
+                "timed_minutes": self.timed_minutes,
+                "units_allowed": self.units_allowed,
+            },
+            "findings_by_rule": dict(
+                sorted(self.findings_by_rule.items(), key=lambda kv: (-kv[1], kv[0]))
+            ),
+            "findings_not_on_a_visit_by_rule": dict(sorted(self.input_findings_by_rule.items())),
+            "findings_by_severity": {s: self.findings_by_severity.get(s, 0) for s in SEVERITIES},
+            "pair_status": {s: self.pair_status.get(s, 0) for s in PAIR_ORDER},
+            "disciplines": dict(sorted(self.disciplines.items())),
+            "by_month": {
+                month: {
+                    "visits": c["visits"],
+                    "visits_with_findings": c["visits_with_findings"],
+                    "visits_with_errors": c["visits_with_errors"],
+                    "findings": c["findings"],
+                    "errors": c["error"],
+                    "warnings": c["warning"],
+                    "infos": c["info"],
+                }
+                for month, c in sorted(self.months.items())
+            },
+            "units_by_code": {
+                code: {
+                    "visits": t.visits,
+                    "documented_minutes": t.documented_minutes,
+                    "counted_minutes": t.counted_minutes,
+                    "units": t.units,
+                }
+                for code, t in sorted(self.codes.items())
+            },
+            "reconciliation": self.reconciliation(),
+        }

@@ -1,0 +1,526 @@
+"""The work an audit hands to its processes: read documents, split exports, audit shards.
+
+Every task is a small picklable value; every task writes its rows to its own part files under
+the work folder (``parts/<task id>.<name>.csv``) and returns only a :class:`TaskResult` of
+counters and at most ``report_limit`` report visits. The runner concatenates part files in task
+id order, so the output does not depend on which process finished first.
+
+Documents (Bundles, resources, CDS Hooks requests) go through exactly what ``check`` does:
+:func:`~fhir_mappings.load_path`, :func:`~fhir_mappings.map_document`,
+:func:`~plugin.pipeline.check_record`.
+
+Bulk Data NDJSON is not grouped by patient, so it takes two passes with bounded memory:
+
+1. :func:`split_chunk` reads one byte range of one NDJSON file line by line and appends each
+   resource line to the shard of its patient (``crc32(patient reference) % shards``) on disk.
+   Unreadable lines are rejected here; types the rules never read (Patient, Condition ...) are
+   counted out of scope and not copied.
+2. :func:`audit_shard` reads one shard (a few MB), groups its lines by patient and maps each
+   patient's resources as one record (:func:`~fhir_mappings.mapper.map_collected`, as
+   ``map_resources`` does) before :func:`~plugin.pipeline.check_record`. Resources that name no
+   patient cannot belong to anyone's visit: they are mapped in fixed-size groups of their own, so
+   they are reported (I-IGNORED-STATUS ``no-patient`` ...) without gathering them all at once.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from functools import partial
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from fhir_mappings import (
+    Discipline,
+    InputError,
+    TherapyRecord,
+    TherapyVisit,
+    load_path,
+    map_document,
+)
+from fhir_mappings.mapper import map_collected
+from fhir_mappings.model import MappingIssue
+from fhir_mappings.references import ReferenceIndex
+from fhir_mappings.sources import Collected, SourcedResource, collect_resources
+from plugin.audit.accounting import Rejection, account_record
+from plugin.audit.rows import Pseudonyms, finding_rows, per_code, rejected_row, visit_row
+from plugin.audit.tally import Tally
+from plugin.pipeline import check_record
+from plugin.rules import PairRule, PayerRule, Severity, VisitAnalysis
+from plugin.web.timeline import build_timeline, render_svg
+
+# The resource types fhir_mappings maps (mapper._MAPPED_TYPES); every other type is out of
+# scope wherever it appears, so pass 1 counts it and does not copy it (a test keeps the two equal).
+ROUTED_TYPES = frozenset({"Procedure", "ServiceRequest", "Claim", "CarePlan", "Encounter"})
+NO_PATIENT_GROUP = 500  # resources naming no patient are mapped this many at a time
+_FLUSH_BYTES = 4 * 1024 * 1024  # pass 1 buffers at most this much before appending to shards
+_SEVERITY_RANK = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
+
+
+@dataclass(frozen=True, slots=True)
+class AuditSettings:
+    payer_rule: PayerRule
+    pair_rule: PairRule
+    workdir: str
+    pseudonym_key: bytes | None = None
+    report_limit: int = 500
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentTask:
+    task_id: int
+    files: tuple[str, ...]
+    size: int
+    settings: AuditSettings
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkTask:
+    task_id: int
+    chunk_id: int
+    source: str
+    start: int
+    end: int
+    first_line: int
+    shard_count: int
+    workdir: str
+
+
+@dataclass(frozen=True, slots=True)
+class ShardTask:
+    task_id: int
+    shard: int
+    size: int
+    sources: tuple[str, ...]  # chunk id -> the NDJSON file it came from
+    settings: AuditSettings
+
+
+@dataclass(frozen=True, slots=True)
+class ReportVisit:
+    """A visit with findings as the report shows it (timeline already drawn)."""
+
+    sort_key: tuple[int, int, int, int, str, str, str, str]
+    patient: str
+    date: str
+    discipline: str
+    total_timed_minutes: int
+    units: str
+    minutes: str
+    pair: str
+    findings: tuple[tuple[str, str, str, str, str], ...]  # rule, severity, codes, refs, message
+    source: str
+    svg: str
+
+
+@dataclass(slots=True)
+class TaskResult:
+    task_id: int
+    amount: int  # bytes of input done, for the progress bar
+    tally: Tally = field(default_factory=Tally)
+    report: list[ReportVisit] = field(default_factory=list)
+    patients: set[bytes] | None = None  # patient digests, when the task cannot count them alone
+
+
+# ------------------------------------------------------------------------------- part files
+
+
+def part_path(workdir: str, task_id: int, name: str) -> Path:
+    return Path(workdir) / "parts" / f"{task_id:06d}.{name}.csv"
+
+
+class _Parts:
+    """The part files of one task, opened on first use."""
+
+    def __init__(self, workdir: str, task_id: int) -> None:
+        self._workdir = workdir
+        self._task_id = task_id
+        self._files: dict[str, IO[str]] = {}
+        self._writers: dict[str, Any] = {}
+
+    def writer(self, name: str) -> Any:
+        found = self._writers.get(name)
+        if found is None:
+            path = part_path(self._workdir, self._task_id, name)
+            handle = path.open("w", encoding="utf-8", newline="")
+            self._files[name] = handle
+            found = self._writers[name] = csv.writer(handle, lineterminator="\n")
+        return found
+
+    def close(self) -> None:
+        for handle in self._files.values():
+            handle.close()
+
+
+# ------------------------------------------------------------------------ auditing records
+
+
+def _visit_sort_key(
+    visit: VisitAnalysis, patient: str, source: str
+) -> tuple[int, int, int, int, str, str, str, str]:
+    errors = sum(1 for f in visit.findings if f.severity is Severity.ERROR)
+    warnings = sum(1 for f in visit.findings if f.severity is Severity.WARNING)
+    worst = min(_SEVERITY_RANK[f.severity] for f in visit.findings)
+    return (
+        worst,
+        -errors,
+        -warnings,
+        -len(visit.findings),
+        visit.date.isoformat(),
+        patient,
+        visit.discipline.value,
+        source,
+    )
+
+
+class RecordAuditor:
+    """Runs the pipeline on records and writes what comes out (rows, counts, report visits)."""
+
+    def __init__(self, settings: AuditSettings, task_id: int, *, count_patients: bool) -> None:
+        self.settings = settings
+        self.parts = _Parts(settings.workdir, task_id)
+        self.tally = Tally()
+        self.pseudonym = Pseudonyms(settings.pseudonym_key)
+        self.count_patients = count_patients
+        self.patients: set[bytes] = set()
+        self._candidates: list[tuple[Any, VisitAnalysis, TherapyVisit | None, str]] = []
+
+    def audit(
+        self,
+        make_record: Callable[[], TherapyRecord],
+        resources: Sequence[SourcedResource],
+        collector_issues: Sequence[MappingIssue],
+        *,
+        source: str,
+        where: dict[str, tuple[str, str]] | None = None,
+    ) -> None:
+        """Map, check and record one input record; a failure rejects its resources, never the
+        audit."""
+        try:
+            record = make_record()
+            result = check_record(
+                record, payer_rule=self.settings.payer_rule, pair_rule=self.settings.pair_rule
+            )
+            account = account_record(
+                record, resources, collector_issues, source=source, where=where
+            )
+        except Exception as exc:  # a bug must cost one record, not a night's audit
+            self._failed(resources, source, where, type(exc).__name__)
+            return
+        self.tally.add_account(account)
+        self.reject_all(account.rejections, counted_as_read=True)
+        by_key: dict[tuple[str, date, Discipline], TherapyVisit] = {
+            (v.patient, v.service_date, v.discipline): v for v in result.grouping.visits
+        }
+        visits = self.parts.writer("visits")
+        findings = self.parts.writer("findings")
+        patients_here: set[str] = set()
+        for visit in result.analysis.visits:
+            self.tally.add_visit(visit)
+            patients_here.add(visit.patient)
+            patient = self.pseudonym(visit.patient)
+            visits.writerow(visit_row(visit, patient, source))
+            day = visit.date.isoformat()
+            findings.writerows(
+                finding_rows(visit.findings, patient, day, visit.discipline.value, source)
+            )
+            if visit.findings and self.settings.report_limit > 0:
+                key = _visit_sort_key(visit, patient, source)
+                therapy_visit = by_key.get((visit.patient, visit.date, visit.discipline))
+                self._candidates.append((key, visit, therapy_visit, source))
+                if len(self._candidates) >= 2 * self.settings.report_limit + 64:
+                    self._trim()
+        for finding in result.analysis.findings:
+            self.tally.add_input_finding(finding)
+        findings.writerows(finding_rows(result.analysis.findings, "", "", "", source))
+        if self.count_patients:
+            self.tally.patients += len(patients_here)
+        else:
+            self.patients.update(
+                hashlib.blake2b(p.encode(), digest_size=8).digest() for p in patients_here
+            )
+
+    def _failed(
+        self,
+        resources: Sequence[SourcedResource],
+        source: str,
+        where: dict[str, tuple[str, str]] | None,
+        error: str,
+    ) -> None:
+        reason = (
+            f"the analysis of this record failed ({error}); nothing in it was checked. "
+            "Please report it with the resource ids"
+        )
+        rejections = []
+        for item in resources:
+            src, loc = (where or {}).get(item.location, (source, item.location))
+            rtype = item.resource.get("resourceType", "?")
+            ref = f"{rtype}/{item.resource.get('id', '?')}"
+            rejections.append(Rejection("resource", "analysis-failed", src, loc, ref, reason))
+        self.tally.records += 1
+        self.reject_all(rejections, counted_as_read=False)
+
+    def reject_all(self, rejections: Sequence[Rejection], *, counted_as_read: bool) -> None:
+        if not rejections:
+            return
+        writer = self.parts.writer("rejected")
+        for rejection in rejections:
+            writer.writerow(rejected_row(rejection))
+            if not counted_as_read:
+                self.tally.add_rejection(rejection, counted_as_read=False)
+
+    def _trim(self) -> None:
+        self._candidates.sort(key=lambda c: c[0])
+        del self._candidates[self.settings.report_limit :]
+
+    def finish(self, task_id: int, amount: int) -> TaskResult:
+        self._trim()
+        report = [_report_visit(*c) for c in self._candidates]
+        self.parts.close()
+        return TaskResult(
+            task_id=task_id,
+            amount=amount,
+            tally=self.tally,
+            report=report,
+            patients=None if self.count_patients else self.patients,
+        )
+
+
+def _report_visit(
+    key: tuple[int, int, int, int, str, str, str, str],
+    visit: VisitAnalysis,
+    therapy_visit: TherapyVisit | None,
+    source: str,
+) -> ReportVisit:
+    svg = ""
+    if therapy_visit is not None:
+        timeline = build_timeline(
+            therapy_visit, units=visit.units, minutes=visit.minutes, pair=visit.pair.status.value
+        )
+        svg = render_svg(timeline)
+    return ReportVisit(
+        sort_key=key,
+        patient=key[5],
+        date=visit.date.isoformat(),
+        discipline=visit.discipline.value,
+        total_timed_minutes=visit.total_timed_minutes,
+        units=per_code(visit.units),
+        minutes=per_code(visit.minutes),
+        pair=visit.pair.status.value,
+        findings=tuple(
+            (f.rule.value, f.severity.value, ", ".join(f.codes), ", ".join(f.resources), f.message)
+            for f in visit.findings
+        ),
+        source=source,
+        svg=svg,
+    )
+
+
+# ------------------------------------------------------------------------------ documents
+
+
+def _is_bulk_manifest(path: str) -> bool:
+    try:
+        document = orjson.loads(Path(path).read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return False
+    return isinstance(document, dict) and "transactionTime" in document and "output" in document
+
+
+def audit_documents(task: DocumentTask) -> TaskResult:
+    """Bundles, resources and CDS Hooks requests, one file at a time (as ``check`` reads them)."""
+    auditor = RecordAuditor(task.settings, task.task_id, count_patients=False)
+    for path in task.files:
+        try:
+            document = load_path(path)
+        except InputError as exc:
+            if _is_bulk_manifest(path):
+                auditor.tally.bulk_manifests += 1  # the export's table of contents, not data
+                continue
+            rejection = Rejection("file", "unreadable-file", path, "", "", exc.problem)
+            auditor.reject_all([rejection], counted_as_read=False)
+            continue
+        auditor.tally.files_read += 1
+        auditor.audit(
+            partial(map_document, document), document.resources, document.issues, source=path
+        )
+    return auditor.finish(task.task_id, task.size)
+
+
+# ------------------------------------------------------------------ pass 1: split the export
+
+
+def _patient_key(resource: dict[str, Any], index: ReferenceIndex) -> str:
+    """The normalised patient reference a resource belongs to ("" when it names none)."""
+    subject = resource.get("subject")
+    if subject is None:
+        subject = resource.get("patient")
+    if type(subject) is not dict:
+        return ""
+    reference = subject.get("reference")
+    if type(reference) is not str or not reference.strip() or reference.strip()[0] == "#":
+        return ""
+    return index.normalise(reference, "") or ""
+
+
+def _outcome_codes(outcome: dict[str, Any]) -> str:
+    # Only severities and codes: diagnostics may carry patient data.
+    codes = []
+    issues = outcome.get("issue")
+    if isinstance(issues, list):
+        for item in issues[:5]:
+            if isinstance(item, dict):
+                codes.append(f"{item.get('severity', '?')}/{item.get('code', '?')}")
+    return ", ".join(codes) or "no issue codes"
+
+
+def shard_dir(workdir: str, shard: int) -> Path:
+    return Path(workdir) / "shards" / f"{shard:04d}"
+
+
+def split_chunk(task: ChunkTask) -> TaskResult:
+    """Pass 1 over ``task.source[start:end]``: route each line to its patient's shard."""
+    tally = Tally()
+    parts = _Parts(task.workdir, task.task_id)
+    index = ReferenceIndex()
+    buffers: dict[int, list[bytes]] = {}
+    buffered = 0
+    prefix = f"{task.chunk_id}\t".encode()
+
+    def flush() -> None:
+        nonlocal buffered
+        for shard, lines in buffers.items():
+            with (shard_dir(task.workdir, shard) / f"{task.chunk_id:06d}.ndj").open("ab") as out:
+                out.writelines(lines)
+        buffers.clear()
+        buffered = 0
+
+    def reject(line_no: int, code: str, reason: str, kind: str = "line") -> None:
+        rejection = Rejection(kind, code, task.source, f"line {line_no}", "", reason)
+        parts.writer("rejected").writerow(rejected_row(rejection))
+        tally.add_rejection(rejection, counted_as_read=False)
+
+    for line_no, raw in _lines(task.source, task.start, task.end, task.first_line):
+        line = raw.strip()
+        if not line:
+            tally.blank_lines += 1
+            continue
+        try:
+            resource = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as bad:
+                reject(
+                    line_no,
+                    "not-utf8",
+                    f"not UTF-8 text (bad byte at column {bad.start + 1}); line skipped",
+                )
+            else:
+                reject(
+                    line_no, "invalid-json", f"not valid JSON (column {exc.colno}); line skipped"
+                )
+            continue
+        rtype = resource.get("resourceType") if type(resource) is dict else None
+        if type(rtype) is not str or not rtype:
+            reject(line_no, "not-a-resource", "not a FHIR resource (no resourceType); line skipped")
+            continue
+        if rtype == "OperationOutcome":
+            reject(
+                line_no,
+                "export-error",
+                f"the exporting server wrote an OperationOutcome ({_outcome_codes(resource)}) "
+                "instead of data; check the export's error files",
+                kind="export-error",
+            )
+            continue
+        if rtype == "Bundle":
+            key = f"bundle:{task.chunk_id}:{line_no}"  # a record of its own, counted in pass 2
+        elif rtype in ROUTED_TYPES:
+            key = _patient_key(resource, index)
+        else:
+            tally.resources_read += 1
+            tally.out_of_scope += 1
+            tally.out_of_scope_by_type[rtype] += 1
+            continue
+        shard = zlib.crc32((key or f"{task.chunk_id}:{line_no}").encode()) % task.shard_count
+        entry = b"".join(
+            (prefix, str(line_no).encode(), b"\t", orjson.dumps(key), b"\t", line, b"\n")
+        )
+        buffers.setdefault(shard, []).append(entry)
+        buffered += len(entry)
+        if buffered >= _FLUSH_BYTES:
+            flush()
+    flush()
+    parts.close()
+    return TaskResult(task_id=task.task_id, amount=task.end - task.start, tally=tally)
+
+
+def _lines(path: str, start: int, end: int, first_line: int) -> Iterator[tuple[int, bytes]]:
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        position = start
+        number = first_line
+        while position < end:
+            raw = handle.readline()
+            if not raw:
+                break
+            position += len(raw)
+            yield number, raw
+            number += 1
+
+
+# ------------------------------------------------------------------ pass 2: audit a shard
+
+
+def audit_shard(task: ShardTask) -> TaskResult:
+    """Pass 2: group one shard's lines by patient and audit each patient as one record."""
+    auditor = RecordAuditor(task.settings, task.task_id, count_patients=True)
+    folder = shard_dir(task.settings.workdir, task.shard)
+    groups: dict[bytes, list[tuple[int, bytes, bytes]]] = {}
+    for part in sorted(folder.iterdir()) if folder.is_dir() else ():
+        with part.open("rb") as handle:
+            for entry in handle:
+                chunk, line_no, key, line = entry.rstrip(b"\n").split(b"\t", 3)
+                groups.setdefault(key, []).append((int(chunk), line_no, line))
+    for key in sorted(groups):
+        lines = groups.pop(key)
+        if key == b'""':
+            for begin in range(0, len(lines), NO_PATIENT_GROUP):
+                _audit_lines(auditor, task.sources, lines[begin : begin + NO_PATIENT_GROUP])
+        else:
+            _audit_lines(auditor, task.sources, lines)
+    return auditor.finish(task.task_id, task.size)
+
+
+def _audit_lines(
+    auditor: RecordAuditor, sources: Sequence[str], lines: list[tuple[int, bytes, bytes]]
+) -> None:
+    where: dict[str, tuple[str, str]] = {}
+    items: list[tuple[str, object]] = []
+    for chunk, line_no, line in lines:
+        token = f"{chunk}:{line_no.decode()}"
+        where[token] = (sources[chunk], f"line {line_no.decode()}")
+        items.append((token, orjson.loads(line)))
+    found = Collected()
+    collect_resources(items, found)
+    collector_issues = list(found.issues)
+    # the file the record came from, else the folder of the export's files
+    files = sorted({sources[chunk] for chunk, _, _ in lines})
+    source = files[0] if len(files) == 1 else os.path.commonpath(files)
+    auditor.audit(
+        partial(map_collected, found), found.resources, collector_issues, source=source, where=where
+    )
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1

@@ -1,0 +1,150 @@
+"""``therapy-cds audit``: the rule book over folders of bundles and FHIR Bulk Data exports.
+
+Exit codes: 0 when the audit completed (rejected files or lines are listed in ``rejected.csv``,
+they do not fail the run), 2 when the arguments are unusable (no inputs, an output folder that
+cannot be written) -- one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from plugin.audit import AuditOptions, AuditUsageError, pseudonym_key, run_audit
+from plugin.audit.tasks import cpu_count
+from plugin.cli._app import app
+from plugin.cli.check import PairRuleOption, PayerRuleOption
+
+
+def _say(message: str) -> None:
+    sys.stderr.write(f"therapy-cds audit: {message}\n")
+
+
+class _Bar:
+    """A rich progress bar: share of input done, visits done, visits per second, time left."""
+
+    def __init__(self, console: Console) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(bar_width=32),
+            TaskProgressColumn(),
+            TextColumn("{task.fields[visits]}"),
+            TextColumn("{task.fields[rate]}"),
+            TimeRemainingColumn(),
+            TextColumn("left ·"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        )
+        self.task: TaskID | None = None
+        self.visits = 0
+        self.started = time.perf_counter()
+
+    def phase(self, description: str, total: int) -> None:
+        if self.task is not None:
+            self.progress.update(self.task, completed=self.progress.tasks[-1].total)
+        self.visits = 0
+        self.started = time.perf_counter()
+        self.task = self.progress.add_task(description, total=max(total, 1), visits="", rate="")
+
+    def advance(self, amount: int, visits: int) -> None:
+        if self.task is None:
+            return
+        self.visits += visits
+        seconds = max(time.perf_counter() - self.started, 1e-6)
+        if self.visits:
+            self.progress.update(
+                self.task,
+                advance=amount,
+                visits=f"{self.visits:,} visits",
+                rate=f"{self.visits / seconds:,.0f} visits/s",
+            )
+        else:
+            self.progress.update(self.task, advance=amount)
+
+
+@app.command()
+def audit(
+    paths: list[Path] = typer.Argument(
+        ...,
+        help="Folders or files: Bundle / resource / CDS Hooks request JSON, FHIR Bulk Data "
+        "NDJSON exports.",
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the report (created if needed)."),
+    payer_rule: PayerRuleOption | None = typer.Option(
+        None, "--payer-rule", help="cms (8-minute rule) or ama; default THERAPY_CDS_PAYER_RULE."
+    ),
+    pair_rule: PairRuleOption | None = typer.Option(
+        None, "--pair-rule", help="cms or strict; default THERAPY_CDS_PAIR_INTERVAL_RULE."
+    ),
+    jobs: int = typer.Option(0, "--jobs", "-j", help="Processes to use; 0 = every core."),
+    pseudonymize: bool = typer.Option(
+        False,
+        "--pseudonymize",
+        help="Replace patient references with keyed hashes (random key unless --pseudonym-key).",
+    ),
+    pseudonym_key_text: str | None = typer.Option(
+        None,
+        "--pseudonym-key",
+        envvar="THERAPY_CDS_PSEUDONYM_KEY",
+        help="Key for --pseudonymize, so that two audits give the same pseudonyms.",
+    ),
+    report_visits: int = typer.Option(
+        500, "--report-visits", help="Visits with findings listed in report.html (most serious)."
+    ),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Audit many visits: CSV files, summary.json and a readable report.html in --out."""
+    from plugin.settings import Settings
+
+    if jobs < 0 or report_visits < 0:
+        _say("--jobs and --report-visits must be 0 or more")
+        raise typer.Exit(2)
+    defaults = Settings(dev_mode=True)  # only the rule defaults are read here
+    key = None
+    if pseudonymize or pseudonym_key_text:
+        key = pseudonym_key(pseudonym_key_text)
+    options = AuditOptions(
+        paths=tuple(paths),
+        out=out,
+        payer_rule=payer_rule.value if payer_rule else defaults.payer_rule,
+        pair_rule=pair_rule.value if pair_rule else defaults.pair_interval_rule,
+        jobs=jobs or cpu_count(),
+        pseudonym_key=key,
+        report_limit=report_visits,
+    )
+    console = Console(stderr=True, highlight=False)
+    bar = _Bar(console)
+    try:
+        if quiet:
+            outcome = run_audit(options)
+        else:
+            with bar.progress:
+                outcome = run_audit(options, bar)
+    except AuditUsageError as exc:
+        _say(str(exc))
+        raise typer.Exit(2) from None
+    totals = outcome.summary["totals"]
+    recon = outcome.summary["reconciliation"]
+    run = outcome.summary["run"]
+    sys.stdout.write(
+        f"{totals['visits']:,} visits audited ({totals['visits_with_findings']:,} with findings, "
+        f"{totals['errors']:,} errors) in {run['seconds']:.1f} s "
+        f"({run['visits_per_second'] or 0:,.0f} visits/s, {run['jobs']} process(es)); "
+        f"{recon['rejected']:,} resource(s) and {recon['files_rejected']:,} file(s) rejected.\n"
+        f"Report: {out / 'report.html'}\n"
+    )
+    raise typer.Exit(0)
