@@ -3,23 +3,27 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+# uv (from PyPI) installs in parallel and several times faster than pip; pip is the fallback.
+INSTALL = if $(BIN)/python -m uv --version >/dev/null 2>&1; then \
+	$(BIN)/python -m uv pip install --quiet --python $(BIN)/python $(1); else $(PIP) $(1); fi
 # Two install levels: `serve` needs only the runtime, `test` adds the tooling (ruff, mypy, ...).
 RUNTIME := $(VENV)/.installed-runtime
 STAMP := $(VENV)/.installed-dev
 PACKAGES := cds_hooks fhir_mappings plugin
 
-.PHONY: serve test lint typecheck pytest venv fuzz bench clean
+.PHONY: serve test lint typecheck pytest venv fuzz bench clean browser docs
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "therapy-cds needs Python 3.11 or newer")'
 	$(PYTHON) -m venv $(VENV)
+	-$(PIP) uv
 
 $(RUNTIME): pyproject.toml | $(BIN)/python
-	$(PIP) -e .
+	@$(call INSTALL,-e .)
 	@touch $(RUNTIME)
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(PIP) -e ".[dev]"
+	@$(call INSTALL,-e ".[dev]")
 	@touch $(STAMP) $(RUNTIME)
 
 venv: $(STAMP)
@@ -38,8 +42,24 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy $(PACKAGES)
 
-pytest: $(STAMP)
+pytest: $(STAMP) browser
 	$(BIN)/python -m pytest -W error
+
+## The browser tests drive Debian's Chromium (never a downloaded browser). On a clean machine
+## (CI runs as root) it is installed with apt-get; otherwise those tests are skipped, saying why.
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium for the browser tests (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else \
+	    echo "note: /usr/bin/chromium is missing and this is not root: browser tests will be skipped"; \
+	  fi; \
+	fi
+
+## Regenerate docs/rules.md (the finding catalogue) from the rule data and the sample manifest.
+docs: $(STAMP)
+	$(BIN)/python -m plugin.web.docs docs/rules.md
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache therapy-cds.db
