@@ -2,13 +2,12 @@
 
 One entry per finding id (I-6): what it means, its severity, the rule-book ids it implements,
 its sources, the document it rests on, and the sample bundles that raise it.
-Regenerate the committed page with ``make docs`` (``python -m plugin.web.catalogue docs/rules.md``);
+Regenerate the committed page with ``make docs`` (``python -m plugin.web.docs docs/rules.md``);
 a test fails when the committed file and the rule data disagree.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -93,18 +92,3 @@ def catalogue_router(web: WebSettings, *, sandbox_on: bool) -> APIRouter:
         return render("rules.html", {"page": "rules", "entries": entries, "sandbox_on": sandbox_on})
 
     return router
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m plugin.web.catalogue [OUT]``: write the page to OUT, or print it."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    text = rules_markdown()
-    if args:
-        Path(args[0]).write_text(text, encoding="utf-8")
-    else:
-        sys.stdout.write(text)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
