@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from itertools import combinations, pairwise
+from itertools import pairwise
 
 from fhir_mappings.model import TimedService
 from plugin.rules.counts import CodeCounts
@@ -125,28 +125,44 @@ def attribute_minutes(
             return pair[0]
         return None
 
-    points = sorted({p for iv in exclusive for p in (iv.start, iv.end)})
+    # Sweep line over the one-on-one intervals, O(n log n): between two consecutive boundary
+    # points the active codes are those of intervals started at or before the left point and
+    # not yet ended (an interval ending at a point does not cover what follows it).
+    events: dict[datetime, list[tuple[int, str]]] = {}
+    for iv in exclusive:
+        events.setdefault(iv.start, []).append((1, iv.code))
+        events.setdefault(iv.end, []).append((-1, iv.code))
+    points = sorted(events)
+    counts: dict[str, int] = {}
     for left, right in pairwise(points):
-        active = frozenset(iv.code for iv in exclusive if iv.start <= left and iv.end >= right)
+        for delta, code_at in events[left]:
+            counts[code_at] = counts.get(code_at, 0) + delta
+        active = frozenset(c for c, n in counts.items() if n > 0)
         code = winner(active) if active else None
         if code is not None:
             kept[code] += right - left
 
+    # Overlapping pairs: with the intervals sorted by start, only the ones that start before
+    # an interval ends can share time with it (touching intervals share none).
     overlaps: list[Overlap] = []
-    for a, b in combinations(exclusive, 2):
-        shared = intersection(a, b)
-        if shared <= timedelta(0):
-            continue
-        codes = frozenset({a.code, b.code})
-        refs = tuple(sorted((a.ref, b.ref)))
-        overlaps.append(
-            Overlap(
-                refs=(refs[0], refs[1]),
-                codes=tuple(sorted(codes)),
-                length=shared,
-                kept_by=winner(codes),
+    by_start = sorted(exclusive, key=lambda iv: (iv.start, iv.end, iv.ref, iv.code))
+    for index, a in enumerate(by_start):
+        for b in by_start[index + 1 :]:
+            if b.start >= a.end:
+                break
+            shared = intersection(a, b)
+            if shared <= timedelta(0):
+                continue
+            codes = frozenset({a.code, b.code})
+            refs = tuple(sorted((a.ref, b.ref)))
+            overlaps.append(
+                Overlap(
+                    refs=(refs[0], refs[1]),
+                    codes=tuple(sorted(codes)),
+                    length=shared,
+                    kept_by=winner(codes),
+                )
             )
-        )
     overlaps.sort(key=lambda o: (o.refs, o.codes))
     return Attribution(
         raw_minutes=CodeCounts({c: whole_minutes(raw[c]) for c in raw}),
