@@ -45,6 +45,18 @@ def prune(value: Any) -> Any:
     return value
 
 
+def _prune_members(value: dict[str, Any]) -> dict[str, Any]:
+    """Drop ``None`` and empty members one level deep. Nested wire models arrive already pruned
+    by their own serializer, so pruning each level once keeps serialisation linear."""
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if isinstance(item, list):
+            item = [v for v in item if not _is_empty(v)]
+        if not _is_empty(item):
+            out[key] = item
+    return out
+
+
 class WireModel(BaseModel):
     """Base for outgoing objects: camelCase as in the spec, nothing null or empty on the wire."""
 
@@ -52,7 +64,7 @@ class WireModel(BaseModel):
 
     @model_serializer(mode="wrap")
     def _serialize(self, handler: Any) -> Any:
-        return prune(handler(self))
+        return _prune_members(handler(self))
 
 
 class Coding(WireModel):
@@ -75,6 +87,11 @@ class Action(WireModel):
     description: str
     resource: JsonObject | None = None
     resource_id: str | None = Field(default=None, alias="resourceId")
+
+    @model_serializer(mode="wrap")
+    def _serialize(self, handler: Any) -> Any:
+        # ``resource`` is free-form JSON: the one member pruned all the way down.
+        return prune(handler(self))
 
 
 class Suggestion(WireModel):
@@ -133,7 +150,7 @@ class CdsResponse(WireModel):
 
     @model_serializer(mode="wrap")
     def _serialize(self, handler: Any) -> Any:
-        body = prune(handler(self))
+        body = _prune_members(handler(self))
         body.setdefault("cards", [])  # the one empty array the spec allows (A-3)
         return body
 
@@ -148,6 +165,10 @@ class ServiceDescriptor(WireModel):
     prefetch: dict[str, str] = Field(default_factory=dict)
     usage_requirements: str | None = Field(default=None, alias="usageRequirements")
     extension: JsonObject | None = None
+
+    @model_serializer(mode="wrap")
+    def _serialize(self, handler: Any) -> Any:
+        return prune(handler(self))  # ``prefetch`` and ``extension`` are free-form
 
 
 class DiscoveryResponse(WireModel):
