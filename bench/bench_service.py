@@ -1,0 +1,371 @@
+"""Benchmark: therapy-cds order-sign against the floor and the Python peer, in one run.
+
+Targets, each served by uvicorn (uvloop + httptools) with one worker on 127.0.0.1:
+
+* ``therapy-cds`` -- ``therapy-cds serve --dev`` (the production entry point, auth off, the
+  default INFO logging sent to /dev/null), real analysis of the payload;
+* ``floor`` -- ``bench/floor_app.py``: bare ASGI, parses the body with orjson, ``{"cards": []}``;
+* ``healthchain`` -- ``bench/peer_healthchain.py``: the HealthChain framework (PyPI
+  ``healthchain``) answering one canned card, run from a throw-away virtual environment that
+  this script creates outside the repository (``--peer-venv``; reused when it exists).
+
+Payloads: ``bench/payloads.py`` -- one order-sign request for a visit with 10 Procedures and
+one with 100 (fixed, synthetic), built with ``build_hook_request``.
+
+Load: wrk (Debian package ``wrk``) from a separate process, one thread, fixed concurrency,
+POSTing the payload through a Lua script. Each (target, payload) gets a warm-up, then
+``--rounds`` measured rounds interleaved across targets (the order rotates every round), so a
+noisy neighbour hits every target alike. Reported per (target, payload): requests/s over all
+rounds, the median over rounds of wrk's p50/p90/p99, the server's CPU time per request (user +
+system of the server process tree, from /proc) and non-2xx/3xx responses plus socket errors.
+
+Run: .venv/bin/python bench/bench_service.py [--duration 5] [--rounds 3] [--concurrency 8]
+     (``make bench``; ``--skip-peer`` to leave HealthChain out, ``--json FILE`` to save results)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from payloads import order_sign_body  # noqa: E402
+
+SERVICE_PATH = "/cds-services/therapy-timed-codes"
+PEER_PATH = "/cds/cds-services/therapy-timed-codes"
+PEER_PACKAGES = ("healthchain", "uvicorn[standard]")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+LUA = """
+local f = assert(io.open("{body}", "rb"))
+wrk.body = f:read("*a")
+f:close()
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRKJSON {{"requests": %d, "duration_us": %d, "non2xx": %d, "socket_errors": %d, '
+    .. '"p50": %d, "p90": %d, "p99": %d, "max": %d}}\\n',
+    summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
+end
+"""
+
+
+@dataclass
+class Target:
+    name: str
+    command: list[str]
+    path: str
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+
+
+@dataclass
+class Round:
+    requests: int
+    seconds: float
+    non2xx: int
+    socket_errors: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    cpu_seconds: float
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def process_tree_cpu(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its descendants (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    times: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        ppid = int(fields[1])
+        children.setdefault(ppid, []).append(int(entry.name))
+        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    total, stack = 0.0, [pid]
+    while stack:
+        current = stack.pop()
+        total += times.get(current, 0.0)
+        stack.extend(children.get(current, []))
+    return total
+
+
+def wait_ready(target: Target, body: bytes, timeout: float = 60.0) -> None:
+    url = f"http://127.0.0.1:{target.port}{target.path}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if target.process is not None and target.process.poll() is not None:
+            raise RuntimeError(f"{target.name} exited with {target.process.returncode}")
+        request = urllib.request.Request(
+            url, data=body, headers={"Content-Type": "application/json"}, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{target.name} did not answer 200 on {target.path} in {timeout} s")
+
+
+@contextlib.contextmanager
+def running(targets: list[Target], logs: Path) -> Iterator[None]:
+    try:
+        for target in targets:
+            target.port = free_port()
+            command = [arg.replace("{port}", str(target.port)) for arg in target.command]
+            log = (logs / f"{target.name}.log").open("wb")
+            target.process = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env={**os.environ, **target.env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        yield
+    finally:
+        for target in targets:
+            if target.process is not None and target.process.poll() is None:
+                os.killpg(target.process.pid, signal.SIGTERM)
+                try:
+                    target.process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(target.process.pid, signal.SIGKILL)
+
+
+def run_wrk(target: Target, script: Path, seconds: float, concurrency: int) -> Round:
+    assert target.process is not None
+    url = f"http://127.0.0.1:{target.port}{target.path}"
+    cpu_before = process_tree_cpu(target.process.pid)
+    started = time.monotonic()
+    completed = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{concurrency}",
+            f"-d{max(1, round(seconds))}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 60,
+    )
+    elapsed = time.monotonic() - started
+    cpu = process_tree_cpu(target.process.pid) - cpu_before
+    line = next(x for x in completed.stdout.splitlines() if x.startswith("WRKJSON "))
+    data = json.loads(line[len("WRKJSON ") :])
+    return Round(
+        requests=data["requests"],
+        seconds=data["duration_us"] / 1e6 or elapsed,
+        non2xx=data["non2xx"],
+        socket_errors=data["socket_errors"],
+        p50_ms=data["p50"] / 1000,
+        p90_ms=data["p90"] / 1000,
+        p99_ms=data["p99"] / 1000,
+        cpu_seconds=cpu,
+    )
+
+
+def peer_python(venv: Path) -> Path:
+    """The throw-away venv's interpreter, created with HealthChain on first use."""
+    python = venv / "bin" / "python"
+    if python.exists():
+        return python
+    print(f"creating the HealthChain venv at {venv} (one-off, a minute or two)", flush=True)
+    base = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run([base, "-m", "venv", str(venv)], check=True)
+    subprocess.run(
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            *PEER_PACKAGES,
+        ],
+        check=True,
+    )
+    return python
+
+
+def summarise(rounds: list[Round]) -> dict[str, float]:
+    requests = sum(r.requests for r in rounds)
+    seconds = sum(r.seconds for r in rounds)
+    return {
+        "rps": requests / seconds if seconds else 0.0,
+        "p50_ms": statistics.median(r.p50_ms for r in rounds),
+        "p90_ms": statistics.median(r.p90_ms for r in rounds),
+        "p99_ms": statistics.median(r.p99_ms for r in rounds),
+        "p99_worst_ms": max(r.p99_ms for r in rounds),
+        "cpu_ms_per_request": 1000 * sum(r.cpu_seconds for r in rounds) / max(requests, 1),
+        "non2xx": sum(r.non2xx + r.socket_errors for r in rounds),
+        "requests": requests,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per round")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--procedures", default="10,100", help="visit sizes, comma-separated")
+    parser.add_argument("--skip-peer", action="store_true", help="leave HealthChain out")
+    parser.add_argument(
+        "--peer-venv",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "therapy-cds-bench-healthchain",
+        help="throw-away venv for HealthChain (created when missing)",
+    )
+    parser.add_argument("--json", type=Path, help="write the results here as JSON")
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("wrk not found: install it (Debian: apt-get install -y wrk)", file=sys.stderr)
+        return 2
+    if not 1 <= args.rounds <= 20 or not 1 <= args.duration <= 120:
+        parser.error("rounds must be 1..20 and duration 1..120 s")
+
+    sizes = [int(x) for x in args.procedures.split(",") if x.strip()]
+    workdir = Path(tempfile.mkdtemp(prefix="therapy-cds-bench-"))
+    scripts: dict[int, Path] = {}
+    bodies: dict[int, bytes] = {}
+    for size in sizes:
+        bodies[size] = order_sign_body(size)
+        (workdir / f"visit-{size}.json").write_bytes(bodies[size])
+        scripts[size] = workdir / f"visit-{size}.lua"
+        scripts[size].write_text(LUA.format(body=workdir / f"visit-{size}.json"))
+
+    entry = Path(sys.executable).parent / "therapy-cds"
+    targets = [
+        Target(
+            "therapy-cds",
+            [str(entry), "serve", "--dev", "--host", "127.0.0.1", "--port", "{port}"],
+            SERVICE_PATH,
+            env={"THERAPY_CDS_DATABASE_URL": f"sqlite:///{workdir / 'bench.db'}"},
+        ),
+        Target("floor", [sys.executable, str(ROOT / "bench" / "floor_app.py"), "{port}"], "/"),
+    ]
+    if not args.skip_peer:
+        python = peer_python(args.peer_venv)
+        targets.append(
+            Target(
+                "healthchain",
+                [str(python), str(ROOT / "bench" / "peer_healthchain.py"), "{port}"],
+                PEER_PATH,
+            )
+        )
+
+    print(
+        f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; "
+        f"wrk -t1 -c{args.concurrency}, {args.rounds} rounds x {args.duration:g} s, "
+        f"warm-up {args.warmup:g} s; payloads "
+        + ", ".join(f"{s} Procedures = {len(bodies[s]) // 1024} KiB" for s in sizes),
+        flush=True,
+    )
+    results: dict[tuple[str, int], list[Round]] = {}
+    with running(targets, workdir):
+        for target in targets:
+            wait_ready(target, bodies[sizes[0]])
+        for size in sizes:
+            for target in targets:
+                run_wrk(target, scripts[size], args.warmup, args.concurrency)
+        for index in range(args.rounds):
+            shift = index % len(targets)
+            order = targets[shift:] + targets[:shift]
+            for size in sizes:
+                for target in order:
+                    results.setdefault((target.name, size), []).append(
+                        run_wrk(target, scripts[size], args.duration, args.concurrency)
+                    )
+            print(f"round {index + 1}/{args.rounds} done", flush=True)
+
+    table = {key: summarise(rounds) for key, rounds in results.items()}
+    header = (
+        f"{'target':<12} {'visit':>9} {'req/s':>8} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} "
+        f"{'CPU ms/req':>10} {'non-2xx':>8}"
+    )
+    print()
+    print(header)
+    print("-" * len(header))
+    for size in sizes:
+        for target in targets:
+            row = table[(target.name, size)]
+            print(
+                f"{target.name:<12} {str(size) + ' proc':>9} {row['rps']:>8.0f} "
+                f"{row['p50_ms']:>7.2f} {row['p90_ms']:>7.2f} {row['p99_ms']:>7.2f} "
+                f"{row['cpu_ms_per_request']:>10.3f} {row['non2xx']:>8.0f}"
+            )
+    print()
+    verdicts: list[str] = []
+    for size in sizes:
+        ours = table[("therapy-cds", size)]
+        floor = table[("floor", size)]
+        line = f"{size} Procedures: therapy-cds / floor = {ours['rps'] / floor['rps']:.2f}"
+        if ("healthchain", size) in table:
+            peer = table[("healthchain", size)]
+            ratio = ours["rps"] / peer["rps"] if peer["rps"] else float("inf")
+            line += f", therapy-cds / healthchain = {ratio:.2f}"
+            need = 2.0 if size <= 10 else 1.0
+            ok = ratio >= need and (size > 10 or ours["p99_ms"] <= 10.0)
+            verdicts.append(
+                f"target {size} Procedures: >= {need:g}x healthchain"
+                + (" and p99 <= 10 ms" if size <= 10 else "")
+                + (": MET" if ok else ": NOT MET")
+            )
+        print(line)
+    for verdict in verdicts:
+        print(verdict)
+    if args.json is not None:
+        args.json.write_text(
+            json.dumps(
+                {f"{name}/{size}": row for (name, size), row in table.items()},
+                indent=2,
+            )
+        )
+    shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

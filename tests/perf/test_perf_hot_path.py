@@ -1,0 +1,275 @@
+"""Guards for the per-request fast paths the service benchmark relies on.
+
+- update suggestions are no longer rebuilt through the full FHIR models per request: every
+  suggestion the service makes for the sample bundles and the benchmark payloads still
+  validates through them (R-22), and malformed drafts get no suggestion;
+- the sweep-line minute attribution gives exactly what the quadratic definition gives;
+- the response serialises with one prune per level and still sends nothing null or empty.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cds_hooks.models import Action, Card, CdsResponse, Coding, Source, Suggestion
+from fhir_mappings.model import FhirVersion, TimedService, TimingKind
+from plugin import cards
+from plugin.rules import Fix
+from plugin.rules.intervals import Overlap, attribute_minutes, intersection, usable_interval
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLES = ROOT / "sample_bundles"
+sys.path.insert(0, str(ROOT / "bench"))
+
+from payloads import order_sign_request  # noqa: E402
+
+
+def _suggested_resources(body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for card in body.get("cards", []):
+        for suggestion in card.get("suggestions", []):
+            for action in suggestion.get("actions", []):
+                if action.get("resource") is not None:
+                    yield action["resource"]
+
+
+def _is_r5(resource: dict[str, Any]) -> bool:
+    return isinstance(resource.get("code"), dict) and "concept" in resource["code"]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def app() -> Any:
+    from plugin.app import create_app
+    from plugin.settings import Settings
+
+    settings = Settings(
+        require_auth=False, dev_mode=True, database_url="sqlite://", log_level="WARNING"
+    )
+    return create_app(settings)
+
+
+def _requests() -> Iterator[tuple[str, dict[str, Any]]]:
+    from plugin.hook_request import build_hook_request
+
+    for path in sorted(SAMPLES.glob("*.json")):
+        bundle = json.loads(path.read_text())
+        if bundle.get("resourceType") != "Bundle":
+            continue
+        yield path.name, build_hook_request(bundle)
+    for size in (10, 100):
+        yield f"bench-{size}", order_sign_request(size)
+
+
+@pytest.mark.anyio
+async def test_every_suggested_update_is_valid_fhir(app: Any) -> None:
+    from fhir.resources.R4B.servicerequest import ServiceRequest as R4ServiceRequest
+    from fhir.resources.servicerequest import ServiceRequest as R5ServiceRequest
+
+    checked = 0
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        for name, request in _requests():
+            response = await client.post("/cds-services/therapy-timed-codes", json=request)
+            assert response.status_code == 200, name
+            for resource in _suggested_resources(response.json()):
+                model = R5ServiceRequest if _is_r5(resource) else R4ServiceRequest
+                model.model_validate(resource)  # full models, as before the fast path
+                checked += 1
+    assert checked >= 5
+
+
+def _draft() -> dict[str, Any]:
+    return {
+        "resourceType": "ServiceRequest",
+        "id": "chg-1",
+        "status": "draft",
+        "intent": "order",
+        "subject": {"reference": "Patient/p1"},
+        "code": {"coding": [{"system": cards.CPT_SYSTEM, "code": "97530"}]},
+        "quantityQuantity": {"value": 2, "unit": "unit"},
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"status": None}, "status is required"),
+        ({"intent": ""}, "intent is required"),
+        ({"subject": None}, "subject is required"),
+        ({"subject": {}}, "an empty Reference"),
+        ({"resourceType": "Procedure"}, "not a ServiceRequest"),
+        ({"quantityQuantity": {"value": "two"}}, "quantity value is not a number"),
+        ({"quantityQuantity": {"value": True}}, "quantity value is a boolean"),
+        ({"orderDetail": ["59"]}, "orderDetail holds no CodeableConcepts"),
+        ({"extension": [{"valueCode": "x"}]}, "extension without url"),
+        ({"code": {"coding": "97530"}}, "coding is not a list"),
+    ],
+)
+def test_malformed_drafts_are_not_sound(change: dict[str, Any], why: str) -> None:
+    draft = {**_draft(), **change}
+    draft = {k: v for k, v in draft.items() if v is not None}
+    updated = cards.apply_fixes(draft, [Fix(line_code="97530", add_modifier="59")], None)
+    assert not cards.sound_update(updated, None), why
+
+
+@pytest.mark.parametrize(
+    "fix",
+    [
+        Fix(line_code="97530", set_units=1),
+        Fix(line_code="97530", add_modifier="59"),
+        Fix(line_code="97530", add_modifier="XE"),
+        Fix(line_code="97530", remove_modifier="59"),
+        Fix(line_code="97530", replace_code="97150", set_units=1),
+    ],
+)
+@pytest.mark.parametrize("version", [None, FhirVersion.R5])
+def test_sound_update_agrees_with_the_full_models(fix: Fix, version: FhirVersion | None) -> None:
+    draft = _draft()
+    if version is FhirVersion.R5:
+        draft["code"] = {"concept": draft["code"]}
+    updated = cards.apply_fixes(draft, [fix], version)
+    assert cards.sound_update(updated, version)
+    assert cards._valid_fhir(updated, version)
+
+
+# ------------------------------------------------------------------ minute attribution
+
+T0 = datetime(2025, 3, 4, 9, 0, tzinfo=UTC)
+POOL = ["97110", "97140", "97530", "97150", "97010"]
+
+
+def _one_on_one(code: str) -> bool:
+    return code not in ("97150", "97010")
+
+
+def _reference_attribution(
+    services: list[TimedService], pair: tuple[str, str] | None
+) -> tuple[dict[str, int], list[Overlap]]:
+    """The quadratic definition: every elementary segment, every pair of intervals."""
+    intervals = [i for i in (usable_interval(s) for s in services) if i is not None]
+    kept: dict[str, timedelta] = {i.code: timedelta(0) for i in intervals}
+    exclusive = [i for i in intervals if _one_on_one(i.code)]
+    for i in intervals:
+        if not _one_on_one(i.code):
+            kept[i.code] += i.length
+
+    def winner(active: frozenset[str]) -> str | None:
+        if len(active) == 1:
+            return next(iter(active))
+        if pair is not None and active == frozenset(pair):
+            return pair[0]
+        return None
+
+    points = sorted({p for i in exclusive for p in (i.start, i.end)})
+    for left, right in pairwise(points):
+        active = frozenset(i.code for i in exclusive if i.start <= left and i.end >= right)
+        code = winner(active) if active else None
+        if code is not None:
+            kept[code] += right - left
+    overlaps = []
+    for x, a in enumerate(exclusive):
+        for b in exclusive[x + 1 :]:
+            shared = intersection(a, b)
+            if shared > timedelta(0):
+                refs = tuple(sorted((a.ref, b.ref)))
+                overlaps.append(
+                    Overlap(
+                        refs=(refs[0], refs[1]),
+                        codes=tuple(sorted({a.code, b.code})),
+                        length=shared,
+                        kept_by=winner(frozenset({a.code, b.code})),
+                    )
+                )
+    overlaps.sort(key=lambda o: (o.refs, o.codes))
+    return {c: int(v.total_seconds() // 60) for c, v in kept.items()}, overlaps
+
+
+specs = st.lists(
+    st.tuples(st.sampled_from(POOL), st.integers(0, 90), st.integers(0, 40)),
+    min_size=0,
+    max_size=14,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(specs, st.sampled_from([None, ("97140", "97530")]))
+def test_sweep_attribution_equals_the_quadratic_definition(
+    raw: list[tuple[str, int, int]], pair: tuple[str, str] | None
+) -> None:
+    services = [
+        TimedService(
+            ref=f"Procedure/p{i}",
+            code=code,
+            system=cards.CPT_SYSTEM,
+            status="completed",
+            timing=TimingKind.PERIOD,
+            start=T0 + timedelta(minutes=at),
+            end=T0 + timedelta(minutes=at + length),
+            service_date=T0.date(),
+            spans_midnight=False,
+            patient="Patient/p1",
+            encounter="Encounter/e1",
+        )
+        for i, (code, at, length) in enumerate(raw)
+    ]
+    result = attribute_minutes(services, is_one_on_one=_one_on_one, pair=pair)
+    minutes, overlaps = _reference_attribution(services, pair)
+    assert dict(result.minutes) == minutes
+    assert list(result.overlaps) == overlaps
+
+
+# ------------------------------------------------------------------ serialisation
+
+
+def test_response_prunes_nested_empties_once() -> None:
+    action = Action(
+        type="update",
+        description="set units",
+        resource={"resourceType": "ServiceRequest", "note": [], "x": {"y": None, "z": ""}},
+    )
+    card = Card(
+        summary="s",
+        indicator="info",
+        source=Source(label="l", topic=Coding(code="c", system="s", display=None)),
+        suggestions=(Suggestion(label="fix", actions=(action,)),),
+        selection_behavior="at-most-one",
+    )
+    body = CdsResponse(cards=(card,)).model_dump(mode="json", by_alias=True)
+    assert body == {
+        "cards": [
+            {
+                "summary": "s",
+                "indicator": "info",
+                "source": {"label": "l", "topic": {"code": "c", "system": "s"}},
+                "suggestions": [
+                    {
+                        "label": "fix",
+                        "actions": [
+                            {
+                                "type": "update",
+                                "description": "set units",
+                                "resource": {"resourceType": "ServiceRequest"},
+                            }
+                        ],
+                    }
+                ],
+                "selectionBehavior": "at-most-one",
+            }
+        ]
+    }
+    assert CdsResponse().model_dump(mode="json", by_alias=True) == {"cards": []}
