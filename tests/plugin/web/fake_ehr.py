@@ -16,7 +16,7 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
@@ -47,6 +47,7 @@ class FakeEhr:
     token_requests: list[dict[str, str]] = field(default_factory=list)
     fhir_requests: list[str] = field(default_factory=list)  # "GET Encounter/x" etc.
     pkce_verified: int = 0
+    challenge_methods: list[str] = field(default_factory=lambda: ["S256"])
 
     @property
     def fhir_base(self) -> str:
@@ -96,7 +97,7 @@ def make_fake_ehr_app(ehr: FakeEhr) -> FastAPI:
                 "client-public",
                 "context-ehr-encounter",
             ],
-            "code_challenge_methods_supported": ["S256"],
+            "code_challenge_methods_supported": ehr.challenge_methods,
             "grant_types_supported": ["authorization_code"],
         }
 
@@ -125,8 +126,9 @@ def make_fake_ehr_app(ehr: FakeEhr) -> FastAPI:
 
     @app.post("/auth/token")
     async def token(request: Request) -> Response:
-        form = dict((await request.form()).items())
-        ehr.token_requests.append({k: str(v) for k, v in form.items()})
+        # application/x-www-form-urlencoded, parsed by hand (no multipart library needed)
+        form = {k: v[0] for k, v in parse_qs((await request.body()).decode()).items()}
+        ehr.token_requests.append(dict(form))
         grant = ehr.grants.pop(str(form.get("code", "")), None)
         if (
             grant is None
