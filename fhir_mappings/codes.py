@@ -55,6 +55,7 @@ class CodeList:
     ncci_modifiers: frozenset[str]
     discipline_codings: Mapping[tuple[str, str], Discipline]
     discipline_phrases: tuple[tuple[str, Discipline], ...]
+    discipline_texts: Mapping[str, Discipline]  # whole texts, lower case ("pt", "ot", "slp")
 
 
 _SYSTEMS = {"cpt": CPT_SYSTEM, "hcpcs": HCPCS_SYSTEM}
@@ -91,6 +92,9 @@ def _load() -> CodeList:
         discipline_phrases=tuple(
             (p["phrase"].lower(), Discipline(p["discipline"])) for p in concepts["text_phrases"]
         ),
+        discipline_texts={
+            t["text"].lower(): Discipline(t["discipline"]) for t in concepts["text_exact"]
+        },
     )
 
 
@@ -143,10 +147,15 @@ def discipline_of_concept(system: str | None, code: str | None, text: str | None
     """Discipline named by a category coding or text (I-2.5); UNKNOWN unless recognised."""
     if code is not None:
         found = CODE_LIST.discipline_codings.get((system or "", code))
+        if found is None and not system:
+            found = CODE_LIST.discipline_modifiers.get(code.upper())
         if found is not None:
             return found
     if text:
-        lowered = text.lower()
+        lowered = text.strip().lower()
+        exact = CODE_LIST.discipline_texts.get(lowered)
+        if exact is not None:
+            return exact
         for phrase, discipline in CODE_LIST.discipline_phrases:
             if phrase in lowered:
                 return discipline

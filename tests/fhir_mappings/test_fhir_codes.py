@@ -98,6 +98,16 @@ def test_ncci_modifiers(modifier: str) -> None:
             Discipline.SLP,
         ),
         ("unrecognised text", None, None, "Weight management", Discipline.UNKNOWN),
+        ("GO without a system", None, "GO", None, Discipline.OT),
+        (
+            "GP in a foreign system is not trusted",
+            "http://example.org/x",
+            "GP",
+            None,
+            Discipline.UNKNOWN,
+        ),
+        ("whole text 'OT'", None, None, " OT ", Discipline.OT),
+        ("'ot' inside a word is not OT", None, None, "Foot care", Discipline.UNKNOWN),
     ],
 )
 def test_discipline_of_concept(
