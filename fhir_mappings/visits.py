@@ -26,7 +26,7 @@ Charges no visit can take are returned in :attr:`VisitGrouping.unattached_charge
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 
 from fhir_mappings import codes
 from fhir_mappings.model import (
@@ -42,7 +42,7 @@ from fhir_mappings.model import (
     VisitGrouping,
 )
 
-_LATEST = datetime.max.replace(tzinfo=None)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 VisitKey = tuple[str, date, Discipline]
 
 
@@ -126,9 +126,12 @@ def group_visits(record: TherapyRecord) -> VisitGrouping:
     )
 
 
-def _start_order(service: TimedService) -> tuple[datetime, str]:
-    start = service.start.replace(tzinfo=None) if service.start is not None else _LATEST
-    return start, service.ref
+def _start_order(service: TimedService) -> tuple[bool, datetime, str]:
+    """Start order; services without a start time come last (then by reference)."""
+    start = service.start
+    if start is None:
+        return True, _EPOCH, service.ref
+    return False, start, service.ref
 
 
 def _service_discipline(

@@ -200,3 +200,17 @@ def test_empty_record_groups_to_nothing() -> None:
     grouping = group_visits(map_bundle(bundle()))
     assert grouping.visits == ()
     assert grouping.set_aside == ()
+
+
+def test_services_without_start_time_come_last() -> None:
+    _, grouping = grouped(
+        procedure(id="a-dated", start="2025-03-04", end="2025-03-04"),
+        procedure(id="b-late", start="2025-03-04T11:00:00-05:00", end="2025-03-04T11:10:00-05:00"),
+        procedure(id="c-early", start="2025-03-04T08:00:00-05:00", end="2025-03-04T08:10:00-05:00"),
+    )
+    (visit,) = grouping.visits
+    assert [s.ref for s in visit.services] == [
+        "Procedure/c-early",
+        "Procedure/b-late",
+        "Procedure/a-dated",
+    ]
