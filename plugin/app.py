@@ -15,6 +15,7 @@ from sqlalchemy import text
 
 from cds_hooks import CdsHooksConfig, install_cds_hooks, load_trusted_issuers
 from plugin.cards import warm_up as warm_up_cards
+from plugin.metrics import ServiceMetrics, install_metrics
 from plugin.services import RuleChoice, build_registry
 from plugin.settings import Settings
 from plugin.storage import SqlFeedbackStore, SqlReplayStore, make_engine
@@ -81,11 +82,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.feedback_store = feedback_store
 
     smart_launch = f"{settings.public_base_url}/smart/launch" if settings.public_base_url else None
+    metrics = ServiceMetrics()  # metrics (plugin/metrics.py), mounted below
     registry = build_registry(
         RuleChoice(payer_rule=settings.payer_rule, pair_rule=settings.pair_interval_rule),
         smart_launch_url=smart_launch,
+        on_findings=metrics.observe_findings,
     )
-    install_cds_hooks(app, registry, config, feedback_store, replay_store=replay_store)
+    runtime = install_cds_hooks(app, registry, config, feedback_store, replay_store=replay_store)
+    # ---- metrics: GET /metrics, latency per service, prefetch states, findings, feedback ----
+    install_metrics(app, runtime, metrics)
+    # ----
     warm_up_cards()  # no model building on the first request
 
     @app.get("/healthz", include_in_schema=False)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,7 @@ from fhir_mappings import CODE_LIST, map_cds_hooks
 from fhir_mappings.model import CPT_SYSTEM, HCPCS_SYSTEM
 from plugin.cards import CardOptions, DraftOrders, cards_for
 from plugin.pipeline import check_record
-from plugin.rules import PairRule, PayerRule
+from plugin.rules import Finding, PairRule, PayerRule
 
 logger = logging.getLogger(__name__)
 
@@ -135,8 +135,12 @@ def build_registry(
     defaults: RuleChoice,
     *,
     smart_launch_url: str | None = None,
+    on_findings: Callable[[str, Sequence[Finding]], None] | None = None,
 ) -> ServiceRegistry:
-    """The registry with both services, using ``defaults`` unless a call overrides them."""
+    """The registry with both services, using ``defaults`` unless a call overrides them.
+
+    ``on_findings(service_id, findings)`` is told every finding of each analysis (metrics).
+    """
     registry = ServiceRegistry()
 
     def links_for(invocation: Invocation) -> tuple[Link, ...]:
@@ -172,6 +176,12 @@ def build_registry(
             patient_id=patient if isinstance(patient, str) else None,
         )
         result = check_record(record, payer_rule=choice.payer_rule, pair_rule=choice.pair_rule)
+        if on_findings is not None:
+            on_findings(
+                invocation.service.id,
+                [f for v in result.analysis.visits for f in v.findings]
+                + list(result.analysis.findings),
+            )
         cards = cards_for(
             result.analysis,
             CardOptions(
