@@ -1,0 +1,207 @@
+"""/sandbox in real headless Chromium against a live service on loopback (dev mode, temp SQLite).
+
+Fires hooks on sample bundles and checks the cards (by topic code) and the timeline bars (by
+``data-ref``); accepting a suggestion and dismissing a card with a reason store feedback.
+Screenshots go to ``tests/artifacts/``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from web_support import LiveServer, chromium_context, dev_settings, needs_chromium, screenshot
+
+from plugin.app import create_app
+
+pytestmark = [pytest.mark.browser, needs_chromium]
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer, FastAPI]]:
+    app = create_app(dev_settings(tmp_path_factory.mktemp("sandbox")))
+    with LiveServer(app) as server:
+        yield server, app
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with chromium_context() as context:
+        yield context
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield page
+    page.close()
+    assert errors == [], errors
+
+
+def _fire(page: Any, base: str, scenario: str) -> None:
+    """Choose the scenario in the page, fire, and wait for the cards and the timeline."""
+    page.goto(f"{base}/sandbox")
+    page.select_option("#scenario", scenario)
+    page.wait_for_selector("#bundle-status:has-text('entries')")
+    page.click("#fire")
+    page.wait_for_selector("body[data-fired]")
+    page.wait_for_selector("#cards .card")
+
+
+def _topics(page: Any) -> dict[str, str]:
+    cards = page.locator("#cards .card")
+    return {
+        cards.nth(i).get_attribute("data-topic"): cards.nth(i).get_attribute("data-indicator")
+        for i in range(cards.count())
+    }
+
+
+def _bars(page: Any) -> set[str]:
+    bars = page.locator("#timeline svg rect.bar")
+    return {bars.nth(i).get_attribute("data-ref") for i in range(bars.count())}
+
+
+def test_firing_a_hook_shows_the_cards_and_the_timeline(
+    service: tuple[LiveServer, FastAPI], page: Any
+) -> None:
+    server, _ = service
+    _fire(page, server.url, "overlapping-time-blocks.json")
+    topics = _topics(page)
+    assert topics["E-PAIR-SAME-TIMEBLOCK"] == "critical"
+    assert topics["W-OVERLAP"] == "warning"
+    assert topics["units-summary"] == "info"
+    assert _bars(page) == {"Procedure/proc-dario-overlap-1", "Procedure/proc-dario-overlap-2"}
+    assert page.locator("#timeline svg rect.bar.overlapped").count() == 2
+    assert page.locator("#timeline svg rect.overlap").count() == 1
+    # Detail Markdown rendered as HTML: the minutes table and the bold totals.
+    critical = page.locator('.card[data-topic="E-PAIR-SAME-TIMEBLOCK"]')
+    assert critical.locator(".card-detail table tbody tr").count() == 2
+    assert critical.locator(".card-detail strong").first.inner_text() == "35"
+    assert critical.locator(".override-reason option").count() == 3  # placeholder + 2 reasons
+    page.click("#exchange summary")
+    request = json.loads(page.inner_text("#request-json"))
+    assert request["hook"] == "order-sign"
+    assert request["extension"]["io.github.therapy-cds"] == {"payerRule": "cms", "pairRule": "cms"}
+    assert json.loads(page.inner_text("#response-json"))["cards"]
+    screenshot(page, "sandbox-overlapping-time-blocks.png")
+
+
+def test_accepting_a_suggestion_posts_feedback_that_is_stored(
+    service: tuple[LiveServer, FastAPI], page: Any
+) -> None:
+    server, app = service
+    _fire(page, server.url, "pair-no-modifier.json")
+    card = page.locator('.card[data-topic="E-PAIR-NO-MODIFIER"]')
+    assert card.get_attribute("data-indicator") == "critical"
+    button = card.locator("button.suggestion")
+    assert button.inner_text() == "Add modifier 59 to 97530"
+    suggestion_uuid = button.get_attribute("data-suggestion")
+    card_uuid = card.get_attribute("data-uuid")
+    button.click()
+    page.wait_for_selector('.card[data-topic="E-PAIR-NO-MODIFIER"][data-feedback="accepted"]')
+    assert "Feedback recorded" in card.locator(".card-feedback").inner_text()
+    rows = [r for r in app.state.feedback_store.outcomes() if r["card_uuid"] == card_uuid]
+    assert len(rows) == 1
+    assert rows[0]["outcome"] == "accepted"
+    assert rows[0]["service_id"] == "therapy-timed-codes"
+    assert json.loads(rows[0]["accepted_suggestions"]) == [suggestion_uuid]
+    screenshot(page, "sandbox-suggestion-accepted.png")
+
+
+def test_dismissing_with_a_reason_stores_an_overridden_outcome(
+    service: tuple[LiveServer, FastAPI], page: Any
+) -> None:
+    server, app = service
+    _fire(page, server.url, "no-plan-of-care.json")
+    card = page.locator('.card[data-topic="W-NO-PLAN-OF-CARE"]')
+    card_uuid = card.get_attribute("data-uuid")
+    card.locator("button.dismiss").click()
+    card.locator("select.override-reason").select_option(
+        label="Current plan of care is on file outside the EHR"
+    )
+    card.locator("input.override-comment").fill("Signed plan in the referral packet")
+    card.locator("button.confirm-dismiss").click()
+    page.wait_for_selector('.card[data-topic="W-NO-PLAN-OF-CARE"][data-feedback="overridden"]')
+    rows = [r for r in app.state.feedback_store.outcomes() if r["card_uuid"] == card_uuid]
+    assert len(rows) == 1
+    assert rows[0]["outcome"] == "overridden"
+    assert rows[0]["override_reason_code"] == "plan-on-file"
+    assert rows[0]["user_comment"] == "Signed plan in the referral packet"
+    screenshot(page, "sandbox-dismissed.png")
+
+
+def test_the_discharge_hook_and_the_ama_rule_from_the_controls(
+    service: tuple[LiveServer, FastAPI], page: Any
+) -> None:
+    server, _ = service
+    _fire(page, server.url, "discharge-procedure-extensions.json")
+    assert page.is_checked('input[name="hook"][value="encounter-discharge"]')
+    assert page.inner_text("#service-id") == "therapy-timed-codes-discharge"
+    assert "units-summary" in _topics(page)
+    _fire(page, server.url, "cms-vs-ama-24-plus-23.json")
+    assert "E-UNITS-EXCEED" in _topics(page)
+    page.select_option("#payer-rule", "ama")
+    page.click("#fire")
+    page.wait_for_selector("body[data-fired='2']")
+    assert "E-UNITS-EXCEED" not in _topics(page)
+
+
+def test_a_pasted_bundle_and_a_broken_one(
+    service: tuple[LiveServer, FastAPI], page: Any, tmp_path: Path
+) -> None:
+    server, _ = service
+    page.goto(f"{server.url}/sandbox")
+    page.click("#bundle-editor summary")
+    page.fill("#bundle", '{"resourceType": "Bundle", "entry": [')
+    page.click("#fire")
+    page.wait_for_selector("#fire-status.status-error")
+    assert "not valid JSON" in page.inner_text("#fire-status")
+    upload = tmp_path / "visit.json"
+    upload.write_text(
+        (
+            Path(__file__).resolve().parents[3] / "sample_bundles" / "split-blocks-10-15-5.json"
+        ).read_text()
+    )
+    page.set_input_files("#bundle-file", str(upload))
+    page.wait_for_selector("#bundle-status:has-text('visit.json')")
+    page.click("#fire")
+    page.wait_for_selector("#cards .card")
+    assert page.locator("#timeline svg rect.bar").count() == 3
+
+
+def test_card_markdown_is_escaped_not_executed(
+    service: tuple[LiveServer, FastAPI], page: Any
+) -> None:
+    server, _ = service
+    page.goto(f"{server.url}/sandbox")
+    html = page.evaluate(
+        """() => window.CardMarkdown.render(
+            '<img src=x onerror=alert(1)> **bold** `<b>` [ok](https://example.org) [bad](javascript:alert(1))\\n\\n' +
+            '| a | b |\\n|---|--:|\\n| <i>x</i> | 2 |\\n\\n- one\\n- *two*')"""
+    )
+    assert "<img" not in html
+    assert "&lt;img" in html
+    assert "<strong>bold</strong>" in html
+    assert "<code>&lt;b&gt;</code>" in html
+    assert 'href="https://example.org"' in html
+    assert "javascript:" not in html.split("[bad]")[0]
+    assert 'href="javascript' not in html
+    assert '<td class="align-right">2</td>' in html
+    assert "&lt;i&gt;x&lt;/i&gt;" in html
+    assert "<ul><li>one</li><li><em>two</em></li></ul>" in html
+
+
+def test_the_rule_catalogue_page(service: tuple[LiveServer, FastAPI], page: Any) -> None:
+    server, _ = service
+    page.goto(f"{server.url}/rules")
+    assert page.locator("article.rule").count() >= 20
+    page.click('#E-PAIR-NO-MODIFIER a[href*="pair-no-modifier.json"]')
+    page.wait_for_selector('#cards .card[data-topic="E-PAIR-NO-MODIFIER"]')
+    page.goto(f"{server.url}/rules")
+    screenshot(page, "rules.png")
