@@ -9,6 +9,20 @@ Entry points:
   already-parsed JSON.
 * :func:`group_visits` groups a record's services into visits (patient, date, discipline).
 * :mod:`fhir_mappings.codes` answers timed / one-on-one / group questions about codes.
+
+Decisions on points the rule book leaves open (each module says more):
+
+* One FHIR version per input, decided from release-specific fields; the minority is read
+  anyway and reported (:mod:`~fhir_mappings.version`).
+* A time of day without an offset is invalid FHIR: it is reported and read as UTC, which keeps
+  the written date as the date of service (:mod:`~fhir_mappings.times`).
+* Keys: ``"Type/id"``; ``urn:uuid`` fullUrls resolve to it; contained resources are
+  ``"<container>#id"`` (:mod:`~fhir_mappings.references`).
+* A Claim line linked to a Procedure wins over the Procedure's modifier / units extensions; a
+  ServiceRequest a Procedure is ``basedOn`` is a plan of care, not a charge, unless it is a draft
+  order being signed (:mod:`~fhir_mappings.mapper`).
+* Data without a patient belongs to ``context.patientId``, else to the input's only patient;
+  undated draft orders join the visits holding their code (:mod:`~fhir_mappings.visits`).
 """
 
 from fhir_mappings.codes import (
