@@ -9,7 +9,14 @@ from fhir_builders import bundle, care_plan, claim, encounter, procedure, servic
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fhir_mappings import group_visits, map_bundle, map_cds_request
+from fhir_mappings import (
+    InputError,
+    group_visits,
+    load_bytes,
+    map_bundle,
+    map_cds_request,
+    map_document,
+)
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -89,3 +96,18 @@ def test_any_period_is_survivable(start: str, end: str) -> None:
 @given(context=json_values, prefetch=json_values)
 def test_any_cds_request_body_is_survivable(context: Any, prefetch: Any) -> None:
     group_visits(map_cds_request({"hook": "order-sign", "context": context, "prefetch": prefetch}))
+
+
+@settings(max_examples=300, deadline=None)
+@given(raw=st.binary(max_size=200) | st.text(max_size=200).map(str.encode))
+def test_any_bytes_load_or_raise_input_error(raw: bytes) -> None:
+    message = None
+    try:
+        document = load_bytes(raw, "input.json")
+    except InputError as error:
+        message = str(error)
+    if message is not None:
+        assert "\n" not in message
+        assert message.startswith("input.json: ")
+        return
+    group_visits(map_document(document))
