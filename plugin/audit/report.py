@@ -361,7 +361,7 @@ def _visit(index: int, visit: ReportVisit) -> str:
     ids = ", ".join(sorted({f[0] for f in visit.findings}))
     pair_css = {"SUPPORTED": "ok", "NOT_SUPPORTED": "bad"}.get(visit.pair, "")
     findings = "".join(
-        f'<tr><td><span class="sev {_e(f[1])}">{_e(f[1])}</span></td><td class="ref">{_e(f[0])}'
+        f'<tr><td><span class="sev {_e(f[1])}">{_e(f[1])}</span></td><td class="rule">{_e(f[0])}'
         f'</td><td>{_e(f[4])}</td><td class="ref">{_e(f[3])}</td></tr>'
         for f in visit.findings
     )

@@ -14,10 +14,12 @@ import math
 import multiprocessing
 import os
 import shutil
+import sys
 import tempfile
 import time
+import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,11 +31,13 @@ from plugin.audit.tasks import (
     AuditSettings,
     ChunkTask,
     DocumentTask,
+    DrawResult,
+    DrawTask,
     ReportVisit,
     ShardTask,
-    TaskResult,
     audit_documents,
     audit_shard,
+    draw_timelines,
     shard_dir,
     split_chunk,
 )
@@ -54,7 +58,11 @@ class AuditUsageError(Exception):
 
 
 class AuditProgress(Protocol):
-    """What the runner reports while it works (the CLI draws a progress bar from it)."""
+    """What the runner reports while it works (the CLI draws a progress bar from it).
+
+    Start no thread (no live display) before the first :meth:`phase` call: the worker
+    processes are forked before it.
+    """
 
     def phase(self, description: str, total: int) -> None: ...
 
@@ -189,11 +197,13 @@ def plan_chunks(files: tuple[Path, ...], chunk_bytes: int) -> list[tuple[str, in
 # ------------------------------------------------------------------------------ running
 
 
-def _run_task(task: DocumentTask | ChunkTask | ShardTask) -> TaskResult:
+def _run_task(task: DocumentTask | ChunkTask | ShardTask | DrawTask) -> Any:
     if isinstance(task, DocumentTask):
         return audit_documents(task)
     if isinstance(task, ChunkTask):
         return split_chunk(task)
+    if isinstance(task, DrawTask):
+        return draw_timelines(task)
     return audit_shard(task)
 
 
@@ -207,10 +217,13 @@ class _Pool:
     def __init__(self, jobs: int) -> None:
         self._pool: Any = None
         if jobs > 1:
-            # spawn: workers start clean (no inherited threads or locks), on every platform
-            self._pool = multiprocessing.get_context("spawn").Pool(jobs, initializer=_warm)
+            # fork where it is the platform's way (Linux): workers start at once with the rules
+            # already imported. The runner starts no thread before this point, and callers are
+            # asked (AuditProgress) to draw nothing before the first phase() call.
+            method = "fork" if sys.platform == "linux" else "spawn"
+            self._pool = multiprocessing.get_context(method).Pool(jobs, initializer=_warm)
 
-    def run(self, tasks: list[Any]) -> Iterator[TaskResult]:
+    def run(self, tasks: list[Any]) -> Iterator[Any]:
         if self._pool is None:
             yield from map(_run_task, tasks)
         else:
@@ -246,6 +259,15 @@ def run_audit(options: AuditOptions, progress: AuditProgress | None = None) -> A
     work = prepare_out(options.out)
     started = time.perf_counter()
     started_at = datetime.now(UTC)
+    phases: dict[str, float] = {}
+    mark = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        phases[name] = round(now - mark, 3)
+        mark = now
+
     pool = _Pool(max(1, options.jobs))
     try:
         settings = AuditSettings(
@@ -281,6 +303,7 @@ def run_audit(options: AuditOptions, progress: AuditProgress | None = None) -> A
                 task_id += 1
             for shard in range(shard_count):
                 shard_dir(str(work), shard).mkdir(parents=True)
+            lap("start")
             report_progress.phase("Reading the export", export_bytes)
             for result in pool.run(_largest_first(chunk_tasks)):
                 tally.merge(result.tally)
@@ -291,6 +314,7 @@ def run_audit(options: AuditOptions, progress: AuditProgress | None = None) -> A
                 shard_tasks.append(ShardTask(task_id, shard, size, sources, settings))
                 task_id += 1
 
+        lap("split")
         audit_tasks: list[DocumentTask | ShardTask] = [*doc_tasks, *shard_tasks]
         report_progress.phase("Auditing visits", sum(t.size for t in audit_tasks))
         for result in pool.run(_largest_first(audit_tasks)):
@@ -299,17 +323,62 @@ def run_audit(options: AuditOptions, progress: AuditProgress | None = None) -> A
             if result.patients is not None:
                 patient_digests.update(result.patients)
             report_progress.advance(result.amount, result.tally.visits)
-        pool.close()
         tally.patients += len(patient_digests)
         report.trim()
+        lap("audit")
+        report.visits = _draw(pool, report.visits, task_id, str(work), report_progress)
+        lap("draw")
+        pool.close()
 
         seconds = time.perf_counter() - started
         summary = _summary(options, inputs, tally, report, shard_count, started_at, seconds)
+        summary["run"]["phases"] = phases
         _write_outputs(options.out, work, summary, report.visits)
         return AuditOutcome(out=options.out, summary=summary)
     finally:
         pool.close()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _draw(
+    pool: _Pool,
+    visits: list[ReportVisit],
+    first_task_id: int,
+    workdir: str,
+    progress: AuditProgress,
+) -> list[ReportVisit]:
+    """Draw the timelines of the report's visits: one task per shard, or per batch of files."""
+    batches: dict[tuple[str, int], list[ReportVisit]] = {}
+    for visit in visits:
+        kind, shard, key = visit.locator
+        batch = (kind, shard) if kind == "shard" else (kind, zlib.crc32(key) % 64)
+        batches.setdefault(batch, []).append(visit)
+    tasks = [
+        DrawTask(
+            first_task_id + n,
+            tuple(
+                (
+                    v.locator,
+                    (v.patient_ref, v.date, v.discipline, v.unit_counts, v.minute_counts, v.pair),
+                )
+                for v in group
+            ),
+            workdir,
+            len(group),
+        )
+        for n, (_, group) in enumerate(sorted(batches.items()))
+    ]
+    progress.phase("Drawing timelines", len(visits))
+    svgs: dict[tuple[Any, str, str, str], str] = {}
+    result: DrawResult
+    sizes = {task.task_id: task.size for task in tasks}
+    for result in pool.run(tasks):
+        svgs.update(result.svgs)
+        progress.advance(sizes[result.task_id], 0)
+    return [
+        replace(v, svg=svgs.get((v.locator, v.patient_ref, v.date, v.discipline), ""))
+        for v in visits
+    ]
 
 
 def _largest_first(tasks: list[Any]) -> list[Any]:

@@ -24,27 +24,20 @@ Bulk Data NDJSON is not grouped by patient, so it takes two passes with bounded 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import os
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import date
 from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
 
-from fhir_mappings import (
-    Discipline,
-    InputError,
-    TherapyRecord,
-    TherapyVisit,
-    load_path,
-    map_document,
-)
+from fhir_mappings import InputError, TherapyRecord, group_visits, load_path, map_document
 from fhir_mappings.mapper import map_collected
 from fhir_mappings.model import MappingIssue
 from fhir_mappings.references import ReferenceIndex
@@ -102,12 +95,21 @@ class ShardTask:
     settings: AuditSettings
 
 
+SortKey = tuple[int, int, int, int, str, str, str, str]
+Locator = tuple[str, int, bytes]  # ("file", 0, path) or ("shard", shard number, patient key)
+
+
 @dataclass(frozen=True, slots=True)
 class ReportVisit:
-    """A visit with findings as the report shows it (timeline already drawn)."""
+    """A visit with findings as the report shows it.
 
-    sort_key: tuple[int, int, int, int, str, str, str, str]
-    patient: str
+    Tasks return their most serious visits without a picture; the runner keeps the global top
+    ``report_limit`` and only those get their timeline drawn (:class:`DrawTask`), found again
+    through ``locator`` + (``patient_ref``, ``date``, ``discipline``).
+    """
+
+    sort_key: SortKey
+    patient: str  # as shown (pseudonym with --pseudonymize)
     date: str
     discipline: str
     total_timed_minutes: int
@@ -116,7 +118,31 @@ class ReportVisit:
     pair: str
     findings: tuple[tuple[str, str, str, str, str], ...]  # rule, severity, codes, refs, message
     source: str
-    svg: str
+    locator: Locator
+    patient_ref: str  # as in the input; never written out
+    unit_counts: tuple[tuple[str, int], ...]
+    minute_counts: tuple[tuple[str, int], ...]
+    svg: str = ""
+
+
+# (patient reference, date, discipline, units, minutes, pair status) of a visit to draw
+VisitToDraw = tuple[str, str, str, tuple[tuple[str, int], ...], tuple[tuple[str, int], ...], str]
+
+
+@dataclass(frozen=True, slots=True)
+class DrawTask:
+    """Visits to draw from one file, or from one shard (several patients, one read)."""
+
+    task_id: int
+    visits: tuple[tuple[Locator, VisitToDraw], ...]
+    workdir: str
+    size: int = 0
+
+
+@dataclass(slots=True)
+class DrawResult:
+    task_id: int
+    svgs: dict[tuple[Locator, str, str, str], str]
 
 
 @dataclass(slots=True)
@@ -161,9 +187,7 @@ class _Parts:
 # ------------------------------------------------------------------------ auditing records
 
 
-def _visit_sort_key(
-    visit: VisitAnalysis, patient: str, source: str
-) -> tuple[int, int, int, int, str, str, str, str]:
+def _visit_sort_key(visit: VisitAnalysis, patient: str, source: str) -> SortKey:
     errors = sum(1 for f in visit.findings if f.severity is Severity.ERROR)
     warnings = sum(1 for f in visit.findings if f.severity is Severity.WARNING)
     worst = min(_SEVERITY_RANK[f.severity] for f in visit.findings)
@@ -189,7 +213,8 @@ class RecordAuditor:
         self.pseudonym = Pseudonyms(settings.pseudonym_key)
         self.count_patients = count_patients
         self.patients: set[bytes] = set()
-        self._candidates: list[tuple[Any, VisitAnalysis, TherapyVisit | None, str]] = []
+        self._candidates: list[ReportVisit] = []
+        self._cutoff: SortKey | None = None
 
     def audit(
         self,
@@ -198,6 +223,7 @@ class RecordAuditor:
         collector_issues: Sequence[MappingIssue],
         *,
         source: str,
+        locator: Locator,
         where: dict[str, tuple[str, str]] | None = None,
     ) -> None:
         """Map, check and record one input record; a failure rejects its resources, never the
@@ -215,9 +241,6 @@ class RecordAuditor:
             return
         self.tally.add_account(account)
         self.reject_all(account.rejections, counted_as_read=True)
-        by_key: dict[tuple[str, date, Discipline], TherapyVisit] = {
-            (v.patient, v.service_date, v.discipline): v for v in result.grouping.visits
-        }
         visits = self.parts.writer("visits")
         findings = self.parts.writer("findings")
         patients_here: set[str] = set()
@@ -232,10 +255,10 @@ class RecordAuditor:
             )
             if visit.findings and self.settings.report_limit > 0:
                 key = _visit_sort_key(visit, patient, source)
-                therapy_visit = by_key.get((visit.patient, visit.date, visit.discipline))
-                self._candidates.append((key, visit, therapy_visit, source))
-                if len(self._candidates) >= 2 * self.settings.report_limit + 64:
-                    self._trim()
+                if self._cutoff is None or key < self._cutoff:
+                    self._candidates.append(_report_visit(key, visit, patient, source, locator))
+                    if len(self._candidates) >= 2 * self.settings.report_limit + 64:
+                        self._trim()
         for finding in result.analysis.findings:
             self.tally.add_input_finding(finding)
         findings.writerows(finding_rows(result.analysis.findings, "", "", "", source))
@@ -276,12 +299,14 @@ class RecordAuditor:
                 self.tally.add_rejection(rejection, counted_as_read=False)
 
     def _trim(self) -> None:
-        self._candidates.sort(key=lambda c: c[0])
+        self._candidates.sort(key=lambda c: c.sort_key)
         del self._candidates[self.settings.report_limit :]
+        if len(self._candidates) == self.settings.report_limit:
+            self._cutoff = self._candidates[-1].sort_key  # worse visits cannot make the list
 
     def finish(self, task_id: int, amount: int) -> TaskResult:
         self._trim()
-        report = [_report_visit(*c) for c in self._candidates]
+        report = list(self._candidates)
         self.parts.close()
         return TaskResult(
             task_id=task_id,
@@ -293,20 +318,11 @@ class RecordAuditor:
 
 
 def _report_visit(
-    key: tuple[int, int, int, int, str, str, str, str],
-    visit: VisitAnalysis,
-    therapy_visit: TherapyVisit | None,
-    source: str,
+    key: SortKey, visit: VisitAnalysis, patient: str, source: str, locator: Locator
 ) -> ReportVisit:
-    svg = ""
-    if therapy_visit is not None:
-        timeline = build_timeline(
-            therapy_visit, units=visit.units, minutes=visit.minutes, pair=visit.pair.status.value
-        )
-        svg = render_svg(timeline)
     return ReportVisit(
         sort_key=key,
-        patient=key[5],
+        patient=patient,
         date=visit.date.isoformat(),
         discipline=visit.discipline.value,
         total_timed_minutes=visit.total_timed_minutes,
@@ -318,8 +334,49 @@ def _report_visit(
             for f in visit.findings
         ),
         source=source,
-        svg=svg,
+        locator=locator,
+        patient_ref=visit.patient,
+        unit_counts=tuple(visit.units.items()),
+        minute_counts=tuple(visit.minutes.items()),
     )
+
+
+def draw_timelines(task: DrawTask) -> DrawResult:
+    """Map the records holding ``task.visits`` again and draw each one's timeline (the sandbox
+    page's picture, :mod:`plugin.web.timeline`). No rules run here: units and minutes travel
+    with the visit."""
+    wanted: dict[Locator, dict[tuple[str, str, str], VisitToDraw]] = {}
+    for locator, to_draw in task.visits:
+        wanted.setdefault(locator, {})[to_draw[:3]] = to_draw
+    records: list[tuple[Locator, TherapyRecord]] = []
+    shard_keys: dict[int, set[bytes]] = {}
+    for locator in wanted:
+        kind, shard, key = locator
+        if kind == "file":
+            with contextlib.suppress(InputError):  # read before; if it went away, no picture
+                records.append((locator, map_document(load_path(key.decode()))))
+        else:
+            shard_keys.setdefault(shard, set()).add(key)
+    for shard, keys in sorted(shard_keys.items()):
+        groups = _read_shard(shard_dir(task.workdir, shard), wanted=keys)
+        for key, lines in groups.items():
+            found = Collected()
+            collect_resources(
+                ((f"{c}:{n.decode()}", orjson.loads(line)) for c, n, line in lines), found
+            )
+            records.append((("shard", shard, key), map_collected(found)))
+    svgs: dict[tuple[Locator, str, str, str], str] = {}
+    for locator, record in records:
+        here = wanted[locator]
+        for visit in group_visits(record).visits:
+            ident = (visit.patient, visit.service_date.isoformat(), visit.discipline.value)
+            found_visit = here.get(ident)
+            if found_visit is None:
+                continue
+            units, minutes, pair = found_visit[3:]
+            timeline = build_timeline(visit, units=dict(units), minutes=dict(minutes), pair=pair)
+            svgs[(locator, *ident)] = render_svg(timeline)
+    return DrawResult(task.task_id, svgs)
 
 
 # ------------------------------------------------------------------------------ documents
@@ -348,7 +405,11 @@ def audit_documents(task: DocumentTask) -> TaskResult:
             continue
         auditor.tally.files_read += 1
         auditor.audit(
-            partial(map_document, document), document.resources, document.issues, source=path
+            partial(map_document, document),
+            document.resources,
+            document.issues,
+            source=path,
+            locator=("file", 0, path.encode()),
         )
     return auditor.finish(task.task_id, task.size)
 
@@ -482,25 +543,38 @@ def _lines(path: str, start: int, end: int, first_line: int) -> Iterator[tuple[i
 def audit_shard(task: ShardTask) -> TaskResult:
     """Pass 2: group one shard's lines by patient and audit each patient as one record."""
     auditor = RecordAuditor(task.settings, task.task_id, count_patients=True)
-    folder = shard_dir(task.settings.workdir, task.shard)
+    groups = _read_shard(shard_dir(task.settings.workdir, task.shard))
+    for key in sorted(groups):
+        lines = groups.pop(key)
+        locator: Locator = ("shard", task.shard, key)
+        if key == b'""':
+            for begin in range(0, len(lines), NO_PATIENT_GROUP):
+                chunk = lines[begin : begin + NO_PATIENT_GROUP]
+                _audit_lines(auditor, task.sources, chunk, locator)
+        else:
+            _audit_lines(auditor, task.sources, lines, locator)
+    return auditor.finish(task.task_id, task.size)
+
+
+def _read_shard(
+    folder: Path, wanted: set[bytes] | None = None
+) -> dict[bytes, list[tuple[int, bytes, bytes]]]:
+    """A shard's lines grouped by patient key, in export order (only ``wanted`` if given)."""
     groups: dict[bytes, list[tuple[int, bytes, bytes]]] = {}
     for part in sorted(folder.iterdir()) if folder.is_dir() else ():
         with part.open("rb") as handle:
             for entry in handle:
                 chunk, line_no, key, line = entry.rstrip(b"\n").split(b"\t", 3)
-                groups.setdefault(key, []).append((int(chunk), line_no, line))
-    for key in sorted(groups):
-        lines = groups.pop(key)
-        if key == b'""':
-            for begin in range(0, len(lines), NO_PATIENT_GROUP):
-                _audit_lines(auditor, task.sources, lines[begin : begin + NO_PATIENT_GROUP])
-        else:
-            _audit_lines(auditor, task.sources, lines)
-    return auditor.finish(task.task_id, task.size)
+                if wanted is None or key in wanted:
+                    groups.setdefault(key, []).append((int(chunk), line_no, line))
+    return groups
 
 
 def _audit_lines(
-    auditor: RecordAuditor, sources: Sequence[str], lines: list[tuple[int, bytes, bytes]]
+    auditor: RecordAuditor,
+    sources: Sequence[str],
+    lines: list[tuple[int, bytes, bytes]],
+    locator: Locator,
 ) -> None:
     where: dict[str, tuple[str, str]] = {}
     items: list[tuple[str, object]] = []
@@ -515,7 +589,12 @@ def _audit_lines(
     files = sorted({sources[chunk] for chunk, _, _ in lines})
     source = files[0] if len(files) == 1 else os.path.commonpath(files)
     auditor.audit(
-        partial(map_collected, found), found.resources, collector_issues, source=source, where=where
+        partial(map_collected, found),
+        found.resources,
+        collector_issues,
+        source=source,
+        locator=locator,
+        where=where,
     )
 
 

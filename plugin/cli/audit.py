@@ -54,7 +54,9 @@ class _Bar:
         self.started = time.perf_counter()
 
     def phase(self, description: str, total: int) -> None:
-        if self.task is not None:
+        if self.task is None:
+            self.progress.start()  # only now: the audit's processes exist already
+        else:
             self.progress.update(self.task, completed=self.progress.tasks[-1].total)
         self.visits = 0
         self.started = time.perf_counter()
@@ -129,11 +131,10 @@ def audit(
     console = Console(stderr=True, highlight=False)
     bar = _Bar(console)
     try:
-        if quiet:
-            outcome = run_audit(options)
-        else:
-            with bar.progress:
-                outcome = run_audit(options, bar)
+        try:
+            outcome = run_audit(options, None if quiet else bar)
+        finally:
+            bar.progress.stop()
     except AuditUsageError as exc:
         _say(str(exc))
         raise typer.Exit(2) from None
