@@ -28,15 +28,21 @@ _env = Environment(
 # Scripts, styles and images come from this service only; nothing is fetched elsewhere.
 _CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; form-action 'self'; base-uri 'none'; object-src 'none'; "
-    "frame-ancestors {ancestors}"
+    "connect-src 'self'; base-uri 'none'; object-src 'none'; frame-ancestors {ancestors}"
 )
 
 
 def security_headers(*, embeddable: bool = False) -> dict[str, str]:
-    """Headers for an HTML page. ``embeddable``: an EHR may show it in a frame (SMART app)."""
+    """Headers for an HTML page. ``embeddable``: an EHR may show it in a frame (SMART app).
+
+    The SMART pages leave ``form-action`` open: the launch form's answer redirects to the EHR's
+    authorization server, and browsers apply ``form-action`` to that redirect too.
+    """
+    csp = _CSP.format(ancestors="*" if embeddable else "'self'")
+    if not embeddable:
+        csp += "; form-action 'self'"
     return {
-        "Content-Security-Policy": _CSP.format(ancestors="*" if embeddable else "'self'"),
+        "Content-Security-Policy": csp,
         "X-Content-Type-Options": "nosniff",
         "Referrer-Policy": "no-referrer",
         "Cache-Control": "no-store",

@@ -287,9 +287,16 @@ def _encounter_row(encounter: dict[str, Any] | Any) -> dict[str, str]:
     return {
         "id": str(encounter.get("id", "")),
         "status": str(encounter.get("status", "")),
-        "start": str(period.get("start", "")) if isinstance(period, dict) else "",
-        "end": str(period.get("end", "")) if isinstance(period, dict) else "",
+        "start": _moment(period.get("start")) if isinstance(period, dict) else "",
+        "end": _moment(period.get("end")) if isinstance(period, dict) else "",
         "class": str(kind.get("display") or kind.get("code") or "")
         if isinstance(kind, dict)
         else "",
     }
+
+
+def _moment(value: object) -> str:
+    """``2025-03-04T10:00:00-05:00`` -> ``2025-03-04 10:00`` (as recorded, offset dropped)."""
+    if not isinstance(value, str):
+        return ""
+    return value[:16].replace("T", " ") if "T" in value else value[:10]
