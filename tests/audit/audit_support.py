@@ -27,7 +27,8 @@ def gen_export_module() -> ModuleType:
     name = "therapy_bench_gen_export"
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / "gen_export.py")
-        assert spec is not None and spec.loader is not None
+        assert spec is not None
+        assert spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)
@@ -55,8 +56,7 @@ def run_cli(*args: str) -> Any:
 
 
 def audit(*args: str) -> Any:
-    result = run_cli("audit", *args)
-    return result
+    return run_cli("audit", *args)
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
