@@ -13,6 +13,8 @@ What becomes what:
   (``context.draftOrders``) is always a charge, and also a plan when a Procedure points at it.
 * ``Claim.item`` coded in CPT or HCPCS -> :class:`Charge` (``CLAIM``), linked to Procedures
   through ``Claim.procedure[].procedureReference`` + ``item.procedureSequence`` (R-H7).
+  ``ExplanationOfBenefit.item`` is read the same way (I-1 "Claim/EOB items"), unless the Claim
+  it adjudicates (``ExplanationOfBenefit.claim``) is in the input too: then only the Claim counts.
 * ``CarePlan`` -> :class:`PlanOfCare` (R-H9); ``Encounter`` -> :class:`EncounterInfo` (R-H5).
 * Everything else (and Procedures / ServiceRequests / Claims coded only in other systems) is
   counted in ``resources_out_of_scope``.
@@ -73,7 +75,9 @@ from fhir_mappings.version import decide, shape_version
 
 JsonObject = Mapping[str, Any]
 BILLING_SYSTEMS = frozenset({CPT_SYSTEM, HCPCS_SYSTEM})
-_MAPPED_TYPES = frozenset({"Procedure", "ServiceRequest", "Claim", "CarePlan", "Encounter"})
+_MAPPED_TYPES = frozenset(
+    {"Procedure", "ServiceRequest", "Claim", "ExplanationOfBenefit", "CarePlan", "Encounter"}
+)
 _PERIOD_FIELDS = (
     ("performedPeriod", True),
     ("performedDateTime", False),
@@ -222,7 +226,15 @@ class _Mapper:
             self._encounter(item)
         for item in by_type.get("CarePlan", ()):
             self._care_plan(item.resource, item.key, item.source.location)
-        for item in by_type.get("Claim", ()):
+        claims = by_type.get("Claim", [])
+        for item in claims:
+            self._claim(item)
+        claim_keys = {item.key for item in claims}
+        for item in by_type.get("ExplanationOfBenefit", ()):
+            # an EOB adjudicates a Claim: when that Claim is here too, its lines are already read
+            if self.index.of(item.resource.get("claim"), item.key) in claim_keys:
+                self.out_of_scope += 1
+                continue
             self._claim(item)
         procedures = by_type.get("Procedure", [])
         services: list[TimedService] = []
@@ -443,7 +455,7 @@ class _Mapper:
             if not isinstance(coding, dict):
                 continue
             system = coding.get("system")
-            if system not in BILLING_SYSTEMS:
+            if not isinstance(system, str) or system not in BILLING_SYSTEMS:
                 continue
             code = coding.get("code")
             if not isinstance(code, str) or not code.strip():
@@ -482,7 +494,9 @@ class _Mapper:
             system = coding.get("system")
             if system is None and not allow_no_system:
                 continue
-            if system is not None and system not in BILLING_SYSTEMS:
+            if system is not None and (
+                not isinstance(system, str) or system not in BILLING_SYSTEMS
+            ):
                 if allow_no_system:
                     self._issue(
                         location,
@@ -739,6 +753,7 @@ class _Mapper:
     # ---- Claim -> Charge (R-H7)
 
     def _claim(self, item: _Item) -> None:
+        """Claim or ExplanationOfBenefit items -> charges; remember lines linked to Procedures."""
         res, key, loc = item.resource, item.key, item.source.location
         items = res.get("item")
         if not isinstance(items, list):

@@ -753,3 +753,25 @@ def test_version_undecided_without_release_specific_fields() -> None:
     assert record.fhir_version is None
     assert record.resources_read == 1
     assert record.resources_out_of_scope == 1
+
+
+def eob_for(claim_json: dict[str, Any]) -> dict[str, Any]:
+    eob = dict(claim_json, resourceType="ExplanationOfBenefit", id="EOB1", outcome="complete")
+    eob["claim"] = {"reference": f"Claim/{claim_json['id']}"}
+    return eob
+
+
+def test_explanation_of_benefit_items_are_claim_charges() -> None:
+    """I-1: Claim/EOB items carry modifiers and billed units (R-H7)."""
+    record = map_bundle(bundle(procedure(), eob_for(claim())))
+    (charge,) = record.charges
+    assert charge.ref == "ExplanationOfBenefit/EOB1#item-1"
+    assert charge.source is ChargeSource.CLAIM
+    assert only_service(record).modifiers == ("GP", "59")
+
+
+def test_eob_of_a_claim_in_the_input_is_not_counted_twice() -> None:
+    the_claim = claim()
+    record = map_bundle(bundle(procedure(), the_claim, eob_for(the_claim)))
+    assert [c.ref for c in record.charges] == ["Claim/C1#item-1"]
+    assert record.issues == ()
