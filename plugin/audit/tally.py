@@ -69,28 +69,38 @@ class Tally:
     def add_visit(self, visit: VisitAnalysis) -> None:
         self.visits += 1
         self.timed_minutes += visit.total_timed_minutes
-        self.units_allowed += sum(visit.units.values())
+        units = visit.units
+        self.units_allowed += sum(units.values())
         self.pair_status[visit.pair.status.value] += 1
         self.disciplines[visit.discipline.value] += 1
-        month = self.months.setdefault(visit.date.strftime("%Y-%m"), Counter())
+        month_key = visit.date.isoformat()[:7]
+        month = self.months.get(month_key)
+        if month is None:
+            month = self.months[month_key] = Counter()
         month["visits"] += 1
         if visit.findings:
             self.visits_with_findings += 1
             month["visits_with_findings"] += 1
-        if any(f.severity is Severity.ERROR for f in visit.findings):
-            self.visits_with_errors += 1
-            month["visits_with_errors"] += 1
-        for finding in visit.findings:
-            self.findings_by_rule[finding.rule.value] += 1
-            self.findings_by_severity[finding.severity.value] += 1
-            month[finding.severity.value] += 1
-            month["findings"] += 1
-        for code in sorted(set(visit.raw_minutes) | set(visit.units)):
-            totals = self.codes.setdefault(code, CodeTotals())
+            errors = False
+            for finding in visit.findings:
+                severity = finding.severity.value
+                self.findings_by_rule[finding.rule.value] += 1
+                self.findings_by_severity[severity] += 1
+                month[severity] += 1
+                errors = errors or severity == "error"
+            month["findings"] += len(visit.findings)
+            if errors:
+                self.visits_with_errors += 1
+                month["visits_with_errors"] += 1
+        raw, counted = visit.raw_minutes, visit.minutes
+        for code in raw.keys() | units.keys():
+            totals = self.codes.get(code)
+            if totals is None:
+                totals = self.codes[code] = CodeTotals()
             totals.visits += 1
-            totals.documented_minutes += visit.raw_minutes.get(code, 0)
-            totals.counted_minutes += visit.minutes.get(code, 0)
-            totals.units += visit.units.get(code, 0)
+            totals.documented_minutes += raw.get(code, 0)
+            totals.counted_minutes += counted.get(code, 0)
+            totals.units += units.get(code, 0)
 
     def add_input_finding(self, finding: Finding) -> None:
         """A finding not tied to a visit (a set-aside service, an unattached charge)."""

@@ -38,7 +38,7 @@ from typing import IO, Any
 import orjson
 
 from fhir_mappings import InputError, TherapyRecord, group_visits, load_path, map_document
-from fhir_mappings.mapper import map_collected
+from fhir_mappings.mapper import _MAPPED_TYPES, map_collected
 from fhir_mappings.model import MappingIssue
 from fhir_mappings.references import ReferenceIndex
 from fhir_mappings.sources import Collected, SourcedResource, collect_resources
@@ -49,9 +49,9 @@ from plugin.pipeline import check_record
 from plugin.rules import PairRule, PayerRule, Severity, VisitAnalysis
 from plugin.web.timeline import build_timeline, render_svg
 
-# The resource types fhir_mappings maps (mapper._MAPPED_TYPES); every other type is out of
-# scope wherever it appears, so pass 1 counts it and does not copy it (a test keeps the two equal).
-ROUTED_TYPES = frozenset({"Procedure", "ServiceRequest", "Claim", "CarePlan", "Encounter"})
+# The resource types fhir_mappings maps; every other type is out of scope wherever it appears,
+# so pass 1 counts it and does not copy it. Taken from the mapper so that the two never drift.
+ROUTED_TYPES: frozenset[str] = frozenset(_MAPPED_TYPES)
 NO_PATIENT_GROUP = 500  # resources naming no patient are mapped this many at a time
 _FLUSH_BYTES = 4 * 1024 * 1024  # pass 1 buffers at most this much before appending to shards
 _SEVERITY_RANK = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
