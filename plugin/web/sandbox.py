@@ -105,11 +105,19 @@ def sandbox_router(settings: Settings, web: WebSettings) -> APIRouter:
             bundle = _bundle(data)
         except BodyError as exc:
             return json_error(exc.status_code, exc.message)
-        view = analyse_bundle(
-            bundle,
-            payer_rule=cast(Literal["cms", "ama"], payer),
-            pair_rule=cast(Literal["cms", "strict"], pair),
-        )
+        try:
+            view = analyse_bundle(
+                bundle,
+                payer_rule=cast(Literal["cms", "ama"], payer),
+                pair_rule=cast(Literal["cms", "strict"], pair),
+            )
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            # The mapping is lenient by design; a shape it still trips on is the bundle's
+            # problem to the user, and a bug to us: log its type and place, not the content.
+            logger.warning("sandbox timeline could not analyse the bundle: %s", type(exc).__name__)
+            return json_error(
+                422, "the bundle could not be analysed: an entry has an unexpected shape"
+            )
         logger.info("sandbox timeline visits=%d", len(view.visits))
         return JSONResponse(view.to_json())
 

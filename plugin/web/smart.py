@@ -250,11 +250,17 @@ def smart_router(app_state: SmartApp) -> APIRouter:
         except SmartError as exc:
             logger.warning("smart app read failed: %s", exc.message)
             return smart.error_page(exc.message, exc.status_code)
-        view = analyse_bundle(
-            bundle,
-            payer_rule=cast(Literal["cms", "ama"], payer),
-            pair_rule=cast(Literal["cms", "strict"], pair),
-        )
+        try:
+            view = analyse_bundle(
+                bundle,
+                payer_rule=cast(Literal["cms", "ama"], payer),
+                pair_rule=cast(Literal["cms", "strict"], pair),
+            )
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            logger.warning("smart app could not analyse the visit: %s", type(exc).__name__)
+            return smart.error_page(
+                "The EHR's records for this visit have a shape the checks cannot read.", 502
+            )
         resources = bundle_resources(bundle)
         logger.info(
             "smart app shown visits=%d procedures=%d",

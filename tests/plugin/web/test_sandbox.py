@@ -246,3 +246,19 @@ async def test_explicitly_disabled_in_development_it_is_not_served(
 ) -> None:
     monkeypatch.setenv("THERAPY_CDS_SANDBOX", "false")
     assert await _status(create_app(dev_settings(tmp_path)), "/sandbox") == 404
+
+
+async def test_a_bundle_the_mapping_trips_on_is_a_422_not_a_500(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import plugin.web.sandbox as sandbox
+
+    def trip(*_: object, **__: object) -> None:
+        raise TypeError("unhashable type: 'list' (secret-123)")
+
+    monkeypatch.setattr(sandbox, "analyse_bundle", trip)
+    response = await client.post(
+        "/sandbox/api/timeline", json={"bundle": {"resourceType": "Bundle", "type": ["x"]}}
+    )
+    assert response.status_code == 422
+    assert "secret-123" not in response.text
