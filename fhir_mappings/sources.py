@@ -74,7 +74,9 @@ def collect_bundle(
     """Add every entry resource of ``bundle`` (flattening nested Bundles) to ``into``."""
     where = prefix or "Bundle"
     bundle_type = bundle.get("type")
-    if bundle_type is not None and bundle_type not in KNOWN_BUNDLE_TYPES:
+    if bundle_type is not None and (
+        not isinstance(bundle_type, str) or bundle_type not in KNOWN_BUNDLE_TYPES
+    ):
         into.issues.append(
             MappingIssue(
                 where,

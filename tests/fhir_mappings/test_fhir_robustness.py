@@ -111,3 +111,18 @@ def test_any_bytes_load_or_raise_input_error(raw: bytes) -> None:
         assert message.startswith("input.json: ")
         return
     group_visits(map_document(document))
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=json_values)
+def test_any_value_in_nested_codings_and_bundle_fields_is_survivable(value: Any) -> None:
+    """Unhashable values (objects, lists) where a string is expected must not raise."""
+    res = procedure()
+    res["code"]["coding"][0]["system"] = value
+    res["extension"] = [{"url": value, "valueCoding": {"system": value, "code": "GP"}}]
+    charge = service_request()
+    charge["orderDetail"] = [{"coding": [{"system": value, "code": value}]}]
+    page = bundle(res, charge)
+    page["type"] = value
+    page["link"] = [{"relation": value, "url": value}]
+    group_visits(map_bundle(page))
