@@ -126,3 +126,49 @@ def test_any_value_in_nested_codings_and_bundle_fields_is_survivable(value: Any)
     page["type"] = value
     page["link"] = [{"relation": value, "url": value}]
     group_visits(map_bundle(page))
+
+
+def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [prefix] if prefix else []
+    if isinstance(node, dict):
+        for key, child in node.items():
+            out += _paths(child, (*prefix, key))
+    elif isinstance(node, list):
+        for index, child in enumerate(node):
+            out += _paths(child, (*prefix, index))
+    return out
+
+
+def _visit() -> dict[str, Any]:
+    return bundle(
+        encounter(),
+        care_plan(),
+        procedure(modifiers=("GP", "59"), billed_units=1, delivery="individual", body_site="1"),
+        service_request(occurrence="2025-03-04"),
+        claim(),
+    )
+
+
+VISIT_PATHS = _paths(_visit())
+
+
+@settings(max_examples=400, deadline=None)
+@given(path=st.sampled_from(VISIT_PATHS), value=json_values)
+def test_any_value_anywhere_in_a_visit_is_survivable(path: tuple[Any, ...], value: Any) -> None:
+    page = _visit()
+    node: Any = page
+    for step in path[:-1]:
+        node = node[step]
+    node[path[-1]] = value
+    group_visits(map_bundle(page))
+
+
+@settings(max_examples=150, deadline=None)
+@given(path=st.sampled_from(VISIT_PATHS), value=json_values)
+def test_strict_mode_survives_any_value_anywhere(path: tuple[Any, ...], value: Any) -> None:
+    page = _visit()
+    node: Any = page
+    for step in path[:-1]:
+        node = node[step]
+    node[path[-1]] = value
+    group_visits(map_bundle(page, strict=True))
