@@ -97,6 +97,10 @@ def load_bytes(raw: bytes, source: str) -> InputDocument:
         raise InputError(
             source, f"is not UTF-8 text (bad byte at offset {exc.start}); save it as UTF-8 JSON"
         ) from None
+    if raw.lstrip()[:1] == b"<":
+        raise InputError(
+            source, "looks like XML; this tool reads FHIR JSON, export the data as JSON"
+        )
     try:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

@@ -41,6 +41,7 @@ def write(tmp_path: Path, name: str, content: bytes | str) -> Path:
             '{"resourceType": "Bundle", "entry": [',
             "is not valid JSON",
         ),
+        ("FHIR XML", "bundle.xml", '<Bundle xmlns="http://hl7.org/fhir"/>', "looks like XML"),
         ("not UTF-8", "latin1.json", b'{"resourceType": "Patient", "name": "\xe9"}', "not UTF-8"),
         ("JSON array", "array.json", '[{"resourceType": "Patient"}]', "is a JSON array"),
         ("JSON scalar", "scalar.json", "42", "is not a JSON object"),
