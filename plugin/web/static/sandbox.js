@@ -38,10 +38,15 @@
     return checked ? checked.value : "order-sign";
   }
 
+  // With client authentication on, each call needs its own JWT: its aud is the exact URL called
+  // and its jti is single-use. The field is emptied once a token has been sent.
   function headers() {
     var h = { "Content-Type": "application/json", "Accept": "application/json" };
     var jwt = $("jwt");
-    if (authOn && jwt && jwt.value.trim()) { h.Authorization = "Bearer " + jwt.value.trim(); }
+    if (authOn && jwt && jwt.value.trim()) {
+      h.Authorization = "Bearer " + jwt.value.trim();
+      jwt.value = "";
+    }
     return h;
   }
 
