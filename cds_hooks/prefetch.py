@@ -168,7 +168,12 @@ def _is_error_outcome(resource: Any) -> bool:
     issues = resource.get("issue")
     if not isinstance(issues, list) or not issues:
         return True  # an OperationOutcome with nothing in it still is not data
-    return any(isinstance(i, dict) and i.get("severity") in _ERROR_SEVERITIES for i in issues)
+    return any(
+        isinstance(i, dict)
+        and isinstance(i.get("severity"), str)
+        and i["severity"] in _ERROR_SEVERITIES
+        for i in issues
+    )
 
 
 def next_link(bundle: Mapping[str, Any]) -> str | None:

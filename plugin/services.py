@@ -103,7 +103,10 @@ def bills_therapy(draft_requests: Mapping[str, Mapping[str, Any]]) -> bool:
     """True when any draft order is a therapy code this product knows (timed or untimed)."""
     for resource in draft_requests.values():
         for coding in _codings(resource):
-            if coding.get("system") in _THERAPY_SYSTEMS and coding.get("code") in CODE_LIST.codes:
+            system, code = coding.get("system"), coding.get("code")
+            if not (isinstance(system, str) and isinstance(code, str)):
+                continue  # JSON arrays or objects here are not codes (and not hashable)
+            if system in _THERAPY_SYSTEMS and code in CODE_LIST.codes:
                 return True
     return False
 
