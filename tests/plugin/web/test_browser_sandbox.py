@@ -14,7 +14,14 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI
-from web_support import LiveServer, chromium_context, dev_settings, needs_chromium, screenshot
+from web_support import (
+    LiveServer,
+    chromium_context,
+    dev_settings,
+    free_port,
+    needs_chromium,
+    screenshot,
+)
 
 from plugin.app import create_app
 
@@ -206,3 +213,57 @@ def test_the_rule_catalogue_page(service: tuple[LiveServer, FastAPI], page: Any)
     page.wait_for_selector('#cards .card[data-topic="E-PAIR-NO-MODIFIER"]')
     page.goto(f"{server.url}/rules")
     screenshot(page, "rules.png")
+
+
+def test_with_authentication_on_the_page_sends_one_pasted_jwt_per_call(
+    browser: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """THERAPY_CDS_SANDBOX=true with client authentication on: no JWT, no cards; a JWT signed
+    for the called URL gets them; feedback needs its own."""
+    from joserfc.jwk import ECKey, KeySet
+
+    from plugin.cli.invoke import Signer
+
+    issuer = "https://ehr.example.org"
+    key = ECKey.generate_key("P-384", parameters={"kid": "k1", "alg": "ES384", "use": "sig"})
+    issuers = tmp_path / "issuers.json"
+    issuers.write_text(json.dumps([{"iss": issuer, "jwks": KeySet([key]).as_dict(private=False)}]))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("THERAPY_CDS_SANDBOX", "true")
+    settings = dev_settings(
+        tmp_path,
+        require_auth=True,
+        dev_mode=False,
+        trusted_issuers_file=issuers,
+        public_base_url=base,
+    )
+    app = create_app(settings)
+    signer = Signer(key, "ES384", "k1", issuer)
+    service_url = f"{base}/cds-services/therapy-timed-codes"
+    with LiveServer(app, port=port):
+        page = browser.new_page()
+        page.goto(f"{base}/sandbox")
+        page.select_option("#scenario", "pair-no-modifier.json")
+        page.wait_for_selector("#bundle-status:has-text('entries')")
+        page.click("#fire")
+        page.wait_for_selector("body[data-fired='1']")
+        assert "401" in page.inner_text("#cards")
+        assert page.locator("#cards .card").count() == 0
+
+        page.fill("#jwt", signer.token(service_url))
+        page.click("#fire")
+        page.wait_for_selector("body[data-fired='2']")
+        assert "E-PAIR-NO-MODIFIER" in _topics(page)
+        assert page.input_value("#jwt") == ""  # used once, then cleared
+
+        card = page.locator('.card[data-topic="E-PAIR-NO-MODIFIER"]')
+        card.locator("button.suggestion").click()
+        page.wait_for_selector(".card-feedback.error")
+        assert app.state.feedback_store.count() == 0
+        page.fill("#jwt", signer.token(f"{service_url}/feedback"))
+        card.locator("button.suggestion").click()
+        page.wait_for_selector('.card[data-feedback="accepted"]')
+        assert app.state.feedback_store.count() == 1
+        screenshot(page, "sandbox-authentication-on.png")
+        page.close()
