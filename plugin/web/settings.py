@@ -7,6 +7,7 @@ without touching it; both read the same environment.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -45,6 +46,9 @@ class WebSettings(BaseSettings):
     smart_session_seconds: int = Field(default=900, ge=60, le=24 * 3600)
     smart_max_sessions: int = Field(default=1000, ge=1)
     smart_http_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # "lax" works when the EHR opens the app in a window or tab. An EHR that shows it in a
+    # cross-site frame needs "none" (the cookie is then always Secure, so HTTPS only).
+    smart_cookie_samesite: Literal["lax", "none"] = "lax"
 
     @field_validator("smart_client_id")
     @classmethod

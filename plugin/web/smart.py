@@ -88,8 +88,11 @@ class SmartApp:
         )
 
     def set_cookie(self, response: Response, request: Request, session: SmartSession) -> None:
-        secure = request.url.scheme == "https" or (self.settings.public_base_url or "").startswith(
-            "https://"
+        samesite = self.web.smart_cookie_samesite
+        secure = (
+            samesite == "none"
+            or request.url.scheme == "https"
+            or (self.settings.public_base_url or "").startswith("https://")
         )
         response.set_cookie(
             COOKIE_NAME,
@@ -99,8 +102,8 @@ class SmartApp:
             httponly=True,
             secure=secure,
             # Lax, not Strict: the authorization server sends the browser back with a top-level
-            # cross-site GET, which must carry the cookie.
-            samesite="lax",
+            # cross-site GET, which must carry the cookie. "none" for apps framed by the EHR.
+            samesite=samesite,
         )
 
 

@@ -217,3 +217,18 @@ def test_the_pkce_challenge_is_rfc_7636_s256() -> None:
     # RFC 7636 Appendix B.
     verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
     assert code_challenge(verifier) == "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+
+
+async def test_an_ehr_that_frames_the_app_can_have_a_samesite_none_secure_cookie(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("THERAPY_CDS_SMART_COOKIE_SAMESITE", "none")
+    ehr = FakeEhr(base=EHR, resources=load_bundle_resources("pair-no-modifier.json"))
+    settings = dev_settings(tmp_path, fhir_server_allowlist=[f"{EHR}/fhir"])
+    app = _app(settings, make_fake_ehr_app(ehr))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        start = await client.get("/smart/launch", params={"iss": f"{EHR}/fhir", "launch": "L"})
+    cookie = start.headers["set-cookie"]
+    assert "SameSite=none" in cookie
+    assert "Secure" in cookie
