@@ -31,6 +31,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
@@ -97,12 +98,27 @@ def make_engine(database_url: str) -> Engine:
     return engine
 
 
+#: Any fixed number: serialises table creation between workers starting at once.
+_SCHEMA_LOCK = 7_305_112
+
+
+def create_tables(engine: Engine) -> None:
+    """Create the tables when missing. On PostgreSQL under an advisory lock: several workers
+    starting together would otherwise race on ``CREATE TABLE`` and one of them would fail."""
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as connection:
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
+            metadata.create_all(connection)
+        return
+    metadata.create_all(engine)
+
+
 class SqlFeedbackStore:
     """:class:`cds_hooks.feedback.FeedbackStore` on SQLAlchemy."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        metadata.create_all(engine)
+        create_tables(engine)
 
     def _insert(self) -> Any:
         name = self.engine.dialect.name
@@ -122,10 +138,13 @@ class SqlFeedbackStore:
         with self.engine.begin() as connection:
             for item in items:
                 fingerprint, row = _fingerprint(service_id, item)
+                # RETURNING, not rowcount: psycopg reports -1 for ON CONFLICT DO NOTHING.
                 result = connection.execute(
-                    self._insert().values(fingerprint=fingerprint, received_at=now, **row)
+                    self._insert()
+                    .values(fingerprint=fingerprint, received_at=now, **row)
+                    .returning(feedback_table.c.id)
                 )
-                new += result.rowcount or 0
+                new += len(result.fetchall())
         return new
 
     def count(self, service_id: str | None = None) -> int:
@@ -161,7 +180,7 @@ class SqlReplayStore:
         self.engine = engine
         self._clock = clock
         self._last_purge = 0.0
-        metadata.create_all(engine)
+        create_tables(engine)
 
     def remember(self, issuer: str, jti: str, expires_at: float) -> bool:
         now = self._clock()
