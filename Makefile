@@ -11,7 +11,7 @@ RUNTIME := $(VENV)/.installed-runtime
 STAMP := $(VENV)/.installed-dev
 PACKAGES := cds_hooks fhir_mappings plugin
 
-.PHONY: serve test lint typecheck pytest venv fuzz bench clean browser docs
+.PHONY: serve test lint typecheck pytest venv fuzz bench soak clean browser docs postgres wrk
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "therapy-cds needs Python 3.11 or newer")'
@@ -42,7 +42,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy $(PACKAGES)
 
-pytest: $(STAMP) browser
+pytest: $(STAMP) browser postgres
 	$(BIN)/python -m pytest -W error
 
 ## The browser tests drive Debian's Chromium (never a downloaded browser). On a clean machine
@@ -56,6 +56,38 @@ browser:
 	    echo "note: /usr/bin/chromium is missing and this is not root: browser tests will be skipped"; \
 	  fi; \
 	fi
+
+## The PostgreSQL tests start a throw-away server from Debian's binaries (tests/postgres). On a
+## clean machine (CI runs as root) the package is installed here; otherwise they are skipped.
+postgres:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing postgresql for the shared-database tests (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
+	  else \
+	    echo "note: PostgreSQL server binaries are missing and this is not root: tests/postgres will be skipped"; \
+	  fi; \
+	fi
+
+## Load generator for `make bench` (Debian's wrk), installed when missing and root.
+wrk:
+	@command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = "0" ] && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; } || \
+	  { echo "wrk is missing: apt-get install wrk"; exit 2; }
+
+## Longer fuzzing than `make test` runs: FUZZ_EXAMPLES examples per fuzz test (default 2000).
+FUZZ_EXAMPLES ?= 2000
+fuzz: $(STAMP)
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -W error -p no:logging tests/fuzz
+
+## therapy-cds vs a bare ASGI floor vs HealthChain, one worker each, on 127.0.0.1 (bench/).
+bench: $(STAMP) wrk
+	$(BIN)/python bench/bench_service.py
+
+## Sustained load on 2 workers (default 10 minutes: SOAK_SECONDS), errors and memory growth.
+SOAK_SECONDS ?= 600
+soak: $(STAMP)
+	$(BIN)/python bench/soak.py --seconds $(SOAK_SECONDS)
 
 ## Regenerate docs/rules.md (the finding catalogue) from the rule data and the sample manifest.
 docs: $(STAMP)
