@@ -47,7 +47,8 @@ DOCUMENT_SUFFIXES = (".json",)
 EXPORT_SUFFIXES = (".ndjson", ".jsonl")
 SHARD_BYTES = 4 * 1024 * 1024  # export bytes per shard: what one process holds in pass 2
 CHUNK_BYTES = 16 * 1024 * 1024  # export bytes per pass-1 task
-MAX_SHARDS = 4096
+MAX_SHARDS = 2048
+MAX_CHUNKS = 64
 DOCUMENT_BATCH_FILES = 32
 DOCUMENT_BATCH_BYTES = 4 * 1024 * 1024
 OUTPUT_FILES = ("visits.csv", "findings.csv", "rejected.csv", "summary.json", "report.html")
@@ -293,7 +294,9 @@ def run_audit(options: AuditOptions, progress: AuditProgress | None = None) -> A
         export_bytes = sum(p.stat().st_size for p in inputs.exports)
         shard_count = max(1, min(MAX_SHARDS, math.ceil(export_bytes / SHARD_BYTES)))
         if inputs.exports:
-            chunks = plan_chunks(inputs.exports, CHUNK_BYTES)
+            # at most ~MAX_CHUNKS ranges: pass 1 writes one part file per (range, shard)
+            chunk_bytes = max(CHUNK_BYTES, math.ceil(export_bytes / MAX_CHUNKS))
+            chunks = plan_chunks(inputs.exports, chunk_bytes)
             for chunk_id, (source, start, end, first_line) in enumerate(chunks):
                 chunk_tasks.append(
                     ChunkTask(

@@ -28,6 +28,7 @@ import contextlib
 import csv
 import hashlib
 import os
+import re
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -361,9 +362,7 @@ def draw_timelines(task: DrawTask) -> DrawResult:
         groups = _read_shard(shard_dir(task.workdir, shard), wanted=keys)
         for key, lines in groups.items():
             found = Collected()
-            collect_resources(
-                ((f"{c}:{n.decode()}", orjson.loads(line)) for c, n, line in lines), found
-            )
+            collect_resources(_parsed(lines), found)
             records.append((("shard", shard, key), map_collected(found)))
     svgs: dict[tuple[Locator, str, str, str], str] = {}
     for locator, record in records:
@@ -445,6 +444,55 @@ def shard_dir(workdir: str, shard: int) -> Path:
     return Path(workdir) / "shards" / f"{shard:04d}"
 
 
+def line_problem(line: bytes, exc: orjson.JSONDecodeError) -> tuple[str, str]:
+    """(reason code, reason) for an NDJSON line that does not parse."""
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return "not-utf8", f"not UTF-8 text (bad byte at column {bad.start + 1}); line skipped"
+    return "invalid-json", f"not valid JSON (column {exc.colno}); line skipped"
+
+
+def _classify(rtype: object) -> str | None:
+    if type(rtype) is not str or not rtype:
+        return "not-a-resource"
+    if rtype == "OperationOutcome":
+        return "export-error"
+    return None
+
+
+# Pass 1 fast path: compact exporters write resourceType first and the subject as a plain
+# {"reference": "..."}; when a routed type's line says so unambiguously, take the patient from
+# the bytes and leave parsing (and any rejection) to pass 2. Anything else is parsed here.
+_FAST_TYPE = re.compile(rb'\A\{\s*"resourceType"\s*:\s*"([A-Za-z]+)"')
+_FAST_REFERENCE = {
+    field: re.compile(rb'"' + field + rb'"\s*:\s*\{\s*"reference"\s*:\s*"([^"\\]*)"')
+    for field in (b"subject", b"patient")
+}
+_ROUTED_BYTES = frozenset(t.encode() for t in ROUTED_TYPES)
+
+
+def _route_fast(line: bytes, index: ReferenceIndex) -> str | None:
+    """The patient key of a routed-type line, or ``None`` when the line must be parsed."""
+    match = _FAST_TYPE.match(line)
+    if match is None or match.group(1) not in _ROUTED_BYTES or b'"contained"' in line:
+        return None
+    subjects = line.count(b'"subject"')
+    field = b"subject" if subjects else b"patient"
+    if subjects > 1 or line.count(b'"' + field + b'"') != 1:
+        return None
+    found = _FAST_REFERENCE[field].search(line)
+    if found is None:
+        return None
+    try:
+        reference = found.group(1).decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return None
+    if not reference or reference[0] == "#":
+        return None
+    return index.normalise(reference, "") or None
+
+
 def split_chunk(task: ChunkTask) -> TaskResult:
     """Pass 1 over ``task.source[start:end]``: route each line to its patient's shard."""
     tally = Tally()
@@ -472,44 +520,42 @@ def split_chunk(task: ChunkTask) -> TaskResult:
         if not line:
             tally.blank_lines += 1
             continue
-        try:
-            resource = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
+        fast = _route_fast(line, index)
+        if fast is not None:  # validated in pass 2, where it is parsed anyway
+            key = fast
+        else:
             try:
-                line.decode("utf-8")
-            except UnicodeDecodeError as bad:
+                resource = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                code, reason = line_problem(line, exc)
+                reject(line_no, code, reason)
+                continue
+            rtype = resource.get("resourceType") if type(resource) is dict else None
+            problem = _classify(rtype)
+            if problem == "not-a-resource":
+                reject(
+                    line_no, "not-a-resource", "not a FHIR resource (no resourceType); line skipped"
+                )
+                continue
+            if problem == "export-error":
                 reject(
                     line_no,
-                    "not-utf8",
-                    f"not UTF-8 text (bad byte at column {bad.start + 1}); line skipped",
+                    "export-error",
+                    f"the exporting server wrote an OperationOutcome ({_outcome_codes(resource)}) "
+                    "instead of data; check the export's error files",
+                    kind="export-error",
                 )
+                continue
+            assert isinstance(rtype, str)
+            if rtype == "Bundle":
+                key = f"bundle:{task.chunk_id}:{line_no}"  # a record of its own (pass 2)
+            elif rtype in ROUTED_TYPES:
+                key = _patient_key(resource, index)
             else:
-                reject(
-                    line_no, "invalid-json", f"not valid JSON (column {exc.colno}); line skipped"
-                )
-            continue
-        rtype = resource.get("resourceType") if type(resource) is dict else None
-        if type(rtype) is not str or not rtype:
-            reject(line_no, "not-a-resource", "not a FHIR resource (no resourceType); line skipped")
-            continue
-        if rtype == "OperationOutcome":
-            reject(
-                line_no,
-                "export-error",
-                f"the exporting server wrote an OperationOutcome ({_outcome_codes(resource)}) "
-                "instead of data; check the export's error files",
-                kind="export-error",
-            )
-            continue
-        if rtype == "Bundle":
-            key = f"bundle:{task.chunk_id}:{line_no}"  # a record of its own, counted in pass 2
-        elif rtype in ROUTED_TYPES:
-            key = _patient_key(resource, index)
-        else:
-            tally.resources_read += 1
-            tally.out_of_scope += 1
-            tally.out_of_scope_by_type[rtype] += 1
-            continue
+                tally.resources_read += 1
+                tally.out_of_scope += 1
+                tally.out_of_scope_by_type[rtype] += 1
+                continue
         shard = zlib.crc32((key or f"{task.chunk_id}:{line_no}").encode()) % task.shard_count
         entry = b"".join(
             (prefix, str(line_no).encode(), b"\t", orjson.dumps(key), b"\t", line, b"\n")
@@ -556,6 +602,12 @@ def audit_shard(task: ShardTask) -> TaskResult:
     return auditor.finish(task.task_id, task.size)
 
 
+def _parsed(lines: list[tuple[int, bytes, bytes]]) -> Iterator[tuple[str, object]]:
+    for chunk, line_no, line in lines:
+        with contextlib.suppress(orjson.JSONDecodeError):  # rejected when audited
+            yield f"{chunk}:{line_no.decode()}", orjson.loads(line)
+
+
 def _read_shard(
     folder: Path, wanted: set[bytes] | None = None
 ) -> dict[bytes, list[tuple[int, bytes, bytes]]]:
@@ -581,7 +633,14 @@ def _audit_lines(
     for chunk, line_no, line in lines:
         token = f"{chunk}:{line_no.decode()}"
         where[token] = (sources[chunk], f"line {line_no.decode()}")
-        items.append((token, orjson.loads(line)))
+        try:
+            items.append((token, orjson.loads(line)))
+        except orjson.JSONDecodeError as exc:  # a line pass 1 routed without parsing it
+            code, reason = line_problem(line, exc)
+            rejection = Rejection("line", code, *where[token], "", reason)
+            auditor.reject_all([rejection], counted_as_read=False)
+    if not items:
+        return
     found = Collected()
     collect_resources(items, found)
     collector_issues = list(found.issues)

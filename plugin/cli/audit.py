@@ -23,8 +23,6 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from plugin.audit import AuditOptions, AuditUsageError, pseudonym_key, run_audit
-from plugin.audit.tasks import cpu_count
 from plugin.cli._app import app
 from plugin.cli.check import PairRuleOption, PayerRuleOption
 
@@ -110,6 +108,9 @@ def audit(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Audit many visits: CSV files, summary.json and a readable report.html in --out."""
+    # imported here so that the other commands do not pay for the audit's imports
+    from plugin.audit import AuditOptions, AuditUsageError, pseudonym_key, run_audit
+    from plugin.audit.tasks import cpu_count
     from plugin.settings import Settings
 
     if jobs < 0 or report_visits < 0:
@@ -138,6 +139,9 @@ def audit(
     except AuditUsageError as exc:
         _say(str(exc))
         raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        _say(f"interrupted; what is in {out} is incomplete")
+        raise typer.Exit(130) from None
     totals = outcome.summary["totals"]
     recon = outcome.summary["reconciliation"]
     run = outcome.summary["run"]
