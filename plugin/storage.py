@@ -35,7 +35,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from cds_hooks.models import FeedbackItem
 
@@ -103,14 +103,22 @@ _SCHEMA_LOCK = 7_305_112
 
 
 def create_tables(engine: Engine) -> None:
-    """Create the tables when missing. On PostgreSQL under an advisory lock: several workers
-    starting together would otherwise race on ``CREATE TABLE`` and one of them would fail."""
+    """Create the tables when missing. Several workers start together and race on
+    ``CREATE TABLE``: on PostgreSQL under an advisory lock, on SQLite with a second pass."""
     if engine.dialect.name == "postgresql":
         with engine.begin() as connection:
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
             metadata.create_all(connection)
         return
-    metadata.create_all(engine)
+    for attempt in range(3):
+        try:
+            metadata.create_all(engine)
+            return
+        except OperationalError:
+            # SQLite: another worker created a table between the check and the CREATE; the
+            # next pass sees it and creates only what is still missing.
+            if attempt == 2:
+                raise
 
 
 class SqlFeedbackStore:
