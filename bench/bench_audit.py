@@ -10,7 +10,9 @@ would (``therapy-cds audit EXPORT --out DIR --jobs J --quiet``), and print:
   (counts pages shared by the forked workers once per process, so an upper bound) and the sum
   of PSS (shared pages split between the processes); plus the largest single process
   (``getrusage(RUSAGE_CHILDREN).ru_maxrss``) -- the number to compare between 10k and 100k;
-* CPU seconds used, and the load average before the run (other work on the machine shows).
+* CPU seconds used (all processes) and CPU milliseconds per visit, and the load average before
+  the run: on a machine other work also uses, wall-clock rates fall while CPU per visit holds,
+  and ``jobs * 1000 / cpu_ms_per_visit`` is the rate ``jobs`` idle cores would give at most.
 
 Targets (issue 6): >= 2,000 visits/s with 2 jobs, peak RSS < 1 GB, memory flat from 10k to 100k.
 
@@ -146,6 +148,7 @@ def run_audit(export: Path, jobs: int) -> dict[str, float | int | str]:
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if process.returncode != 0:
         raise SystemExit(f"audit failed ({process.returncode}): {stdout.decode()}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     summary = json.loads((out / "summary.json").read_text())
     visits = summary["totals"]["visits"]
     phases = summary["run"]["phases"]
@@ -160,6 +163,7 @@ def run_audit(export: Path, jobs: int) -> dict[str, float | int | str]:
         "peak_tree_pss_mb": round(sampler.peak.pss / 2**20),
         "max_process_rss_mb": round(after.ru_maxrss / 1024),  # kB on Linux
         "cpu_s": round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 1),
+        "cpu_ms_per_visit": round(1000 * cpu / visits, 3) if visits else 0.0,
         "load_before": round(load, 2),
     }
 
@@ -182,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
     header = (
         f"{'visits':>8} {'MB':>6} {'wall s':>7} {'visits/s':>9} {'audit/s':>8} "
-        f"{'tree RSS':>9} {'tree PSS':>9} {'max proc':>9} {'CPU s':>7} {'load':>5}"
+        f"{'tree RSS':>9} {'tree PSS':>9} {'max proc':>9} {'CPU s':>7} {'CPU ms/v':>8} "
+        f"{'load':>5}"
     )
     sys.stdout.write(f"\njobs={args.jobs}\n{header}\n")
     for row in rows:
@@ -190,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{row['visits']:>8,} {row['export_mb']:>6} {row['wall_s']:>7} "
             f"{row['visits_per_s']:>9,} {row['audit_phase_visits_per_s']:>8,} "
             f"{row['peak_tree_rss_mb']:>6} MB {row['peak_tree_pss_mb']:>6} MB "
-            f"{row['max_process_rss_mb']:>6} MB {row['cpu_s']:>7} {row['load_before']:>5}\n"
+            f"{row['max_process_rss_mb']:>6} MB {row['cpu_s']:>7} {row['cpu_ms_per_visit']:>8} "
+            f"{row['load_before']:>5}\n"
         )
     return 0
 

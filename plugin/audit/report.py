@@ -220,9 +220,10 @@ def _pair(summary: Mapping[str, Any]) -> str:
     both = total - pair.get("NOT_APPLICABLE", 0)
     return (
         '<section id="pair-status"><h2>97140 + 97530 pair status</h2>'
-        f'<p class="hint">{_n(both)} visit(s) bill both manual therapy and therapeutic '
-        f"activities; {_n(pair.get('NOT_SUPPORTED', 0))} of them would be denied as "
-        "documented (NCCI edit, rule book I-4).</p>"
+        f'<p class="hint">{_n(both)} visit(s) have both manual therapy (97140) and therapeutic '
+        f"activities (97530) in play: {_n(pair.get('NOT_SUPPORTED', 0))} would be denied as "
+        f"documented (NCCI edit, rule book I-4) and {_n(pair.get('INDETERMINATE', 0))} cannot "
+        "be judged for missing times.</p>"
         + stacked_bar(segments)
         + '<table style="margin-top:10px"><thead><tr><th>status</th><th class="num">visits</th>'
         '<th class="num">share</th><th>meaning</th></tr></thead><tbody>'
@@ -317,17 +318,17 @@ def _reconciliation(summary: Mapping[str, Any], rejected_sample: Sequence[Sequen
     )
     scope = ", ".join(f"{_e(k)} {_n(v)}" for k, v in r["out_of_scope_by_type"].items()) or "none"
     reasons = ", ".join(f"{_e(k)} {_n(v)}" for k, v in r["rejected_by_reason"].items()) or "none"
+    css = ("rule", "rule", "ref", "rule", "ref", "")
     sample = "".join(
         "<tr>"
-        + "".join(
-            f'<td class="{"ref" if i in (2, 3, 4) else ""}">{_e(v)}</td>' for i, v in enumerate(row)
-        )
+        + "".join(f'<td class="{c}">{_e(v)}</td>' for c, v in zip(css, row, strict=False))
         + "</tr>"
         for row in rejected_sample
     )
+
     sample_table = (
         '<details style="margin-top:12px"><summary>First rows of rejected.csv</summary>'
-        "<table><thead><tr><th>kind</th><th>reason code</th><th>source</th><th>location</th>"
+        "<table><thead><tr><th>kind</th><th>code</th><th>source</th><th>location</th>"
         "<th>resource</th><th>reason</th></tr></thead><tbody>"
         + sample
         + "</tbody></table></details>"

@@ -455,7 +455,7 @@ def _write_outputs(
     ):
         _concat(out / f"{name}.csv", header, sorted(parts.glob(f"*.{name}.csv")))
     (out / "summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n")
-    rejected_sample = _first_rows(out / "rejected.csv", 50)
+    rejected_sample = _first_rows(out / "rejected.csv", 20)
     write_report(out / "report.html", summary, report_visits, rejected_sample)
 
 

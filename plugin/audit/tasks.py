@@ -28,7 +28,6 @@ import contextlib
 import csv
 import hashlib
 import os
-import re
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -453,46 +452,6 @@ def line_problem(line: bytes, exc: orjson.JSONDecodeError) -> tuple[str, str]:
     return "invalid-json", f"not valid JSON (column {exc.colno}); line skipped"
 
 
-def _classify(rtype: object) -> str | None:
-    if type(rtype) is not str or not rtype:
-        return "not-a-resource"
-    if rtype == "OperationOutcome":
-        return "export-error"
-    return None
-
-
-# Pass 1 fast path: compact exporters write resourceType first and the subject as a plain
-# {"reference": "..."}; when a routed type's line says so unambiguously, take the patient from
-# the bytes and leave parsing (and any rejection) to pass 2. Anything else is parsed here.
-_FAST_TYPE = re.compile(rb'\A\{\s*"resourceType"\s*:\s*"([A-Za-z]+)"')
-_FAST_REFERENCE = {
-    field: re.compile(rb'"' + field + rb'"\s*:\s*\{\s*"reference"\s*:\s*"([^"\\]*)"')
-    for field in (b"subject", b"patient")
-}
-_ROUTED_BYTES = frozenset(t.encode() for t in ROUTED_TYPES)
-
-
-def _route_fast(line: bytes, index: ReferenceIndex) -> str | None:
-    """The patient key of a routed-type line, or ``None`` when the line must be parsed."""
-    match = _FAST_TYPE.match(line)
-    if match is None or match.group(1) not in _ROUTED_BYTES or b'"contained"' in line:
-        return None
-    subjects = line.count(b'"subject"')
-    field = b"subject" if subjects else b"patient"
-    if subjects > 1 or line.count(b'"' + field + b'"') != 1:
-        return None
-    found = _FAST_REFERENCE[field].search(line)
-    if found is None:
-        return None
-    try:
-        reference = found.group(1).decode("utf-8").strip()
-    except UnicodeDecodeError:
-        return None
-    if not reference or reference[0] == "#":
-        return None
-    return index.normalise(reference, "") or None
-
-
 def split_chunk(task: ChunkTask) -> TaskResult:
     """Pass 1 over ``task.source[start:end]``: route each line to its patient's shard."""
     tally = Tally()
@@ -520,42 +479,34 @@ def split_chunk(task: ChunkTask) -> TaskResult:
         if not line:
             tally.blank_lines += 1
             continue
-        fast = _route_fast(line, index)
-        if fast is not None:  # validated in pass 2, where it is parsed anyway
-            key = fast
+        try:
+            resource = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            code, reason = line_problem(line, exc)
+            reject(line_no, code, reason)
+            continue
+        rtype = resource.get("resourceType") if type(resource) is dict else None
+        if not isinstance(rtype, str) or not rtype:
+            reject(line_no, "not-a-resource", "not a FHIR resource (no resourceType); line skipped")
+            continue
+        if rtype == "OperationOutcome":
+            reject(
+                line_no,
+                "export-error",
+                f"the exporting server wrote an OperationOutcome ({_outcome_codes(resource)}) "
+                "instead of data; check the export's error files",
+                kind="export-error",
+            )
+            continue
+        if rtype == "Bundle":
+            key = f"bundle:{task.chunk_id}:{line_no}"  # a record of its own (pass 2)
+        elif rtype in ROUTED_TYPES:
+            key = _patient_key(resource, index)
         else:
-            try:
-                resource = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                code, reason = line_problem(line, exc)
-                reject(line_no, code, reason)
-                continue
-            rtype = resource.get("resourceType") if type(resource) is dict else None
-            problem = _classify(rtype)
-            if problem == "not-a-resource":
-                reject(
-                    line_no, "not-a-resource", "not a FHIR resource (no resourceType); line skipped"
-                )
-                continue
-            if problem == "export-error":
-                reject(
-                    line_no,
-                    "export-error",
-                    f"the exporting server wrote an OperationOutcome ({_outcome_codes(resource)}) "
-                    "instead of data; check the export's error files",
-                    kind="export-error",
-                )
-                continue
-            assert isinstance(rtype, str)
-            if rtype == "Bundle":
-                key = f"bundle:{task.chunk_id}:{line_no}"  # a record of its own (pass 2)
-            elif rtype in ROUTED_TYPES:
-                key = _patient_key(resource, index)
-            else:
-                tally.resources_read += 1
-                tally.out_of_scope += 1
-                tally.out_of_scope_by_type[rtype] += 1
-                continue
+            tally.resources_read += 1
+            tally.out_of_scope += 1
+            tally.out_of_scope_by_type[rtype] += 1
+            continue
         shard = zlib.crc32((key or f"{task.chunk_id}:{line_no}").encode()) % task.shard_count
         entry = b"".join(
             (prefix, str(line_no).encode(), b"\t", orjson.dumps(key), b"\t", line, b"\n")
@@ -635,7 +586,7 @@ def _audit_lines(
         where[token] = (sources[chunk], f"line {line_no.decode()}")
         try:
             items.append((token, orjson.loads(line)))
-        except orjson.JSONDecodeError as exc:  # a line pass 1 routed without parsing it
+        except orjson.JSONDecodeError as exc:  # pass 1 parsed it; a shard file went bad
             code, reason = line_problem(line, exc)
             rejection = Rejection("line", code, *where[token], "", reason)
             auditor.reject_all([rejection], counted_as_read=False)
