@@ -506,7 +506,9 @@ def finding_card(
         source=Source(
             label=SOURCE_LABEL,
             topic=Coding(
-                system=FINDING_SYSTEM, code=finding.rule.value, display=entry.meaning[:120]
+                system=FINDING_SYSTEM,
+                code=finding.rule.value,
+                display=_TITLES.get(finding.rule) or entry.meaning,
             ),
         ),
         suggestions=(suggestion,) if suggestion else (),
