@@ -7,6 +7,7 @@ audit) compared with ``check`` over the same data written as one Bundle per pati
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -138,3 +139,38 @@ def test_pass_one_routes_every_type_the_mapper_reads() -> None:
     # Types outside this set are counted out of scope in pass 1 and never reach the mapper.
     assert frozenset(_MAPPED_TYPES) == ROUTED_TYPES
     assert {"Procedure", "ServiceRequest", "Claim", "CarePlan", "Encounter"} <= ROUTED_TYPES
+
+
+def test_bundle_lines_in_ndjson_are_audited_as_their_own_records(tmp_path: Path) -> None:
+    names = ["pair-no-modifier.json", "overlapping-time-blocks.json"]
+    export = tmp_path / "export"
+    export.mkdir()
+    lines = [json.dumps(json.loads((SAMPLES / n).read_text())) for n in names]
+    (export / "Bundle.ndjson").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    assert audit(str(export), "--out", str(out), "-q").exit_code == 0
+    expected = check_counts(check_json(*(SAMPLES / n for n in names)))
+    body = summary(out)
+    assert audit_counts(body) == expected
+    assert body["reconciliation"]["balanced"] is True
+    assert {Path(r["source"]).name for r in read_csv(out / "visits.csv")} == {"Bundle.ndjson"}
+
+
+def test_resources_that_name_no_patient_are_reported_not_dropped(tmp_path: Path) -> None:
+    export = tmp_path / "export"
+    export.mkdir()
+    procedure = {
+        "resourceType": "Procedure",
+        "status": "completed",
+        "code": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "97110"}]},
+        "performedPeriod": {"start": "2025-03-04T09:00:00Z", "end": "2025-03-04T09:20:00Z"},
+    }
+    lines = [json.dumps({**procedure, "id": f"np{i}"}) for i in range(1203)]
+    (export / "Procedure.ndjson").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    assert audit(str(export), "--out", str(out), "-q", "-j", "2").exit_code == 0
+    body = summary(out)
+    assert body["totals"]["visits"] == 0
+    assert body["findings_not_on_a_visit_by_rule"] == {"I-IGNORED-STATUS": 1203}
+    assert body["reconciliation"]["used"] == 1203
+    assert body["reconciliation"]["balanced"] is True
