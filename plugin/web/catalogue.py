@@ -30,7 +30,11 @@ run `make docs` to regenerate; a test fails when this page and the rule data dis
 
 Errors become `critical` cards, warnings `warning` cards; informational findings are gathered
 into the visit's `info` summary card. Each card carries the finding id as `source.topic.code`
-in the system `https://therapy-cds.github.io/fhir/CodeSystem/finding`.
+in the system `https://therapy-cds.github.io/fhir/CodeSystem/finding`. The visit's summary card,
+which states the units per code, carries the code of its one informational finding, or
+`units-summary` when it has none or several.
+
+Source ids (S1a, S7, ...) are listed with their documents in [sources.md](sources.md).
 
 ## Summary
 
