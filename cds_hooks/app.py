@@ -181,12 +181,82 @@ _REQUEST_SCHEMA: dict[str, Any] = {
         "extension": {"type": "object"},
     },
 }
+_CODING_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["code", "system"],
+    "properties": {
+        "code": {"type": "string", "minLength": 1},
+        "system": {"type": "string", "minLength": 1},
+        "display": {"type": "string", "minLength": 1},
+    },
+}
+_ACTION_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "description"],
+    "properties": {
+        "type": {"enum": ["create", "update", "delete"]},
+        "description": {"type": "string"},
+        "resource": {"type": "object"},
+        "resourceId": {"type": "string"},
+    },
+}
+_CARD_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["summary", "indicator", "source"],
+    "properties": {
+        "uuid": {"type": "string"},
+        "summary": {"type": "string", "minLength": 1, "maxLength": 139},
+        "detail": {"type": "string"},
+        "indicator": {"enum": ["info", "warning", "critical"]},
+        "source": {
+            "type": "object",
+            "required": ["label"],
+            "properties": {
+                "label": {"type": "string"},
+                "url": {"type": "string"},
+                "icon": {"type": "string"},
+                "topic": _CODING_SCHEMA,
+            },
+        },
+        "suggestions": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["label"],
+                "properties": {
+                    "label": {"type": "string"},
+                    "uuid": {"type": "string"},
+                    "isRecommended": {"type": "boolean"},
+                    "actions": {"type": "array", "minItems": 1, "items": _ACTION_SCHEMA},
+                },
+            },
+        },
+        "selectionBehavior": {"enum": ["at-most-one", "any"]},
+        "overrideReasons": {"type": "array", "minItems": 1, "items": _CODING_SCHEMA},
+        "links": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["label", "url", "type"],
+                "properties": {
+                    "label": {"type": "string"},
+                    "url": {"type": "string"},
+                    "type": {"enum": ["absolute", "smart"]},
+                    "appContext": {"type": "string"},
+                    "autolaunchable": {"type": "boolean"},
+                },
+            },
+        },
+    },
+}
 _RESPONSE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["cards"],
     "properties": {
-        "cards": {"type": "array", "items": {"type": "object"}},
-        "systemActions": {"type": "array", "items": {"type": "object"}},
+        "cards": {"type": "array", "items": _CARD_SCHEMA},
+        "systemActions": {"type": "array", "items": _ACTION_SCHEMA},
     },
 }
 _FEEDBACK_SCHEMA: dict[str, Any] = {
@@ -194,7 +264,30 @@ _FEEDBACK_SCHEMA: dict[str, Any] = {
     "required": ["feedback"],
     "properties": {"feedback": {"type": "array", "items": {"type": "object"}}},
 }
-_OUTCOME = {"application/fhir+json": {"schema": {"type": "object"}}}
+_OUTCOME = {
+    "application/fhir+json": {
+        "schema": {
+            "type": "object",
+            "required": ["resourceType", "issue"],
+            "properties": {
+                "resourceType": {"const": "OperationOutcome"},
+                "issue": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "required": ["severity", "code"],
+                        "properties": {
+                            "severity": {"enum": ["fatal", "error", "warning", "information"]},
+                            "code": {"type": "string"},
+                            "diagnostics": {"type": "string"},
+                        },
+                    },
+                },
+            },
+        }
+    }
+}
 
 
 def _error_docs(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -523,7 +616,15 @@ class CdsHooks:
                 self.feedback,
                 methods=["POST"],
                 summary="Feedback on cards",
-                responses={200: {"description": "Accepted"}, **_error_docs(400, 401, 404)},
+                responses={
+                    200: {
+                        "description": "Accepted (stored once, however often it is sent)",
+                        "content": {
+                            "application/json": {"schema": {"type": "object", "maxProperties": 0}}
+                        },
+                    },
+                    **_error_docs(400, 401, 404, 500),
+                },
                 openapi_extra=feedback_body,
                 include_in_schema=in_schema,
             )
