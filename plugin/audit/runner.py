@@ -51,6 +51,7 @@ MAX_SHARDS = 2048
 MAX_CHUNKS = 64
 DOCUMENT_BATCH_FILES = 32
 DOCUMENT_BATCH_BYTES = 4 * 1024 * 1024
+WORK_PREFIX = ".audit-work-"
 OUTPUT_FILES = ("visits.csv", "findings.csv", "rejected.csv", "summary.json", "report.html")
 
 
@@ -106,15 +107,19 @@ class InputFiles:
 
 def discover(paths: Iterable[Path], out: Path) -> InputFiles:
     """The files to read: folders contribute ``*.json`` (documents) and ``*.ndjson`` /
-    ``*.jsonl`` (export) files, sorted; the output folder is never read."""
+    ``*.jsonl`` (export) files, sorted; an earlier audit's outputs are never read."""
     documents: list[Path] = []
     exports: list[Path] = []
     seen: set[Path] = set()
-    out_resolved = out.resolve()
+    own = {(out / name).resolve() for name in OUTPUT_FILES}
 
     def add(path: Path) -> None:
         resolved = path.resolve()
-        if resolved in seen or out_resolved in resolved.parents:
+        if (
+            resolved in seen
+            or resolved in own
+            or any(p.name.startswith(WORK_PREFIX) for p in resolved.parents)
+        ):
             return
         seen.add(resolved)
         (exports if path.name.lower().endswith(EXPORT_SUFFIXES) else documents).append(path)
@@ -143,7 +148,7 @@ def prepare_out(out: Path) -> Path:
         raise AuditUsageError(f"{out}: exists and is not a folder; give a folder for the report")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=".audit-work-", dir=out))
+        work = Path(tempfile.mkdtemp(prefix=WORK_PREFIX, dir=out))
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         raise AuditUsageError(f"{out}: cannot write the report there ({reason})") from None

@@ -145,3 +145,16 @@ def test_report_escapes_what_comes_from_the_input(tmp_path: Path) -> None:
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "<script" not in html
     assert "http://" not in html.replace("http://www.w3.org/2000/svg", "")
+
+
+def test_an_audit_written_beside_its_input_does_not_read_itself(tmp_path: Path) -> None:
+    folder = tmp_path / "bundles"
+    folder.mkdir()
+    for name in ("pair-no-modifier.json", "overlapping-time-blocks.json"):
+        (folder / name).write_text((SAMPLES / name).read_text())
+    for _ in range(2):  # the second run finds the first one's summary.json beside the bundles
+        result = audit(str(folder), "--out", str(folder), "-q")
+        assert result.exit_code == 0, result.output
+        body = summary(folder)
+        assert body["totals"]["visits"] == 2
+        assert body["reconciliation"]["files_rejected"] == 0
