@@ -146,8 +146,10 @@ def attribute_minutes(
     # an interval ends can share time with it (touching intervals share none).
     overlaps: list[Overlap] = []
     by_start = sorted(exclusive, key=lambda iv: (iv.start, iv.end, iv.ref, iv.code))
+    count = len(by_start)
     for index, a in enumerate(by_start):
-        for b in by_start[index + 1 :]:
+        for other in range(index + 1, count):
+            b = by_start[other]
             if b.start >= a.end:
                 break
             shared = intersection(a, b)
