@@ -14,7 +14,6 @@ import math
 import multiprocessing
 import os
 import shutil
-import sys
 import tempfile
 import time
 import zlib
@@ -60,11 +59,7 @@ class AuditUsageError(Exception):
 
 
 class AuditProgress(Protocol):
-    """What the runner reports while it works (the CLI draws a progress bar from it).
-
-    Start no thread (no live display) before the first :meth:`phase` call: the worker
-    processes are forked before it.
-    """
+    """What the runner reports while it works (the CLI draws a progress bar from it)."""
 
     def phase(self, description: str, total: int) -> None: ...
 
@@ -223,11 +218,16 @@ class _Pool:
     def __init__(self, jobs: int) -> None:
         self._pool: Any = None
         if jobs > 1:
-            # fork where it is the platform's way (Linux): workers start at once with the rules
-            # already imported. The runner starts no thread before this point, and callers are
-            # asked (AuditProgress) to draw nothing before the first phase() call.
-            method = "fork" if sys.platform == "linux" else "spawn"
-            self._pool = multiprocessing.get_context(method).Pool(jobs, initializer=_warm)
+            # forkserver where there is one: a clean server process imports the rules once and
+            # forks each worker from it (no threads or locks inherited from the caller, and no
+            # import per worker); spawn elsewhere.
+            context: multiprocessing.context.BaseContext
+            if "forkserver" in multiprocessing.get_all_start_methods():
+                context = multiprocessing.get_context("forkserver")
+                context.set_forkserver_preload(["plugin.audit.tasks"])
+            else:
+                context = multiprocessing.get_context("spawn")
+            self._pool = context.Pool(jobs, initializer=_warm)
 
     def run(self, tasks: list[Any]) -> Iterator[Any]:
         if self._pool is None:

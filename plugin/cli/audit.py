@@ -53,7 +53,7 @@ class _Bar:
 
     def phase(self, description: str, total: int) -> None:
         if self.task is None:
-            self.progress.start()  # only now: the audit's processes exist already
+            self.progress.start()  # the live display starts with the first phase
         else:
             self.progress.update(self.task, completed=self.progress.tasks[-1].total)
         self.visits = 0
