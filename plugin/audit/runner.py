@@ -376,6 +376,8 @@ def _draw(
         )
         for n, (_, group) in enumerate(sorted(batches.items()))
     ]
+    if not tasks:
+        return visits
     progress.phase("Drawing timelines", len(visits))
     svgs: dict[tuple[Any, str, str, str], str] = {}
     result: DrawResult

@@ -301,7 +301,7 @@ class RecordAuditor:
     def _trim(self) -> None:
         self._candidates.sort(key=lambda c: c.sort_key)
         del self._candidates[self.settings.report_limit :]
-        if len(self._candidates) == self.settings.report_limit:
+        if self._candidates and len(self._candidates) == self.settings.report_limit:
             self._cutoff = self._candidates[-1].sort_key  # worse visits cannot make the list
 
     def finish(self, task_id: int, amount: int) -> TaskResult:

@@ -158,3 +158,15 @@ def test_an_audit_written_beside_its_input_does_not_read_itself(tmp_path: Path) 
         body = summary(folder)
         assert body["totals"]["visits"] == 2
         assert body["reconciliation"]["files_rejected"] == 0
+
+
+@pytest.mark.parametrize("limit", ["0", "1"])
+def test_report_visits_limits_the_report_not_the_csv(tmp_path: Path, limit: str) -> None:
+    out = tmp_path / "out"
+    result = audit(str(SAMPLES), "--out", str(out), "-q", "-j", "2", "--report-visits", limit)
+    assert result.exit_code == 0, result.output
+    html = (out / "report.html").read_text()
+    assert html.count('<details class="visit"') == int(limit)
+    body = summary(out)
+    assert body["report"]["visits_shown"] == int(limit)
+    assert len(read_csv(out / "visits.csv")) == body["totals"]["visits"] > 1
