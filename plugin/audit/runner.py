@@ -239,6 +239,7 @@ class _Pool:
         if self._pool is not None:
             self._pool.terminate()
             self._pool.join()
+            self._pool = None
 
 
 class _Report:
