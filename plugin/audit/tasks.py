@@ -476,6 +476,8 @@ def split_chunk(task: ChunkTask) -> TaskResult:
 
     for line_no, raw in _lines(task.source, task.start, task.end, task.first_line):
         line = raw.strip()
+        if line_no == 1 and line.startswith(b"\xef\xbb\xbf"):
+            line = line[3:]  # a byte-order mark some Windows tools write
         if not line:
             tally.blank_lines += 1
             continue

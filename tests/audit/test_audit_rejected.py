@@ -153,3 +153,18 @@ def test_cds_hooks_request_files_are_audited_like_bundles(tmp_path: Path) -> Non
     body = summary(out)
     assert body["totals"]["visits"] == 1
     assert body["findings_by_rule"].get("E-PAIR-NO-MODIFIER") == 1
+
+
+def test_crlf_line_ends_and_a_byte_order_mark_are_read(tmp_path: Path) -> None:
+    export = tmp_path / "export"
+    export.mkdir()
+    first = _procedure("p1", "A", "2025-03-04T09:00:00-05:00", "2025-03-04T09:20:00-05:00")
+    second = _procedure("p2", "A", "2025-03-05T09:00:00-05:00", "2025-03-05T09:30:00-05:00")
+    (export / "Procedure.ndjson").write_bytes(
+        b"\xef\xbb\xbf" + _line(first) + b"\r\n" + _line(second) + b"\r\n"
+    )
+    out = tmp_path / "out"
+    assert audit(str(export), "--out", str(out), "-q").exit_code == 0
+    body = summary(out)
+    assert body["totals"]["visits"] == 2
+    assert body["reconciliation"]["rejected"] == 0
