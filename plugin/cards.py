@@ -231,13 +231,16 @@ def _is_empty_detail(detail: JsonObject) -> bool:
 
 def _add_modifier(resource: JsonObject, modifier: str, version: FhirVersion | None) -> None:
     coding = {"system": _modifier_system(modifier), "code": modifier}
-    if version is FhirVersion.R5:
-        # R5 orderDetail is a parameter structure; the project extension is unambiguous there.
-        resource.setdefault("extension", []).append(
-            {"url": EXT_BILLING_MODIFIER, "valueCoding": coding}
-        )
-        return
-    resource.setdefault("orderDetail", []).append({"coding": [coding]})
+    # R5 orderDetail is a parameter structure; the project extension is unambiguous there.
+    member, item = (
+        ("extension", {"url": EXT_BILLING_MODIFIER, "valueCoding": coding})
+        if version is FhirVersion.R5
+        else ("orderDetail", {"coding": [coding]})
+    )
+    existing = resource.setdefault(member, [])
+    if isinstance(existing, list):
+        existing.append(item)
+    # otherwise the draft's member is not a list: left as it is, sound_update refuses the draft
 
 
 def apply_fixes(

@@ -273,3 +273,13 @@ def test_response_prunes_nested_empties_once() -> None:
         ]
     }
     assert CdsResponse().model_dump(mode="json", by_alias=True) == {"cards": []}
+
+
+@pytest.mark.parametrize("member", ["orderDetail", "extension"])
+@pytest.mark.parametrize("version", [None, FhirVersion.R5])
+def test_a_draft_member_that_is_not_a_list_gets_no_suggestion(
+    member: str, version: FhirVersion | None
+) -> None:
+    draft = {**_draft(), member: {"coding": "not a list"}}
+    updated = cards.apply_fixes(draft, [Fix(line_code="97530", add_modifier="59")], version)
+    assert not cards.sound_update(updated, version)
