@@ -144,11 +144,13 @@ def wait_ready(target: Target, body: bytes, timeout: float = 60.0) -> None:
 
 @contextlib.contextmanager
 def running(targets: list[Target], logs: Path) -> Iterator[None]:
+    handles = []
     try:
         for target in targets:
             target.port = free_port()
             command = [arg.replace("{port}", str(target.port)) for arg in target.command]
             log = (logs / f"{target.name}.log").open("wb")
+            handles.append(log)
             target.process = subprocess.Popen(
                 command,
                 cwd=ROOT,
@@ -166,6 +168,8 @@ def running(targets: list[Target], logs: Path) -> Iterator[None]:
                     target.process.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     os.killpg(target.process.pid, signal.SIGKILL)
+        for handle in handles:
+            handle.close()
 
 
 def run_wrk(target: Target, script: Path, seconds: float, concurrency: int) -> Round:
