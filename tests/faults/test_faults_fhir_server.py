@@ -112,13 +112,17 @@ def _closed_port_url() -> str:
         return f"http://127.0.0.1:{sock.getsockname()[1]}/fhir"
 
 
+#: An allow-listed FHIR server that is down: nothing listens on its port.
+DOWN = _closed_port_url()
+
+
 @pytest.fixture
 async def client(fhir_server: str, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     settings = Settings(
         require_auth=False,
         dev_mode=True,
         database_url=f"sqlite:///{tmp_path / 'faults.db'}",
-        fhir_server_allowlist=[fhir_server, "http://127.0.0.1"],
+        fhir_server_allowlist=[fhir_server, DOWN],
         fhir_timeout_seconds=TIMEOUT,
         fhir_deadline_seconds=DEADLINE,
         log_level="WARNING",
@@ -167,7 +171,7 @@ async def test_a_failing_fhir_server_gives_412_within_the_deadline(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     FakeFhir.mode = mode
-    target = _closed_port_url() if mode == "down" else fhir_server
+    target = DOWN if mode == "down" else fhir_server
     started = time.monotonic()
     response = await client.post(f"/cds-services/{SERVICE}", json=_request(target))
     elapsed = time.monotonic() - started
