@@ -113,7 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "DEVELOPMENT MODE: client authentication is OFF; do not expose this instance"
         )
     # --- web pages (sandbox, SMART app, rule catalogue): plugin/web ---
-    from plugin.web import install_web
+    from plugin.web.install import install_web
 
     install_web(app, settings)
     # --- end web pages ---

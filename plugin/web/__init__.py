@@ -1,59 +1,6 @@
 """Web pages served by the service: the sandbox, the SMART app, the rule catalogue, and the
-visit timeline they share.
+visit timeline they share (:mod:`plugin.web.timeline`, also drawn into audit reports).
 
-:func:`install_web` mounts them on the application (one call in :func:`plugin.app.create_app`).
+:func:`plugin.web.install.install_web` mounts the pages on the application. This package
+imports nothing itself, so the timeline can be used without loading the web stack.
 """
-
-from __future__ import annotations
-
-import logging
-
-import httpx
-from fastapi import FastAPI
-from fastapi.responses import RedirectResponse
-from fastapi.staticfiles import StaticFiles
-
-from plugin.settings import Settings
-from plugin.web.catalogue import catalogue_router
-from plugin.web.pages import ASSETS_PATH, STATIC
-from plugin.web.sandbox import sandbox_router
-from plugin.web.settings import WebSettings
-from plugin.web.smart import SmartApp, smart_router
-
-logger = logging.getLogger(__name__)
-
-__all__ = ["WebSettings", "install_web"]
-
-
-def install_web(
-    app: FastAPI,
-    settings: Settings,
-    web: WebSettings | None = None,
-    *,
-    http_transport: httpx.AsyncBaseTransport | None = None,
-) -> None:
-    """Mount ``/sandbox`` (when enabled), ``/smart/*``, ``/rules`` and their assets.
-
-    ``http_transport``: how the SMART app reaches other servers (tests pass an in-process one).
-    """
-    web = web if web is not None else WebSettings()
-    app.mount(ASSETS_PATH, StaticFiles(directory=STATIC), name="web-assets")
-    sandbox_on = web.sandbox_enabled(require_auth=settings.require_auth)
-    app.include_router(catalogue_router(web, sandbox_on=sandbox_on))
-    smart = SmartApp(settings, web, transport=http_transport)
-    app.state.smart = smart
-    app.include_router(smart_router(smart))
-    if sandbox_on:
-        app.include_router(sandbox_router(settings, web))
-
-        @app.get("/", include_in_schema=False)
-        async def home() -> RedirectResponse:
-            return RedirectResponse("/sandbox", status_code=307)
-
-        if settings.require_auth:
-            logger.warning(
-                "sandbox page enabled with client authentication on: it sends the JWT the user "
-                "pastes (THERAPY_CDS_SANDBOX=true)"
-            )
-    else:
-        logger.info("sandbox page off (client authentication is on; THERAPY_CDS_SANDBOX=true)")

@@ -17,7 +17,7 @@ from web_support import dev_settings
 
 from plugin.app import cds_config, configure_logging
 from plugin.settings import Settings
-from plugin.web import install_web
+from plugin.web.install import install_web
 from plugin.web.settings import WebSettings
 from plugin.web.smart_session import COOKIE_NAME, SessionStore, code_challenge
 
