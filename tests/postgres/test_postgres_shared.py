@@ -156,3 +156,14 @@ def test_two_workers_share_replay_cache_and_feedback(pg_url: str, tmp_path: Path
     cards = sorted(row["card_uuid"] for row in store.outcomes(SERVICE))
     engine.dispose()
     assert cards == sorted([item["card"], other["card"]])
+
+
+def test_acknowledged_feedback_survives_a_killed_worker_on_postgres(
+    pg_url: str, tmp_path: Path
+) -> None:
+    from faults import kill_worker_during_feedback
+
+    result = kill_worker_during_feedback(pg_url, tmp_path)
+    assert len(result.acknowledged) > 50
+    assert result.served_after_kill > 0, "the service went on serving"
+    assert result.lost == [], f"{len(result.lost)} acknowledged items lost"
