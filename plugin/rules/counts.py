@@ -7,6 +7,9 @@ this keeps those values hashable and their iteration order deterministic (sorted
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from typing import TypeVar, overload
+
+T = TypeVar("T")
 
 
 class CodeCounts(Mapping[str, int]):
@@ -23,6 +26,18 @@ class CodeCounts(Mapping[str, int]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._data)
+
+    # Direct dict look-ups: the generic Mapping versions go through __getitem__ and exceptions,
+    # and the rules call these in their inner loops.
+    @overload
+    def get(self, code: str, /) -> int | None: ...
+    @overload
+    def get(self, code: str, default: int | T, /) -> int | T: ...
+    def get(self, code: str, default: object = None, /) -> object:
+        return self._data.get(code, default)
+
+    def __contains__(self, code: object) -> bool:
+        return code in self._data
 
     def __len__(self) -> int:
         return len(self._data)
