@@ -31,7 +31,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,27 +46,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 from payloads import order_sign_body  # noqa: E402
+from service_proc import WRK_REPORT_LUA, free_port, run_wrk  # noqa: E402
 
 SERVICE_PATH = "/cds-services/therapy-timed-codes"
 PEER_PATH = "/cds/cds-services/therapy-timed-codes"
 PEER_PACKAGES = ("healthchain", "uvicorn[standard]")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-LUA = """
+LUA_BODY = """
 local f = assert(io.open("{body}", "rb"))
 wrk.body = f:read("*a")
 f:close()
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    'WRKJSON {{"requests": %d, "duration_us": %d, "non2xx": %d, "socket_errors": %d, '
-    .. '"p50": %d, "p90": %d, "p99": %d, "max": %d}}\\n',
-    summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
-end
 """
 
 
@@ -91,13 +83,6 @@ class Round:
     p90_ms: float
     p99_ms: float
     cpu_seconds: float
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def process_tree_cpu(pid: int) -> float:
@@ -172,32 +157,14 @@ def running(targets: list[Target], logs: Path) -> Iterator[None]:
             handle.close()
 
 
-def run_wrk(target: Target, script: Path, seconds: float, concurrency: int) -> Round:
+def measure_round(target: Target, script: Path, seconds: float, concurrency: int) -> Round:
     assert target.process is not None
     url = f"http://127.0.0.1:{target.port}{target.path}"
     cpu_before = process_tree_cpu(target.process.pid)
     started = time.monotonic()
-    completed = subprocess.run(
-        [
-            "wrk",
-            "-t1",
-            f"-c{concurrency}",
-            f"-d{max(1, round(seconds))}s",
-            "--timeout",
-            "10s",
-            "-s",
-            str(script),
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=seconds + 60,
-    )
+    data = run_wrk(url, script, round(seconds), concurrency)
     elapsed = time.monotonic() - started
     cpu = process_tree_cpu(target.process.pid) - cpu_before
-    line = next(x for x in completed.stdout.splitlines() if x.startswith("WRKJSON "))
-    data = json.loads(line[len("WRKJSON ") :])
     return Round(
         requests=data["requests"],
         seconds=data["duration_us"] / 1e6 or elapsed,
@@ -278,7 +245,9 @@ def main(argv: list[str] | None = None) -> int:
         bodies[size] = order_sign_body(size)
         (workdir / f"visit-{size}.json").write_bytes(bodies[size])
         scripts[size] = workdir / f"visit-{size}.lua"
-        scripts[size].write_text(LUA.format(body=workdir / f"visit-{size}.json"))
+        scripts[size].write_text(
+            LUA_BODY.format(body=workdir / f"visit-{size}.json") + WRK_REPORT_LUA
+        )
 
     entry = Path(sys.executable).parent / "therapy-cds"
     targets = [
@@ -313,14 +282,14 @@ def main(argv: list[str] | None = None) -> int:
             wait_ready(target, bodies[sizes[0]])
         for size in sizes:
             for target in targets:
-                run_wrk(target, scripts[size], args.warmup, args.concurrency)
+                measure_round(target, scripts[size], args.warmup, args.concurrency)
         for index in range(args.rounds):
             shift = index % len(targets)
             order = targets[shift:] + targets[:shift]
             for size in sizes:
                 for target in order:
                     results.setdefault((target.name, size), []).append(
-                        run_wrk(target, scripts[size], args.duration, args.concurrency)
+                        measure_round(target, scripts[size], args.duration, args.concurrency)
                     )
             print(f"round {index + 1}/{args.rounds} done", flush=True)
 

@@ -6,6 +6,7 @@ answers on every worker, find the worker processes, stop it.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -138,3 +139,42 @@ def running_service(
                     os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=5)
         handle.close()
+
+
+#: Lua ``done`` hook for wrk scripts: prints one ``WRKJSON {...}`` line that :func:`run_wrk`
+#: reads (request count, duration, non-2xx, socket errors, latency percentiles in microseconds).
+WRK_REPORT_LUA = r"""
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRKJSON {"requests": %d, "duration_us": %d, "non2xx": %d, "socket_errors": %d, '
+    .. '"p50": %d, "p90": %d, "p99": %d, "max": %d}\n',
+    summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
+end
+"""
+
+
+def run_wrk(url: str, script: Path, seconds: int, concurrency: int) -> dict[str, int]:
+    """One wrk run (one thread, ``concurrency`` connections) against a loopback ``url`` with a
+    Lua ``script`` that ends in :data:`WRK_REPORT_LUA`; returns its ``WRKJSON`` numbers."""
+    completed = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{concurrency}",
+            f"-d{max(1, seconds)}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 60,
+    )
+    line = next(x for x in completed.stdout.splitlines() if x.startswith("WRKJSON "))
+    result: dict[str, int] = json.loads(line[len("WRKJSON ") :])
+    return result

@@ -17,9 +17,7 @@ Run: .venv/bin/python bench/soak.py [--seconds 600] [--workers 2] [--concurrency
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 from payloads import order_sign_body  # noqa: E402
-from service_proc import rss_bytes, running_service  # noqa: E402
+from service_proc import WRK_REPORT_LUA, rss_bytes, run_wrk, running_service  # noqa: E402
 
 LUA = r"""
 local function slurp(path)
@@ -56,38 +54,7 @@ request = function()
   end
   return wrk.format("POST", "/cds-services/therapy-timed-codes", json_headers, small)
 end
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    'WRKJSON {{"requests": %d, "duration_us": %d, "non2xx": %d, "socket_errors": %d, '
-    .. '"p50": %d, "p99": %d}}\n',
-    summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
-    latency:percentile(50), latency:percentile(99)))
-end
 """
-
-
-def run_chunk(url: str, script: Path, seconds: int, concurrency: int) -> dict[str, int]:
-    completed = subprocess.run(
-        [
-            "wrk",
-            "-t1",
-            f"-c{concurrency}",
-            f"-d{seconds}s",
-            "--timeout",
-            "10s",
-            "-s",
-            str(script),
-            url,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=seconds + 60,
-    )
-    line = next(x for x in completed.stdout.splitlines() if x.startswith("WRKJSON "))
-    result: dict[str, int] = json.loads(line[len("WRKJSON ") :])
-    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,10 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     (workdir / "large.json").write_bytes(order_sign_body(100))
     script = workdir / "soak.lua"
     script.write_text(
-        LUA.replace("{small}", str(workdir / "small.json"))
-        .replace("{large}", str(workdir / "large.json"))
-        .replace("{{", "{")
-        .replace("}}", "}")
+        LUA.replace("{small}", str(workdir / "small.json")).replace(
+            "{large}", str(workdir / "large.json")
+        )
+        + WRK_REPORT_LUA
     )
     env = {
         "THERAPY_CDS_DATABASE_URL": f"sqlite:///{workdir / 'soak.db'}",
@@ -129,16 +96,14 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         if args.warmup:
-            warm = run_chunk(service.base_url, script, args.warmup, args.concurrency)
+            warm = run_wrk(service.base_url, script, args.warmup, args.concurrency)
             print(f"warm-up: {warm['requests']} requests, non-2xx {warm['non2xx']}", flush=True)
         baseline = {pid: rss_bytes(pid) for pid in workers}
         print("baseline RSS MiB: " + ", ".join(f"{p}={b / 2**20:.1f}" for p, b in baseline.items()))
         started = time.monotonic()
         readings: list[dict[int, int]] = []
         while (left := args.seconds - (time.monotonic() - started)) > 1:
-            chunk = run_chunk(
-                service.base_url, script, int(min(args.chunk, left)), args.concurrency
-            )
+            chunk = run_wrk(service.base_url, script, int(min(args.chunk, left)), args.concurrency)
             for key in totals:
                 totals[key] += chunk[key]
             rss = {pid: rss_bytes(pid) for pid in workers}
