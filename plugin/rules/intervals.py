@@ -79,8 +79,13 @@ class Overlap:
 
     refs: tuple[str, str]  # sorted
     codes: tuple[str, ...]  # sorted, de-duplicated
-    length: timedelta
+    start: datetime  # the shared span, UTC
+    end: datetime
     kept_by: str | None  # the code that keeps the shared minutes, None when neither does
+
+    @property
+    def length(self) -> timedelta:
+        return self.end - self.start
 
     @property
     def minutes(self) -> int:
@@ -152,8 +157,8 @@ def attribute_minutes(
             b = by_start[other]
             if b.start >= a.end:
                 break
-            shared = intersection(a, b)
-            if shared <= timedelta(0):
+            start, end = max(a.start, b.start), min(a.end, b.end)
+            if end <= start:
                 continue
             codes = frozenset({a.code, b.code})
             refs = tuple(sorted((a.ref, b.ref)))
@@ -161,7 +166,8 @@ def attribute_minutes(
                 Overlap(
                     refs=(refs[0], refs[1]),
                     codes=tuple(sorted(codes)),
-                    length=shared,
+                    start=start,
+                    end=end,
                     kept_by=winner(codes),
                 )
             )

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from html import escape
 
+from fhir_mappings.codes import is_one_on_one
 from fhir_mappings.model import TherapyVisit, TimedService
+from plugin.rules.intervals import attribute_minutes
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,15 +59,11 @@ def _interval(service: TimedService) -> tuple[datetime, datetime] | None:
 
 
 def find_overlaps(services: Iterable[TimedService]) -> tuple[OverlapSpan, ...]:
-    """Positive-length intersections between intervals of different services (R-H10: touching
-    intervals do not overlap)."""
-    timed = [(s, iv) for s in services if (iv := _interval(s)) is not None]
-    spans: list[OverlapSpan] = []
-    for i, (first, (a_start, a_end)) in enumerate(timed):
-        for second, (b_start, b_end) in timed[i + 1 :]:
-            start, end = max(a_start, b_start), min(a_end, b_end)
-            if end > start:
-                spans.append(OverlapSpan(start, end, tuple(sorted({first.code, second.code}))))
+    """The overlaps the rules count (R-F4): positive-length intersections between one-on-one or
+    constant-attendance services. Touching intervals do not overlap (R-H10) and supervised
+    modalities may overlap anything (R-F3), exactly as in :func:`attribute_minutes`."""
+    attribution = attribute_minutes(list(services), is_one_on_one=is_one_on_one, pair=None)
+    spans = {OverlapSpan(o.start, o.end, o.codes) for o in attribution.overlaps}
     return tuple(sorted(spans, key=lambda span: (span.start, span.end, span.codes)))
 
 

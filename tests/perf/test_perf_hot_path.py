@@ -191,7 +191,8 @@ def _reference_attribution(
                     Overlap(
                         refs=(refs[0], refs[1]),
                         codes=tuple(sorted({a.code, b.code})),
-                        length=shared,
+                        start=max(a.start, b.start),
+                        end=min(a.end, b.end),
                         kept_by=winner(frozenset({a.code, b.code})),
                     )
                 )

@@ -75,3 +75,20 @@ def test_a_visit_with_no_intervals_says_so() -> None:
     svg = render_svg(build_timeline(_visit(_service("Procedure/x", "97530", None, None))))
     ElementTree.fromstring(svg)
     assert "No service on this visit has both a start and an end time." in svg
+
+
+def test_a_supervised_modality_under_a_one_on_one_code_is_not_an_overlap() -> None:
+    # R-F3: supervised modalities (97014 electrical stimulation) may run during timed codes; only
+    # one-on-one / constant-attendance overlaps are counted by the rules, and so drawn.
+    services = [
+        _service("Procedure/a", "97110", "2025-03-04T14:00:00Z", "2025-03-04T14:20:00Z"),
+        _service("Procedure/b", "97014", "2025-03-04T14:05:00Z", "2025-03-04T14:15:00Z"),
+        _service("Procedure/c", "97112", "2025-03-04T14:18:00Z", "2025-03-04T14:30:00Z"),
+    ]
+    spans = find_overlaps(services)
+    assert [(span.codes, (span.end - span.start).total_seconds()) for span in spans] == [
+        (("97110", "97112"), 120.0)
+    ]
+    timeline = build_timeline(_visit(*services))
+    overlapped = {bar.ref for lane in timeline.lanes for bar in lane.bars if bar.overlapped}
+    assert overlapped == {"Procedure/a", "Procedure/c"}
