@@ -319,3 +319,47 @@ async def test_two_cards_never_suggest_conflicting_edits_of_one_charge(
     resource = group["suggestions"][0]["actions"][0]["resource"]
     assert resource["code"]["coding"][0]["code"] == "97150"
     assert resource["quantityQuantity"]["value"] == 1
+
+
+@pytest.mark.anyio
+async def test_without_encounter_id_the_visit_is_searched_by_patient_and_draft_date(
+    tmp_path: Path,
+) -> None:
+    """The CDS Hooks Sandbox never sends encounterId, so the `procedures` template cannot be
+    filled; with FHIR access the service searches the patient's Procedures on the drafts' date."""
+    import respx
+
+    fhir = "https://ehr.example.org/fhir"
+    body = build_hook_request(_bundle("pair-no-modifier.json"), hook="order-sign")
+    documentation = body.pop("prefetch")
+    body["context"].pop("encounterId")
+    body["fhirServer"] = fhir
+    body["fhirAuthorization"] = {
+        "access_token": "opaque-token",
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "scope": "patient/*.read",
+        "subject": "therapy-cds",
+    }
+    patient = body["context"]["patientId"]
+    settings = Settings(
+        dev_mode=True,
+        require_auth=False,
+        database_url=f"sqlite:///{tmp_path / 'cds.db'}",
+        fhir_server_allowlist=[fhir],
+    )
+    app = create_app(settings)
+    with respx.mock(assert_all_called=False) as ehr:
+        ehr.get(f"{fhir}/Patient/{patient}").respond(json=documentation["patient"])
+        ehr.get(f"{fhir}/CarePlan", params={"patient": patient}).respond(
+            json=documentation["carePlans"]
+        )
+        search = ehr.get(f"{fhir}/Procedure", params={"patient": patient, "date": "2025-03-04"})
+        search.respond(json=documentation["procedures"])
+        transport = httpx.ASGITransport(app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://cds.test") as client:
+            response = await client.post(f"/cds-services/{ORDER_SIGN_SERVICE}", json=body)
+    assert response.status_code == 200, response.text
+    assert search.called
+    assert search.calls.last.request.headers["Authorization"] == "Bearer opaque-token"
+    assert _topics(response.json()["cards"], "critical") == ["E-PAIR-NO-MODIFIER"]
