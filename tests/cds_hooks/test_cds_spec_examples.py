@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import httpx
@@ -26,7 +26,7 @@ from cds_hooks import (
     ServiceDescriptor,
     Source,
 )
-from cds_hooks.models import Card
+from cds_hooks.models import Card, Link, Suggestion, WireModel
 
 HOOK_INSTANCE = "3c6c4e1a-0a41-4a4b-9f6b-7f1a8f0a2b11"
 
@@ -188,9 +188,12 @@ def test_spec_responses_round_trip(name: str, model: type[BaseModel], member: st
     original = spec_json(name)
     if member is not None:
         original = original[member]
-    dumped = model.model_validate(original).model_dump(mode="json", by_alias=True)
+    parsed = model.model_validate(original)
+    dumped = parsed.model_dump(mode="json", by_alias=True)
     assert dumped == original
     assert_nothing_null_or_empty(dumped)
+    # The hand-built hot path gives the very same object.
+    assert cast(WireModel, parsed).to_wire() == original
 
 
 def test_sandbox_service_definitions_round_trip() -> None:
@@ -300,3 +303,49 @@ def test_arbitrary_bodies_never_5xx(body: Any) -> None:
             return response.status_code
 
     assert anyio.run(post) in (200, 400, 412)
+
+
+_text = st.one_of(st.none(), st.just(""), st.text(min_size=1, max_size=5))
+_json = st.recursive(
+    st.one_of(st.none(), st.just(""), st.integers(), st.text(max_size=3)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=3), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    detail=_text,
+    uuid=_text,
+    resource=st.one_of(st.none(), st.dictionaries(st.text(max_size=3), _json, max_size=4)),
+    recommended=st.one_of(st.none(), st.booleans()),
+    context=_text,
+)
+def test_to_wire_equals_model_dump(
+    detail: str | None,
+    uuid: str | None,
+    resource: dict[str, Any] | None,
+    recommended: bool | None,
+    context: str | None,
+) -> None:
+    """The hand-built wire object and the pydantic dump agree on every shape of optional and
+    empty member, including free-form resources pruned all the way down (A-2..A-4)."""
+    action = Action(type="update", description="d", resource=resource, resourceId=uuid)
+    card = Card(
+        summary="s",
+        indicator="info",
+        source={"label": "l", "url": uuid},
+        uuid=uuid,
+        detail=detail,
+        suggestions=(
+            Suggestion(label="x", uuid=uuid, isRecommended=recommended, actions=(action,)),
+        ),
+        selectionBehavior="at-most-one",
+        links=(Link(label="l", url="https://x", type="smart", appContext=context),),
+    )
+    response = CdsResponse(cards=(card,), systemActions=(action,))
+    assert response.to_wire() == response.model_dump(mode="json", by_alias=True)
+    assert json.loads(response.encode()) == response.to_wire()
+    assert CdsResponse().to_wire() == {"cards": []}

@@ -1,0 +1,167 @@
+"""Benchmark: where one order-sign call spends its CPU, phase by phase, in-process.
+
+For the generated visits of ``bench/payloads.py`` (10 and 100 Procedures) it times, each on
+already-prepared input:
+
+  * ``parse``   the request body bytes -> JSON (orjson)
+  * ``map``     CDS Hooks draftOrders + prefetch -> TherapyRecord (``map_cds_hooks``)
+  * ``rules``   TherapyRecord -> visits and findings (``check_record``)
+  * ``cards``   findings -> cards (``cards_for``)
+  * ``encode``  cards -> response body bytes
+  * ``app``     the whole HTTP call through the ASGI application (no network, no server)
+
+``app`` is what the service does per request minus the HTTP server itself; the server adds
+about what the floor in ``bench/bench_service.py`` costs. Numbers are CPU milliseconds per
+call (best of ``--rounds`` rounds, each the mean of ``--repeat`` calls).
+
+Run: .venv/bin/python bench/bench_pipeline.py [--procedures 10,100] [--repeat N] [--rounds R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from payloads import order_sign_request  # noqa: E402
+
+from cds_hooks.models import CdsResponse  # noqa: E402
+from fhir_mappings import map_cds_hooks  # noqa: E402
+from plugin.cards import CardOptions, DraftOrders, cards_for, warm_up  # noqa: E402
+from plugin.pipeline import check_record  # noqa: E402
+from plugin.services import ORDER_SIGN_SERVICE, draft_service_requests  # noqa: E402
+
+
+def best_of(call: Callable[[], object], repeat: int, rounds: int) -> float:
+    """CPU ms per call: the best round's mean."""
+    call()
+    best = float("inf")
+    for _ in range(rounds):
+        started = time.process_time()
+        for _ in range(repeat):
+            call()
+        best = min(best, (time.process_time() - started) / repeat * 1000)
+    return best
+
+
+def asgi_caller(app: Any, path: str, body: bytes) -> Callable[[], Awaitable[int]]:
+    """One POST through the ASGI application, returning the status."""
+    headers = [
+        (b"host", b"127.0.0.1"),
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+
+    async def call() -> int:
+        delivered = False
+        status = 0
+
+        async def receive() -> dict[str, Any]:
+            nonlocal delivered
+            if delivered:
+                return {"type": "http.disconnect"}
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+
+        await app(dict(scope), receive, send)
+        return status
+
+    return call
+
+
+def measure(
+    app: Any, loop: asyncio.AbstractEventLoop, size: int, repeat: int, rounds: int
+) -> list[float]:
+    """CPU ms per call of each phase for the ``size``-Procedure visit."""
+    request = order_sign_request(size)
+    body = orjson.dumps(request)
+    context, prefetch = request["context"], request["prefetch"]
+    orders = context["draftOrders"]
+    resolved = {k: prefetch.get(k) for k in ("procedures", "patient", "encounter", "carePlans")}
+    record = map_cds_hooks(orders, resolved, patient_id=context["patientId"])
+    result = check_record(record, payer_rule="cms", pair_rule="cms")
+    options = CardOptions(
+        hook_instance=request["hookInstance"],
+        drafts=DraftOrders(draft_service_requests(orders), record.fhir_version),
+    )
+    cards = cards_for(result.analysis, options)
+    call = asgi_caller(app, f"/cds-services/{ORDER_SIGN_SERVICE}", body)
+    assert loop.run_until_complete(call()) == 200
+    return [
+        best_of(lambda: orjson.loads(body), repeat, rounds),
+        best_of(
+            lambda: map_cds_hooks(orders, resolved, patient_id=context["patientId"]),
+            repeat,
+            rounds,
+        ),
+        best_of(
+            lambda: check_record(record, payer_rule="cms", pair_rule="cms"),
+            repeat,
+            rounds,
+        ),
+        best_of(lambda: cards_for(result.analysis, options), repeat, rounds),
+        best_of(lambda: CdsResponse(cards=cards).encode(), repeat, rounds),
+        best_of(lambda: loop.run_until_complete(call()), repeat, rounds),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--procedures", default="10,100", help="visit sizes, comma-separated")
+    parser.add_argument("--repeat", type=int, default=0, help="calls per round (0: by size)")
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+
+    from plugin.app import create_app
+    from plugin.settings import Settings
+
+    workdir = Path(tempfile.mkdtemp(prefix="therapy-cds-pipeline-"))
+    app = create_app(Settings(require_auth=False, database_url=f"sqlite:///{workdir / 'bench.db'}"))
+    logging.getLogger().setLevel(logging.INFO)  # as served: one line per call
+    for handler in logging.getLogger().handlers:
+        handler.setStream(open(workdir / "service.log", "a"))  # noqa: SIM115 - kept open
+    warm_up()
+    loop = asyncio.new_event_loop()
+
+    print(f"python {sys.version.split()[0]}; CPU ms per call, best of {args.rounds} rounds")
+    print(f"{'visit':10}{'parse':>8}{'map':>8}{'rules':>8}{'cards':>8}{'encode':>8}{'app':>8}")
+    for size in [int(x) for x in args.procedures.split(",") if x.strip()]:
+        repeat = args.repeat or max(200, 4000 // size)
+        timings = measure(app, loop, size, repeat, args.rounds)
+        print(f"{size:>3} proc  " + "".join(f"{t:8.3f}" for t in timings))
+    loop.close()
+
+
+if __name__ == "__main__":
+    main()
