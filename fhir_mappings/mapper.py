@@ -54,6 +54,7 @@ from fhir_mappings.model import (
     TherapyRecord,
     TimedService,
     TimingKind,
+    fast_builder,
 )
 from fhir_mappings.references import (
     ReferenceIndex,
@@ -110,6 +111,13 @@ _UNKNOWN_DISCIPLINE = Discipline.UNKNOWN
 _R4 = FhirVersion.R4
 _new = tuple.__new__  # builds the private NamedTuples below without their Python __new__
 _GROUP_CODES = frozenset(c for c in codes.CODE_LIST.codes if codes.is_group_code(c))
+# The domain values are frozen dataclasses; these build the same instances several times faster.
+_new_service = fast_builder(TimedService)
+_new_charge = fast_builder(Charge)
+_new_plan = fast_builder(PlanOfCare)
+_new_encounter = fast_builder(EncounterInfo)
+_new_issue = fast_builder(MappingIssue)
+_new_record = fast_builder(TherapyRecord)
 
 
 # ------------------------------------------------------------------------- public entry points
@@ -248,7 +256,7 @@ class _Mapper:
         for item in by_type.get("ServiceRequest", ()):
             self._service_request(item, plan_targets)
         self._contained_plans(procedures)
-        return TherapyRecord(
+        return _new_record(
             fhir_version=version,
             services=tuple(services),
             charges=tuple(self.charges),
@@ -333,7 +341,7 @@ class _Mapper:
     def _issue(
         self, location: str, message: str, resource: str | None = None, field: str | None = None
     ) -> None:
-        self.issues.append(MappingIssue(location, message, resource, field))
+        self.issues.append(_new_issue(location, message, resource, field))
 
     def _moment(
         self, value: object, location: str, key: str, field: str, part: str = ""
@@ -592,7 +600,7 @@ class _Mapper:
         patient, _ = self._subject(res, "subject", loc, key)
         if type(status) is str:
             status = _R4_ENCOUNTER_STATUS.get(status, status)
-        self.encounters[key] = EncounterInfo(
+        self.encounters[key] = _new_encounter(
             ref=key,
             status=status if isinstance(status, str) else None,
             start=span.start,
@@ -624,7 +632,7 @@ class _Mapper:
                     )
         category = res.get("category")
         patient, _ = self._subject(res, "subject", loc, key)
-        self.plans[key] = PlanOfCare(
+        self.plans[key] = _new_plan(
             ref=key,
             kind="CarePlan",
             status=status if isinstance(status, str) else None,
@@ -646,7 +654,7 @@ class _Mapper:
         if isinstance(code, dict):
             concepts.append(code.get("concept", code))
         patient, _ = self._subject(res, "subject", loc, key)
-        self.plans[key] = PlanOfCare(
+        self.plans[key] = _new_plan(
             ref=key,
             kind="ServiceRequest",
             status=status if isinstance(status, str) else None,
@@ -712,7 +720,7 @@ class _Mapper:
         status = res.get("status")
         patient, _ = self._subject(res, "subject", loc, key)
         self.charges.append(
-            Charge(
+            _new_charge(
                 ref=key,
                 source=_DRAFT_ORDER,
                 code=code_value,
@@ -825,7 +833,7 @@ class _Mapper:
                     elif target not in linked:
                         linked.append(target)
             ref = f"{key}#item-{sequence}"
-            charge = Charge(
+            charge = _new_charge(
                 ref=ref,
                 source=_CLAIM,
                 code=code_value,
@@ -963,7 +971,7 @@ class _Mapper:
         if type(raw_sites) is list:
             body_sites = self._body_sites(raw_sites)
 
-        return TimedService(
+        return _new_service(
             ref=key,
             code=code_value,
             system=system,

@@ -1,0 +1,124 @@
+"""``fast_builder``: the mapper's quick constructors build the very values the classes build."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import pickle
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+import pytest
+
+from fhir_mappings.model import (
+    Charge,
+    ChargeSource,
+    DeliveryMode,
+    EncounterInfo,
+    MappingIssue,
+    PlanOfCare,
+    TherapyRecord,
+    TimedService,
+    TimingKind,
+    fast_builder,
+)
+
+START = datetime(2025, 3, 4, 14, 0, tzinfo=UTC)
+
+SERVICE_ARGS: tuple[Any, ...] = (
+    "Procedure/p1",
+    "97530",
+    "http://www.ama-assn.org/go/cpt",
+    "completed",
+    TimingKind.PERIOD,
+    START,
+    START.replace(minute=20),
+    date(2025, 3, 4),
+    False,
+    "Patient/P1",
+    "Encounter/E1",
+)
+
+
+def same(built: object, expected: object) -> None:
+    assert type(built) is type(expected)
+    assert built == expected
+    if not isinstance(expected, TherapyRecord):  # a record holds dicts: not hashable
+        assert hash(built) == hash(expected)
+    assert repr(built) == repr(expected)
+    assert pickle.loads(pickle.dumps(built)) == expected
+    assert copy.deepcopy(built) == expected
+
+
+def test_positional_and_keyword_arguments_and_defaults() -> None:
+    build = fast_builder(TimedService)
+    same(build(*SERVICE_ARGS), TimedService(*SERVICE_ARGS))
+    extra = {"performers": ("Practitioner/T1",), "delivery_mode": DeliveryMode.GROUP}
+    same(build(*SERVICE_ARGS, **extra), TimedService(*SERVICE_ARGS, **extra))
+    built = build(*SERVICE_ARGS, billed_units=2)
+    assert built.minutes == 20
+    same(
+        dataclasses.replace(built, code="97110"),
+        dataclasses.replace(TimedService(*SERVICE_ARGS, billed_units=2), code="97110"),
+    )
+
+
+def test_every_mapped_class() -> None:
+    same(
+        fast_builder(Charge)("Claim/c1#item-1", ChargeSource.CLAIM, "97110", "x", 1),
+        Charge("Claim/c1#item-1", ChargeSource.CLAIM, "97110", "x", 1),
+    )
+    same(
+        fast_builder(PlanOfCare)("CarePlan/cp", "CarePlan", "active", None, None),
+        PlanOfCare("CarePlan/cp", "CarePlan", "active", None, None),
+    )
+    same(
+        fast_builder(EncounterInfo)("Encounter/E1", None, START, None, START.date()),
+        EncounterInfo("Encounter/E1", None, START, None, START.date()),
+    )
+    same(
+        fast_builder(MappingIssue)("entry[0]", "m", field="f"),
+        MappingIssue("entry[0]", "m", field="f"),
+    )
+
+
+def test_default_factories_give_each_value_its_own_object() -> None:
+    build = fast_builder(TherapyRecord)
+    first, second = build(None), build(None)
+    same(first, TherapyRecord(None))
+    assert first.plans is not second.plans
+
+
+def test_built_values_stay_frozen() -> None:
+    built = fast_builder(TimedService)(*SERVICE_ARGS)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.code = "97110"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        fast_builder(TimedService)(*SERVICE_ARGS[:3])  # missing arguments fail as in the class
+
+
+def test_refuses_classes_it_cannot_build_faithfully() -> None:
+    @dataclass(frozen=True)
+    class NoSlots:
+        a: int
+
+    @dataclass(slots=True)
+    class NotFrozen:
+        a: int
+
+    @dataclass(frozen=True, slots=True)
+    class Checked:
+        a: int
+
+        def __post_init__(self) -> None:
+            if self.a < 0:
+                raise ValueError("negative")
+
+    @dataclass(frozen=True, slots=True, weakref_slot=True)
+    class WithWeakref:
+        a: int = field(default=0)
+
+    for cls in (NoSlots, NotFrozen, Checked, WithWeakref, dict):
+        with pytest.raises(TypeError):
+            fast_builder(cls)
