@@ -18,8 +18,9 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
+import orjson
 from pydantic import ValidationError
 
 from cds_hooks.models import Action, Card, Coding, Link, Source, Suggestion
@@ -243,11 +244,22 @@ def _add_modifier(resource: JsonObject, modifier: str, version: FhirVersion | No
     # otherwise the draft's member is not a list: left as it is, sound_update refuses the draft
 
 
+def _json_copy(resource: JsonObject) -> JsonObject:
+    """A deep copy of parsed JSON. Drafts come from the JSON parser, so a round trip through
+    orjson is exact and about ten times faster than ``copy.deepcopy``; anything orjson cannot
+    write (a caller handing in non-JSON values) falls back to ``deepcopy``."""
+    try:
+        copied = orjson.loads(orjson.dumps(resource))
+    except TypeError:
+        return copy.deepcopy(resource)
+    return cast(JsonObject, copied)
+
+
 def apply_fixes(
     resource: JsonObject, fixes: Iterable[Fix], version: FhirVersion | None
 ) -> JsonObject:
     """A copy of a draft ServiceRequest with the fixes applied (units, modifiers, code)."""
-    updated = copy.deepcopy(resource)
+    updated = _json_copy(resource)
     for fix in fixes:
         if fix.replace_code is not None:
             updated["code"] = {
