@@ -307,7 +307,7 @@ def test_arbitrary_bodies_never_5xx(body: Any) -> None:
 
 _text = st.one_of(st.none(), st.just(""), st.text(min_size=1, max_size=5))
 _json = st.recursive(
-    st.one_of(st.none(), st.just(""), st.integers(), st.text(max_size=3)),
+    st.one_of(st.none(), st.just(""), st.integers(-(2**63), 2**63 - 1), st.text(max_size=3)),
     lambda inner: st.one_of(
         st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=3), inner, max_size=3)
     ),
