@@ -465,15 +465,14 @@ class CdsHooks:
             prefetch, fhir = await self.resolver.resolve(service, cds_request)
             for key in service.required_prefetch:
                 prefetch.require(key)  # P-13: 412 before the handler runs
-            result = await service.handler(
-                Invocation(
-                    service=service,
-                    request=cds_request,
-                    prefetch=prefetch,
-                    fhir=fhir,
-                    client=client,
-                )
+            invocation = Invocation(
+                service=service,
+                request=cds_request,
+                prefetch=prefetch,
+                fhir=fhir,
+                client=client,
             )
+            result = await service.handler(invocation)
             if not isinstance(result, CdsResponse):
                 raise TypeError("handler did not return a CdsResponse")
             body = result.encode()
@@ -493,6 +492,7 @@ class CdsHooks:
             hook_instance=hook_instance,
             cards=len(result.cards),
             prefetch=_prefetch_summary(service, prefetch),
+            handler_fields=invocation.log,
         )
         return Response(content=body, media_type="application/json")
 
@@ -691,9 +691,14 @@ def _log_done(
     service: CdsService | None = None,
     hook_instance: object = None,
     level: int = logging.INFO,
+    handler_fields: Mapping[str, object] | None = None,
     **fields: Any,
 ) -> None:
-    """One structured record per request: ids, status, timing -- never bodies or tokens."""
+    """One structured record per request: ids, status, timing -- never bodies or tokens.
+    ``handler_fields`` (what the service's handler noted, see ``Invocation.log``) come last and
+    never replace the protocol layer's own fields."""
+    if not logger.isEnabledFor(level):
+        return
     duration_ms = round((time.perf_counter() - started) * 1000, 1)
     extra: dict[str, Any] = {
         "cds_event": event,
@@ -703,6 +708,8 @@ def _log_done(
         "cds_duration_ms": duration_ms,
     }
     extra.update({f"cds_{k}": v for k, v in fields.items()})
+    for key, value in (handler_fields or {}).items():
+        extra.setdefault(f"cds_{key}", value)
     rendered = " ".join(f"{k[4:]}={v}" for k, v in extra.items())
     logger.log(level, "cds_hooks %s", rendered, extra=extra)
 

@@ -78,6 +78,9 @@ class Invocation:
     fhir: FhirAccess | None = None
     #: The authenticated CDS client (issuer, tenant, jti); ``None`` when auth is off.
     client: ClientIdentity | None = None
+    #: Fields the handler adds to the call's one log line (ids, counts, timings and rule
+    #: names only: never resource content, patient identifiers or tokens).
+    log: dict[str, str | int | float] = field(default_factory=dict)
 
     @property
     def context(self) -> dict[str, Any]:

@@ -10,7 +10,6 @@ Both run the same pipeline as ``therapy-cds check``: FHIR -> visits -> rules -> 
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,8 +21,6 @@ from fhir_mappings.model import CPT_SYSTEM, HCPCS_SYSTEM
 from plugin.cards import CardOptions, DraftOrders, cards_for
 from plugin.pipeline import check_record
 from plugin.rules import Finding, PairRule, PayerRule
-
-logger = logging.getLogger(__name__)
 
 ORDER_SIGN_SERVICE = "therapy-timed-codes"
 DISCHARGE_SERVICE = "therapy-timed-codes-discharge"
@@ -193,19 +190,16 @@ def build_registry(
                 links=links_for(invocation),
             ),
         )
-        # Ids, counts and rule ids only: never resource content, patient ids or tokens.
+        # Onto the call's one log line: ids, counts and rule ids only, never resource
+        # content, patient identifiers or tokens.
         rules = sorted({f.rule.value for v in result.analysis.visits for f in v.findings})
-        logger.info(
-            "therapy analysed service=%s visits=%d cards=%d rules=%s mapping_issues=%d "
-            "payer_rule=%s pair_rule=%s elapsed_ms=%.2f",
-            invocation.service.id,
-            len(result.analysis.visits),
-            len(cards),
-            ",".join(rules) or "-",
-            len(record.issues),
-            choice.payer_rule,
-            choice.pair_rule,
-            (time.perf_counter() - started) * 1000,
+        invocation.log.update(
+            visits=len(result.analysis.visits),
+            rules=",".join(rules) or "-",
+            mapping_issues=len(record.issues),
+            payer_rule=choice.payer_rule,
+            pair_rule=choice.pair_rule,
+            analysis_ms=round((time.perf_counter() - started) * 1000, 2),
         )
         return CdsResponse(cards=cards)
 

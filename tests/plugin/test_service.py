@@ -9,6 +9,7 @@ rule overrides.
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -98,6 +99,26 @@ async def test_discovery_lists_both_services_with_contract_prefetch_keys(
         assert set(service["prefetch"]) == {"patient", "encounter", "procedures", "carePlans"}
         assert service["title"]
         assert service["description"]
+
+
+@pytest.mark.anyio
+async def test_one_log_line_per_call_carries_the_analysis(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    await _invoke(client, "overlapping-time-blocks.json")
+    service_loggers = ("cds_hooks", "plugin", "fhir_mappings", "therapy_cds")
+    lines = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.INFO and r.name.split(".")[0] in service_loggers
+    ]
+    assert len(lines) == 1, lines
+    (line,) = lines
+    assert "event=invoke status=200" in line
+    assert "visits=1" in line
+    assert "E-PAIR-SAME-TIMEBLOCK" in line
+    assert "payer_rule=cms" in line
 
 
 # ------------------------------------------------------------------------- the first slice
