@@ -70,6 +70,7 @@ class ServiceMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self.service_ids: frozenset[str] = frozenset()
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.latency = Histogram(
             "therapy_cds_request_duration_seconds",
             "Time to answer a CDS Hooks request, by service and endpoint",
@@ -104,22 +105,36 @@ class ServiceMetrics:
 
     # ------------------------------------------------------------------ observers
 
+    def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once per label set. The label values are
+        bounded (declared service ids, rule ids, prefetch keys and states, status codes), so
+        the cache is too; it saves the client library's validation and locking per call."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
+
     def observe_findings(self, service_id: str, findings: Sequence[Finding]) -> None:
         """Count one invocation's findings (called by the services with the analysis)."""
+        counts: dict[tuple[str, str], int] = {}
         for finding in findings:
-            self.findings.labels(service_id, finding.rule.value, finding.severity.value).inc()
+            key = (finding.rule.value, finding.severity.value)
+            counts[key] = counts.get(key, 0) + 1
+        for (rule, severity), count in counts.items():
+            self.child(self.findings, service_id, rule, severity).inc(count)
 
     def observe_prefetch(self, service: CdsService, prefetch: Prefetch) -> None:
         for key in service.prefetch:
             entry = prefetch.entry(key)
             state = "fetched" if entry.fetched else entry.state.value
-            self.prefetch.labels(service.id, key, state).inc()
+            self.child(self.prefetch, service.id, key, state).inc()
 
     def observe_feedback(self, service_id: str, items: int, new: int) -> None:
         if new:
-            self.feedback.labels(service_id, "stored").inc(new)
+            self.child(self.feedback, service_id, "stored").inc(new)
         if items > new:
-            self.feedback.labels(service_id, "duplicate").inc(items - new)
+            self.child(self.feedback, service_id, "duplicate").inc(items - new)
 
     def labels_for(self, path: str, method: str) -> tuple[str, str] | None:
         """(service, endpoint) for a CDS Hooks path, or None for any other path."""
@@ -169,8 +184,9 @@ class LatencyMiddleware:
         try:
             await self.app(scope, receive, send_and_record)
         finally:
-            self.metrics.latency.labels(*labels).observe(time.perf_counter() - started)
-            self.metrics.responses.labels(*labels, str(status)).inc()
+            metrics = self.metrics
+            metrics.child(metrics.latency, *labels).observe(time.perf_counter() - started)
+            metrics.child(metrics.responses, *labels, str(status)).inc()
 
 
 class _PrefetchObserver:
