@@ -33,16 +33,30 @@ def _is_empty(value: Any) -> bool:
 
 
 def prune(value: Any) -> Any:
-    """Drop ``None`` and empty members recursively (A-2, A-3, A-4)."""
+    """Drop ``None`` and empty members recursively (A-2, A-3, A-4). Scalars are never
+    recursed into: this runs over every resource a suggestion carries."""
     if isinstance(value, dict):
         out = {}
         for key, item in value.items():
-            pruned = prune(item)
-            if not _is_empty(pruned):
-                out[key] = pruned
+            if isinstance(item, dict | list | tuple):
+                item = prune(item)
+                if not item:
+                    continue
+            elif item is None or (isinstance(item, str) and not item):
+                continue
+            out[key] = item
         return out
     if isinstance(value, list | tuple):
-        return [p for p in (prune(v) for v in value) if not _is_empty(p)]
+        items = []
+        for item in value:
+            if isinstance(item, dict | list | tuple):
+                item = prune(item)
+                if not item:
+                    continue
+            elif item is None or (isinstance(item, str) and not item):
+                continue
+            items.append(item)
+        return items
     return value
 
 

@@ -26,7 +26,7 @@ from cds_hooks import (
     ServiceDescriptor,
     Source,
 )
-from cds_hooks.models import Card, Link, Suggestion, WireModel
+from cds_hooks.models import Card, Link, Suggestion, WireModel, prune
 
 HOOK_INSTANCE = "3c6c4e1a-0a41-4a4b-9f6b-7f1a8f0a2b11"
 
@@ -349,3 +349,20 @@ def test_to_wire_equals_model_dump(
     assert response.to_wire() == response.model_dump(mode="json", by_alias=True)
     assert json.loads(response.encode()) == response.to_wire()
     assert CdsResponse().to_wire() == {"cards": []}
+
+
+def _reference_prune(value: Any) -> Any:
+    """The definition of A-2..A-4 pruning, written plainly."""
+    if isinstance(value, dict):
+        kept = {k: _reference_prune(v) for k, v in value.items()}
+        return {k: v for k, v in kept.items() if v is not None and v != "" and v != [] and v != {}}
+    if isinstance(value, list | tuple):
+        kept_items = [_reference_prune(v) for v in value]
+        return [v for v in kept_items if v is not None and v != "" and v != [] and v != {}]
+    return value
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_json)
+def test_prune_matches_its_definition(value: Any) -> None:
+    assert prune(value) == _reference_prune(value)
