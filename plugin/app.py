@@ -6,8 +6,12 @@ from the environment; tests call :func:`create_app` with their own :class:`Setti
 
 from __future__ import annotations
 
+import gc
 import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any, cast
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -40,6 +44,32 @@ def configure_logging(level: str) -> None:
         handler._therapy_cds = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     root.setLevel(level.upper())
+
+
+#: Young-generation threshold of the cyclic garbage collector while serving. A call allocates
+#: tens of thousands of short-lived containers that reference counting frees on its own; at
+#: CPython's default (700) the collector would still walk the live request objects dozens of
+#: times per call. Cycles are still collected, only in fewer, larger passes.
+GC_YOUNG_THRESHOLD = 20_000
+
+
+def tune_gc_when_serving(app: FastAPI) -> None:
+    """At server start-up (the ASGI lifespan, so in every worker and never in tests that only
+    build the app): collect once, then freeze what start-up built -- code lists, the rule
+    tables, validated FHIR model schemas, the application itself -- so that no later
+    collection walks it again, and raise the young-generation threshold."""
+    original = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(asgi_app: Any) -> AsyncIterator[Mapping[str, Any] | None]:
+        async with original(asgi_app) as state:
+            gc.collect()
+            gc.freeze()
+            _, older, oldest = gc.get_threshold()
+            gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
+            yield state
+
+    app.router.lifespan_context = cast(Any, lifespan)
 
 
 def cds_config(settings: Settings) -> CdsHooksConfig:
@@ -117,4 +147,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     install_web(app, settings)
     # --- end web pages ---
+    tune_gc_when_serving(app)
     return app
