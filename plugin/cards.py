@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -483,6 +484,15 @@ class CardOptions:
     links: tuple[Link, ...] = ()
 
 
+@functools.cache
+def _source(code: str, display: str | None) -> Source:
+    """The card source for a topic. Built once per topic: the topics are the finding ids of
+    the catalogue and ``units-summary``, so the cache is bounded."""
+    return Source(
+        label=SOURCE_LABEL, topic=Coding(system=FINDING_SYSTEM, code=code, display=display)
+    )
+
+
 def _uuid_factory(hook_instance: str, *parts: str) -> Callable[[str], str]:
     base = "|".join((hook_instance, *parts))
 
@@ -518,14 +528,7 @@ def finding_card(
         summary=_summary(finding, visit),
         indicator="critical" if finding.severity is Severity.ERROR else "warning",
         detail=_detail(finding, visit),
-        source=Source(
-            label=SOURCE_LABEL,
-            topic=Coding(
-                system=FINDING_SYSTEM,
-                code=finding.rule.value,
-                display=_TITLES.get(finding.rule) or entry.meaning,
-            ),
-        ),
+        source=_source(finding.rule.value, _TITLES.get(finding.rule) or entry.meaning),
         suggestions=(suggestion,) if suggestion else (),
         selection_behavior="at-most-one" if suggestion else None,
         override_reasons=OVERRIDE_REASONS.get(finding.rule, (WILL_CORRECT,)),
@@ -563,10 +566,7 @@ def summary_card(visit: VisitAnalysis, options: CardOptions) -> Card:
         summary=_units_summary(visit),
         indicator="info",
         detail="\n\n".join(lines),
-        source=Source(
-            label=SOURCE_LABEL,
-            topic=Coding(system=FINDING_SYSTEM, code=topic, display="Units per code for the visit"),
-        ),
+        source=_source(topic, "Units per code for the visit"),
         links=options.links,
     )
 
@@ -601,10 +601,7 @@ def cards_for(analysis: Analysis, options: CardOptions) -> tuple[Card, ...]:
                 summary=f"{len(infos)} service(s) not counted toward any visit",
                 indicator="info",
                 detail="\n".join(f"- **{f.rule.value}**: {f.message}" for f in infos),
-                source=Source(
-                    label=SOURCE_LABEL,
-                    topic=Coding(system=FINDING_SYSTEM, code=infos[0].rule.value),
-                ),
+                source=_source(infos[0].rule.value, None),
             )
         )
     return tuple(cards)
