@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
@@ -15,6 +16,7 @@ from typing import Any, cast
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from fastapi.telemetry import TelemetryConfig
 from sqlalchemy import text
 
 from cds_hooks import CdsHooksConfig, install_cds_hooks, load_trusted_issuers
@@ -32,18 +34,52 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
     __version__ = "0.0.0"
 
 
+class _LineFormatter(logging.Formatter):
+    """``time level logger message``; the time text is computed once per second, not per
+    line (the service writes one line per call)."""
+
+    _second = -1
+    _text = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        second = int(record.created)
+        if second != self._second:
+            self._text = super().formatTime(record, datefmt)
+            self._second = second
+        return self._text
+
+
 def configure_logging(level: str) -> None:
     """Plain, parseable log lines. Handlers log ids, counts and timings only (never bodies,
-    patient identifiers or tokens)."""
+    patient identifiers or tokens). The record attributes no line uses (caller's source
+    location, thread, process and process names) are not collected: the Python logging
+    documentation's own optimisation for busy services."""
     root = logging.getLogger()
     if not any(getattr(h, "_therapy_cds", False) for h in root.handlers):
         handler = logging.StreamHandler()
         handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s", "%Y-%m-%dT%H:%M:%S")
+            _LineFormatter("%(asctime)s %(levelname)s %(name)s %(message)s", "%Y-%m-%dT%H:%M:%S")
         )
         handler._therapy_cds = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     root.setLevel(level.upper())
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+
+
+def _telemetry_config() -> TelemetryConfig:
+    """FastAPI's built-in OpenTelemetry instrumentation when the deployment configures
+    OpenTelemetry (any ``OTEL_*`` variable, or ``FASTAPI_OTEL_AUTO_CONFIGURE=true``); otherwise
+    it is off, so no request pays for looking up providers that are not there. The service's
+    own Prometheus metrics (``/metrics``) are always on."""
+    wanted = os.environ.get("FASTAPI_OTEL_AUTO_CONFIGURE", "").lower() == "true" or any(
+        name.startswith("OTEL_") for name in os.environ
+    )
+    if wanted:
+        return {}
+    return {"tracing": False, "metrics": False, "logs": False}
 
 
 #: Young-generation threshold of the cyclic garbage collector while serving. A call allocates
@@ -106,6 +142,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="CDS Hooks 2.0 service for PT/OT timed-code billing",
         docs_url="/docs",
         redoc_url=None,
+        telemetry=_telemetry_config(),
     )
     app.state.settings = settings
     app.state.engine = engine
