@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import hashlib
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -493,11 +494,26 @@ def _source(code: str, display: str | None) -> Source:
     )
 
 
+_NAMESPACE_SHA1 = hashlib.sha1(_UUID_NAMESPACE.bytes, usedforsecurity=False)
+
+
+def uuid5_text(name: str) -> str:
+    """``str(uuid.uuid5(_UUID_NAMESPACE, name))`` without building UUID objects: the same
+    RFC 4122 name-based (SHA-1) UUID, several per card, so the cheaper path matters."""
+    hasher = _NAMESPACE_SHA1.copy()
+    hasher.update(name.encode())
+    digest = bytearray(hasher.digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    text = digest.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
 def _uuid_factory(hook_instance: str, *parts: str) -> Callable[[str], str]:
     base = "|".join((hook_instance, *parts))
 
     def make(kind: str) -> str:
-        return str(uuid.uuid5(_UUID_NAMESPACE, f"{base}|{kind}"))
+        return uuid5_text(f"{base}|{kind}")
 
     return make
 

@@ -4,7 +4,8 @@
   suggestion the service makes for the sample bundles and the benchmark payloads still
   validates through them (R-22), and malformed drafts get no suggestion;
 - the sweep-line minute attribution gives exactly what the quadratic definition gives;
-- the response serialises with one prune per level and still sends nothing null or empty.
+- the response serialises with one prune per level and still sends nothing null or empty;
+- card uuids computed without UUID objects are exactly uuid5 in the service namespace.
 """
 
 from __future__ import annotations
@@ -284,3 +285,12 @@ def test_a_draft_member_that_is_not_a_list_gets_no_suggestion(
     draft = {**_draft(), member: {"coding": "not a list"}}
     updated = cards.apply_fixes(draft, [Fix(line_code="97530", add_modifier="59")], version)
     assert not cards.sound_update(updated, version)
+
+
+@settings(max_examples=200, deadline=None)
+@given(name=st.text(max_size=60))
+def test_card_uuids_are_rfc4122_name_based(name: str) -> None:
+    """The fast card-uuid path is exactly ``uuid.uuid5`` in the service's namespace."""
+    import uuid
+
+    assert cards.uuid5_text(name) == str(uuid.uuid5(cards._UUID_NAMESPACE, name))
