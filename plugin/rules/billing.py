@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from fhir_mappings.codes import CODE_LIST
-from fhir_mappings.model import DeliveryMode, Discipline, TherapyVisit
-from plugin.rules.code_catalog import CodeCatalog
+from fhir_mappings.model import Charge, Discipline, TherapyVisit, TimedService
 
 NCCI_MODIFIERS: frozenset[str] = CODE_LIST.ncci_modifiers
 """NCCI-associated modifiers that may bypass a PTP edit with indicator 1 (R-D1, R-D4)."""
@@ -59,47 +58,41 @@ def normalise_modifier(modifier: str) -> str:
 
 def billing_lines(visit: TherapyVisit) -> Mapping[str, BillingLine]:
     """Every code documented or charged on ``visit``, with its billed units and modifiers."""
-    codes = {s.code for s in visit.services}
-    charges = [c for c in visit.charges if (c.status or "").lower() not in _NOT_BILLED_STATUSES]
-    codes.update(c.code for c in charges)
+    services_by_code: dict[str, list[TimedService]] = {}
+    for s in visit.services:
+        services_by_code.setdefault(s.code, []).append(s)
+    charges_by_code: dict[str, list[Charge]] = {}
+    for c in visit.charges:
+        if c.status and c.status.lower() in _NOT_BILLED_STATUSES:
+            continue
+        charges_by_code.setdefault(c.code, []).append(c)
     lines: dict[str, BillingLine] = {}
-    for code in sorted(codes):
-        code_charges = [c for c in charges if c.code == code]
-        code_services = [s for s in visit.services if s.code == code]
+    for code in sorted(services_by_code.keys() | charges_by_code.keys()):
+        code_charges = charges_by_code.get(code, ())
+        code_services = services_by_code.get(code, ())
         modifiers = {normalise_modifier(m) for c in code_charges for m in c.modifiers}
         modifiers.update(normalise_modifier(m) for s in code_services for m in s.modifiers)
+        modifiers.discard("")
         charge_units = [c.units for c in code_charges if c.units is not None]
-        service_units = [s.billed_units for s in code_services if s.billed_units is not None]
         billed: int | None
         if charge_units:
             billed = sum(charge_units)
-        elif service_units:
-            billed = sum(service_units)
         else:
-            billed = None
+            service_units = [s.billed_units for s in code_services if s.billed_units is not None]
+            billed = sum(service_units) if service_units else None
         lines[code] = BillingLine(
             code=code,
-            charge_refs=tuple(sorted({c.ref for c in code_charges})),
-            service_refs=tuple(sorted({s.ref for s in code_services})),
-            modifiers=frozenset(m for m in modifiers if m),
+            charge_refs=_sorted_refs([c.ref for c in code_charges]),
+            service_refs=_sorted_refs([s.ref for s in code_services]),
+            modifiers=frozenset(modifiers),
             billed_units=billed,
             units_from_charges=bool(charge_units),
         )
     return MappingProxyType(lines)
 
 
-def billable_codes(visit: TherapyVisit, codes: CodeCatalog) -> frozenset[str]:
-    """Codes documented or charged on ``visit``, leaving out one-on-one codes delivered to a
-    group (billed as 97150 instead, R-F2, I-2.6); the codes PTP edits are looked up for."""
-    present = {
-        s.code
-        for s in visit.services
-        if not (
-            codes.is_one_on_one(s.code)
-            and (s.delivery_mode is DeliveryMode.GROUP or s.subject_is_group)
-        )
-    }
-    present.update(
-        c.code for c in visit.charges if (c.status or "").lower() not in _NOT_BILLED_STATUSES
-    )
-    return frozenset(present)
+def _sorted_refs(refs: list[str]) -> tuple[str, ...]:
+    """``tuple(sorted(set(refs)))``, without the set for the common single reference."""
+    if len(refs) < 2:
+        return tuple(refs)
+    return tuple(sorted(set(refs)))

@@ -9,7 +9,7 @@ tests, or a caller with its own lists, can pass a :class:`StaticCodeCatalog`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -57,6 +57,28 @@ class TherapyCodeCatalog:
 
 
 _DEFAULT = TherapyCodeCatalog()
+# A code that is not a row of the list is neither timed nor one-on-one, so the answers for the
+# list's own rows are every answer; read once at import (the list is loaded once, at import).
+_DEFAULT_TIMED = frozenset(c for c in therapy_codes.CODE_LIST.codes if therapy_codes.is_timed(c))
+_DEFAULT_ONE_ON_ONE = frozenset(
+    c for c in therapy_codes.CODE_LIST.codes if therapy_codes.is_one_on_one(c)
+)
+
+
+def classify(catalog: CodeCatalog, codes: Collection[str]) -> tuple[frozenset[str], frozenset[str]]:
+    """(timed, one-on-one): the members of ``codes`` the catalog answers yes for.
+
+    One question per code and catalog, asked once per visit instead of once per use; the
+    project's list and a :class:`StaticCodeCatalog` answer with set intersections.
+    """
+    if type(catalog) is TherapyCodeCatalog:  # not a subclass: it may answer differently
+        return _DEFAULT_TIMED.intersection(codes), _DEFAULT_ONE_ON_ONE.intersection(codes)
+    if type(catalog) is StaticCodeCatalog:
+        return catalog.timed.intersection(codes), catalog.one_on_one.intersection(codes)
+    return (
+        frozenset(c for c in codes if catalog.is_timed(c)),
+        frozenset(c for c in codes if catalog.is_one_on_one(c)),
+    )
 
 
 def default_code_catalog() -> CodeCatalog:

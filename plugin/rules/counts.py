@@ -21,6 +21,17 @@ class CodeCounts(Mapping[str, int]):
         source = counts if counts is not None else {}
         self._data: dict[str, int] = {code: source[code] for code in sorted(source)}
 
+    @classmethod
+    def from_sorted(cls, counts: dict[str, int]) -> CodeCounts:
+        """Wrap ``counts``, whose keys are already sorted, without copying or sorting again.
+
+        For the rules' own freshly built dicts only: the caller hands ``counts`` over and never
+        changes it afterwards.
+        """
+        made = cls.__new__(cls)
+        made._data = counts
+        return made
+
     def __getitem__(self, code: str) -> int:
         return self._data[code]
 

@@ -24,7 +24,6 @@ from fhir_mappings.model import (
     TherapyVisit,
     VisitGrouping,
 )
-from plugin.rules.billing import billable_codes, billing_lines
 from plugin.rules.catalogue import RuleId
 from plugin.rules.code_catalog import CodeCatalog, default_code_catalog
 from plugin.rules.counts import CodeCounts
@@ -35,12 +34,13 @@ from plugin.rules.pair import (
     cross_discipline_ptp_findings,
     evaluate_pair,
     other_ptp_findings,
-    pair_columns,
+    pair_edit,
 )
 from plugin.rules.plan import review_plan_of_care
 from plugin.rules.ptp import PtpTable, default_ptp_table
-from plugin.rules.timing import all_timing_findings
+from plugin.rules.timing import timing_findings
 from plugin.rules.units import Allocation, PayerRule, assess_units, plural_units
+from plugin.rules.view import VisitView, visit_view
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,25 +90,42 @@ def analyze_visit(
     """
     table = ptp if ptp is not None else default_ptp_table()
     catalog = codes if codes is not None else default_code_catalog()
-    lines = billing_lines(visit)
-    assessment = assess_units(
-        visit,
-        payer_rule=payer_rule,
-        codes=catalog,
-        lines=lines,
-        pair=pair_columns(table, visit.service_date),
+    others = [visit_view(o, catalog) for o in same_day if o is not visit]
+    return _analyze_view(
+        visit_view(visit, catalog), others, payer_rule=payer_rule, pair_rule=pair_rule, ptp=table
     )
-    pair = evaluate_pair(visit, assessment=assessment, lines=lines, ptp=table, pair_rule=pair_rule)
-    present = billable_codes(visit, catalog)
-    others = [(o, billable_codes(o, catalog)) for o in same_day if o is not visit]
-    review = review_plan_of_care(visit, lines=lines, codes=catalog)
+
+
+def _analyze_view(
+    view: VisitView,
+    same_day: Sequence[VisitView],
+    *,
+    payer_rule: PayerRule,
+    pair_rule: PairRule,
+    ptp: PtpTable,
+) -> VisitAnalysis:
+    """:func:`analyze_visit` on a visit's :class:`VisitView` (``same_day``: the other visits)."""
+    visit = view.visit
+    edit = pair_edit(ptp, visit.service_date)
+    assessment = assess_units(
+        view,
+        payer_rule=payer_rule,
+        pair=(edit.column1, edit.column2) if edit else None,
+    )
+    pair = evaluate_pair(view, assessment=assessment, edit=edit, pair_rule=pair_rule)
+    lines, present = view.lines, view.billable_codes
+    review = review_plan_of_care(view)
     findings = (
-        *all_timing_findings(assessment.counted),
+        *(f for s in view.timing_suspects for f in timing_findings(s)),
         *assessment.findings,
         *pair.findings,
-        *other_ptp_findings(visit, codes_present=present, lines=lines, ptp=table),
+        *other_ptp_findings(visit, codes_present=present, lines=lines, ptp=ptp),
         *cross_discipline_ptp_findings(
-            visit, codes_present=present, same_day=others, lines=lines, ptp=table
+            visit,
+            codes_present=present,
+            same_day=[(o.visit, o.billable_codes) for o in same_day],
+            lines=lines,
+            ptp=ptp,
         ),
         *review.findings,
     )
@@ -202,20 +219,24 @@ def analyze(
     """
     table = ptp if ptp is not None else default_ptp_table()
     catalog = codes if codes is not None else default_code_catalog()
-    by_day: dict[tuple[str, date], list[TherapyVisit]] = {}
-    for v in grouping.visits:
-        by_day.setdefault((v.patient, v.service_date), []).append(v)
+    views = [visit_view(v, catalog) for v in grouping.visits]
+    by_day: dict[tuple[str, date], list[VisitView]] = {}
+    for view in views:
+        by_day.setdefault((view.visit.patient, view.visit.service_date), []).append(view)
     visits = sorted(
         (
-            analyze_visit(
-                v,
+            _analyze_view(
+                view,
+                [
+                    o
+                    for o in by_day[(view.visit.patient, view.visit.service_date)]
+                    if o.visit is not view.visit
+                ],
                 payer_rule=payer_rule,
                 pair_rule=pair_rule,
                 ptp=table,
-                codes=catalog,
-                same_day=by_day[(v.patient, v.service_date)],
             )
-            for v in grouping.visits
+            for view in views
         ),
         key=lambda v: (v.patient, v.date, v.discipline.value),
     )

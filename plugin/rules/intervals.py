@@ -15,7 +15,7 @@ keep their full duration.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
@@ -101,6 +101,151 @@ class Attribution:
     overlaps: tuple[Overlap, ...]
 
 
+@dataclass(slots=True)
+class Span:
+    """A service's usable interval as whole microseconds since the epoch, in UTC (start <= end).
+
+    The rules' working form of :class:`Interval`: integer arithmetic is exact and cheap, and
+    :func:`minutes_of` floors a sum exactly as :func:`whole_minutes` floors a ``timedelta``.
+    Internal to the rules; never mutated after it is built.
+    """
+
+    service: TimedService
+    code: str
+    start: int
+    end: int
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def utc_microseconds(moment: datetime) -> int:
+    """``moment`` in whole microseconds since the Unix epoch, UTC (naive is UTC, as in
+    :func:`as_utc`). Exact: no float is involved."""
+    if moment.tzinfo is not UTC:
+        moment = as_utc(moment)
+    return (moment - _EPOCH) // _MICROSECOND
+
+
+def minutes_of(microseconds: int) -> int:
+    """Whole minutes in a duration of ``microseconds``: the same value :func:`whole_minutes`
+    gives for ``timedelta(microseconds=microseconds)`` (``total_seconds()`` is that integer
+    divided by 10**6, then floored by 60), without building the ``timedelta``."""
+    return int(microseconds / 1_000_000 // 60)
+
+
+def usable_span(service: TimedService) -> Span | None:
+    """:func:`usable_interval` as a :class:`Span`: ``None`` without both start and end or with
+    end < start (compared in UTC)."""
+    start, end = service.start, service.end
+    if start is None or end is None:
+        return None
+    start_us, end_us = utc_microseconds(start), utc_microseconds(end)
+    if end_us < start_us:
+        return None
+    return Span(service, service.code, start_us, end_us)
+
+
+@dataclass(slots=True)
+class SpanAttribution:
+    """:class:`Attribution` in microseconds per code, before flooring to minutes."""
+
+    raw: dict[str, int]  # every code with a span, in first-seen order
+    kept: dict[str, int]  # same keys
+    overlaps: list[Overlap]
+
+
+def attribute_spans(
+    spans: Sequence[Span], one_on_one: Container[str], pair: tuple[str, str] | None
+) -> SpanAttribution:
+    """The attribution of :func:`attribute_minutes` over usable spans (R-F4, I-2.7, R-B8).
+
+    ``one_on_one`` holds the codes (at least those of ``spans``) that may not overlap another.
+    """
+    raw: dict[str, int] = {}
+    kept: dict[str, int] = {}
+    exclusive: list[Span] = []
+    for sp in spans:
+        code, length = sp.code, sp.end - sp.start
+        raw[code] = raw.get(code, 0) + length
+        if code in one_on_one:
+            kept.setdefault(code, 0)
+            exclusive.append(sp)
+        else:
+            kept[code] = kept.get(code, 0) + length
+
+    def winner(active: frozenset[str]) -> str | None:
+        if len(active) == 1:
+            return next(iter(active))
+        if pair is not None and active == frozenset(pair):
+            return pair[0]
+        return None
+
+    # Overlapping pairs: with the spans sorted by start, only the ones that start before a span
+    # ends can share time with it (touching intervals share none).
+    overlaps: list[Overlap] = []
+    by_start = sorted(exclusive, key=lambda sp: (sp.start, sp.end, sp.service.ref, sp.code))
+    count = len(by_start)
+    for index, a in enumerate(by_start):
+        for other in range(index + 1, count):
+            b = by_start[other]
+            if b.start >= a.end:
+                break
+            # the shared span, as max(start) / min(end) of the UTC datetimes would pick it
+            first_start = a if a.start >= b.start else b
+            first_end = a if a.end <= b.end else b
+            if first_end.end <= first_start.start:
+                continue
+            codes = frozenset({a.code, b.code})
+            refs = sorted((a.service.ref, b.service.ref))
+            overlaps.append(
+                Overlap(
+                    refs=(refs[0], refs[1]),
+                    codes=tuple(sorted(codes)),
+                    start=_utc_start(first_start.service),
+                    end=_utc_end(first_end.service),
+                    kept_by=winner(codes),
+                )
+            )
+    overlaps.sort(key=lambda o: (o.refs, o.codes))
+
+    if not overlaps:
+        # No two one-on-one spans share time: each keeps its whole length (what the sweep
+        # below would give, segment by segment).
+        for sp in exclusive:
+            kept[sp.code] += sp.end - sp.start
+        return SpanAttribution(raw, kept, overlaps)
+
+    # Sweep line over the one-on-one spans, O(n log n): between two consecutive boundary
+    # points the active codes are those of spans started at or before the left point and
+    # not yet ended (a span ending at a point does not cover what follows it).
+    events: dict[int, list[tuple[int, str]]] = {}
+    for sp in exclusive:
+        events.setdefault(sp.start, []).append((1, sp.code))
+        events.setdefault(sp.end, []).append((-1, sp.code))
+    points = sorted(events)
+    counts: dict[str, int] = {}
+    for left, right in pairwise(points):
+        for delta, code_at in events[left]:
+            counts[code_at] = counts.get(code_at, 0) + delta
+        active = frozenset(c for c, n in counts.items() if n > 0)
+        keeper = winner(active) if active else None
+        if keeper is not None:
+            kept[keeper] += right - left
+    return SpanAttribution(raw, kept, overlaps)
+
+
+def _utc_start(service: TimedService) -> datetime:
+    assert service.start is not None  # a span's service has both ends
+    return as_utc(service.start)
+
+
+def _utc_end(service: TimedService) -> datetime:
+    assert service.end is not None
+    return as_utc(service.end)
+
+
 def attribute_minutes(
     services: Sequence[TimedService],
     *,
@@ -113,67 +258,11 @@ def attribute_minutes(
     contribute nothing. ``pair`` is the NCCI (column 1, column 2) whose shared time goes to
     column 1. The result does not depend on the order of ``services``.
     """
-    intervals = [i for i in (usable_interval(s) for s in services) if i is not None]
-    raw: dict[str, timedelta] = {}
-    for iv in intervals:
-        raw[iv.code] = raw.get(iv.code, timedelta(0)) + iv.length
-    kept: dict[str, timedelta] = {code: timedelta(0) for code in raw}
-    exclusive = [iv for iv in intervals if is_one_on_one(iv.code)]
-    for iv in intervals:
-        if not is_one_on_one(iv.code):
-            kept[iv.code] += iv.length
-
-    def winner(active: frozenset[str]) -> str | None:
-        if len(active) == 1:
-            return next(iter(active))
-        if pair is not None and active == frozenset(pair):
-            return pair[0]
-        return None
-
-    # Sweep line over the one-on-one intervals, O(n log n): between two consecutive boundary
-    # points the active codes are those of intervals started at or before the left point and
-    # not yet ended (an interval ending at a point does not cover what follows it).
-    events: dict[datetime, list[tuple[int, str]]] = {}
-    for iv in exclusive:
-        events.setdefault(iv.start, []).append((1, iv.code))
-        events.setdefault(iv.end, []).append((-1, iv.code))
-    points = sorted(events)
-    counts: dict[str, int] = {}
-    for left, right in pairwise(points):
-        for delta, code_at in events[left]:
-            counts[code_at] = counts.get(code_at, 0) + delta
-        active = frozenset(c for c, n in counts.items() if n > 0)
-        code = winner(active) if active else None
-        if code is not None:
-            kept[code] += right - left
-
-    # Overlapping pairs: with the intervals sorted by start, only the ones that start before
-    # an interval ends can share time with it (touching intervals share none).
-    overlaps: list[Overlap] = []
-    by_start = sorted(exclusive, key=lambda iv: (iv.start, iv.end, iv.ref, iv.code))
-    count = len(by_start)
-    for index, a in enumerate(by_start):
-        for other in range(index + 1, count):
-            b = by_start[other]
-            if b.start >= a.end:
-                break
-            start, end = max(a.start, b.start), min(a.end, b.end)
-            if end <= start:
-                continue
-            codes = frozenset({a.code, b.code})
-            refs = tuple(sorted((a.ref, b.ref)))
-            overlaps.append(
-                Overlap(
-                    refs=(refs[0], refs[1]),
-                    codes=tuple(sorted(codes)),
-                    start=start,
-                    end=end,
-                    kept_by=winner(codes),
-                )
-            )
-    overlaps.sort(key=lambda o: (o.refs, o.codes))
+    spans = [sp for sp in (usable_span(s) for s in services) if sp is not None]
+    one_on_one = {sp.code for sp in spans if is_one_on_one(sp.code)}
+    found = attribute_spans(spans, one_on_one, pair)
     return Attribution(
-        raw_minutes=CodeCounts({c: whole_minutes(raw[c]) for c in raw}),
-        minutes=CodeCounts({c: whole_minutes(kept[c]) for c in kept}),
-        overlaps=tuple(overlaps),
+        raw_minutes=CodeCounts({c: minutes_of(us) for c, us in found.raw.items()}),
+        minutes=CodeCounts({c: minutes_of(us) for c, us in found.kept.items()}),
+        overlaps=tuple(found.overlaps),
     )

@@ -30,14 +30,10 @@ from fhir_mappings.model import TherapyVisit, TimedService
 from plugin.rules.billing import NCCI_MODIFIERS, X_MODIFIERS, BillingLine
 from plugin.rules.catalogue import RuleId
 from plugin.rules.findings import Finding, FindingFacts, Fix, make_finding
-from plugin.rules.intervals import (
-    describe_minutes,
-    intersection,
-    usable_interval,
-    whole_minutes,
-)
+from plugin.rules.intervals import describe_minutes, whole_minutes
 from plugin.rules.ptp import PtpEdit, PtpTable
 from plugin.rules.units import UnitAssessment
+from plugin.rules.view import VisitView
 
 PairRule = Literal["cms", "strict"]
 FOCUS_PAIR: tuple[str, str] = ("97140", "97530")
@@ -82,15 +78,12 @@ class PairResult:
     findings: tuple[Finding, ...] = ()
 
 
+_FOCUS_ORDERS = frozenset({FOCUS_PAIR, (FOCUS_PAIR[1], FOCUS_PAIR[0])})
+
+
 def pair_edit(ptp: PtpTable, on: date) -> PtpEdit | None:
     """The NCCI edit between 97140 and 97530 in effect on ``on`` (R-D2)."""
     return ptp.lookup(FOCUS_PAIR[0], FOCUS_PAIR[1], on)
-
-
-def pair_columns(ptp: PtpTable, on: date) -> tuple[str, str] | None:
-    """(column 1, column 2) of the 97140/97530 edit on ``on``, from the table."""
-    edit = pair_edit(ptp, on)
-    return (edit.column1, edit.column2) if edit else None
 
 
 def _x_condition_holds(modifier: str, a: TimedService, b: TimedService) -> bool:
@@ -121,20 +114,22 @@ _MISMATCH_TEXT = {
 
 
 def evaluate_pair(
-    visit: TherapyVisit,
+    view: VisitView,
     *,
     assessment: UnitAssessment,
-    lines: Mapping[str, BillingLine],
-    ptp: PtpTable,
+    edit: PtpEdit | None,
     pair_rule: PairRule = "cms",
 ) -> PairResult:
-    """The 97140/97530 status of one visit, in the order of I-4 (R-D1..R-D4, R-E8)."""
-    edit = pair_edit(ptp, visit.service_date)
+    """The 97140/97530 status of one visit, in the order of I-4 (R-D1..R-D4, R-E8).
+
+    ``edit`` is the table's 97140/97530 edit on the date of service (:func:`pair_edit`).
+    """
     if edit is None or edit.modifier_indicator == 9:
         return PairResult(PairStatus.NOT_APPLICABLE, pair_rule, *FOCUS_PAIR, None, reason="no-edit")
     col1, col2 = edit.column1, edit.column2
-    first = [s for s in assessment.counted if s.code == col1]
-    second = [s for s in assessment.counted if s.code == col2]
+    lines = view.lines
+    first = view.counted_by_code.get(col1, ())
+    second = view.counted_by_code.get(col2, ())
 
     def result(
         status: PairStatus,
@@ -149,18 +144,18 @@ def evaluate_pair(
     if not first or not second:
         return result(PairStatus.NOT_APPLICABLE, "absent")
     # 1. INDETERMINATE (R-E8)
-    if any(usable_interval(s) is None for s in (*first, *second)):
+    if col1 in view.codes_without_span or col2 in view.codes_without_span:
         return result(PairStatus.INDETERMINATE, "no-interval")
-    # 2. same time block (R-D3(2), R-F4)
-    intervals = {s.ref: usable_interval(s) for s in (*first, *second)}
+    # 2. same time block (R-D3(2), R-F4); every service of the two codes has a span here
+    spans = {sp.service.ref: sp for code in (col1, col2) for sp in view.spans_by_code[code]}
     overlapping = []
     for a, b in product(first, second):
-        ia, ib = intervals[a.ref], intervals[b.ref]
-        shared = intersection(ia, ib) if ia is not None and ib is not None else timedelta(0)
-        if shared > timedelta(0):
+        sa, sb = spans[a.ref], spans[b.ref]
+        shared = min(sa.end, sb.end) - max(sa.start, sb.start)
+        if shared > 0:
             overlapping.append((a, b, shared))
     if overlapping:
-        shared_total = sum((shared for _, _, shared in overlapping), timedelta(0))
+        shared_total = timedelta(microseconds=sum(shared for _, _, shared in overlapping))
         minutes = whole_minutes(shared_total)
         line2 = lines.get(col2)
         allowed2 = assessment.max_allowed(col2)
@@ -378,7 +373,7 @@ def other_ptp_findings(
     97140/97530 pair (R-D1, R-D5, R-D6). Informational: not asserted."""
     found = []
     for e in ptp.edits_among(codes_present, visit.service_date):
-        if {e.column1, e.column2} == set(FOCUS_PAIR):
+        if (e.column1, e.column2) in _FOCUS_ORDERS:
             continue
         refs = [
             r

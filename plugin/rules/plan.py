@@ -16,15 +16,15 @@ raised; the links are returned as ``unverified_plan_refs`` for the caller to sho
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 
-from fhir_mappings.model import Discipline, PlanOfCare, TherapyVisit, TimedService
-from plugin.rules.billing import DISCIPLINE_MODIFIERS, BillingLine
+from fhir_mappings.model import Discipline, PlanOfCare, TimedService
+from plugin.rules.billing import DISCIPLINE_MODIFIERS
 from plugin.rules.catalogue import RuleId
-from plugin.rules.code_catalog import CodeCatalog
 from plugin.rules.findings import Finding, FindingFacts, Fix, make_finding
+from plugin.rules.view import VisitView
 
 RECERTIFICATION_DAYS = 90
 """R-E3 / R-E4: a certification covers at most 90 calendar days."""
@@ -97,24 +97,29 @@ def _message(problem: PlanProblem, codes: Iterable[str], on: date) -> str:
     )
 
 
-def review_plan_of_care(
-    visit: TherapyVisit, *, lines: Mapping[str, BillingLine], codes: CodeCatalog
-) -> PlanReview:
+def review_plan_of_care(view: VisitView) -> PlanReview:
     """I-5 findings for one visit."""
+    visit = view.visit
     on = visit.service_date
     plans = {p.ref: p for p in visit.plans}
     found: list[Finding] = []
     unverified: set[str] = set()
     no_plan: list[TimedService] = []
     grouped: dict[tuple[RuleId, str], tuple[PlanProblem, list[TimedService]]] = {}
+    # services of a visit mostly share their basedOn list: judge each distinct list once
+    judged: dict[tuple[str, ...], tuple[tuple[PlanProblem, ...], list[str], bool]] = {}
     for s in visit.services:
         if not s.plan_refs:
             no_plan.append(s)
             continue
-        resolved = [plans[r] for r in s.plan_refs if r in plans]
-        unresolved = [r for r in s.plan_refs if r not in plans]
-        problems = _best_plan_problems(resolved, on) if resolved else ()
-        if unresolved and (problems or not resolved):
+        verdict = judged.get(s.plan_refs)
+        if verdict is None:
+            resolved = [plans[r] for r in s.plan_refs if r in plans]
+            unresolved = [r for r in s.plan_refs if r not in plans]
+            best = _best_plan_problems(resolved, on) if resolved else ()
+            verdict = judged[s.plan_refs] = (best, unresolved, bool(resolved))
+        problems, unresolved, any_resolved = verdict
+        if unresolved and (problems or not any_resolved):
             unverified.update(unresolved)
             continue
         for problem in problems:
@@ -165,21 +170,24 @@ def review_plan_of_care(
                 ),
             )
         )
-    found += _discipline_findings(visit, lines, codes)
+    found += _discipline_findings(view)
     return PlanReview(tuple(found), tuple(sorted(unverified)))
 
 
-def _discipline_findings(
-    visit: TherapyVisit, lines: Mapping[str, BillingLine], codes: CodeCatalog
-) -> list[Finding]:
+_ANY_DISCIPLINE_MODIFIER = frozenset(DISCIPLINE_MODIFIERS.values())
+
+
+def _discipline_findings(view: VisitView) -> list[Finding]:
     """W-DISCIPLINE-MODIFIER-MISSING (R-G1, I-2.5)."""
+    visit = view.visit
     wanted = DISCIPLINE_MODIFIERS.get(visit.discipline)
     unknown = visit.discipline is Discipline.UNKNOWN
+    timed = view.timed_codes
     missing = [
         line
-        for code, line in lines.items()
-        if codes.is_timed(code)
-        and not line.modifiers & set(DISCIPLINE_MODIFIERS.values())
+        for code, line in view.lines.items()
+        if code in timed
+        and line.modifiers.isdisjoint(_ANY_DISCIPLINE_MODIFIER)
         and (line.has_billing or unknown)
     ]
     if not missing:

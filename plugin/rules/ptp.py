@@ -79,6 +79,7 @@ class PtpTable:
     _index: Mapping[frozenset[str], tuple[PtpEdit, ...]] = field(
         init=False, repr=False, compare=False
     )
+    _partners: Mapping[str, frozenset[str]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         index: dict[frozenset[str], list[PtpEdit]] = {}
@@ -89,6 +90,14 @@ class PtpTable:
             for k, v in index.items()
         }
         object.__setattr__(self, "_index", MappingProxyType(frozen))
+        # every code an edit pairs with each code, so edits_among visits only real pairs
+        partners: dict[str, set[str]] = {}
+        for key in frozen:
+            for code in key:
+                partners.setdefault(code, set()).update(key - {code})
+        object.__setattr__(
+            self, "_partners", MappingProxyType({c: frozenset(p) for c, p in partners.items()})
+        )
 
     def lookup(self, code_a: str, code_b: str, on: date) -> PtpEdit | None:
         """The edit between two codes in effect on ``on`` (latest effective first), if any."""
@@ -99,13 +108,15 @@ class PtpTable:
 
     def edits_among(self, codes: Iterable[str], on: date) -> tuple[PtpEdit, ...]:
         """Every edit in effect on ``on`` between two of ``codes``, ordered by columns."""
-        unique = sorted(set(codes))
+        unique = set(codes)
         found = []
-        for i, a in enumerate(unique):
-            for b in unique[i + 1 :]:
-                e = self.lookup(a, b, on)
-                if e is not None:
-                    found.append(e)
+        for a in unique:
+            for b in self._partners.get(a, ()):
+                # each unordered pair once (a < b); pairs the table has no edit for are skipped
+                if a < b and b in unique:
+                    e = self.lookup(a, b, on)
+                    if e is not None:
+                        found.append(e)
         return tuple(sorted(found, key=lambda e: (e.column1, e.column2)))
 
     def __len__(self) -> int:

@@ -7,8 +7,6 @@ crosses local midnight (it stays wholly on its start date).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from fhir_mappings.model import TimedService, TimingKind
 from plugin.rules.catalogue import RuleId
 from plugin.rules.findings import Finding, FindingFacts, make_finding
@@ -76,8 +74,3 @@ def timing_findings(service: TimedService) -> tuple[Finding, ...]:
             " its start date.",
         )
     return tuple(found)
-
-
-def all_timing_findings(services: Iterable[TimedService]) -> tuple[Finding, ...]:
-    """Timing findings for several services, in input order."""
-    return tuple(f for s in services for f in timing_findings(s))

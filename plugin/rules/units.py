@@ -16,18 +16,18 @@ an untimed code's units do not depend on its minutes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 from typing import Literal
 
-from fhir_mappings.model import DeliveryMode, TherapyVisit, TimedService
+from fhir_mappings.model import TimedService
 from plugin.rules.billing import BillingLine
 from plugin.rules.catalogue import RuleId
-from plugin.rules.code_catalog import CodeCatalog
 from plugin.rules.counts import CodeCounts
 from plugin.rules.findings import Finding, FindingFacts, Fix, make_finding
-from plugin.rules.intervals import Overlap, attribute_minutes, describe_minutes
+from plugin.rules.intervals import Overlap, attribute_spans, describe_minutes, minutes_of
+from plugin.rules.view import VisitView
 
 PayerRule = Literal["cms", "ama"]
 Allocation = CodeCounts
@@ -53,7 +53,7 @@ def cms_allocations(minutes: Mapping[str, int]) -> tuple[Allocation, ...]:
     base = {c: minutes[c] // 15 for c in codes}
     remaining = units(total) - sum(base.values())
     if remaining <= 0:
-        return (CodeCounts(base),)
+        return (CodeCounts.from_sorted(base),)
     by_remainder = sorted(codes, key=lambda c: (-(minutes[c] % 15), c))
     cut = minutes[by_remainder[remaining - 1]] % 15
     sure = [c for c in codes if minutes[c] % 15 > cut]
@@ -63,7 +63,7 @@ def cms_allocations(minutes: Mapping[str, int]) -> tuple[Allocation, ...]:
         allocation = dict(base)
         for c in (*sure, *extra):
             allocation[c] += 1
-        result.append(CodeCounts(allocation))
+        result.append(CodeCounts.from_sorted(allocation))
     return tuple(result)
 
 
@@ -105,10 +105,6 @@ class UnitAssessment:
         return max(a.get(code, 0) for a in self.allocations)
 
 
-def _is_group(service: TimedService) -> bool:
-    return service.delivery_mode is DeliveryMode.GROUP or service.subject_is_group
-
-
 def plural_units(n: int) -> str:
     """``"1 unit"`` / ``"2 units"`` for messages."""
     return f"{n} unit" if n == 1 else f"{n} units"
@@ -119,42 +115,51 @@ def _describe(allocation: Allocation) -> str:
 
 
 def assess_units(
-    visit: TherapyVisit,
-    *,
-    payer_rule: PayerRule,
-    codes: CodeCatalog,
-    lines: Mapping[str, BillingLine],
-    pair: tuple[str, str] | None,
+    view: VisitView, *, payer_rule: PayerRule, pair: tuple[str, str] | None
 ) -> UnitAssessment:
     """Minutes, units and unit findings for one visit (I-2.6, I-2.7, I-2.8, I-3).
 
     ``pair`` is the NCCI (column 1, column 2) of the 97140/97530 edit, whose overlapping
     minutes go to column 1 (R-F4).
     """
-    timed = [s for s in visit.services if codes.is_timed(s.code)]
-    group = tuple(s for s in timed if codes.is_one_on_one(s.code) and _is_group(s))
-    counted = tuple(s for s in timed if s not in group)
-    attribution = attribute_minutes(counted, is_one_on_one=codes.is_one_on_one, pair=pair)
-    documented = [c for c, m in attribution.raw_minutes.items() if m > 0]
-    raw = CodeCounts({c: attribution.raw_minutes[c] for c in documented})
-    minutes = CodeCounts({c: attribution.minutes[c] for c in documented})
-    total = sum(minutes.values())
+    lines = view.lines
+    attribution = attribute_spans(view.spans, view.one_on_one_codes, pair)
+    raw_counts: dict[str, int] = {}
+    kept_counts: dict[str, int] = {}
+    for code in sorted(attribution.raw):
+        raw_minutes = minutes_of(attribution.raw[code])
+        if raw_minutes > 0:
+            raw_counts[code] = raw_minutes
+            kept_counts[code] = minutes_of(attribution.kept[code])
+    raw = CodeCounts.from_sorted(raw_counts)
+    minutes = CodeCounts.from_sorted(kept_counts)
+    total = sum(kept_counts.values())
     allocations = allocations_for(minutes, payer_rule)
     allowed_total = units(total) if payer_rule == "cms" else sum(allocations[0].values())
 
+    timed_codes = view.timed_codes
     billed = {
         code: line.billed_units
         for code, line in lines.items()
-        if line.billed_units is not None and codes.is_timed(code)
+        if line.billed_units is not None and code in timed_codes
     }
-    consistent = tuple(a for a in allocations if all(a.get(c, 0) == b for c, b in billed.items()))
-    chosen = consistent or allocations
+    if not billed:
+        chosen = allocations
+    else:
+        consistent = tuple(
+            a for a in allocations if all(a.get(c, 0) == b for c, b in billed.items())
+        )
+        chosen = consistent or allocations
 
     findings: list[Finding] = []
-    findings += _group_findings(group, lines, visit)
-    findings += _overlap_findings(attribution.overlaps)
-    findings += _combine_findings(counted, minutes, chosen, lines)
-    findings += _threshold_findings(payer_rule, raw, minutes, total, chosen, lines, codes)
+    if view.group:
+        findings += _group_findings(view.group, lines)
+    if attribution.overlaps:
+        findings += _overlap_findings(attribution.overlaps)
+    findings += _combine_findings(view.counted_by_code, minutes, chosen, lines)
+    findings += _threshold_findings(
+        payer_rule, raw, minutes, total, chosen, lines, view.one_on_one_codes
+    )
     if len(allocations) > 1:
         tied = sorted({c for a in allocations for c in a if a[c] != allocations[0][c]})
         options = "; or ".join(_describe(a) for a in allocations)
@@ -162,7 +167,7 @@ def assess_units(
             make_finding(
                 RuleId.I_TIE,
                 codes=tied,
-                resources=[s.ref for s in counted if s.code in tied],
+                resources=[s.ref for s in view.counted if s.code in tied],
                 message=(
                     f"The remaining minutes of {', '.join(tied)} are equal, so any of these"
                     f" allocations is acceptable: {options}."
@@ -170,7 +175,8 @@ def assess_units(
                 facts=FindingFacts(allocations=allocations, units_allowed=allowed_total),
             )
         )
-    findings += _exceed_findings(payer_rule, allocations, chosen, allowed_total, billed, lines)
+    if billed:
+        findings += _exceed_findings(payer_rule, allocations, chosen, allowed_total, billed, lines)
     return UnitAssessment(
         payer_rule=payer_rule,
         raw_minutes=raw,
@@ -179,18 +185,18 @@ def assess_units(
         units_allowed_total=allowed_total,
         allocations=allocations,
         chosen=chosen,
-        counted=counted,
-        group_excluded=group,
-        overlaps=attribution.overlaps,
+        counted=view.counted,
+        group_excluded=view.group,
+        overlaps=tuple(attribution.overlaps),
         findings=tuple(findings),
     )
 
 
 def _group_findings(
-    group: Sequence[TimedService], lines: Mapping[str, BillingLine], visit: TherapyVisit
+    group: Sequence[TimedService], lines: Mapping[str, BillingLine]
 ) -> list[Finding]:
     """E-GROUP-NOT-ONE-ON-ONE per code delivered to a group (R-F2, R-H8, I-2.6)."""
-    has_group_code = GROUP_CODE in lines or any(s.code == GROUP_CODE for s in visit.services)
+    has_group_code = GROUP_CODE in lines  # the lines hold every code documented or charged
     found = []
     for code in sorted({s.code for s in group}):
         services = [s for s in group if s.code == code]
@@ -246,15 +252,14 @@ def _overlap_findings(overlaps: Sequence[Overlap]) -> list[Finding]:
 
 
 def _combine_findings(
-    counted: Sequence[TimedService],
+    counted_by_code: Mapping[str, Sequence[TimedService]],
     minutes: Mapping[str, int],
     chosen: Sequence[Allocation],
     lines: Mapping[str, BillingLine],
 ) -> list[Finding]:
     """I-COMBINE-LINES when a timed code is documented more than once on the day (R-B8)."""
     found = []
-    for code in sorted({s.code for s in counted}):
-        services = [s for s in counted if s.code == code]
+    for code, services in counted_by_code.items():  # sorted by code
         if len(services) < 2:
             continue
         allowed = {a.get(code, 0) for a in chosen}
@@ -296,7 +301,7 @@ def _threshold_findings(
     total: int,
     chosen: Sequence[Allocation],
     lines: Mapping[str, BillingLine],
-    codes: CodeCatalog,
+    one_on_one_codes: Container[str],
 ) -> list[Finding]:
     """W-MIN-UNDER-8 and W-CODE-ZERO-UNITS exactly as I-3 specifies."""
     found: list[Finding] = []
@@ -337,7 +342,7 @@ def _threshold_findings(
         )
         return found
     for code, m in minutes.items():
-        if raw[code] > 0 and codes.is_one_on_one(code) and all(a[code] == 0 for a in chosen):
+        if raw[code] > 0 and code in one_on_one_codes and all(a[code] == 0 for a in chosen):
             line = lines.get(code)
             found.append(
                 make_finding(
