@@ -29,6 +29,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cds_hooks.auth import ClientAuthenticator, ClientIdentity, ReplayStore
 from cds_hooks.config import CdsHooksConfig
@@ -714,6 +715,61 @@ def _log_done(
     logger.log(level, "cds_hooks %s", rendered, extra=extra)
 
 
+_INVOKE_PATH = re.compile(BASE_PATH + r"/(?P<id>[^/]+)")
+
+
+class _FastLane:
+    """The hot route, ``POST /cds-services/{id}``, from the server straight to the runtime.
+
+    The call still passes through every middleware the application added (CORS, metrics and
+    any other), built exactly as Starlette builds them; it skips only the framework's own
+    layers (error page, body limit, exception handlers, routing, dependency solving), which
+    this endpoint never uses: it reads, limits and validates its own body and answers every
+    failure with an OperationOutcome itself. Every other request -- discovery, feedback, the
+    trailing-slash and double-slash variants, OPTIONS, docs, pages -- goes the usual way.
+    """
+
+    def __init__(self, runtime: CdsHooks, app: FastAPI, inner: ASGIApp) -> None:
+        self.runtime = runtime
+        self.inner = inner
+        endpoint: ASGIApp = self._endpoint
+        for cls, args, kwargs in reversed(app.user_middleware):
+            endpoint = cls(endpoint, *args, **kwargs)
+        self.fast = endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path: str = scope["path"]
+            root: str = scope.get("root_path") or ""
+            if root and path.startswith(root):
+                path = path[len(root) :]
+            match = _INVOKE_PATH.fullmatch(path)
+            if match is not None:
+                scope["path_params"] = {"service_id": match["id"]}
+                await self.fast(scope, receive, send)
+                return
+        await self.inner(scope, receive, send)
+
+    async def _endpoint(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive, send)
+        try:
+            response = await self.runtime.invoke(request, scope["path_params"]["service_id"])
+        except Exception as exc:  # invoke answers every failure itself: this is a last guard
+            response = self.runtime._crash(exc, event="invoke", started=time.perf_counter())
+        await response(scope, receive, send)
+
+
+def _install_fast_lane(app: FastAPI, runtime: CdsHooks) -> None:
+    """Put :class:`_FastLane` in front of the application's middleware stack (built lazily
+    on the first request, after every middleware has been added)."""
+    build = app.build_middleware_stack
+
+    def build_with_fast_lane() -> ASGIApp:
+        return _FastLane(runtime, app, build())
+
+    app.build_middleware_stack = build_with_fast_lane  # type: ignore[method-assign]
+
+
 # ---------------------------------------------------------------- installation
 
 
@@ -762,6 +818,7 @@ def install_cds_hooks(
     )
     app.include_router(runtime.router)
     app.add_middleware(CorsMiddleware, origins=config.cors_origins, path_prefix=BASE_PATH)
+    _install_fast_lane(app, runtime)
     _chain_shutdown(app, runtime)
     return runtime
 

@@ -23,6 +23,7 @@ from cds_hooks import (
     Invocation,
     ServiceRegistry,
 )
+from cds_hooks.app import _FastLane
 
 pytestmark = pytest.mark.anyio
 
@@ -406,3 +407,53 @@ async def test_absent_required_member_is_named(client: httpx.AsyncClient, member
     response = await client.post(POST_URL, json=body)
     assert response.status_code == 400
     assert f"member '{member}' is required" in outcome_text(response)
+
+
+# ---------------------------------------------------------------- the fast lane
+
+
+async def test_fast_lane_and_routed_variants_answer_alike() -> None:
+    """``POST /cds-services/{id}`` is served by the fast lane, the trailing-slash and
+    double-slash variants by the framework's routes: same status, body and headers, and the
+    application's own middleware (here one that stamps a header) runs on every path."""
+    calls: list[str] = []
+
+    class Stamp:
+        def __init__(self, app: Any) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            calls.append(scope.get("path", ""))
+
+            async def stamped(message: dict[str, Any]) -> None:
+                if message["type"] == "http.response.start":
+                    message["headers"] = [*message.get("headers", []), (b"x-stamp", b"1")]
+                await send(message)
+
+            await self.app(scope, receive, stamped)
+
+    app = make_app(config=CdsHooksConfig(require_auth=False, cors_origins=("https://ehr.test",)))
+    app.add_middleware(Stamp)
+    headers = {"Origin": "https://ehr.test"}
+    answers = []
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        for path in (POST_URL, POST_URL + "/", POST_URL.replace("/probe", "//probe")):
+            for body in (order_sign_request(), {"hook": "order-sign"}):
+                response = await c.post(path, json=body, headers=headers)
+                answers.append(
+                    (
+                        response.status_code,
+                        response.json(),
+                        response.headers["x-stamp"],
+                        response.headers["access-control-allow-origin"],
+                        response.headers["content-type"],
+                    )
+                )
+        unknown = await c.post("/cds-services/no-such-service", json=order_sign_request())
+    assert answers[0][0] == 200
+    assert answers[1][0] == 400
+    assert answers[0:2] == answers[2:4] == answers[4:6]
+    assert len(calls) == 7
+    assert isinstance(app.middleware_stack, _FastLane)
+    assert unknown.status_code == 404
+    assert outcome_text(unknown)
