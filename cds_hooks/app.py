@@ -112,10 +112,15 @@ class _RejectAll:
 # ---------------------------------------------------------------- logging helpers
 
 
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def log_safe_hook_instance(value: object) -> str:
     """A hookInstance is meant to be a UUID (C-3); log it as such, anything else only as a
     short hash so no caller-chosen text reaches the logs."""
     if isinstance(value, str):
+        if _CANONICAL_UUID.fullmatch(value):
+            return value  # what str(uuid.UUID(value)) gives, without building it
         try:
             return str(uuid.UUID(value))
         except ValueError:

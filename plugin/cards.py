@@ -453,7 +453,9 @@ def _suggestion(
             code = fixes[0].line_code
             description = f"remove the draft {code} charge (no billable units)"
             actions.append(
-                Action(type="delete", description=f"{ref}: {description}", resource_id=ref)
+                Action.model_construct(
+                    type="delete", description=f"{ref}: {description}", resource_id=ref
+                )
             )
             labels.append(f"remove the {code} charge")
             continue
@@ -462,10 +464,16 @@ def _suggestion(
             logger.info("suggestion skipped: draft order %s is not valid FHIR", ref)
             return None
         description = "; ".join(_describe(f) for f in fixes)
-        actions.append(Action(type="update", description=f"{ref}: {description}", resource=updated))
+        actions.append(
+            Action.model_construct(
+                type="update", description=f"{ref}: {description}", resource=updated
+            )
+        )
         labels.append(description)
     label = "; ".join(dict.fromkeys(labels))
-    return Suggestion(
+    # Built from this module's own typed values (and ``updated`` proven sound above), so the
+    # models are constructed without re-validation; the Card that carries them is validated.
+    return Suggestion.model_construct(
         label=(label[0].upper() + label[1:])[:120],
         uuid=make_uuid("suggestion"),
         is_recommended=True,

@@ -11,6 +11,8 @@ import respx
 from cdsh_jwt import BASE, EC_ISS, EC_KEY, NOW, public_jwks, token
 from cdsh_support import MARKER, PATIENT_ID, MemoryFeedbackStore
 from fastapi import FastAPI
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cds_hooks import (
     CdsHooksConfig,
@@ -20,6 +22,7 @@ from cds_hooks import (
     TrustedIssuer,
     install_cds_hooks,
 )
+from cds_hooks.app import log_safe_hook_instance
 
 pytestmark = pytest.mark.anyio
 
@@ -134,3 +137,31 @@ async def test_error_paths_log_ids_not_data(caplog: pytest.LogCaptureFixture) ->
     assert any("status=500" in m and "error=KeyError" in m for m in messages)
     assert any("hook_instance=sha256:" in m for m in messages)
     assert any("status=200" in m and "duration_ms=" in m for m in messages)
+
+
+def _reference_hook_instance(value: object) -> str:
+    import hashlib
+    import uuid
+
+    if not isinstance(value, str):
+        return "-"
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return "sha256:" + hashlib.sha256(value.encode("utf-8", "replace")).hexdigest()[:16]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    value=st.one_of(
+        st.uuids().map(str),
+        st.uuids().map(lambda u: str(u).upper()),
+        st.uuids().map(lambda u: u.hex),
+        st.uuids().map(lambda u: "{" + str(u) + "}"),
+        st.text(max_size=40),
+        st.none(),
+        st.integers(),
+    )
+)
+def test_hook_instance_is_logged_as_a_uuid_or_a_hash(value: object) -> None:
+    assert log_safe_hook_instance(value) == _reference_hook_instance(value)

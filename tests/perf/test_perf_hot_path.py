@@ -294,3 +294,24 @@ def test_card_uuids_are_rfc4122_name_based(name: str) -> None:
     import uuid
 
     assert cards.uuid5_text(name) == str(uuid.uuid5(cards._UUID_NAMESPACE, name))
+
+
+def test_cards_of_every_request_serialise_alike_by_hand_and_by_pydantic() -> None:
+    """Suggestions and actions are constructed without re-validation: their hand-built wire
+    form and pydantic's dump still agree for every sample and benchmark request."""
+    from fhir_mappings import map_cds_hooks
+    from plugin.pipeline import check_record
+    from plugin.services import draft_service_requests
+
+    for name, request in _requests():
+        context, prefetch = request["context"], request.get("prefetch") or {}
+        orders = context["draftOrders"]
+        resolved = {k: prefetch.get(k) for k in ("procedures", "patient", "encounter", "carePlans")}
+        record = map_cds_hooks(orders, resolved, patient_id=context["patientId"])
+        result = check_record(record, payer_rule="cms", pair_rule="cms")
+        options = cards.CardOptions(
+            hook_instance=request["hookInstance"],
+            drafts=cards.DraftOrders(draft_service_requests(orders), record.fhir_version),
+        )
+        response = CdsResponse(cards=cards.cards_for(result.analysis, options))
+        assert response.to_wire() == response.model_dump(mode="json", by_alias=True), name
