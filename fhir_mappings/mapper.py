@@ -109,8 +109,8 @@ _DRAFT_ORDER = ChargeSource.DRAFT_ORDER
 _CLAIM = ChargeSource.CLAIM
 _UNKNOWN_DISCIPLINE = Discipline.UNKNOWN
 _R4 = FhirVersion.R4
-_new = tuple.__new__  # builds the private NamedTuples below without their Python __new__
 _GROUP_CODES = frozenset(c for c in codes.CODE_LIST.codes if codes.is_group_code(c))
+_LISTED_CODES = frozenset(codes.CODE_LIST.codes)  # written as the list writes them: no cleaning
 # The domain values are frozen dataclasses; these build the same instances several times faster.
 _new_service = fast_builder(TimedService)
 _new_charge = fast_builder(Charge)
@@ -176,11 +176,13 @@ def map_collected(found: Collected, *, strict: bool = False) -> TherapyRecord:
 # ------------------------------------------------------------------------- the mapper
 
 
-class _Item(NamedTuple):
-    source: SourcedResource
-    resource_type: str
-    key: str
-    resource: JsonObject
+# The hot path passes plain tuples (a NamedTuple costs ~25 times a tuple to build):
+# one input resource: (where it was found, its type, its key, the resource)
+_Item = tuple[SourcedResource, str, str, JsonObject]
+# one parsed date/dateTime and, when it has a time of day, the same instant in UTC
+_Point = tuple[Moment, datetime | None]
+# timing kind, UTC start, UTC end, date of service, ends on a later local date than it starts
+_Span = tuple[TimingKind, datetime | None, datetime | None, date | None, bool]
 
 
 class _ClaimLine(NamedTuple):
@@ -188,14 +190,6 @@ class _ClaimLine(NamedTuple):
     code: str
     modifiers: tuple[str, ...]
     units: int | None
-
-
-class _Span(NamedTuple):
-    kind: TimingKind
-    start: datetime | None
-    end: datetime | None
-    day: date | None
-    spans_midnight: bool
 
 
 class _Mapper:
@@ -211,20 +205,27 @@ class _Mapper:
         self.claim_lines: dict[str, list[_ClaimLine]] = {}
         self.patients: list[str] = []
         self.based_on: dict[str, tuple[str, ...]] = {}  # Procedure key -> basedOn keys
-        self.ref_types: dict[str, str] = {}  # reference key -> resource type ("" if unknown)
+        self.by_type: dict[str, list[_Item]] = {}  # resource type -> items, in input order
+        self.shapes: list[tuple[_Item, FhirVersion, str]] = []  # release-specific shapes seen
+        # Per-call caches: a visit's resources repeat the same few references and times.
+        # reference text -> (patient key, is a Group), for subjects that need no issue
+        self.subjects: dict[str, tuple[str | None, bool]] = {}
+        # date/dateTime text -> its parse, for texts that need no issue
+        self.points: dict[str, _Point] = {}
 
     # ---- driver
 
     def run(self) -> TherapyRecord:
         items = self._index()
-        version = self._decide_version(items)
+        version = self._decide_version()
+        by_type = self.by_type
         if self.strict:
             items = self._validate(items, version)
-        by_type: dict[str, list[_Item]] = {}
-        for item in items:
-            by_type.setdefault(item.resource_type, []).append(item)
-        for item in by_type.get("Patient", ()):
-            self.patients.append(item.key)
+            by_type.clear()
+            for item in items:
+                by_type.setdefault(item[1], []).append(item)
+        for _, _, key, _ in by_type.get("Patient", ()):
+            self.patients.append(key)
         self.out_of_scope += sum(
             len(group) for rtype, group in by_type.items() if rtype not in _MAPPED_TYPES
         )
@@ -232,15 +233,15 @@ class _Mapper:
         # Procedures' basedOn decides which ServiceRequests are plans rather than charges.
         for item in by_type.get("Encounter", ()):
             self._encounter(item)
-        for item in by_type.get("CarePlan", ()):
-            self._care_plan(item.resource, item.key, item.source.location)
+        for source, _, key, resource in by_type.get("CarePlan", ()):
+            self._care_plan(resource, key, source.location)
         claims = by_type.get("Claim", [])
         for item in claims:
             self._claim(item)
-        claim_keys = {item.key for item in claims}
+        claim_keys = {key for _, _, key, _ in claims}
         for item in by_type.get("ExplanationOfBenefit", ()):
             # an EOB adjudicates a Claim: when that Claim is here too, its lines are already read
-            if self.index.of(item.resource.get("claim"), item.key) in claim_keys:
+            if self.index.of(item[3].get("claim"), item[2]) in claim_keys:
                 self.out_of_scope += 1
                 continue
             self._claim(item)
@@ -271,53 +272,61 @@ class _Mapper:
         )
 
     def _index(self) -> list[_Item]:
+        """Key every resource (the first copy of a key wins), group by type, note its shape."""
         items: list[_Item] = []
         seen: dict[str, JsonObject] = {}
+        full_urls: list[tuple[str, str]] = []
+        by_type = self.by_type
+        shapes = self.shapes
         for source in self.found.resources:
-            resource = source.resource
+            location, resource, full_url, _ = source
             rtype = resource["resourceType"]  # guaranteed by sources
             resource_id = resource.get("id")
             if type(resource_id) is str and resource_id:
                 key = f"{rtype}/{resource_id}"
             else:
-                key = resource_key(rtype, resource_id, source.full_url, source.location)
+                key = resource_key(rtype, resource_id, full_url, location)
             first = seen.get(key)
             if first is not None:
                 # the same resource fetched twice (prefetch + draftOrders, _include) is no news
                 if first != resource:
                     self._issue(
-                        source.location,
+                        location,
                         "two different copies of the same resource; the first copy is used",
                         key,
                     )
                 continue
             seen[key] = resource
-            if source.full_url:
-                self.index.add_full_url(source.full_url, key)
-            items.append(_new(_Item, (source, rtype, key, resource)))
-        return items
-
-    def _decide_version(self, items: Sequence[_Item]) -> FhirVersion | None:
-        shapes: list[tuple[_Item, FhirVersion, str]] = []
-        r4 = r5 = 0
-        for item in items:
-            if item.resource_type in _MAPPED_TYPES:
-                shown = shape_version(item.resource_type, item.resource)
+            if full_url:
+                full_urls.append((full_url, key))
+            item = (source, rtype, key, resource)
+            items.append(item)
+            group = by_type.get(rtype)
+            if group is None:
+                by_type[rtype] = [item]
+            else:
+                group.append(item)
+            if rtype in _MAPPED_TYPES:
+                shown = shape_version(rtype, resource)
                 if shown is not None:
                     shapes.append((item, shown[0], shown[1]))
-                    if shown[0] is _R4:
-                        r4 += 1
-                    else:
-                        r5 += 1
+        self.index.add_full_urls(full_urls)
+        return items
+
+    def _decide_version(self) -> FhirVersion | None:
+        """The majority release of the shapes :meth:`_index` noted; the minority is reported."""
+        shapes = self.shapes
+        r4 = sum(1 for _, shown_version, _ in shapes if shown_version is _R4)
+        r5 = len(shapes) - r4
         version = decide(r4, r5)
         if r4 and r5:
-            for item, shown_version, marker in shapes:
+            for (source, _, key, _), shown_version, marker in shapes:
                 if shown_version is not version:
                     self._issue(
-                        item.source.location,
+                        source.location,
                         f"{shown_version.value} shape in an input read as {version}: one request "
                         f"carries one FHIR version; read anyway",
-                        item.key,
+                        key,
                         marker,
                     )
         return version
@@ -325,15 +334,13 @@ class _Mapper:
     def _validate(self, items: list[_Item], version: FhirVersion | None) -> list[_Item]:
         target = version or FhirVersion.R4
         valid: list[_Item] = []
-        for item in items:
-            dumped, errors = validate_resource(
-                item.resource, target, normalise=item.resource_type in _MAPPED_TYPES
-            )
+        for source, rtype, key, resource in items:
+            dumped, errors = validate_resource(resource, target, normalise=rtype in _MAPPED_TYPES)
             if dumped is None:
                 for field, message in errors:
-                    self._issue(item.source.location, message, item.key, field)
+                    self._issue(source.location, message, key, field)
                 continue
-            valid.append(item._replace(resource=dumped))
+            valid.append((source, rtype, key, dumped))
         return valid
 
     # ---- helpers
@@ -343,16 +350,24 @@ class _Mapper:
     ) -> None:
         self.issues.append(_new_issue(location, message, resource, field))
 
-    def _moment(
+    def _point(
         self, value: object, location: str, key: str, field: str, part: str = ""
-    ) -> Moment | None:
+    ) -> _Point | None:
         """Parse one date/dateTime; problems become issues on ``field`` + ``part``."""
+        if type(value) is str:
+            point = self.points.get(value)
+            if point is not None:
+                return point
         try:
             moment = parse_text(value) if type(value) is str else parse_time(value)
         except TimeFormatError as exc:
             self._issue(location, f"{exc}; the value is not used", key, field + part)
             return None
-        if moment is not None and moment.assumed_utc:
+        if moment is None:
+            return None
+        at = moment.at
+        point = (moment, None if at is None else at.astimezone(UTC))
+        if moment.assumed_utc:
             self._issue(
                 location,
                 "time of day without a time zone offset (invalid FHIR); read as UTC, so the "
@@ -360,34 +375,66 @@ class _Mapper:
                 key,
                 field + part,
             )
-        return moment
+        elif type(value) is str:
+            self.points[value] = point
+        return point
+
+    def _moment(
+        self, value: object, location: str, key: str, field: str, part: str = ""
+    ) -> Moment | None:
+        point = self._point(value, location, key, field, part)
+        return None if point is None else point[0]
 
     def _period(
         self, period: object, location: str, key: str, field: str
-    ) -> tuple[Moment | None, Moment | None]:
+    ) -> tuple[_Point | None, _Point | None]:
         if type(period) is not dict:
             self._issue(location, "expected a Period object; not used", key, field)
             return None, None
-        start = self._moment(period.get("start"), location, key, field, ".start")
-        end = self._moment(period.get("end"), location, key, field, ".end")
+        points = self.points
+        text = period.get("start")
+        start = points.get(text) if type(text) is str else None
+        if start is None and text is not None:
+            start = self._point(text, location, key, field, ".start")
+        text = period.get("end")
+        end = points.get(text) if type(text) is str else None
+        if end is None and text is not None:
+            end = self._point(text, location, key, field, ".end")
         return start, end
 
     def _span(
-        self, start: Moment | None, end: Moment | None, location: str, key: str, field: str
+        self, start: _Point | None, end: _Point | None, location: str, key: str, field: str
     ) -> _Span:
         """Timing kind, UTC bounds, date of service and midnight crossing (R-H10, I-2.3, I-2.4)."""
-        start_at = end_at = None
-        day = None
+        if start is not None and end is not None:
+            # the usual: both ends with a time of day, in order, in one offset; nothing to report
+            start_moment, start_utc = start
+            end_moment, end_utc = end
+            if (
+                start_utc is not None
+                and end_utc is not None
+                and start_utc <= end_utc
+                and end_moment.at.tzinfo == start_moment.at.tzinfo  # type: ignore[union-attr]
+            ):
+                day = start_moment.day
+                assert day is not None
+                assert end_moment.day is not None
+                return _PERIOD, start_utc, end_utc, day, end_moment.day > day
+        start_at = end_at = start_utc = end_utc = None
+        day = end_day = None
         if start is not None:
-            start_at = start.at
-            day = start.day
+            start_moment, start_utc = start
+            start_at = start_moment.at
+            day = start_moment.day
         if end is not None:
-            end_at = end.at
+            end_moment, end_utc = end
+            end_at = end_moment.at
+            end_day = end_moment.day
             if day is None:
-                day = end.day
+                day = end_day
         if start_at is None and end_at is None:
             kind = _NO_TIME if start is None and end is None else _DATE
-            return _new(_Span, (kind, None, None, day, False))
+            return kind, None, None, day, False
         if (start_at is None and start is not None) or (end_at is None and end is not None):
             self._issue(
                 location,
@@ -396,8 +443,6 @@ class _Mapper:
                 key,
                 field,
             )
-        start_utc = start_at.astimezone(UTC) if start_at is not None else None
-        end_utc = end_at.astimezone(UTC) if end_at is not None else None
         spans_midnight = False
         if start_at is not None and end_at is not None:
             assert start_utc is not None
@@ -410,17 +455,25 @@ class _Mapper:
                     field,
                 )
             else:
-                # the end's local date, read in the start's own offset (I-2.4)
+                # the end's local date (Moment.day), read in the start's own offset (I-2.4)
                 start_zone = start_at.tzinfo
-                local_end = end_at if end_at.tzinfo == start_zone else end_at.astimezone(start_zone)
-                spans_midnight = local_end.date() > start_at.date()
-        return _new(_Span, (_PERIOD, start_utc, end_utc, day, spans_midnight))
+                if end_at.tzinfo != start_zone:
+                    end_day = end_at.astimezone(start_zone).date()
+                assert end_day is not None
+                spans_midnight = end_day > start_at.date()
+        return _PERIOD, start_utc, end_utc, day, spans_midnight
 
     def _subject(
         self, res: JsonObject, field: str, location: str, key: str
     ) -> tuple[str | None, bool]:
         """(patient key, subject is a Group) of ``res[field]``."""
-        ref = self.index.of(res.get(field), key)
+        value = res.get(field)
+        reference = value.get("reference") if type(value) is dict else None
+        if type(reference) is str:
+            known = self.subjects.get(reference)
+            if known is not None:
+                return known
+        ref = self.index.of(value, key)
         if ref is None:
             return None, False
         if ref.startswith(key + "#"):
@@ -428,23 +481,28 @@ class _Mapper:
             inner_type = inner.get("resourceType") if inner is not None else None
             rtype = inner_type if isinstance(inner_type, str) else None
         else:
-            rtype = self.ref_types.get(ref)
-            if rtype is None:
-                rtype = self.ref_types[ref] = reference_type(ref) or ""
-            rtype = rtype or None
+            rtype = reference_type(ref)
         if rtype == "Group":
-            return None, True
-        if rtype is None or rtype == "Patient":
-            return ref, False
-        self._issue(location, f"{field} is a {rtype}, not a Patient or Group", key, field)
-        return None, False
+            found: tuple[str | None, bool] = (None, True)
+        elif rtype is None or rtype == "Patient":
+            found = (ref, False)
+        else:
+            self._issue(location, f"{field} is a {rtype}, not a Patient or Group", key, field)
+            return None, False
+        if type(reference) is str and "#" not in reference and "#" not in ref:
+            self.subjects[reference] = found  # read the same way from any resource
+        return found
 
     def _refs(self, values: object, key: str) -> tuple[str, ...]:
         if not isinstance(values, list):
             return ()
+        of = self.index.of
+        if len(values) == 1:  # the usual basedOn
+            ref = of(values[0], key)
+            return () if ref is None else (ref,)
         out: list[str] = []
         for value in values:
-            ref = self.index.of(value, key)
+            ref = of(value, key)
             if ref is not None and ref not in out:
                 out.append(ref)
         return tuple(out)
@@ -458,6 +516,20 @@ class _Mapper:
         codings = concept.get("coding")
         if not isinstance(codings, list):
             return None
+        if len(codings) == 1 and type(codings[0]) is dict:  # the usual shape, nothing to report
+            system = codings[0].get("system")
+            code = codings[0].get("code")
+            if (
+                type(system) is str
+                and type(code) is str
+                and system in BILLING_SYSTEMS
+                and code in _LISTED_CODES
+            ):
+                display = codings[0].get("display")
+                if not isinstance(display, str):
+                    text = concept.get("text")
+                    display = text if isinstance(text, str) else None
+                return system, code, display
         chosen: tuple[str, str, str | None] | None = None
         for coding in codings:
             if not isinstance(coding, dict):
@@ -589,23 +661,24 @@ class _Mapper:
     # ---- Encounter (R-H5)
 
     def _encounter(self, item: _Item) -> None:
-        res, key, loc = item.resource, item.key, item.source.location
+        source, _, key, res = item
+        loc = source.location
         status = res.get("status")
         start = end = None
         for field in ("actualPeriod", "period"):
             if field in res:
                 start, end = self._period(res[field], loc, key, field)
                 break
-        span = self._span(start, end, loc, key, "period")
+        _, start_utc, end_utc, day, _ = self._span(start, end, loc, key, "period")
         patient, _ = self._subject(res, "subject", loc, key)
         if type(status) is str:
             status = _R4_ENCOUNTER_STATUS.get(status, status)
         self.encounters[key] = _new_encounter(
             ref=key,
             status=status if isinstance(status, str) else None,
-            start=span.start,
-            end=span.end,
-            service_date=span.day,
+            start=start_utc,
+            end=end_utc,
+            service_date=day,
             patient=patient,
         )
 
@@ -636,8 +709,8 @@ class _Mapper:
             ref=key,
             kind="CarePlan",
             status=status if isinstance(status, str) else None,
-            start=start.day if start is not None else None,
-            end=end.day if end is not None else None,
+            start=start[0].day if start is not None else None,
+            end=end[0].day if end is not None else None,
             certifications=tuple(certifications),
             discipline=self._discipline(category if isinstance(category, list) else ()),
             patient=patient,
@@ -658,37 +731,38 @@ class _Mapper:
             ref=key,
             kind="ServiceRequest",
             status=status if isinstance(status, str) else None,
-            start=start.day if start is not None else None,
-            end=end.day if end is not None else None,
+            start=start[0].day if start is not None else None,
+            end=end[0].day if end is not None else None,
             discipline=self._discipline(concepts),
             patient=patient,
         )
 
     def _contained_plans(self, procedures: Sequence[_Item]) -> None:
         """Plans contained in a Procedure (``basedOn: #plan``) get ``<Procedure key>#plan``."""
-        for item in procedures:
-            if "contained" not in item.resource:
+        for source, _, key, resource in procedures:
+            if "contained" not in resource:
                 continue
-            for target in self.based_on.get(item.key, ()):
-                if not target.startswith(item.key + "#") or target in self.plans:
+            for target in self.based_on.get(key, ()):
+                if not target.startswith(key + "#") or target in self.plans:
                     continue
-                inner = find_contained(item.resource, target[len(item.key) + 1 :])
+                inner = find_contained(resource, target[len(key) + 1 :])
                 if inner is None:
                     continue
                 inner_type = inner.get("resourceType")
                 if inner_type == "CarePlan":
-                    self._care_plan(inner, target, item.source.location)
+                    self._care_plan(inner, target, source.location)
                 elif inner_type == "ServiceRequest":
-                    self._request_as_plan(inner, target, item.source.location)
+                    self._request_as_plan(inner, target, source.location)
 
     # ---- ServiceRequest -> Charge / PlanOfCare
 
     def _service_request(self, item: _Item, plan_targets: set[str]) -> None:
-        res, key, loc = item.resource, item.key, item.source.location
+        source, _, key, res = item
+        loc = source.location
         is_plan = key in plan_targets
         if is_plan:
             self._request_as_plan(res, key, loc)
-            if not item.source.draft_order:
+            if not source.draft_order:
                 return
         code = res.get("code")
         concept = code.get("concept", code) if isinstance(code, dict) else None
@@ -716,7 +790,7 @@ class _Mapper:
             service_date = moment.day if moment is not None else None
         elif "occurrencePeriod" in res:
             start, _ = self._period(res["occurrencePeriod"], loc, key, "occurrencePeriod")
-            service_date = start.day if start is not None else None
+            service_date = start[0].day if start is not None else None
         status = res.get("status")
         patient, _ = self._subject(res, "subject", loc, key)
         self.charges.append(
@@ -762,7 +836,8 @@ class _Mapper:
 
     def _claim(self, item: _Item) -> None:
         """Claim or ExplanationOfBenefit items -> charges; remember lines linked to Procedures."""
-        res, key, loc = item.resource, item.key, item.source.location
+        source, _, key, res = item
+        loc = source.location
         items = res.get("item")
         if not isinstance(items, list):
             self.out_of_scope += 1
@@ -817,7 +892,7 @@ class _Mapper:
                 service_date = moment.day if moment is not None else None
             elif "servicedPeriod" in line:
                 start, _ = self._period(line["servicedPeriod"], loc, key, f"{field}.servicedPeriod")
-                service_date = start.day if start is not None else None
+                service_date = start[0].day if start is not None else None
             linked: list[str] = []
             sequences = line.get("procedureSequence")
             if isinstance(sequences, list):
@@ -861,10 +936,12 @@ class _Mapper:
         Modifiers and billed units: a linked ``Claim.item`` wins over the project extensions on
         the Procedure (R-H7 POLICY: Claim first, extension only when no claim line is present).
         """
-        res, key, loc = item.resource, item.key, item.source.location
+        source, _, key, res = item
+        loc = source.location
         # basedOn is read first, even for Procedures that map to nothing: a ServiceRequest a
         # Procedure is based on is a plan of care, not a charge (R-H3).
-        plan_refs = self._refs(res.get("basedOn"), key)
+        based_on = res.get("basedOn")
+        plan_refs = () if based_on is None else self._refs(based_on, key)
         self.based_on[key] = plan_refs
         code = res.get("code")
         if type(code) is not dict:
@@ -891,16 +968,16 @@ class _Mapper:
                 if is_period:
                     start, end = self._period(res[field], loc, key, field)
                 else:
-                    start = self._moment(res[field], loc, key, field)
+                    start = self._point(res[field], loc, key, field)
                 break
-        span = self._span(start, end, loc, key, timing_field)
-        kind = span.kind
+        kind, start_utc, end_utc, service_date, spans_midnight = self._span(
+            start, end, loc, key, timing_field
+        )
         if kind is _PERIOD and timing_field in _DATETIME_FIELDS:
             kind = _INSTANT  # a point in time, no duration (R-H2, W-NO-DURATION)
 
         index = self.index
         encounter = index.of(res.get("encounter"), key)
-        service_date = span.day
         if service_date is None and encounter is not None:
             info = self.encounters.get(encounter)
             if info is not None:
@@ -957,43 +1034,43 @@ class _Mapper:
                 lines, code_value, modifiers, billed_units, loc, key
             )
 
-        performers: list[str] = []
+        performers: tuple[str, ...] = ()
         raw_performers = res.get("performer")
         if type(raw_performers) is list:
+            actors: list[str] = []
             for performer in raw_performers:
                 if type(performer) is dict:
                     actor = index.of(performer.get("actor"), key)
-                    if actor is not None and actor not in performers:
-                        performers.append(actor)
+                    if actor is not None and actor not in actors:
+                        actors.append(actor)
+            performers = tuple(actors)
 
         body_sites: tuple[str, ...] = ()
         raw_sites = res.get("bodySite")
         if type(raw_sites) is list:
             body_sites = self._body_sites(raw_sites)
 
-        return _new_service(
-            ref=key,
-            code=code_value,
-            system=system,
-            status=status,
-            timing=kind,
-            start=span.start,
-            end=span.end,
-            service_date=service_date,
-            spans_midnight=span.spans_midnight,
-            patient=patient,
-            encounter=encounter,
-            performers=tuple(performers),
-            body_sites=body_sites,
-            delivery_mode=delivery,
-            subject_is_group=subject_is_group,
-            modifiers=modifiers,
-            billed_units=billed_units,
-            plan_refs=plan_refs,
-            has_reason=bool(
-                res.get("reasonCode") or res.get("reasonReference") or res.get("reason")
-            ),
-            display=display,
+        return _new_service(  # positional: the field order of TimedService
+            key,  # ref
+            code_value,
+            system,
+            status,
+            kind,  # timing
+            start_utc,
+            end_utc,
+            service_date,
+            spans_midnight,
+            patient,
+            encounter,
+            performers,
+            body_sites,
+            delivery,  # delivery_mode
+            subject_is_group,
+            modifiers,
+            billed_units,
+            plan_refs,
+            bool(res.get("reasonCode") or res.get("reasonReference") or res.get("reason")),
+            display,
         )
 
     def _apply_claim_lines(

@@ -17,7 +17,7 @@ normalised text (``urn:uuid:...`` stays as written) so it can still be reported 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 
@@ -60,6 +60,14 @@ class ReferenceIndex:
             self._by_full_url.setdefault(full_url, key)
             self._memo.clear()
 
+    def add_full_urls(self, pairs: Iterable[tuple[str, str]]) -> None:
+        """:meth:`add_full_url` for each ``(full_url, key)``, in order."""
+        by_full_url = self._by_full_url
+        for full_url, key in pairs:
+            if full_url != key:
+                by_full_url.setdefault(full_url, key)
+        self._memo.clear()
+
     def normalise(self, reference: object, container: str) -> str | None:
         """A reference string -> key, or ``None`` when there is no usable reference."""
         if not isinstance(reference, str):
@@ -81,9 +89,14 @@ class ReferenceIndex:
 
     def of(self, reference_object: object, container: str) -> str | None:
         """``{"reference": ...}`` -> key; display-only or identifier-only references -> None."""
-        if type(reference_object) is dict:
-            return self.normalise(reference_object.get("reference"), container)
-        return None
+        if type(reference_object) is not dict:
+            return None
+        reference = reference_object.get("reference")
+        if type(reference) is str:  # most references were seen before: answer without a call
+            known = self._memo.get(reference)
+            if known is not None:
+                return known
+        return self.normalise(reference, container)
 
 
 def reference_type(key: str) -> str | None:

@@ -63,12 +63,19 @@ _SERVICE_REQUEST = (
 )
 
 
+# (field, (release, field)): the answers are built once, not per resource
+_PROCEDURE_ANSWERS = tuple((name, (version, name)) for name, version in _PROCEDURE)
+
+
 def shape_version(
     resource_type: str, resource: Mapping[str, Any]
 ) -> tuple[FhirVersion, str] | None:
     """The release a resource's shape shows, with the field that shows it; ``None`` if neutral."""
-    if resource_type == "Procedure":
-        return _first_marker(resource, _PROCEDURE)
+    if resource_type == "Procedure":  # most resources of a visit: no helper call
+        for name, answer in _PROCEDURE_ANSWERS:
+            if name in resource:
+                return answer
+        return None
     if resource_type == "Encounter":
         found = _first_marker(resource, _ENCOUNTER)
         if found is not None:
