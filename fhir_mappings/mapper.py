@@ -71,7 +71,7 @@ from fhir_mappings.sources import (
     collect_resources,
 )
 from fhir_mappings.strict import validate_resource
-from fhir_mappings.times import Moment, TimeFormatError, parse_text, parse_time
+from fhir_mappings.times import TimeFormatError, parse_fields, parse_time
 from fhir_mappings.version import decide, shape_version
 
 JsonObject = Mapping[str, Any]
@@ -111,6 +111,8 @@ _UNKNOWN_DISCIPLINE = Discipline.UNKNOWN
 _R4 = FhirVersion.R4
 _GROUP_CODES = frozenset(c for c in codes.CODE_LIST.codes if codes.is_group_code(c))
 _LISTED_CODES = frozenset(codes.CODE_LIST.codes)  # written as the list writes them: no cleaning
+# GP/GO/GN and the NCCI modifiers, as written when nothing needs cleaning or reporting
+_PLAIN_MODIFIERS = frozenset(codes.CODE_LIST.discipline_modifiers) | codes.CODE_LIST.ncci_modifiers
 # The domain values are frozen dataclasses; these build the same instances several times faster.
 _new_service = fast_builder(TimedService)
 _new_charge = fast_builder(Charge)
@@ -179,8 +181,9 @@ def map_collected(found: Collected, *, strict: bool = False) -> TherapyRecord:
 # The hot path passes plain tuples (a NamedTuple costs ~25 times a tuple to build):
 # one input resource: (where it was found, its type, its key, the resource)
 _Item = tuple[SourcedResource, str, str, JsonObject]
-# one parsed date/dateTime and, when it has a time of day, the same instant in UTC
-_Point = tuple[Moment, datetime | None]
+# one parsed date/dateTime: the time of day in its own offset, the local date, the UTC instant
+# (the times are None without a time of day; the date is None for YYYY and YYYY-MM)
+_Point = tuple[datetime | None, date | None, datetime | None]
 # timing kind, UTC start, UTC end, date of service, ends on a later local date than it starts
 _Span = tuple[TimingKind, datetime | None, datetime | None, date | None, bool]
 
@@ -354,20 +357,22 @@ class _Mapper:
         self, value: object, location: str, key: str, field: str, part: str = ""
     ) -> _Point | None:
         """Parse one date/dateTime; problems become issues on ``field`` + ``part``."""
-        if type(value) is str:
-            point = self.points.get(value)
-            if point is not None:
-                return point
         try:
-            moment = parse_text(value) if type(value) is str else parse_time(value)
+            if type(value) is str:
+                point = self.points.get(value)
+                if point is not None:
+                    return point
+                _, at, day, assumed_utc = parse_fields(value)
+            else:
+                moment = parse_time(value)
+                if moment is None:
+                    return None
+                _, at, day, assumed_utc = moment
         except TimeFormatError as exc:
             self._issue(location, f"{exc}; the value is not used", key, field + part)
             return None
-        if moment is None:
-            return None
-        at = moment.at
-        point = (moment, None if at is None else at.astimezone(UTC))
-        if moment.assumed_utc:
+        point = (at, day, None if at is None else at.astimezone(UTC))
+        if assumed_utc:
             self._issue(
                 location,
                 "time of day without a time zone offset (invalid FHIR); read as UTC, so the "
@@ -378,12 +383,6 @@ class _Mapper:
         elif type(value) is str:
             self.points[value] = point
         return point
-
-    def _moment(
-        self, value: object, location: str, key: str, field: str, part: str = ""
-    ) -> Moment | None:
-        point = self._point(value, location, key, field, part)
-        return None if point is None else point[0]
 
     def _period(
         self, period: object, location: str, key: str, field: str
@@ -406,62 +405,44 @@ class _Mapper:
         self, start: _Point | None, end: _Point | None, location: str, key: str, field: str
     ) -> _Span:
         """Timing kind, UTC bounds, date of service and midnight crossing (R-H10, I-2.3, I-2.4)."""
-        if start is not None and end is not None:
-            # the usual: both ends with a time of day, in order, in one offset; nothing to report
-            start_moment, start_utc = start
-            end_moment, end_utc = end
-            if (
-                start_utc is not None
-                and end_utc is not None
-                and start_utc <= end_utc
-                and end_moment.at.tzinfo == start_moment.at.tzinfo  # type: ignore[union-attr]
-            ):
-                day = start_moment.day
-                assert day is not None
-                assert end_moment.day is not None
-                return _PERIOD, start_utc, end_utc, day, end_moment.day > day
-        start_at = end_at = start_utc = end_utc = None
+        start_at = start_utc = end_at = end_utc = None
         day = end_day = None
         if start is not None:
-            start_moment, start_utc = start
-            start_at = start_moment.at
-            day = start_moment.day
+            start_at, day, start_utc = start
         if end is not None:
-            end_moment, end_utc = end
-            end_at = end_moment.at
-            end_day = end_moment.day
+            end_at, end_day, end_utc = end
             if day is None:
                 day = end_day
-        if start_at is None and end_at is None:
-            kind = _NO_TIME if start is None and end is None else _DATE
-            return kind, None, None, day, False
-        if (start_at is None and start is not None) or (end_at is None and end is not None):
-            self._issue(
-                location,
-                "one end of the period has a time of day and the other only a date; the "
-                "date-only end is treated as missing",
-                key,
-                field,
-            )
-        spans_midnight = False
-        if start_at is not None and end_at is not None:
-            assert start_utc is not None
-            assert end_utc is not None
-            if end_utc < start_utc:
+        if start_at is None or end_at is None:
+            if start_at is None and end_at is None:
+                kind = _NO_TIME if start is None and end is None else _DATE
+                return kind, None, None, day, False
+            if (start_at is None and start is not None) or (end_at is None and end is not None):
                 self._issue(
                     location,
-                    "period ends before it starts (FHIR invariant per-1); no minutes counted",
+                    "one end of the period has a time of day and the other only a date; the "
+                    "date-only end is treated as missing",
                     key,
                     field,
                 )
-            else:
-                # the end's local date (Moment.day), read in the start's own offset (I-2.4)
-                start_zone = start_at.tzinfo
-                if end_at.tzinfo != start_zone:
-                    end_day = end_at.astimezone(start_zone).date()
-                assert end_day is not None
-                spans_midnight = end_day > start_at.date()
-        return _PERIOD, start_utc, end_utc, day, spans_midnight
+            return _PERIOD, start_utc, end_utc, day, False
+        assert start_utc is not None
+        assert end_utc is not None
+        if end_utc < start_utc:
+            self._issue(
+                location,
+                "period ends before it starts (FHIR invariant per-1); no minutes counted",
+                key,
+                field,
+            )
+            return _PERIOD, start_utc, end_utc, day, False
+        # the end's local date, read in the start's own offset (I-2.4)
+        start_zone = start_at.tzinfo
+        if end_at.tzinfo != start_zone:
+            end_day = end_at.astimezone(start_zone).date()
+        assert day is not None
+        assert end_day is not None
+        return _PERIOD, start_utc, end_utc, day, end_day > day
 
     def _subject(
         self, res: JsonObject, field: str, location: str, key: str
@@ -572,6 +553,16 @@ class _Mapper:
             if not isinstance(coding, dict):
                 continue
             system = coding.get("system")
+            code = coding.get("code")
+            if (
+                type(code) is str
+                and type(system) is str
+                and code in _PLAIN_MODIFIERS
+                and system in BILLING_SYSTEMS
+            ):
+                if code not in out:  # the usual GP / 59 / XU: nothing to clean or report
+                    out.append(code)
+                continue
             if system is None and not allow_no_system:
                 continue
             if system is not None and (
@@ -585,7 +576,6 @@ class _Mapper:
                         field,
                     )
                 continue
-            code = coding.get("code")
             if not isinstance(code, str) or not code.strip():
                 self._issue(location, "modifier coding without a code; ignored", key, field)
                 continue
@@ -693,10 +683,10 @@ class _Mapper:
         for ext in self._extensions(res):
             if ext.get("url") == EXT_PLAN_CERTIFICATION:
                 raw = ext.get("valueDateTime", ext.get("valueDate"))
-                moment = self._moment(raw, loc, key, "extension(plan-certification)")
-                if moment is not None and moment.day is not None:
-                    certifications.append(moment.day)
-                elif moment is not None or raw is None:
+                point = self._point(raw, loc, key, "extension(plan-certification)")
+                if point is not None and point[1] is not None:
+                    certifications.append(point[1])
+                elif point is not None or raw is None:
                     self._issue(
                         loc,
                         "plan-certification extension without a full date; not used",
@@ -709,8 +699,8 @@ class _Mapper:
             ref=key,
             kind="CarePlan",
             status=status if isinstance(status, str) else None,
-            start=start[0].day if start is not None else None,
-            end=end[0].day if end is not None else None,
+            start=start[1] if start is not None else None,
+            end=end[1] if end is not None else None,
             certifications=tuple(certifications),
             discipline=self._discipline(category if isinstance(category, list) else ()),
             patient=patient,
@@ -731,8 +721,8 @@ class _Mapper:
             ref=key,
             kind="ServiceRequest",
             status=status if isinstance(status, str) else None,
-            start=start[0].day if start is not None else None,
-            end=end[0].day if end is not None else None,
+            start=start[1] if start is not None else None,
+            end=end[1] if end is not None else None,
             discipline=self._discipline(concepts),
             patient=patient,
         )
@@ -775,36 +765,44 @@ class _Mapper:
         quantity = res.get("quantityQuantity")
         units = None
         if isinstance(quantity, dict):
-            units = self._units(quantity.get("value"), loc, key, "quantityQuantity.value")
+            value = quantity.get("value")
+            if type(value) is int and value >= 0:  # the usual whole count: nothing to check
+                units = value
+            else:
+                units = self._units(value, loc, key, "quantityQuantity.value")
         elif quantity is not None:
             self._issue(
                 loc, "quantityQuantity is not a Quantity; not used", key, "quantityQuantity"
             )
-        modifiers = self._order_detail_modifiers(res.get("orderDetail"), loc, key)
-        for extra in self._extension_modifiers(self._extensions(res), loc, key):
-            if extra not in modifiers:
-                modifiers.append(extra)
+        details = res.get("orderDetail")
+        modifiers = [] if details is None else self._order_detail_modifiers(details, loc, key)
+        if "extension" in res:
+            for extra in self._extension_modifiers(self._extensions(res), loc, key):
+                if extra not in modifiers:
+                    modifiers.append(extra)
         service_date = None
         if "occurrenceDateTime" in res:
-            moment = self._moment(res["occurrenceDateTime"], loc, key, "occurrenceDateTime")
-            service_date = moment.day if moment is not None else None
+            point = self._point(res["occurrenceDateTime"], loc, key, "occurrenceDateTime")
+            service_date = point[1] if point is not None else None
         elif "occurrencePeriod" in res:
             start, _ = self._period(res["occurrencePeriod"], loc, key, "occurrencePeriod")
-            service_date = start[0].day if start is not None else None
+            service_date = start[1] if start is not None else None
         status = res.get("status")
         patient, _ = self._subject(res, "subject", loc, key)
+        based_on = res.get("basedOn")
         self.charges.append(
-            _new_charge(
-                ref=key,
-                source=_DRAFT_ORDER,
-                code=code_value,
-                system=system,
-                units=units,
-                modifiers=tuple(modifiers),
-                patient=patient,
-                service_date=service_date,
-                status=status if isinstance(status, str) else None,
-                plan_refs=self._refs(res.get("basedOn"), key),
+            _new_charge(  # positional: the field order of Charge
+                key,  # ref
+                _DRAFT_ORDER,  # source
+                code_value,
+                system,
+                units,
+                tuple(modifiers),
+                patient,
+                service_date,
+                status if isinstance(status, str) else None,
+                (),  # procedure_refs
+                () if based_on is None else self._refs(based_on, key),  # plan_refs
             )
         )
 
@@ -819,17 +817,19 @@ class _Mapper:
         for detail in details:
             if not isinstance(detail, dict):
                 continue
-            concepts: list[object] = [detail]
             parameters = detail.get("parameter")
-            if isinstance(parameters, list):
-                concepts = [
-                    p.get("valueCodeableConcept") for p in parameters if isinstance(p, dict)
-                ]
-            for concept in concepts:
-                if isinstance(concept, dict):
-                    inner = concept.get("coding")
-                    if isinstance(inner, list):
-                        codings.extend(inner)
+            if isinstance(parameters, list):  # R5
+                for parameter in parameters:
+                    if isinstance(parameter, dict):
+                        concept = parameter.get("valueCodeableConcept")
+                        if isinstance(concept, dict):
+                            inner = concept.get("coding")
+                            if isinstance(inner, list):
+                                codings.extend(inner)
+            else:  # R4: the detail is the CodeableConcept
+                inner = detail.get("coding")
+                if isinstance(inner, list):
+                    codings.extend(inner)
         return self._modifier_codes(codings, loc, key, "orderDetail", allow_no_system=False)
 
     # ---- Claim -> Charge (R-H7)
@@ -888,11 +888,11 @@ class _Mapper:
             )
             service_date = None
             if "servicedDate" in line:
-                moment = self._moment(line["servicedDate"], loc, key, f"{field}.servicedDate")
-                service_date = moment.day if moment is not None else None
+                point = self._point(line["servicedDate"], loc, key, f"{field}.servicedDate")
+                service_date = point[1] if point is not None else None
             elif "servicedPeriod" in line:
                 start, _ = self._period(line["servicedPeriod"], loc, key, f"{field}.servicedPeriod")
-                service_date = start[0].day if start is not None else None
+                service_date = start[1] if start is not None else None
             linked: list[str] = []
             sequences = line.get("procedureSequence")
             if isinstance(sequences, list):
@@ -960,21 +960,26 @@ class _Mapper:
             return None
 
         # R4 performed[x] / R5 occurrence[x]; String, Age, Range and Timing give no time.
-        start = end = None
-        timing_field = "performed"
-        for field, is_period in _PERIOD_FIELDS:
-            if field in res:
-                timing_field = field
-                if is_period:
-                    start, end = self._period(res[field], loc, key, field)
-                else:
-                    start = self._point(res[field], loc, key, field)
-                break
-        kind, start_utc, end_utc, service_date, spans_midnight = self._span(
-            start, end, loc, key, timing_field
-        )
-        if kind is _PERIOD and timing_field in _DATETIME_FIELDS:
-            kind = _INSTANT  # a point in time, no duration (R-H2, W-NO-DURATION)
+        period = res.get("performedPeriod")
+        if type(period) is dict:  # the usual R4 shape, read as _timing reads it
+            start, end = self._period(period, loc, key, "performedPeriod")
+            span = None
+            if start is not None and end is not None:
+                start_at, start_day, start_utc = start
+                end_at, end_day, end_utc = end
+                if (
+                    start_at is not None
+                    and end_at is not None
+                    and end_at.tzinfo == start_at.tzinfo
+                    and start_utc <= end_utc  # type: ignore[operator]
+                ):
+                    # both ends with a time of day, in order, in one offset: nothing to report
+                    span = (_PERIOD, start_utc, end_utc, start_day, end_day > start_day)  # type: ignore[operator]
+            if span is None:
+                span = self._span(start, end, loc, key, "performedPeriod")
+        else:
+            span = self._timing(res, loc, key)
+        kind, start_utc, end_utc, service_date, spans_midnight = span
 
         index = self.index
         encounter = index.of(res.get("encounter"), key)
@@ -1072,6 +1077,24 @@ class _Mapper:
             bool(res.get("reasonCode") or res.get("reasonReference") or res.get("reason")),
             display,
         )
+
+    def _timing(self, res: JsonObject, loc: str, key: str) -> _Span:
+        """A Procedure's performed[x] (R4) / occurrence[x] (R5) as a span (R-H2, I-2.3)."""
+        start = end = None
+        timing_field = "performed"
+        for field, is_period in _PERIOD_FIELDS:
+            if field in res:
+                timing_field = field
+                if is_period:
+                    start, end = self._period(res[field], loc, key, field)
+                else:
+                    start = self._point(res[field], loc, key, field)
+                break
+        span = self._span(start, end, loc, key, timing_field)
+        if span[0] is _PERIOD and timing_field in _DATETIME_FIELDS:
+            # a point in time, no duration (R-H2, W-NO-DURATION)
+            return _INSTANT, span[1], span[2], span[3], span[4]
+        return span
 
     def _apply_claim_lines(
         self,

@@ -55,7 +55,7 @@ class Moment(NamedTuple):
         return None if self.at is None else self.at.astimezone(UTC)
 
 
-# Bound once and built with tuple.__new__: parse_text runs twice per service on the hot path.
+# Bound once; Moments are built with tuple.__new__ (no Python-level __new__).
 _YEAR = Precision.YEAR
 _MONTH = Precision.MONTH
 _DAY = Precision.DAY
@@ -85,22 +85,27 @@ def parse_time(value: object) -> Moment | None:
 
 def parse_text(text: str) -> Moment:
     """Read a FHIR date/dateTime string (see :func:`parse_time`)."""
+    return _new(Moment, parse_fields(text))
+
+
+def parse_fields(text: str) -> tuple[Precision, datetime | None, date | None, bool]:
+    """:func:`parse_text` as a plain tuple, the fields of :class:`Moment` (for hot loops)."""
     n = len(text)
     try:
         if n >= 19 and text[10] == "T" and text[13] == ":" and text[16] == ":":
             parsed = datetime.fromisoformat(text)
             if parsed.tzinfo is None:
                 aware = parsed.replace(tzinfo=UTC)
-                return _new(Moment, (_TIME, aware, aware.date(), True))
-            return _new(Moment, (_TIME, parsed, parsed.date(), False))
+                return _TIME, aware, aware.date(), True
+            return _TIME, parsed, parsed.date(), False
         if n == 10 and text[4] == "-" and text[7] == "-":
-            return _new(Moment, (_DAY, None, date.fromisoformat(text), False))
+            return _DAY, None, date.fromisoformat(text), False
         if n == 7 and text[4] == "-" and text[:4].isdigit() and text[5:].isdigit():
             if not 1 <= int(text[5:]) <= 12:
                 raise TimeFormatError("month must be 01..12")
-            return _new(Moment, (_MONTH, None, None, False))
+            return _MONTH, None, None, False
         if n == 4 and text.isdigit():
-            return _new(Moment, (_YEAR, None, None, False))
+            return _YEAR, None, None, False
     except ValueError as exc:  # impossible dates/times: keep the reason, never the value
         reason = str(exc)
         if text in reason or not reason:
