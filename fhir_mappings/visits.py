@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime
+from operator import attrgetter
 
 from fhir_mappings import codes
 from fhir_mappings.model import (
@@ -44,6 +45,7 @@ from fhir_mappings.model import (
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 VisitKey = tuple[str, date, Discipline]
+LineKey = tuple[str, str, date | None]  # patient, code, date of service (None: undated)
 
 
 def modifier_discipline(modifiers: Iterable[str]) -> Discipline | None:
@@ -72,13 +74,17 @@ def group_visits(record: TherapyRecord) -> VisitGrouping:
     fallback_patient = sole_patient(record)
     set_aside: list[SetAside] = []
     buckets: dict[VisitKey, list[TimedService]] = {}
-    charges_by_line: dict[tuple[str, str, date | None], list[Charge]] = {}
+    # per (patient, code, date) billed line: the GP/GO/GN of each charge that has one, in order,
+    # with the Procedures the charge is limited to (empty: any)
+    line_disciplines: dict[LineKey, list[tuple[tuple[str, ...], Discipline]]] = {}
     for charge in record.charges:
         patient = charge.patient or fallback_patient
-        if patient is not None:
-            charges_by_line.setdefault((patient, charge.code, charge.service_date), []).append(
-                charge
-            )
+        if patient is None:
+            continue
+        found = modifier_discipline(charge.modifiers)
+        if found is not None:
+            line = (patient, charge.code, charge.service_date)
+            line_disciplines.setdefault(line, []).append((charge.procedure_refs, found))
 
     for service in record.services:
         if service.status != "completed":
@@ -91,14 +97,21 @@ def group_visits(record: TherapyRecord) -> VisitGrouping:
         if patient is None:
             set_aside.append(SetAside(service, SetAsideReason.NO_PATIENT))
             continue
-        discipline = _service_discipline(service, patient, record, charges_by_line)
-        buckets.setdefault((patient, service.service_date, discipline), []).append(service)
+        discipline = _service_discipline(service, patient, record, line_disciplines)
+        key = (patient, service.service_date, discipline)
+        bucket = buckets.get(key)
+        if bucket is None:
+            buckets[key] = [service]
+        else:
+            bucket.append(service)
 
     visit_keys = sorted(buckets, key=lambda k: (k[0], k[1], k[2].value))
+    codes_of = {key: {s.code for s in buckets[key]} for key in visit_keys}
+    refs_of = {key: {s.ref for s in buckets[key]} for key in visit_keys}
     attached: dict[VisitKey, list[Charge]] = {key: [] for key in visit_keys}
     unattached: list[Charge] = []
     for charge in record.charges:
-        targets = _charge_visits(charge, fallback_patient, buckets, visit_keys)
+        targets = _charge_visits(charge, fallback_patient, visit_keys, codes_of, refs_of)
         if not targets:
             unattached.append(charge)
         for key in targets:
@@ -106,7 +119,7 @@ def group_visits(record: TherapyRecord) -> VisitGrouping:
 
     visits = []
     for key in visit_keys:
-        services = sorted(buckets[key], key=_start_order)
+        services = _in_start_order(buckets[key])
         visit_charges = tuple(attached[key])
         plans, unresolved = _plans(services, visit_charges, record.plans)
         visits.append(
@@ -114,7 +127,7 @@ def group_visits(record: TherapyRecord) -> VisitGrouping:
                 patient=key[0],
                 service_date=key[1],
                 discipline=key[2],
-                services=tuple(services),
+                services=services,
                 charges=visit_charges,
                 plans=plans,
                 unresolved_plan_refs=unresolved,
@@ -134,22 +147,32 @@ def _start_order(service: TimedService) -> tuple[bool, datetime, str]:
     return False, start, service.ref
 
 
+_START_THEN_REF = attrgetter("start", "ref")
+
+
+def _in_start_order(services: list[TimedService]) -> tuple[TimedService, ...]:
+    """``services`` sorted by :func:`_start_order`; when all have a start that is the order of
+    (start, reference), which a C-level key gives without a Python call per service."""
+    if all(s.start is not None for s in services):
+        return tuple(sorted(services, key=_START_THEN_REF))
+    return tuple(sorted(services, key=_start_order))
+
+
 def _service_discipline(
     service: TimedService,
     patient: str,
     record: TherapyRecord,
-    charges_by_line: dict[tuple[str, str, date | None], list[Charge]],
+    line_disciplines: Mapping[LineKey, list[tuple[tuple[str, ...], Discipline]]],
 ) -> Discipline:
-    found = modifier_discipline(service.modifiers)
-    if found is not None:
-        return found
+    if service.modifiers:
+        found = modifier_discipline(service.modifiers)
+        if found is not None:
+            return found
     for day in (service.service_date, None):
-        for charge in charges_by_line.get((patient, service.code, day), ()):
-            if charge.procedure_refs and service.ref not in charge.procedure_refs:
+        for procedure_refs, discipline in line_disciplines.get((patient, service.code, day), ()):
+            if procedure_refs and service.ref not in procedure_refs:
                 continue
-            found = modifier_discipline(charge.modifiers)
-            if found is not None:
-                return found
+            return discipline
     for ref in service.plan_refs:
         plan = record.plans.get(ref)
         if plan is not None and plan.discipline is not Discipline.UNKNOWN:
@@ -160,13 +183,12 @@ def _service_discipline(
 def _charge_visits(
     charge: Charge,
     fallback_patient: str | None,
-    buckets: dict[VisitKey, list[TimedService]],
     visit_keys: list[VisitKey],
+    codes_of: Mapping[VisitKey, set[str]],
+    refs_of: Mapping[VisitKey, set[str]],
 ) -> list[VisitKey]:
     if charge.procedure_refs:
-        linked = [
-            key for key in visit_keys if any(s.ref in charge.procedure_refs for s in buckets[key])
-        ]
+        linked = [key for key in visit_keys if not refs_of[key].isdisjoint(charge.procedure_refs)]
         if linked:
             return linked
     patient = charge.patient or fallback_patient
@@ -182,7 +204,7 @@ def _charge_visits(
         same = [key for key in mine if key[2] is discipline]
         if same:
             mine = same
-    with_code = [key for key in mine if any(s.code == charge.code for s in buckets[key])]
+    with_code = [key for key in mine if charge.code in codes_of[key]]
     if with_code:
         return with_code
     return mine if len(mine) == 1 else []
@@ -200,7 +222,7 @@ def _plans(
         refs.extend(service.plan_refs)
     for charge in charges:
         refs.extend(charge.plan_refs)
-    for ref in refs:
+    for ref in dict.fromkeys(refs):  # each reference once: a repeat would change nothing
         plan = plans.get(ref)
         if plan is not None:
             if plan not in resolved:
@@ -214,10 +236,10 @@ def _encounters(
     services: Iterable[TimedService], encounters: Mapping[str, EncounterInfo]
 ) -> tuple[EncounterInfo, ...]:
     found: list[EncounterInfo] = []
-    for service in services:
-        if service.encounter is None:
+    for ref in dict.fromkeys([s.encounter for s in services]):  # each reference once, in order
+        if ref is None:
             continue
-        info = encounters.get(service.encounter)
+        info = encounters.get(ref)
         if info is not None and info not in found:
             found.append(info)
     return tuple(found)

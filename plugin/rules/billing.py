@@ -29,9 +29,9 @@ DISCIPLINE_MODIFIERS: Mapping[Discipline, str] = MappingProxyType(
 _NOT_BILLED_STATUSES = frozenset({"entered-in-error", "revoked", "cancelled"})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BillingLine:
-    """One code as billed on the visit."""
+    """One code as billed on the visit (a working value of the rules: built once, not changed)."""
 
     code: str
     charge_refs: tuple[str, ...]  # charges for the code (sorted)

@@ -28,6 +28,7 @@ from plugin.rules.catalogue import RuleId
 from plugin.rules.code_catalog import CodeCatalog, default_code_catalog
 from plugin.rules.counts import CodeCounts
 from plugin.rules.findings import Finding, FindingFacts, Fix, make_finding, sort_findings
+from plugin.rules.frozen import fast_init
 from plugin.rules.pair import (
     PairResult,
     PairRule,
@@ -43,6 +44,7 @@ from plugin.rules.units import Allocation, PayerRule, assess_units, plural_units
 from plugin.rules.view import VisitView, visit_view
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class VisitAnalysis:
     """The outcome for one visit (one entry of the contract's ``visits``)."""

@@ -14,8 +14,10 @@ from datetime import date
 
 from plugin.rules.catalogue import SEVERITY_RANK, RuleId, Severity, severity_of
 from plugin.rules.counts import CodeCounts
+from plugin.rules.frozen import fast_init
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Fix:
     """One change to a billed line that would resolve (part of) a finding.
@@ -34,6 +36,7 @@ class Fix:
     replace_code: str | None = None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class FindingFacts:
     """Structured numbers behind a finding. Each rule fills only the fields that apply.
@@ -72,6 +75,7 @@ class FindingFacts:
     detail: str | None = None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Finding:
     """One rule outcome (I-6). ``severity`` always equals the catalogue's for ``rule``."""
@@ -85,6 +89,10 @@ class Finding:
     fixes: tuple[Fix, ...] = ()
 
 
+_SEVERITY = {rule: severity_of(rule) for rule in RuleId}
+_NO_FACTS = FindingFacts()  # frozen: one shared value for findings without facts
+
+
 def make_finding(
     rule: RuleId,
     *,
@@ -96,13 +104,13 @@ def make_finding(
 ) -> Finding:
     """Build a finding with the catalogue severity; codes and resources sorted, de-duplicated."""
     return Finding(
-        rule=rule,
-        severity=severity_of(rule),
-        codes=tuple(sorted(set(codes))),
-        resources=tuple(sorted(set(resources))),
-        message=message,
-        facts=facts if facts is not None else FindingFacts(),
-        fixes=tuple(fixes),
+        rule,
+        _SEVERITY[rule],
+        tuple(sorted(set(codes))),
+        tuple(sorted(set(resources))),
+        message,
+        facts if facts is not None else _NO_FACTS,
+        fixes if type(fixes) is tuple else tuple(fixes),
     )
 
 

@@ -103,36 +103,18 @@ class Attribution:
 
 @dataclass(slots=True)
 class Span:
-    """A service's usable interval as whole microseconds since the epoch, in UTC (start <= end).
+    """A service's usable interval in UTC (start <= end): :class:`Interval` with the service.
 
-    The rules' working form of :class:`Interval`: integer arithmetic is exact and cheap, and
-    :func:`minutes_of` floors a sum exactly as :func:`whole_minutes` floors a ``timedelta``.
-    Internal to the rules; never mutated after it is built.
+    The rules' working form, built once per service and visit; never changed once built.
     """
 
     service: TimedService
     code: str
-    start: int
-    end: int
+    start: datetime
+    end: datetime
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
-
-
-def utc_microseconds(moment: datetime) -> int:
-    """``moment`` in whole microseconds since the Unix epoch, UTC (naive is UTC, as in
-    :func:`as_utc`). Exact: no float is involved."""
-    if moment.tzinfo is not UTC:
-        moment = as_utc(moment)
-    return (moment - _EPOCH) // _MICROSECOND
-
-
-def minutes_of(microseconds: int) -> int:
-    """Whole minutes in a duration of ``microseconds``: the same value :func:`whole_minutes`
-    gives for ``timedelta(microseconds=microseconds)`` (``total_seconds()`` is that integer
-    divided by 10**6, then floored by 60), without building the ``timedelta``."""
-    return int(microseconds / 1_000_000 // 60)
+_ZERO = timedelta(0)
 
 
 def usable_span(service: TimedService) -> Span | None:
@@ -141,18 +123,22 @@ def usable_span(service: TimedService) -> Span | None:
     start, end = service.start, service.end
     if start is None or end is None:
         return None
-    start_us, end_us = utc_microseconds(start), utc_microseconds(end)
-    if end_us < start_us:
+    # as_utc returns a UTC value itself, so it is only needed for other offsets (or naive)
+    if start.tzinfo is not UTC:
+        start = as_utc(start)
+    if end.tzinfo is not UTC:
+        end = as_utc(end)
+    if end < start:
         return None
-    return Span(service, service.code, start_us, end_us)
+    return Span(service, service.code, start, end)
 
 
 @dataclass(slots=True)
 class SpanAttribution:
-    """:class:`Attribution` in microseconds per code, before flooring to minutes."""
+    """:class:`Attribution` before flooring to minutes."""
 
-    raw: dict[str, int]  # every code with a span, in first-seen order
-    kept: dict[str, int]  # same keys
+    raw: dict[str, timedelta]  # every code with a span, in first-seen order
+    kept: dict[str, timedelta]  # same keys
     overlaps: list[Overlap]
 
 
@@ -163,17 +149,17 @@ def attribute_spans(
 
     ``one_on_one`` holds the codes (at least those of ``spans``) that may not overlap another.
     """
-    raw: dict[str, int] = {}
-    kept: dict[str, int] = {}
+    raw: dict[str, timedelta] = {}
+    kept: dict[str, timedelta] = {}
     exclusive: list[Span] = []
     for sp in spans:
         code, length = sp.code, sp.end - sp.start
-        raw[code] = raw.get(code, 0) + length
+        raw[code] = raw.get(code, _ZERO) + length
         if code in one_on_one:
-            kept.setdefault(code, 0)
+            kept.setdefault(code, _ZERO)
             exclusive.append(sp)
         else:
-            kept[code] = kept.get(code, 0) + length
+            kept[code] = kept.get(code, _ZERO) + length
 
     def winner(active: frozenset[str]) -> str | None:
         if len(active) == 1:
@@ -192,10 +178,8 @@ def attribute_spans(
             b = by_start[other]
             if b.start >= a.end:
                 break
-            # the shared span, as max(start) / min(end) of the UTC datetimes would pick it
-            first_start = a if a.start >= b.start else b
-            first_end = a if a.end <= b.end else b
-            if first_end.end <= first_start.start:
+            start, end = max(a.start, b.start), min(a.end, b.end)
+            if end <= start:
                 continue
             codes = frozenset({a.code, b.code})
             refs = sorted((a.service.ref, b.service.ref))
@@ -203,8 +187,8 @@ def attribute_spans(
                 Overlap(
                     refs=(refs[0], refs[1]),
                     codes=tuple(sorted(codes)),
-                    start=_utc_start(first_start.service),
-                    end=_utc_end(first_end.service),
+                    start=start,
+                    end=end,
                     kept_by=winner(codes),
                 )
             )
@@ -220,7 +204,7 @@ def attribute_spans(
     # Sweep line over the one-on-one spans, O(n log n): between two consecutive boundary
     # points the active codes are those of spans started at or before the left point and
     # not yet ended (a span ending at a point does not cover what follows it).
-    events: dict[int, list[tuple[int, str]]] = {}
+    events: dict[datetime, list[tuple[int, str]]] = {}
     for sp in exclusive:
         events.setdefault(sp.start, []).append((1, sp.code))
         events.setdefault(sp.end, []).append((-1, sp.code))
@@ -234,16 +218,6 @@ def attribute_spans(
         if keeper is not None:
             kept[keeper] += right - left
     return SpanAttribution(raw, kept, overlaps)
-
-
-def _utc_start(service: TimedService) -> datetime:
-    assert service.start is not None  # a span's service has both ends
-    return as_utc(service.start)
-
-
-def _utc_end(service: TimedService) -> datetime:
-    assert service.end is not None
-    return as_utc(service.end)
 
 
 def attribute_minutes(
@@ -262,7 +236,7 @@ def attribute_minutes(
     one_on_one = {sp.code for sp in spans if is_one_on_one(sp.code)}
     found = attribute_spans(spans, one_on_one, pair)
     return Attribution(
-        raw_minutes=CodeCounts({c: minutes_of(us) for c, us in found.raw.items()}),
-        minutes=CodeCounts({c: minutes_of(us) for c, us in found.kept.items()}),
+        raw_minutes=CodeCounts({c: whole_minutes(span) for c, span in found.raw.items()}),
+        minutes=CodeCounts({c: whole_minutes(span) for c, span in found.kept.items()}),
         overlaps=tuple(found.overlaps),
     )

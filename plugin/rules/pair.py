@@ -30,6 +30,7 @@ from fhir_mappings.model import TherapyVisit, TimedService
 from plugin.rules.billing import NCCI_MODIFIERS, X_MODIFIERS, BillingLine
 from plugin.rules.catalogue import RuleId
 from plugin.rules.findings import Finding, FindingFacts, Fix, make_finding
+from plugin.rules.frozen import fast_init
 from plugin.rules.intervals import describe_minutes, whole_minutes
 from plugin.rules.ptp import PtpEdit, PtpTable
 from plugin.rules.units import UnitAssessment
@@ -59,6 +60,7 @@ _STATUS_WEIGHT = {
 }
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class PairResult:
     """The pair status with the reading applied and the evidence behind it.
@@ -78,6 +80,7 @@ class PairResult:
     findings: tuple[Finding, ...] = ()
 
 
+_NO_TIME = timedelta(0)
 _FOCUS_ORDERS = frozenset({FOCUS_PAIR, (FOCUS_PAIR[1], FOCUS_PAIR[0])})
 
 
@@ -152,10 +155,10 @@ def evaluate_pair(
     for a, b in product(first, second):
         sa, sb = spans[a.ref], spans[b.ref]
         shared = min(sa.end, sb.end) - max(sa.start, sb.start)
-        if shared > 0:
+        if shared > _NO_TIME:
             overlapping.append((a, b, shared))
     if overlapping:
-        shared_total = timedelta(microseconds=sum(shared for _, _, shared in overlapping))
+        shared_total = sum((shared for _, _, shared in overlapping), _NO_TIME)
         minutes = whole_minutes(shared_total)
         line2 = lines.get(col2)
         allowed2 = assessment.max_allowed(col2)

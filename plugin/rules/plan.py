@@ -30,7 +30,7 @@ RECERTIFICATION_DAYS = 90
 """R-E3 / R-E4: a certification covers at most 90 calendar days."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PlanProblem:
     """One plan-of-care problem of one plan on one date of service."""
 
@@ -40,7 +40,7 @@ class PlanProblem:
     days: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PlanReview:
     """The plan-of-care findings of a visit and the plan links that could not be checked."""
 

@@ -26,7 +26,7 @@ from plugin.rules.billing import BillingLine
 from plugin.rules.catalogue import RuleId
 from plugin.rules.counts import CodeCounts
 from plugin.rules.findings import Finding, FindingFacts, Fix, make_finding
-from plugin.rules.intervals import Overlap, attribute_spans, describe_minutes, minutes_of
+from plugin.rules.intervals import Overlap, attribute_spans, describe_minutes, whole_minutes
 from plugin.rules.view import VisitView
 
 PayerRule = Literal["cms", "ama"]
@@ -79,9 +79,9 @@ def allocations_for(minutes: Mapping[str, int], payer_rule: PayerRule) -> tuple[
     return cms_allocations(minutes)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class UnitAssessment:
-    """Minutes and units of one visit (I-2.6 .. I-3)."""
+    """Minutes and units of one visit (I-2.6 .. I-3); a working value, not changed once built."""
 
     payer_rule: PayerRule
     raw_minutes: CodeCounts  # documented minutes per timed code, before attribution
@@ -127,10 +127,10 @@ def assess_units(
     raw_counts: dict[str, int] = {}
     kept_counts: dict[str, int] = {}
     for code in sorted(attribution.raw):
-        raw_minutes = minutes_of(attribution.raw[code])
+        raw_minutes = whole_minutes(attribution.raw[code])
         if raw_minutes > 0:
             raw_counts[code] = raw_minutes
-            kept_counts[code] = minutes_of(attribution.kept[code])
+            kept_counts[code] = whole_minutes(attribution.kept[code])
     raw = CodeCounts.from_sorted(raw_counts)
     minutes = CodeCounts.from_sorted(kept_counts)
     total = sum(kept_counts.values())

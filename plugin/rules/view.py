@@ -18,9 +18,9 @@ from plugin.rules.code_catalog import CodeCatalog, classify
 from plugin.rules.intervals import Span, usable_span
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class VisitView:
-    """The per-visit facts the rules share (see the module docstring)."""
+    """The per-visit facts the rules share (see the module docstring); not changed once built."""
 
     visit: TherapyVisit
     lines: Mapping[str, BillingLine]  # billing lines by code, sorted by code

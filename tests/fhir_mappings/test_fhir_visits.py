@@ -214,3 +214,14 @@ def test_services_without_start_time_come_last() -> None:
         "Procedure/b-late",
         "Procedure/a-dated",
     ]
+
+
+def test_services_with_the_same_start_are_ordered_by_reference() -> None:
+    same = {"start": "2025-03-04T08:00:00-05:00", "end": "2025-03-04T08:10:00-05:00"}
+    _, grouping = grouped(
+        procedure(id="b", **same),
+        procedure(id="a", start="2025-03-04T13:00:00Z", end="2025-03-04T13:10:00Z"),  # same instant
+        procedure(id="c", start="2025-03-04T07:00:00-05:00", end="2025-03-04T07:10:00-05:00"),
+    )
+    (visit,) = grouping.visits
+    assert [s.ref for s in visit.services] == ["Procedure/c", "Procedure/a", "Procedure/b"]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
+from dataclasses import FrozenInstanceError, astuple, dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rules_builders import CODES, T0, charge, svc, visit
@@ -12,41 +15,10 @@ from fhir_mappings import codes as therapy_codes
 from fhir_mappings.model import TimingKind
 from plugin.rules import CodeCounts, PtpEdit, PtpTable, StaticCodeCatalog, default_ptp_table
 from plugin.rules.code_catalog import TherapyCodeCatalog, classify
-from plugin.rules.intervals import (
-    as_utc,
-    minutes_of,
-    usable_interval,
-    usable_span,
-    utc_microseconds,
-    whole_minutes,
-)
+from plugin.rules.findings import FindingFacts
+from plugin.rules.frozen import fast_init
+from plugin.rules.intervals import usable_interval, usable_span
 from plugin.rules.view import visit_view
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-@given(st.integers(-(10**18), 10**18))
-def test_minutes_of_floors_like_whole_minutes(microseconds: int) -> None:
-    assert minutes_of(microseconds) == whole_minutes(timedelta(microseconds=microseconds))
-
-
-def test_minutes_of_at_the_minute_boundaries() -> None:
-    for minutes in (0, 1, 7, 8, 15, 10**6, 10**9):
-        exact = minutes * 60_000_000
-        assert minutes_of(exact) == minutes
-        assert minutes_of(exact - 1) == whole_minutes(timedelta(microseconds=exact - 1))
-        assert minutes_of(exact + 1) == minutes
-
-
-@given(
-    st.datetimes(min_value=datetime(1900, 1, 2), max_value=datetime(2100, 1, 1)),
-    st.sampled_from(
-        [None, UTC, timezone(timedelta(hours=-5)), timezone(timedelta(hours=9, minutes=30))]
-    ),
-)
-def test_utc_microseconds_is_exact(moment: datetime, zone: timezone | None) -> None:
-    moment = moment.replace(tzinfo=zone)
-    assert utc_microseconds(moment) == (as_utc(moment) - EPOCH) // timedelta(microseconds=1)
 
 
 def test_usable_span_agrees_with_usable_interval() -> None:
@@ -63,8 +35,9 @@ def test_usable_span_agrees_with_usable_interval() -> None:
         interval, span = usable_interval(service), usable_span(service)
         assert (interval is None) == (span is None)
         if interval is not None and span is not None:
-            assert span.start == utc_microseconds(interval.start)
-            assert span.end - span.start == interval.length // timedelta(microseconds=1)
+            assert (span.start, span.end) == (interval.start, interval.end)
+            assert span.start.tzinfo is UTC
+            assert span.end.tzinfo is UTC
 
 
 class AskingCatalog:
@@ -161,3 +134,52 @@ def test_visit_view_sorts_services_into_counted_group_and_billable() -> None:
     assert view.codes_without_span == {"97035"}
     assert [s.code for s in view.timing_suspects] == ["97035", "97110"]
     assert set(view.lines) == {"97010", "97016", "97035", "97110", "97150", "97530"}
+
+
+@dataclass(frozen=True, slots=True)
+class _Generated:
+    a: int
+    b: str = "b"
+    c: tuple[int, ...] = ()
+    d: list[int] = field(default_factory=list)
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class _Fast:
+    a: int
+    b: str = "b"
+    c: tuple[int, ...] = ()
+    d: list[int] = field(default_factory=list)
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs"),
+    [((1,), {}), ((1, "x"), {"c": (2,)}), ((), {"a": 3, "d": [4]}), ((5, "y", (6,), [7]), {})],
+)
+def test_fast_init_builds_what_the_generated_init_builds(
+    args: tuple[object, ...], kwargs: dict[str, object]
+) -> None:
+    fast, generated = _Fast(*args, **kwargs), _Generated(*args, **kwargs)  # type: ignore[arg-type]
+    assert astuple(fast) == astuple(generated)
+    assert repr(fast).removeprefix("_Fast") == repr(generated).removeprefix("_Generated")
+    assert fast == _Fast(*args, **kwargs)  # type: ignore[arg-type]
+    assert _Fast(1).d is not _Fast(1).d  # a fresh default per instance
+    with pytest.raises(FrozenInstanceError):
+        fast.a = 2  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        _Fast()  # type: ignore[call-arg]
+
+
+def test_fast_init_keeps_the_signature_and_refuses_what_it_cannot_copy() -> None:
+    assert list(inspect.signature(_Fast).parameters) == ["a", "b", "c", "d"]
+    assert inspect.signature(_Fast).parameters["b"].default == "b"
+    assert FindingFacts(minutes=3) == FindingFacts(3)
+    assert hash(FindingFacts(minutes=3)) == hash(FindingFacts(3))
+
+    @dataclass(slots=True)
+    class Mutable:
+        a: int
+
+    with pytest.raises(TypeError):
+        fast_init(Mutable)
