@@ -938,10 +938,19 @@ class _Mapper:
         """
         source, _, key, res = item
         loc = source.location
+        # Each reference below is first looked up in the index's memo (the same few references
+        # recur on every Procedure of a visit), and read by the general helper otherwise.
+        known = self.index.known
         # basedOn is read first, even for Procedures that map to nothing: a ServiceRequest a
         # Procedure is based on is a plan of care, not a charge (R-H3).
+        plan_refs: tuple[str, ...] = ()
         based_on = res.get("basedOn")
-        plan_refs = () if based_on is None else self._refs(based_on, key)
+        if based_on is not None:
+            ref = None
+            if type(based_on) is list and len(based_on) == 1 and type(based_on[0]) is dict:
+                text = based_on[0].get("reference")
+                ref = known.get(text) if type(text) is str else None
+            plan_refs = (ref,) if ref is not None else self._refs(based_on, key)
         self.based_on[key] = plan_refs
         code = res.get("code")
         if type(code) is not dict:
@@ -982,13 +991,24 @@ class _Mapper:
         kind, start_utc, end_utc, service_date, spans_midnight = span
 
         index = self.index
-        encounter = index.of(res.get("encounter"), key)
+        encounter = None
+        reference = res.get("encounter")
+        if reference is not None:
+            text = reference.get("reference") if type(reference) is dict else None
+            encounter = known.get(text) if type(text) is str else None
+            if encounter is None:
+                encounter = index.of(reference, key)
         if service_date is None and encounter is not None:
             info = self.encounters.get(encounter)
             if info is not None:
                 service_date = info.service_date
 
-        patient, subject_is_group = self._subject(res, "subject", loc, key)
+        subject = res.get("subject")
+        text = subject.get("reference") if type(subject) is dict else None
+        found = self.subjects.get(text) if type(text) is str else None
+        if found is None:
+            found = self._subject(res, "subject", loc, key)
+        patient, subject_is_group = found
         delivery = _GROUP if subject_is_group or code_value in _GROUP_CODES else _INDIVIDUAL
         billed_units: int | None = None
         modifiers: tuple[str, ...] = ()
@@ -1045,7 +1065,11 @@ class _Mapper:
             actors: list[str] = []
             for performer in raw_performers:
                 if type(performer) is dict:
-                    actor = index.of(performer.get("actor"), key)
+                    reference = performer.get("actor")
+                    text = reference.get("reference") if type(reference) is dict else None
+                    actor = known.get(text) if type(text) is str else None
+                    if actor is None:
+                        actor = index.of(reference, key)
                     if actor is not None and actor not in actors:
                         actors.append(actor)
             performers = tuple(actors)

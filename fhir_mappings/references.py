@@ -49,16 +49,19 @@ def _tail(reference: str) -> str:
 class ReferenceIndex:
     """Resolves reference strings against the resources at hand."""
 
-    __slots__ = ("_by_full_url", "_memo")
+    __slots__ = ("_by_full_url", "known")
 
     def __init__(self) -> None:
         self._by_full_url: dict[str, str] = {}
-        self._memo: dict[str, str] = {}  # the same references recur on every resource
+        # reference text -> key, for every reference already read that resolves the same way
+        # from any container (never "#id"); the same references recur on every resource, and
+        # hot loops may look here first. Read-only outside this class.
+        self.known: dict[str, str] = {}
 
     def add_full_url(self, full_url: str, key: str) -> None:
         if full_url != key:
             self._by_full_url.setdefault(full_url, key)
-            self._memo.clear()
+            self.known.clear()
 
     def add_full_urls(self, pairs: Iterable[tuple[str, str]]) -> None:
         """:meth:`add_full_url` for each ``(full_url, key)``, in order."""
@@ -66,13 +69,13 @@ class ReferenceIndex:
         for full_url, key in pairs:
             if full_url != key:
                 by_full_url.setdefault(full_url, key)
-        self._memo.clear()
+        self.known.clear()
 
     def normalise(self, reference: object, container: str) -> str | None:
         """A reference string -> key, or ``None`` when there is no usable reference."""
         if not isinstance(reference, str):
             return None
-        known = self._memo.get(reference)
+        known = self.known.get(reference)
         if known is not None:
             return known
         ref = reference.strip()
@@ -84,7 +87,7 @@ class ReferenceIndex:
         if found is None:
             # an unresolved urn or a conditional reference stays as written
             found = ref if ref.startswith("urn:") or "?" in ref else _tail(ref)
-        self._memo[reference] = found
+        self.known[reference] = found
         return found
 
     def of(self, reference_object: object, container: str) -> str | None:
@@ -93,7 +96,7 @@ class ReferenceIndex:
             return None
         reference = reference_object.get("reference")
         if type(reference) is str:  # most references were seen before: answer without a call
-            known = self._memo.get(reference)
+            known = self.known.get(reference)
             if known is not None:
                 return known
         return self.normalise(reference, container)

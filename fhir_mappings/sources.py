@@ -99,10 +99,10 @@ def collect_bundle(
             MappingIssue(where, "Bundle.entry is not a list; no entries read", field="entry")
         )
         return
-    dot = "." if prefix else ""
+    head = f"{prefix}.entry[" if prefix else "entry["
     append = into.resources.append
     for index, entry in enumerate(entries):
-        location = f"{prefix}{dot}entry[{index}]"
+        location = f"{head}{index}]"
         if not isinstance(entry, dict):
             into.issues.append(MappingIssue(location, "entry is not a JSON object; skipped"))
             continue
