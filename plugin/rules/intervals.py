@@ -19,6 +19,7 @@ from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
+from typing import TypeVar
 
 from fhir_mappings.model import TimedService
 from plugin.rules.counts import CodeCounts
@@ -218,6 +219,43 @@ def attribute_spans(
         if keeper is not None:
             kept[keeper] += right - left
     return SpanAttribution(raw, kept, overlaps)
+
+
+P = TypeVar("P")
+Q = TypeVar("Q")
+
+
+def overlapping_pairs(
+    firsts: Sequence[tuple[Span, P]], seconds: Sequence[tuple[Span, Q]]
+) -> list[tuple[P, Q, timedelta]]:
+    """Every (first, second) pair whose spans share positive time, with the shared length.
+
+    A sweep over both lists by start: a pair is found when its later-starting span is reached,
+    while the other is still open (ends after that start); touching spans share nothing. About
+    n log n plus the pairs found, instead of every first against every second. Pairs come in
+    sweep order; the caller only sums them and collects their references.
+    """
+    events = sorted(
+        [(sp.start, 0, index) for index, (sp, _) in enumerate(firsts)]
+        + [(sp.start, 1, index) for index, (sp, _) in enumerate(seconds)]
+    )
+    open_firsts: list[tuple[Span, P]] = []
+    open_seconds: list[tuple[Span, Q]] = []
+    found: list[tuple[P, Q, timedelta]] = []
+    for start, side, index in events:
+        if side == 0:
+            span, first = firsts[index]
+            open_seconds = [o for o in open_seconds if o[0].end > start]  # the rest have ended
+            if span.end > start:  # an empty span shares nothing
+                found += [(first, o, min(span.end, sp.end) - start) for sp, o in open_seconds]
+            open_firsts.append((span, first))
+        else:
+            span, second = seconds[index]
+            open_firsts = [o for o in open_firsts if o[0].end > start]
+            if span.end > start:
+                found += [(o, second, min(span.end, sp.end) - start) for sp, o in open_firsts]
+            open_seconds.append((span, second))
+    return found
 
 
 def attribute_minutes(

@@ -31,7 +31,7 @@ from plugin.rules.billing import NCCI_MODIFIERS, X_MODIFIERS, BillingLine
 from plugin.rules.catalogue import RuleId
 from plugin.rules.findings import Finding, FindingFacts, Fix, make_finding
 from plugin.rules.frozen import fast_init
-from plugin.rules.intervals import describe_minutes, whole_minutes
+from plugin.rules.intervals import describe_minutes, overlapping_pairs, whole_minutes
 from plugin.rules.ptp import PtpEdit, PtpTable
 from plugin.rules.units import UnitAssessment
 from plugin.rules.view import VisitView
@@ -151,12 +151,9 @@ def evaluate_pair(
         return result(PairStatus.INDETERMINATE, "no-interval")
     # 2. same time block (R-D3(2), R-F4); every service of the two codes has a span here
     spans = {sp.service.ref: sp for code in (col1, col2) for sp in view.spans_by_code[code]}
-    overlapping = []
-    for a, b in product(first, second):
-        sa, sb = spans[a.ref], spans[b.ref]
-        shared = min(sa.end, sb.end) - max(sa.start, sb.start)
-        if shared > _NO_TIME:
-            overlapping.append((a, b, shared))
+    overlapping = overlapping_pairs(
+        [(spans[a.ref], a) for a in first], [(spans[b.ref], b) for b in second]
+    )
     if overlapping:
         shared_total = sum((shared for _, _, shared in overlapping), _NO_TIME)
         minutes = whole_minutes(shared_total)

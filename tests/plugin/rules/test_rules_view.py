@@ -17,7 +17,7 @@ from plugin.rules import CodeCounts, PtpEdit, PtpTable, StaticCodeCatalog, defau
 from plugin.rules.code_catalog import TherapyCodeCatalog, classify
 from plugin.rules.findings import FindingFacts
 from plugin.rules.frozen import fast_init
-from plugin.rules.intervals import usable_interval, usable_span
+from plugin.rules.intervals import Span, overlapping_pairs, usable_interval, usable_span
 from plugin.rules.view import visit_view
 
 
@@ -183,3 +183,30 @@ def test_fast_init_keeps_the_signature_and_refuses_what_it_cannot_copy() -> None
 
     with pytest.raises(TypeError):
         fast_init(Mutable)
+
+
+_spans = st.lists(st.tuples(st.integers(0, 60), st.integers(0, 30)), max_size=8)
+
+
+@settings(max_examples=300)
+@given(_spans, _spans)
+def test_overlapping_pairs_equals_every_pair_compared(
+    firsts: list[tuple[int, int]], seconds: list[tuple[int, int]]
+) -> None:
+    def spans(raw: list[tuple[int, int]], code: str) -> list[tuple[Span, str]]:
+        made = []
+        for i, (at, length) in enumerate(raw):
+            service = svc(code, at, length, ref=f"Procedure/{code}-{i}")
+            span = usable_span(service)
+            assert span is not None
+            made.append((span, service.ref))
+        return made
+
+    a, b = spans(firsts, "97140"), spans(seconds, "97530")
+    expected = sorted(
+        (x, y, min(sx.end, sy.end) - max(sx.start, sy.start))
+        for sx, x in a
+        for sy, y in b
+        if min(sx.end, sy.end) - max(sx.start, sy.start) > timedelta(0)
+    )
+    assert sorted(overlapping_pairs(a, b)) == expected
