@@ -706,18 +706,23 @@ def _log_done(
     if not logger.isEnabledFor(level):
         return
     duration_ms = round((time.perf_counter() - started) * 1000, 1)
-    extra: dict[str, Any] = {
-        "cds_event": event,
-        "cds_status": status,
-        "cds_service": service.id if service is not None else "-",
-        "cds_hook_instance": log_safe_hook_instance(hook_instance),
-        "cds_duration_ms": duration_ms,
-    }
-    extra.update({f"cds_{k}": v for k, v in fields.items()})
-    for key, value in (handler_fields or {}).items():
-        extra.setdefault(f"cds_{key}", value)
-    rendered = " ".join(f"{k[4:]}={v}" for k, v in extra.items())
-    logger.log(level, "cds_hooks %s", rendered, extra=extra)
+    parts = [
+        f"event={event} status={status}",
+        f"service={service.id if service is not None else '-'}",
+        f"hook_instance={log_safe_hook_instance(hook_instance)}",
+        f"duration_ms={duration_ms}",
+    ]
+    parts.extend(f"{key}={value}" for key, value in fields.items())
+    if handler_fields:
+        parts.extend(
+            f"{key}={value}"
+            for key, value in handler_fields.items()
+            if key not in _OWN_FIELDS and key not in fields
+        )
+    logger.log(level, "cds_hooks %s", " ".join(parts))
+
+
+_OWN_FIELDS = frozenset({"event", "status", "service", "hook_instance", "duration_ms"})
 
 
 _INVOKE_PATH = re.compile(BASE_PATH + r"/(?P<id>[^/]+)")

@@ -214,19 +214,24 @@ class Card(WireModel):
         return self
 
     def to_wire(self) -> dict[str, Any]:
-        return _members(
-            (
-                ("summary", self.summary),
-                ("indicator", self.indicator),
-                ("source", self.source.to_wire()),
-                ("uuid", self.uuid),
-                ("detail", self.detail),
-                ("suggestions", [s.to_wire() for s in self.suggestions]),
-                ("selectionBehavior", self.selection_behavior),
-                ("overrideReasons", [r.to_wire() for r in self.override_reasons]),
-                ("links", [link.to_wire() for link in self.links]),
-            )
-        )
+        # Written out member by member: this runs for every card of every response.
+        body: dict[str, Any] = {"summary": self.summary, "indicator": self.indicator}
+        source = self.source.to_wire()
+        if source:
+            body["source"] = source
+        if self.uuid:
+            body["uuid"] = self.uuid
+        if self.detail:
+            body["detail"] = self.detail
+        if self.suggestions:
+            body["suggestions"] = [s.to_wire() for s in self.suggestions]
+        if self.selection_behavior:
+            body["selectionBehavior"] = self.selection_behavior
+        if self.override_reasons:
+            body["overrideReasons"] = [r.to_wire() for r in self.override_reasons]
+        if self.links:
+            body["links"] = [link.to_wire() for link in self.links]
+        return body
 
 
 class CdsResponse(WireModel):

@@ -126,7 +126,22 @@ def _summary(finding: Finding, visit: VisitAnalysis | None) -> str:
 # ---------------------------------------------------------------------------------- detail
 
 
+_last_table: tuple[VisitAnalysis | None, str] = (None, "")
+
+
 def _units_table(visit: VisitAnalysis) -> str:
+    """The visit's units table (markdown). Every card of a visit carries it; the last one is
+    kept, so a visit's cards build it once."""
+    global _last_table
+    cached = _last_table  # one read: a (visit, text) pair is never torn
+    if cached[0] is visit:
+        return cached[1]
+    text = _build_units_table(visit)
+    _last_table = (visit, text)
+    return text
+
+
+def _build_units_table(visit: VisitAnalysis) -> str:
     rows = [
         "| code | documented min | counted min | units |",
         "|---|---:|---:|---:|",
