@@ -228,7 +228,8 @@ def fast_builder(cls: Callable[_P, _T]) -> Callable[_P, _T]:
     plain slotted twin of ``cls`` (same fields, defaults and slot layout) whose ``__init__``
     stores the fields directly and then makes the object a ``cls``: the result is an ordinary
     ``cls`` instance, equal, hashable, frozen, printed and pickled like one built by ``cls(...)``.
-    The mapper uses it for the values it builds once per resource.
+    The mapper uses it for the values it builds once per resource, the rules for their findings,
+    fixes and per-visit results.
 
     ``cls`` must be a frozen, slotted dataclass deriving from ``object``, without
     ``__post_init__`` (checked once, here: anything else raises ``TypeError``).

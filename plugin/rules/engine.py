@@ -23,12 +23,18 @@ from fhir_mappings.model import (
     SetAsideReason,
     TherapyVisit,
     VisitGrouping,
+    fast_builder,
 )
 from plugin.rules.catalogue import RuleId
 from plugin.rules.code_catalog import CodeCatalog, default_code_catalog
 from plugin.rules.counts import CodeCounts
-from plugin.rules.findings import Finding, FindingFacts, Fix, make_finding, sort_findings
-from plugin.rules.frozen import fast_init
+from plugin.rules.findings import (
+    Finding,
+    make_finding,
+    new_finding_facts,
+    new_fix,
+    sort_findings,
+)
 from plugin.rules.pair import (
     PairResult,
     PairRule,
@@ -44,7 +50,6 @@ from plugin.rules.units import Allocation, PayerRule, assess_units, plural_units
 from plugin.rules.view import VisitView, visit_view
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class VisitAnalysis:
     """The outcome for one visit (one entry of the contract's ``visits``)."""
@@ -63,6 +68,9 @@ class VisitAnalysis:
     pair: PairResult
     findings: tuple[Finding, ...]
     unverified_plan_refs: tuple[str, ...] = ()
+
+
+_new_visit_analysis = fast_builder(VisitAnalysis)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +139,7 @@ def _analyze_view(
         ),
         *review.findings,
     )
-    return VisitAnalysis(
+    return _new_visit_analysis(
         patient=visit.patient,
         date=visit.service_date,
         discipline=visit.discipline,
@@ -166,7 +174,7 @@ def set_aside_finding(set_aside: SetAside) -> Finding:
                 f"{s.code}: no usable date or time was recorded, so the service could not be"
                 " placed on a date of service and was not analysed."
             ),
-            facts=FindingFacts(detail="no-date"),
+            facts=new_finding_facts(detail="no-date"),
         )
     if set_aside.reason is SetAsideReason.NO_PATIENT:
         return make_finding(
@@ -174,14 +182,14 @@ def set_aside_finding(set_aside: SetAside) -> Finding:
             codes=(s.code,),
             resources=(s.ref,),
             message=f"{s.code}: the service names no patient and was not analysed.",
-            facts=FindingFacts(status=s.status, detail="no-patient"),
+            facts=new_finding_facts(status=s.status, detail="no-patient"),
         )
     return make_finding(
         RuleId.I_IGNORED_STATUS,
         codes=(s.code,),
         resources=(s.ref,),
         message=f"{s.code}: the service has status '{s.status}' and was not analysed.",
-        facts=FindingFacts(status=s.status, detail="status"),
+        facts=new_finding_facts(status=s.status, detail="status"),
     )
 
 
@@ -199,8 +207,8 @@ def unattached_charge_finding(charge: Charge, codes: CodeCatalog) -> Finding | N
             " service of the patient on that date supports it; document the service with its"
             " start and end time, or remove the charge."
         ),
-        facts=FindingFacts(units_allowed=0, units_billed=charge.units, detail="unattached"),
-        fixes=(Fix(line_code=charge.code, charge_refs=(charge.ref,), set_units=0),),
+        facts=new_finding_facts(units_allowed=0, units_billed=charge.units, detail="unattached"),
+        fixes=(new_fix(line_code=charge.code, charge_refs=(charge.ref,), set_units=0),),
     )
 
 

@@ -12,12 +12,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 
+from fhir_mappings.model import fast_builder
 from plugin.rules.catalogue import SEVERITY_RANK, RuleId, Severity, severity_of
 from plugin.rules.counts import CodeCounts
-from plugin.rules.frozen import fast_init
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class Fix:
     """One change to a billed line that would resolve (part of) a finding.
@@ -36,7 +35,9 @@ class Fix:
     replace_code: str | None = None
 
 
-@fast_init
+new_fix = fast_builder(Fix)
+
+
 @dataclass(frozen=True, slots=True)
 class FindingFacts:
     """Structured numbers behind a finding. Each rule fills only the fields that apply.
@@ -75,7 +76,9 @@ class FindingFacts:
     detail: str | None = None
 
 
-@fast_init
+new_finding_facts = fast_builder(FindingFacts)
+
+
 @dataclass(frozen=True, slots=True)
 class Finding:
     """One rule outcome (I-6). ``severity`` always equals the catalogue's for ``rule``."""
@@ -89,6 +92,7 @@ class Finding:
     fixes: tuple[Fix, ...] = ()
 
 
+_new_finding = fast_builder(Finding)
 _SEVERITY = {rule: severity_of(rule) for rule in RuleId}
 _NO_FACTS = FindingFacts()  # frozen: one shared value for findings without facts
 
@@ -103,7 +107,7 @@ def make_finding(
     fixes: Iterable[Fix] = (),
 ) -> Finding:
     """Build a finding with the catalogue severity; codes and resources sorted, de-duplicated."""
-    return Finding(
+    return _new_finding(
         rule,
         _SEVERITY[rule],
         tuple(sorted(set(codes))),

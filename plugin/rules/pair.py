@@ -26,11 +26,10 @@ from enum import StrEnum
 from itertools import product
 from typing import Literal
 
-from fhir_mappings.model import TherapyVisit, TimedService
+from fhir_mappings.model import TherapyVisit, TimedService, fast_builder
 from plugin.rules.billing import NCCI_MODIFIERS, X_MODIFIERS, BillingLine
 from plugin.rules.catalogue import RuleId
-from plugin.rules.findings import Finding, FindingFacts, Fix, make_finding
-from plugin.rules.frozen import fast_init
+from plugin.rules.findings import Finding, Fix, make_finding, new_finding_facts, new_fix
 from plugin.rules.intervals import describe_minutes, overlapping_pairs, whole_minutes
 from plugin.rules.ptp import PtpEdit, PtpTable
 from plugin.rules.units import UnitAssessment
@@ -60,7 +59,6 @@ _STATUS_WEIGHT = {
 }
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class PairResult:
     """The pair status with the reading applied and the evidence behind it.
@@ -80,6 +78,7 @@ class PairResult:
     findings: tuple[Finding, ...] = ()
 
 
+_new_pair_result = fast_builder(PairResult)
 _NO_TIME = timedelta(0)
 _FOCUS_ORDERS = frozenset({FOCUS_PAIR, (FOCUS_PAIR[1], FOCUS_PAIR[0])})
 
@@ -128,7 +127,9 @@ def evaluate_pair(
     ``edit`` is the table's 97140/97530 edit on the date of service (:func:`pair_edit`).
     """
     if edit is None or edit.modifier_indicator == 9:
-        return PairResult(PairStatus.NOT_APPLICABLE, pair_rule, *FOCUS_PAIR, None, reason="no-edit")
+        return _new_pair_result(
+            PairStatus.NOT_APPLICABLE, pair_rule, *FOCUS_PAIR, None, reason="no-edit"
+        )
     col1, col2 = edit.column1, edit.column2
     lines = view.lines
     first = view.counted_by_code.get(col1, ())
@@ -140,7 +141,7 @@ def evaluate_pair(
         by_allocation: tuple[PairStatus, ...] = (),
         findings: tuple[Finding, ...] = (),
     ) -> PairResult:
-        return PairResult(
+        return _new_pair_result(
             status, pair_rule, col1, col2, edit.modifier_indicator, reason, by_allocation, findings
         )
 
@@ -161,7 +162,7 @@ def evaluate_pair(
         allowed2 = assessment.max_allowed(col2)
         fixes: tuple[Fix, ...] = ()
         if line2 is not None and line2.billed_units is not None and line2.billed_units > allowed2:
-            fixes = (Fix(line_code=col2, charge_refs=line2.fix_refs, set_units=allowed2),)
+            fixes = (new_fix(line_code=col2, charge_refs=line2.fix_refs, set_units=allowed2),)
         finding = make_finding(
             RuleId.E_PAIR_SAME_TIMEBLOCK,
             codes=(col1, col2),
@@ -172,7 +173,7 @@ def evaluate_pair(
                 " and no"
                 f" modifier can make it separate. The shared minutes count for {col1} only."
             ),
-            facts=FindingFacts(
+            facts=new_finding_facts(
                 minutes=minutes,
                 units_allowed=allowed2,
                 column1=col1,
@@ -229,7 +230,7 @@ def _modifier_findings(
     refs1 = line1.fix_refs if line1 else ()
     refs2 = line2.fix_refs if line2 else ()
     resources = [s.ref for s in (*first, *second)]
-    facts = FindingFacts(
+    facts = new_finding_facts(
         column1=col1,
         column2=col2,
         modifier_indicator=edit.modifier_indicator,
@@ -247,7 +248,7 @@ def _modifier_findings(
                     f" modifier can bypass it, so {col2} is not payable with {col1} on the"
                     f" same date.{caveat}"
                 ),
-                facts=FindingFacts(
+                facts=new_finding_facts(
                     column1=col1, column2=col2, modifier_indicator=0, detail="indicator-0"
                 ),
             )
@@ -264,7 +265,7 @@ def _modifier_findings(
                     f" so add modifier 59 (or XU) to the {col2} line.{caveat}"
                 ),
                 facts=facts,
-                fixes=(Fix(line_code=col2, charge_refs=refs2, add_modifier="59"),),
+                fixes=(new_fix(line_code=col2, charge_refs=refs2, add_modifier="59"),),
             )
         )
     elif not mods2:
@@ -281,8 +282,8 @@ def _modifier_findings(
                 ),
                 facts=facts,
                 fixes=(
-                    Fix(line_code=col2, charge_refs=refs2, add_modifier=moved),
-                    Fix(line_code=col1, charge_refs=refs1, remove_modifier=moved),
+                    new_fix(line_code=col2, charge_refs=refs2, add_modifier=moved),
+                    new_fix(line_code=col1, charge_refs=refs1, remove_modifier=moved),
                 ),
             )
         )
@@ -300,7 +301,7 @@ def _modifier_findings(
                 ),
                 facts=facts,
                 fixes=(
-                    Fix(
+                    new_fix(
                         line_code=col2,
                         charge_refs=refs2,
                         remove_modifier=modifier,
@@ -324,7 +325,7 @@ def _modifier_findings(
                         f" {STRICT_MINUTES} minutes of its own distinct time ({detail}); they"
                         f" are not separate 15-minute blocks.{caveat}"
                     ),
-                    facts=FindingFacts(
+                    facts=new_finding_facts(
                         minutes=min(short.values()),
                         column1=col1,
                         column2=col2,
@@ -342,9 +343,9 @@ def _modifier_findings(
         evidenced = all(_x_condition_holds(x, a, b) for x in xs for a, b in product(first, second))
         refs = line.fix_refs if line else ()
         fixes = (
-            (Fix(line_code=code, charge_refs=refs, remove_modifier="59"),)
+            (new_fix(line_code=code, charge_refs=refs, remove_modifier="59"),)
             if evidenced
-            else tuple(Fix(line_code=code, charge_refs=refs, remove_modifier=x) for x in xs)
+            else tuple(new_fix(line_code=code, charge_refs=refs, remove_modifier=x) for x in xs)
         )
         found.append(
             make_finding(
@@ -398,7 +399,7 @@ def other_ptp_findings(
                     f" (column 2), modifier indicator {e.modifier_indicator}; {bypass}."
                     f" Not checked further.{caution}"
                 ),
-                facts=FindingFacts(
+                facts=new_finding_facts(
                     column1=e.column1,
                     column2=e.column2,
                     modifier_indicator=e.modifier_indicator,
@@ -450,7 +451,7 @@ def cross_discipline_ptp_findings(
                         f" (column 2) on this visit is denied unless an NCCI-associated modifier"
                         f" applies (indicator {e.modifier_indicator}). Not checked further."
                     ),
-                    facts=FindingFacts(
+                    facts=new_finding_facts(
                         column1=e.column1,
                         column2=e.column2,
                         modifier_indicator=e.modifier_indicator,

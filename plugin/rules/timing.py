@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from fhir_mappings.model import TimedService, TimingKind
 from plugin.rules.catalogue import RuleId
-from plugin.rules.findings import Finding, FindingFacts, make_finding
+from plugin.rules.findings import Finding, make_finding, new_finding_facts
 from plugin.rules.intervals import as_utc
 
 
@@ -25,7 +25,7 @@ def timing_findings(service: TimedService) -> tuple[Finding, ...]:
                 codes=(code,),
                 resources=(ref,),
                 message=message,
-                facts=FindingFacts(detail=detail),
+                facts=new_finding_facts(detail=detail),
             )
         )
 

@@ -25,7 +25,7 @@ from fhir_mappings.model import TimedService
 from plugin.rules.billing import BillingLine
 from plugin.rules.catalogue import RuleId
 from plugin.rules.counts import CodeCounts
-from plugin.rules.findings import Finding, FindingFacts, Fix, make_finding
+from plugin.rules.findings import Finding, Fix, make_finding, new_finding_facts, new_fix
 from plugin.rules.intervals import Overlap, attribute_spans, describe_minutes, whole_minutes
 from plugin.rules.view import VisitView
 
@@ -172,7 +172,7 @@ def assess_units(
                     f"The remaining minutes of {', '.join(tied)} are equal, so any of these"
                     f" allocations is acceptable: {options}."
                 ),
-                facts=FindingFacts(allocations=allocations, units_allowed=allowed_total),
+                facts=new_finding_facts(allocations=allocations, units_allowed=allowed_total),
             )
         )
     if billed:
@@ -203,9 +203,9 @@ def _group_findings(
         line = lines.get(code)
         refs = line.fix_refs if line else ()
         fix = (
-            Fix(line_code=code, charge_refs=refs, set_units=0)
+            new_fix(line_code=code, charge_refs=refs, set_units=0)
             if has_group_code
-            else Fix(line_code=code, charge_refs=refs, replace_code=GROUP_CODE, set_units=1)
+            else new_fix(line_code=code, charge_refs=refs, replace_code=GROUP_CODE, set_units=1)
         )
         minutes = sum(s.minutes or 0 for s in services)
         found.append(
@@ -218,7 +218,7 @@ def _group_findings(
                     f" {minutes} minutes are excluded from the timed total. Bill"
                     f" {GROUP_CODE} x 1 for the group session instead."
                 ),
-                facts=FindingFacts(minutes=minutes, units_allowed=0),
+                facts=new_finding_facts(minutes=minutes, units_allowed=0),
                 fixes=(fix,),
             )
         )
@@ -245,7 +245,7 @@ def _overlap_findings(overlaps: Sequence[Overlap]) -> list[Finding]:
                 codes=o.codes,
                 resources=o.refs,
                 message=f"{what}; one-on-one minutes cannot support two codes, so {outcome}.",
-                facts=FindingFacts(minutes=o.minutes, minutes_kept_by=o.kept_by),
+                facts=new_finding_facts(minutes=o.minutes, minutes_kept_by=o.kept_by),
             )
         )
     return found
@@ -266,7 +266,7 @@ def _combine_findings(
         units_allowed = allowed.pop() if len(allowed) == 1 else None
         line = lines.get(code)
         fixes = (
-            (Fix(line_code=code, charge_refs=line.charge_refs, set_units=units_allowed),)
+            (new_fix(line_code=code, charge_refs=line.charge_refs, set_units=units_allowed),)
             if line and len(line.charge_refs) > 1 and units_allowed is not None
             else ()
         )
@@ -281,7 +281,7 @@ def _combine_findings(
                     f" minutes are added together ({minutes.get(code, 0)} minutes) and billed"
                     f" on one line{units_text}."
                 ),
-                facts=FindingFacts(minutes=minutes.get(code, 0), units_allowed=units_allowed),
+                facts=new_finding_facts(minutes=minutes.get(code, 0), units_allowed=units_allowed),
                 fixes=fixes,
             )
         )
@@ -290,7 +290,7 @@ def _combine_findings(
 
 def _zero_fix(line: BillingLine | None, code: str) -> tuple[Fix, ...]:
     if line is not None and line.billed_units:
-        return (Fix(line_code=code, charge_refs=line.fix_refs, set_units=0),)
+        return (new_fix(line_code=code, charge_refs=line.fix_refs, set_units=0),)
     return ()
 
 
@@ -320,7 +320,7 @@ def _threshold_findings(
                             f"{code} has {m} minutes, under the 8 needed for one unit under"
                             " the per-code (AMA) rule; do not bill it."
                         ),
-                        facts=FindingFacts(minutes=m, raw_minutes=raw[code], units_allowed=0),
+                        facts=new_finding_facts(minutes=m, raw_minutes=raw[code], units_allowed=0),
                         fixes=_zero_fix(line, code),
                     )
                 )
@@ -336,7 +336,7 @@ def _threshold_findings(
                     f"The day's timed minutes total {total}, under the 8 needed for one unit;"
                     " no timed unit can be billed."
                 ),
-                facts=FindingFacts(minutes=total, units_allowed=0),
+                facts=new_finding_facts(minutes=total, units_allowed=0),
                 fixes=fixes,
             )
         )
@@ -354,7 +354,7 @@ def _threshold_findings(
                         f" day's {total} timed minutes allow no unit for it; keep it in the"
                         " note, do not bill it."
                     ),
-                    facts=FindingFacts(minutes=m, raw_minutes=raw[code], units_allowed=0),
+                    facts=new_finding_facts(minutes=m, raw_minutes=raw[code], units_allowed=0),
                     fixes=_zero_fix(line, code),
                 )
             )
@@ -389,11 +389,13 @@ def _exceed_findings(
                         f"{code} is billed for {plural_units(n)} but its documented minutes"
                         f" support at most {max_allowed[code]}."
                     ),
-                    facts=FindingFacts(
+                    facts=new_finding_facts(
                         units_allowed=max_allowed[code], units_billed=n, detail="code"
                     ),
                     fixes=(
-                        Fix(line_code=code, charge_refs=line.fix_refs, set_units=max_allowed[code]),
+                        new_fix(
+                            line_code=code, charge_refs=line.fix_refs, set_units=max_allowed[code]
+                        ),
                     ),
                 )
             )
@@ -401,7 +403,7 @@ def _exceed_findings(
     if payer_rule == "cms" and billed and capped > allowed_total:
         target = chosen[0]
         fixes = [
-            Fix(line_code=c, charge_refs=lines[c].fix_refs, set_units=target.get(c, 0))
+            new_fix(line_code=c, charge_refs=lines[c].fix_refs, set_units=target.get(c, 0))
             for c, n in billed.items()
             if n != target.get(c, 0)
         ]
@@ -416,7 +418,7 @@ def _exceed_findings(
                     f" minutes support {allowed_total} in total; for example bill"
                     f" {_describe(target)}."
                 ),
-                facts=FindingFacts(
+                facts=new_finding_facts(
                     units_allowed=allowed_total,
                     units_billed=billed_total,
                     allocations=tuple(allocations),

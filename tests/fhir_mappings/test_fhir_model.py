@@ -1,4 +1,5 @@
-"""``fast_builder``: the mapper's quick constructors build the very values the classes build."""
+"""``fast_builder``: the quick constructors of the mapper and the rules build the very values
+the classes build."""
 
 from __future__ import annotations
 
@@ -15,14 +16,27 @@ from fhir_mappings.model import (
     Charge,
     ChargeSource,
     DeliveryMode,
+    Discipline,
     EncounterInfo,
     MappingIssue,
     PlanOfCare,
     TherapyRecord,
+    TherapyVisit,
     TimedService,
     TimingKind,
     fast_builder,
 )
+from plugin.rules import (
+    Finding,
+    FindingFacts,
+    Fix,
+    PairResult,
+    RuleId,
+    Severity,
+    VisitAnalysis,
+    analyze_visit,
+)
+from plugin.rules.findings import new_finding_facts, new_fix
 
 START = datetime(2025, 3, 4, 14, 0, tzinfo=UTC)
 
@@ -122,3 +136,34 @@ def test_refuses_classes_it_cannot_build_faithfully() -> None:
     for cls in (NoSlots, NotFrozen, Checked, WithWeakref, dict):
         with pytest.raises(TypeError):
             fast_builder(cls)
+
+
+def test_the_rules_classes_with_defaults_and_a_default_factory() -> None:
+    same(new_fix("97530"), Fix("97530"))
+    fix = {"line_code": "97530", "charge_refs": ("Claim/c1#item-1",), "set_units": 1}
+    same(new_fix(**fix), Fix(**fix))
+    same(new_finding_facts(), FindingFacts())
+    same(
+        new_finding_facts(3, units_billed=2, detail="x"),
+        FindingFacts(3, units_billed=2, detail="x"),
+    )
+    build = fast_builder(Finding)
+    args = (RuleId.W_NO_REASON, Severity.WARNING, ("97530",), ("Procedure/p1",), "m")
+    first, second = build(*args), build(*args)
+    same(first, Finding(*args))
+    assert first.facts is not second.facts  # the default factory runs for each value
+    same(build(*args, fixes=(Fix("97530"),)), Finding(*args, fixes=(Fix("97530"),)))
+
+
+def test_every_value_of_a_visit_analysis_rebuilds_equal() -> None:
+    charge = Charge("Claim/c1#item-1", ChargeSource.CLAIM, "97530", "x", 3)
+    service = TimedService(*SERVICE_ARGS)
+    visit = TherapyVisit("Patient/P1", date(2025, 3, 4), Discipline.PT, (service,), (charge,))
+    analysis = analyze_visit(visit)
+    values: list[Any] = [analysis, analysis.pair, *analysis.findings]
+    values += [part for f in analysis.findings for part in (f.facts, *f.fixes)]
+    assert {type(v) for v in values} == {VisitAnalysis, PairResult, Finding, FindingFacts, Fix}
+    for value in values:
+        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        same(fast_builder(type(value))(**fields), type(value)(**fields))
+        same(value, type(value)(**fields))  # what the rules built equals what the class builds

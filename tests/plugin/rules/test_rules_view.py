@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import inspect
-from dataclasses import FrozenInstanceError, astuple, dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rules_builders import CODES, T0, charge, svc, visit
@@ -15,8 +12,6 @@ from fhir_mappings import codes as therapy_codes
 from fhir_mappings.model import TimingKind
 from plugin.rules import CodeCounts, PtpEdit, PtpTable, StaticCodeCatalog, default_ptp_table
 from plugin.rules.code_catalog import TherapyCodeCatalog, classify
-from plugin.rules.findings import FindingFacts
-from plugin.rules.frozen import fast_init
 from plugin.rules.intervals import Span, overlapping_pairs, usable_interval, usable_span
 from plugin.rules.view import visit_view
 
@@ -134,55 +129,6 @@ def test_visit_view_sorts_services_into_counted_group_and_billable() -> None:
     assert view.codes_without_span == {"97035"}
     assert [s.code for s in view.timing_suspects] == ["97035", "97110"]
     assert set(view.lines) == {"97010", "97016", "97035", "97110", "97150", "97530"}
-
-
-@dataclass(frozen=True, slots=True)
-class _Generated:
-    a: int
-    b: str = "b"
-    c: tuple[int, ...] = ()
-    d: list[int] = field(default_factory=list)
-
-
-@fast_init
-@dataclass(frozen=True, slots=True)
-class _Fast:
-    a: int
-    b: str = "b"
-    c: tuple[int, ...] = ()
-    d: list[int] = field(default_factory=list)
-
-
-@pytest.mark.parametrize(
-    ("args", "kwargs"),
-    [((1,), {}), ((1, "x"), {"c": (2,)}), ((), {"a": 3, "d": [4]}), ((5, "y", (6,), [7]), {})],
-)
-def test_fast_init_builds_what_the_generated_init_builds(
-    args: tuple[object, ...], kwargs: dict[str, object]
-) -> None:
-    fast, generated = _Fast(*args, **kwargs), _Generated(*args, **kwargs)  # type: ignore[arg-type]
-    assert astuple(fast) == astuple(generated)
-    assert repr(fast).removeprefix("_Fast") == repr(generated).removeprefix("_Generated")
-    assert fast == _Fast(*args, **kwargs)  # type: ignore[arg-type]
-    assert _Fast(1).d is not _Fast(1).d  # a fresh default per instance
-    with pytest.raises(FrozenInstanceError):
-        fast.a = 2  # type: ignore[misc]
-    with pytest.raises(TypeError):
-        _Fast()  # type: ignore[call-arg]
-
-
-def test_fast_init_keeps_the_signature_and_refuses_what_it_cannot_copy() -> None:
-    assert list(inspect.signature(_Fast).parameters) == ["a", "b", "c", "d"]
-    assert inspect.signature(_Fast).parameters["b"].default == "b"
-    assert FindingFacts(minutes=3) == FindingFacts(3)
-    assert hash(FindingFacts(minutes=3)) == hash(FindingFacts(3))
-
-    @dataclass(slots=True)
-    class Mutable:
-        a: int
-
-    with pytest.raises(TypeError):
-        fast_init(Mutable)
 
 
 _spans = st.lists(st.tuples(st.integers(0, 60), st.integers(0, 30)), max_size=8)
