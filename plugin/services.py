@@ -108,7 +108,7 @@ def bills_therapy(draft_requests: Mapping[str, Mapping[str, Any]]) -> bool:
     return False
 
 
-async def _procedures(invocation: Invocation) -> object:
+async def _procedures(invocation: Invocation, drafts: Mapping[str, Mapping[str, Any]]) -> object:
     """The ``procedures`` key, or -- when the client could not fill it because there is no
     ``encounterId`` (the CDS Hooks Sandbox never sends one) -- a search by patient and the
     date of the draft orders, when the request gives FHIR access. Otherwise 412 (P-13)."""
@@ -120,7 +120,7 @@ async def _procedures(invocation: Invocation) -> object:
     if invocation.fhir is not None and not context.get("encounterId") and isinstance(patient, str):
         dates = sorted(
             str(value)[:10]
-            for request in draft_service_requests(context.get("draftOrders")).values()
+            for request in drafts.values()
             for value in (request.get("occurrenceDateTime"), request.get("authoredOn"))
             if isinstance(value, str) and len(value) >= 10
         )
@@ -157,11 +157,12 @@ def build_registry(
             ),
         )
 
-    async def analyse(invocation: Invocation, draft_orders: object) -> CdsResponse:
+    async def analyse(
+        invocation: Invocation, draft_orders: object, drafts: dict[str, dict[str, Any]]
+    ) -> CdsResponse:
         started = time.perf_counter()
         choice = _rule_choice(invocation, defaults)
-        drafts = draft_service_requests(draft_orders)
-        procedures = await _procedures(invocation)
+        procedures = await _procedures(invocation, drafts)
         prefetch = invocation.prefetch
         resolved = {
             "procedures": procedures,
@@ -222,9 +223,10 @@ def build_registry(
         draft_orders = invocation.context.get("draftOrders")
         if not isinstance(draft_orders, dict):
             raise InvalidRequest("context.draftOrders must be a FHIR Bundle object")
-        if not bills_therapy(draft_service_requests(draft_orders)):
+        drafts = draft_service_requests(draft_orders)
+        if not bills_therapy(drafts):
             return CdsResponse()  # nothing of ours is being signed: no guidance (R-2)
-        return await analyse(invocation, draft_orders)
+        return await analyse(invocation, draft_orders, drafts)
 
     @registry.service(
         id=DISCHARGE_SERVICE,
@@ -239,7 +241,7 @@ def build_registry(
         required_context=("patientId",),
     )
     async def discharge(invocation: Invocation) -> CdsResponse:
-        return await analyse(invocation, None)
+        return await analyse(invocation, None, {})
 
     return registry
 
