@@ -126,22 +126,8 @@ def _summary(finding: Finding, visit: VisitAnalysis | None) -> str:
 # ---------------------------------------------------------------------------------- detail
 
 
-_last_table: tuple[VisitAnalysis | None, str] = (None, "")
-
-
 def _units_table(visit: VisitAnalysis) -> str:
-    """The visit's units table (markdown). Every card of a visit carries it; the last one is
-    kept, so a visit's cards build it once."""
-    global _last_table
-    cached = _last_table  # one read: a (visit, text) pair is never torn
-    if cached[0] is visit:
-        return cached[1]
-    text = _build_units_table(visit)
-    _last_table = (visit, text)
-    return text
-
-
-def _build_units_table(visit: VisitAnalysis) -> str:
+    """The visit's units table (markdown); :func:`cards_for` builds it once per visit."""
     rows = [
         "| code | documented min | counted min | units |",
         "|---|---:|---:|---:|",
@@ -166,7 +152,7 @@ def _source_line(finding: Finding) -> str:
     return f"*Rule {finding.rule.value} ({implements}): {entry.document}.*"
 
 
-def _detail(finding: Finding, visit: VisitAnalysis | None) -> str:
+def _detail(finding: Finding, units_table: str | None) -> str:
     parts = [finding.message]
     if finding.resources:
         parts.append("Documentation: " + ", ".join(f"`{ref}`" for ref in finding.resources))
@@ -177,8 +163,8 @@ def _detail(finding: Finding, visit: VisitAnalysis | None) -> str:
             else "strict reading: each code needs 15 minutes of its own distinct time"
         )
         parts.append(f"Pair rule applied: {reading}.")
-    if visit is not None:
-        parts.append(_units_table(visit))
+    if units_table is not None:
+        parts.append(units_table)
     parts.append(_source_line(finding))
     return "\n\n".join(parts)
 
@@ -546,8 +532,10 @@ def finding_card(
     visit: VisitAnalysis | None,
     options: CardOptions,
     claimed: frozenset[str] = frozenset(),
+    units_table: str | None = None,
 ) -> Card:
-    """The card for one error or warning finding (``claimed``: drafts another card replaces)."""
+    """The card for one error or warning finding (``claimed``: drafts another card replaces;
+    ``units_table``: the visit's table, built by the caller once for all the visit's cards)."""
     visit_key = f"{visit.patient}|{visit.date}|{visit.discipline.value}" if visit else "-"
     make_uuid = _uuid_factory(
         options.hook_instance,
@@ -566,7 +554,7 @@ def finding_card(
         uuid=make_uuid("card"),
         summary=_summary(finding, visit),
         indicator="critical" if finding.severity is Severity.ERROR else "warning",
-        detail=_detail(finding, visit),
+        detail=_detail(finding, units_table),
         source=_source(finding.rule.value, _TITLES.get(finding.rule) or entry.meaning),
         suggestions=(suggestion,) if suggestion else (),
         selection_behavior="at-most-one" if suggestion else None,
@@ -584,12 +572,13 @@ def _units_summary(visit: VisitAnalysis) -> str:
     return text if len(text) < 140 else text[:136] + "..."
 
 
-def summary_card(visit: VisitAnalysis, options: CardOptions) -> Card:
-    """The per-visit ``info`` card: units per code, pair status and every informational finding."""
+def summary_card(visit: VisitAnalysis, options: CardOptions, units_table: str) -> Card:
+    """The per-visit ``info`` card: units per code (``units_table``), pair status and every
+    informational finding."""
     make_uuid = _uuid_factory(
         options.hook_instance, f"{visit.patient}|{visit.date}|{visit.discipline.value}", "summary"
     )
-    lines = [_units_table(visit)]
+    lines = [units_table]
     if len(visit.allocations) > 1:
         options_text = " **or** ".join(
             ", ".join(f"{c}×{n}" for c, n in allocation.items()) for allocation in visit.allocations
@@ -615,6 +604,7 @@ def cards_for(analysis: Analysis, options: CardOptions) -> tuple[Card, ...]:
     findings outside any visit (e.g. a Procedure ignored for its status) in one info card."""
     cards: list[Card] = []
     for visit in analysis.visits:
+        table = _units_table(visit)
         replaced = frozenset(
             ref
             for f in visit.findings
@@ -626,8 +616,8 @@ def cards_for(analysis: Analysis, options: CardOptions) -> tuple[Card, ...]:
             if finding.severity is not Severity.INFO:
                 replaces = any(fix.replace_code for fix in finding.fixes)
                 claimed = frozenset() if replaces else replaced
-                cards.append(finding_card(finding, visit, options, claimed))
-        cards.append(summary_card(visit, options))
+                cards.append(finding_card(finding, visit, options, claimed, table))
+        cards.append(summary_card(visit, options, table))
     loose: Sequence[Finding] = analysis.findings
     for finding in (f for f in loose if f.severity is not Severity.INFO):
         cards.append(finding_card(finding, None, options))

@@ -147,6 +147,10 @@ async def test_overlapping_blocks_give_a_critical_pair_card(client: httpx.AsyncC
         }
     ]
     assert "W-OVERLAP" in _topics(cards, "warning")
+    # Every card of the visit carries the same units table.
+    tables = {c["detail"].split("| code |", 1)[1].split("Total timed minutes")[0] for c in cards}
+    assert len(tables) == 1
+    assert "| 97140 |" in next(iter(tables))
 
 
 # ------------------------------------------------------- same findings: check vs service
