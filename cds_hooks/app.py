@@ -11,13 +11,12 @@ authenticate (S-3) -> read the raw body (no FastAPI validation, so no 422 that e
 from __future__ import annotations
 
 import hashlib
-import inspect
 import logging
 import re
 import time
 import traceback
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Protocol, cast
 
@@ -25,7 +24,6 @@ import httpx
 import orjson
 from fastapi import APIRouter, FastAPI
 from fastapi.concurrency import run_in_threadpool
-from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
@@ -309,25 +307,6 @@ def _error_docs(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"description": text[code], "content": _OUTCOME} for code in codes}
 
 
-class _RawRoute(APIRoute):
-    """A documented FastAPI route whose endpoint gets the Starlette request and its declared
-    path parameters, nothing else. These endpoints read, limit and validate their own bodies
-    and build their own responses, so FastAPI's per-request dependency solving and response
-    handling would be pure overhead on the hot path; the route still appears in the OpenAPI
-    document with its request and response schemas."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        endpoint = self.endpoint
-        names = tuple(name for name in inspect.signature(endpoint).parameters if name != "request")
-
-        async def handler(request: Request) -> Response:
-            params = request.path_params
-            result = await endpoint(request, **{name: params[name] for name in names})
-            return cast(Response, result)
-
-        return handler
-
-
 # ---------------------------------------------------------------- the runtime
 
 
@@ -599,7 +578,7 @@ class CdsHooks:
     # ------------------------------------------------------------ routes
 
     def _build_router(self) -> APIRouter:
-        router = APIRouter(tags=["CDS Hooks"], route_class=_RawRoute)
+        router = APIRouter(tags=["CDS Hooks"])
         discovery_doc: dict[int | str, dict[str, Any]] = {
             200: {"content": {"application/json": {"schema": _DISCOVERY_SCHEMA}}}
         }
