@@ -150,3 +150,24 @@ async def test_readiness_fails_when_the_database_is_unreachable(tmp_path: Path) 
         ready = await c.get("/readyz")
     assert ready.status_code == 503
     assert ready.json()["status"] == "unavailable"
+
+
+def test_findings_of_one_rule_are_counted_each_and_across_calls() -> None:
+    """A call's findings are added per (rule, severity) in one step: the totals still count
+    every finding, and a label set seen again keeps counting on the same series."""
+    from plugin.metrics import ServiceMetrics
+    from plugin.rules.catalogue import RuleId
+    from plugin.rules.findings import make_finding
+
+    metrics = ServiceMetrics()
+
+    def finding(rule: RuleId) -> Any:
+        return make_finding(rule, codes=("97140",), resources=(), message="m")
+
+    twice = [finding(RuleId.W_OVERLAP), finding(RuleId.W_OVERLAP), finding(RuleId.I_COMBINE_LINES)]
+    metrics.observe_findings(SERVICE, twice)
+    metrics.observe_findings(SERVICE, twice[:1])
+    samples = _samples(metrics.render().decode())
+    name = "therapy_cds_findings_total"
+    assert _value(samples, name, service=SERVICE, rule="W-OVERLAP", severity="warning") == 3
+    assert _value(samples, name, service=SERVICE, rule="I-COMBINE-LINES", severity="info") == 1
