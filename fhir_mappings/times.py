@@ -46,10 +46,6 @@ class Moment(NamedTuple):
     day: date | None  # local calendar date; None for YYYY and YYYY-MM
     assumed_utc: bool = False  # a time of day was written without an offset
 
-    @property
-    def has_time(self) -> bool:
-        return self.at is not None
-
     def utc(self) -> datetime | None:
         """The instant in UTC (R-H10), or ``None`` when no time of day was recorded."""
         return None if self.at is None else self.at.astimezone(UTC)

@@ -51,14 +51,6 @@ class PairStatus(StrEnum):
     INDETERMINATE = "INDETERMINATE"
 
 
-_STATUS_WEIGHT = {
-    PairStatus.NOT_APPLICABLE: 0,
-    PairStatus.SUPPORTED: 1,
-    PairStatus.NOT_SUPPORTED: 2,
-    PairStatus.INDETERMINATE: 3,
-}
-
-
 @dataclass(frozen=True, slots=True)
 class PairResult:
     """The pair status with the reading applied and the evidence behind it.
@@ -460,8 +452,3 @@ def cross_discipline_ptp_findings(
                 )
             )
     return tuple(found)
-
-
-def worst_status(statuses: Iterable[PairStatus]) -> PairStatus:
-    """The most severe of several statuses (INDETERMINATE > NOT_SUPPORTED > SUPPORTED > N/A)."""
-    return max(statuses, key=_STATUS_WEIGHT.__getitem__, default=PairStatus.NOT_APPLICABLE)
