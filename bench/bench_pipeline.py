@@ -14,7 +14,14 @@ already-prepared input:
 about what the floor in ``bench/bench_service.py`` costs. Numbers are CPU milliseconds per
 call (best of ``--rounds`` rounds, each the mean of ``--repeat`` calls).
 
+Back-to-back calls flatter the code: every call finds the previous one's instructions and
+data still in the CPU caches. A served call does not (between two calls the server parses
+HTTP, the kernel moves packets, or the core idles), and on the 2-vCPU benchmark VM that made
+the same call cost about 1.5x as much. ``--pause-us 500`` lets the core idle before each call
+and reports those colder costs; compare them with the server's CPU ms per request.
+
 Run: .venv/bin/python bench/bench_pipeline.py [--procedures 10,100] [--repeat N] [--rounds R]
+     [--pause-us N]
 """
 
 from __future__ import annotations
@@ -44,15 +51,26 @@ from plugin.pipeline import check_record  # noqa: E402
 from plugin.services import ORDER_SIGN_SERVICE, draft_service_requests  # noqa: E402
 
 
-def best_of(call: Callable[[], object], repeat: int, rounds: int) -> float:
-    """CPU ms per call: the best round's mean."""
+def best_of(call: Callable[[], object], repeat: int, rounds: int, pause: float = 0.0) -> float:
+    """CPU ms per call: the best round's mean. With ``pause`` (seconds) the core idles that
+    long before each call, and the CPU the pauses themselves cost is subtracted."""
     call()
     best = float("inf")
     for _ in range(rounds):
         started = time.process_time()
         for _ in range(repeat):
+            if pause:
+                time.sleep(pause)
             call()
         best = min(best, (time.process_time() - started) / repeat * 1000)
+    if pause:
+        idle = float("inf")
+        for _ in range(rounds):
+            started = time.process_time()
+            for _ in range(repeat):
+                time.sleep(pause)
+            idle = min(idle, (time.process_time() - started) / repeat * 1000)
+        best -= idle
     return best
 
 
@@ -101,7 +119,7 @@ def asgi_caller(app: Any, path: str, body: bytes) -> Callable[[], Awaitable[int]
 
 
 def measure(
-    app: Any, loop: asyncio.AbstractEventLoop, size: int, repeat: int, rounds: int
+    app: Any, loop: asyncio.AbstractEventLoop, size: int, repeat: int, rounds: int, pause: float
 ) -> list[float]:
     """CPU ms per call of each phase for the ``size``-Procedure visit."""
     request = order_sign_request(size)
@@ -119,20 +137,22 @@ def measure(
     call = asgi_caller(app, f"/cds-services/{ORDER_SIGN_SERVICE}", body)
     assert loop.run_until_complete(call()) == 200
     return [
-        best_of(lambda: orjson.loads(body), repeat, rounds),
+        best_of(lambda: orjson.loads(body), repeat, rounds, pause),
         best_of(
             lambda: map_cds_hooks(orders, resolved, patient_id=context["patientId"]),
             repeat,
             rounds,
+            pause,
         ),
         best_of(
             lambda: check_record(record, payer_rule="cms", pair_rule="cms"),
             repeat,
             rounds,
+            pause,
         ),
-        best_of(lambda: cards_for(result.analysis, options), repeat, rounds),
-        best_of(lambda: CdsResponse(cards=cards).encode(), repeat, rounds),
-        best_of(lambda: loop.run_until_complete(call()), repeat, rounds),
+        best_of(lambda: cards_for(result.analysis, options), repeat, rounds, pause),
+        best_of(lambda: CdsResponse(cards=cards).encode(), repeat, rounds, pause),
+        best_of(lambda: loop.run_until_complete(call()), repeat, rounds, pause),
     ]
 
 
@@ -141,6 +161,12 @@ def main() -> None:
     parser.add_argument("--procedures", default="10,100", help="visit sizes, comma-separated")
     parser.add_argument("--repeat", type=int, default=0, help="calls per round (0: by size)")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--pause-us",
+        type=int,
+        default=0,
+        help="let the core idle this many microseconds before each call (see the notes above)",
+    )
     args = parser.parse_args()
 
     from plugin.app import create_app
@@ -161,7 +187,7 @@ def main() -> None:
     print(f"{'visit':10}{'parse':>8}{'map':>8}{'rules':>8}{'cards':>8}{'encode':>8}{'app':>8}")
     for size in [int(x) for x in args.procedures.split(",") if x.strip()]:
         repeat = args.repeat or max(200, 4000 // size)
-        timings = measure(app, loop, size, repeat, args.rounds)
+        timings = measure(app, loop, size, repeat, args.rounds, args.pause_us / 1e6)
         print(f"{size:>3} proc  " + "".join(f"{t:8.3f}" for t in timings))
     loop.run_until_complete(lifespan.__aexit__(None, None, None))
     loop.close()
