@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from fhir_mappings.mapper import map_collected
-from fhir_mappings.model import MappingIssue, TherapyRecord
+from fhir_mappings.model import IssueCode, MappingIssue, TherapyRecord
 from fhir_mappings.sources import (
     Collected,
     SourcedResource,
@@ -185,13 +185,21 @@ def _load_ndjson(raw: bytes, source: str) -> InputDocument:
         except orjson.JSONDecodeError as exc:
             bad += 1
             found.issues.append(
-                MappingIssue(location, f"not valid JSON (column {exc.colno}); line skipped")
+                MappingIssue(
+                    location,
+                    f"not valid JSON (column {exc.colno}); line skipped",
+                    code=IssueCode.INVALID_JSON,
+                )
             )
             continue
         if not isinstance(resource, Mapping) or not isinstance(resource.get("resourceType"), str):
             bad += 1
             found.issues.append(
-                MappingIssue(location, "not a FHIR resource (no resourceType); line skipped")
+                MappingIssue(
+                    location,
+                    "not a FHIR resource (no resourceType); line skipped",
+                    code=IssueCode.NOT_A_RESOURCE,
+                )
             )
             continue
         good += 1

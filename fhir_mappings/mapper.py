@@ -49,6 +49,7 @@ from fhir_mappings.model import (
     Discipline,
     EncounterInfo,
     FhirVersion,
+    IssueCode,
     MappingIssue,
     PlanOfCare,
     TherapyRecord,
@@ -297,6 +298,7 @@ class _Mapper:
                         location,
                         "two different copies of the same resource; the first copy is used",
                         key,
+                        code=IssueCode.DIFFERENT_COPY,
                     )
                 continue
             seen[key] = resource
@@ -341,7 +343,7 @@ class _Mapper:
             dumped, errors = validate_resource(resource, target, normalise=rtype in _MAPPED_TYPES)
             if dumped is None:
                 for field, message in errors:
-                    self._issue(source.location, message, key, field)
+                    self._issue(source.location, message, key, field, IssueCode.UNUSABLE_RESOURCE)
                 continue
             valid.append((source, rtype, key, dumped))
         return valid
@@ -349,9 +351,14 @@ class _Mapper:
     # ---- helpers
 
     def _issue(
-        self, location: str, message: str, resource: str | None = None, field: str | None = None
+        self,
+        location: str,
+        message: str,
+        resource: str | None = None,
+        field: str | None = None,
+        code: IssueCode = IssueCode.VALUE_NOT_USED,
     ) -> None:
-        self.issues.append(_new_issue(location, message, resource, field))
+        self.issues.append(_new_issue(location, message, resource, field, code))
 
     def _point(
         self, value: object, location: str, key: str, field: str, part: str = ""
@@ -955,7 +962,13 @@ class _Mapper:
         code = res.get("code")
         if type(code) is not dict:
             if code is not None:
-                self._issue(loc, "code is not a CodeableConcept; skipped", key, "code")
+                self._issue(
+                    loc,
+                    "code is not a CodeableConcept; skipped",
+                    key,
+                    "code",
+                    IssueCode.UNUSABLE_RESOURCE,
+                )
             self.out_of_scope += 1
             return None
         coding = self._billing_coding(code, loc, key, "code")
@@ -965,7 +978,13 @@ class _Mapper:
         system, code_value, display = coding
         status = res.get("status")
         if type(status) is not str or not status:
-            self._issue(loc, "Procedure has no status (required); skipped", key, "status")
+            self._issue(
+                loc,
+                "Procedure has no status (required); skipped",
+                key,
+                "status",
+                IssueCode.UNUSABLE_RESOURCE,
+            )
             return None
 
         # R4 performed[x] / R5 occurrence[x]; String, Age, Range and Timing give no time.

@@ -152,6 +152,45 @@ class EncounterInfo:
     patient: str | None = None
 
 
+class IssueCode(StrEnum):
+    """What an input problem did to the input, for programs (the message is for people).
+
+    Codes are stable: callers that count or sort problems (the bulk audit's reconciliation)
+    read the code, never the wording of the message.
+    """
+
+    # a value of a resource that was read was not used (the resource itself was)
+    VALUE_NOT_USED = "value-not-used"
+    # about a container, nothing dropped (an unknown Bundle.type, an entry member not a list)
+    CONTAINER_NOTE = "container-note"
+    # a whole line or entry was dropped before any resource was read from it:
+    INVALID_JSON = "invalid-json"  # a line that is not JSON
+    NOT_A_RESOURCE = "not-a-resource"  # JSON without a resourceType
+    MALFORMED_ENTRY = "malformed-entry"  # an entry, resource, context or prefetch not an object
+    NESTED_BUNDLE = "nested-bundle"  # Bundles nested beyond the limit
+    EXPORT_ERROR = "export-error"  # an OperationOutcome where data was expected
+    # a resource that was read but is unusable (no status, no code object, failed validation)
+    UNUSABLE_RESOURCE = "unusable-resource"
+    # a second, different copy of a resource already read (the first copy is used)
+    DIFFERENT_COPY = "different-copy"
+
+    @property
+    def drops_entry(self) -> bool:
+        """True when a line or entry was dropped before any resource was read from it."""
+        return self in _ENTRY_DROPS
+
+
+_ENTRY_DROPS = frozenset(
+    {
+        IssueCode.INVALID_JSON,
+        IssueCode.NOT_A_RESOURCE,
+        IssueCode.MALFORMED_ENTRY,
+        IssueCode.NESTED_BUNDLE,
+        IssueCode.EXPORT_ERROR,
+    }
+)
+
+
 @dataclass(frozen=True, slots=True)
 class MappingIssue:
     """One input problem: which entry, which field, why. The entry is skipped, never fatal."""
@@ -160,6 +199,7 @@ class MappingIssue:
     message: str
     resource: str | None = None  # "Procedure/p1" when known
     field: str | None = None  # "performedPeriod.start"
+    code: IssueCode = IssueCode.VALUE_NOT_USED  # what the problem did to the input
 
 
 @dataclass(frozen=True, slots=True)

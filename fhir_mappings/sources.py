@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from fhir_mappings.model import MappingIssue
+from fhir_mappings.model import IssueCode, MappingIssue
 
 JsonObject = Mapping[str, Any]
 
@@ -82,6 +82,7 @@ def collect_bundle(
                 where,
                 "unknown Bundle.type; the entries are read as a collection",
                 field="type",
+                code=IssueCode.CONTAINER_NOTE,
             )
         )
     links = bundle.get("link")
@@ -96,7 +97,12 @@ def collect_bundle(
         return
     if not isinstance(entries, list):
         into.issues.append(
-            MappingIssue(where, "Bundle.entry is not a list; no entries read", field="entry")
+            MappingIssue(
+                where,
+                "Bundle.entry is not a list; no entries read",
+                field="entry",
+                code=IssueCode.CONTAINER_NOTE,
+            )
         )
         return
     head = f"{prefix}.entry[" if prefix else "entry["
@@ -104,7 +110,11 @@ def collect_bundle(
     for index, entry in enumerate(entries):
         location = f"{head}{index}]"
         if not isinstance(entry, dict):
-            into.issues.append(MappingIssue(location, "entry is not a JSON object; skipped"))
+            into.issues.append(
+                MappingIssue(
+                    location, "entry is not a JSON object; skipped", code=IssueCode.MALFORMED_ENTRY
+                )
+            )
             continue
         resource = entry.get("resource")
         if resource is None:
@@ -150,7 +160,13 @@ def _add_resource(
 ) -> None:
     if not isinstance(resource, dict):
         if not isinstance(resource, Mapping):
-            into.issues.append(MappingIssue(location, "resource is not a JSON object; skipped"))
+            into.issues.append(
+                MappingIssue(
+                    location,
+                    "resource is not a JSON object; skipped",
+                    code=IssueCode.MALFORMED_ENTRY,
+                )
+            )
             return
         resource = dict(resource)  # the mappers read plain dicts, as json/orjson produce
     resource_type = resource.get("resourceType")
@@ -160,12 +176,17 @@ def _add_resource(
                 location,
                 "not a FHIR resource (no resourceType); skipped",
                 field="resourceType",
+                code=IssueCode.NOT_A_RESOURCE,
             )
         )
         return
     if resource_type == "Bundle":
         if depth >= _MAX_NESTING:
-            into.issues.append(MappingIssue(location, "Bundles nested too deeply; skipped"))
+            into.issues.append(
+                MappingIssue(
+                    location, "Bundles nested too deeply; skipped", code=IssueCode.NESTED_BUNDLE
+                )
+            )
             return
         collect_bundle(resource, into, location, draft_order=draft_order, depth=depth + 1)
         return
@@ -188,6 +209,7 @@ def _outcome_issue(location: str, outcome: JsonObject) -> MappingIssue:
         location,
         f"the server returned an OperationOutcome ({detail}) instead of data; nothing read here",
         resource="OperationOutcome",
+        code=IssueCode.EXPORT_ERROR,
     )
 
 
@@ -247,7 +269,13 @@ def collect_cds_hooks(
     if prefetch is None:
         return
     if not isinstance(prefetch, dict):
-        into.issues.append(MappingIssue("prefetch", "prefetch is not a JSON object; not read"))
+        into.issues.append(
+            MappingIssue(
+                "prefetch",
+                "prefetch is not a JSON object; not read",
+                code=IssueCode.MALFORMED_ENTRY,
+            )
+        )
         return
     for key, value in prefetch.items():
         location = f"prefetch.{key}"
@@ -263,7 +291,11 @@ def collect_cds_hooks(
                 continue
         if not isinstance(value, dict):
             into.issues.append(
-                MappingIssue(location, "prefetch value is not a FHIR resource; ignored")
+                MappingIssue(
+                    location,
+                    "prefetch value is not a FHIR resource; ignored",
+                    code=IssueCode.NOT_A_RESOURCE,
+                )
             )
             continue
         _add_resource(value, into, location, None, draft_order=False, depth=0)
@@ -278,9 +310,19 @@ def collect_cds_request(body: JsonObject, into: Collected) -> None:
         draft_orders = context.get("draftOrders")
         patient_id = context.get("patientId")
     elif context is not None:
-        into.issues.append(MappingIssue("context", "context is not a JSON object; not read"))
+        into.issues.append(
+            MappingIssue(
+                "context", "context is not a JSON object; not read", code=IssueCode.MALFORMED_ENTRY
+            )
+        )
     prefetch = body.get("prefetch")
     if prefetch is not None and not isinstance(prefetch, dict):
-        into.issues.append(MappingIssue("prefetch", "prefetch is not a JSON object; not read"))
+        into.issues.append(
+            MappingIssue(
+                "prefetch",
+                "prefetch is not a JSON object; not read",
+                code=IssueCode.MALFORMED_ENTRY,
+            )
+        )
         prefetch = None
     collect_cds_hooks(draft_orders, prefetch, into, patient_id=patient_id)

@@ -1,15 +1,16 @@
 """What became of every resource an audit read: used, out of scope, duplicate, or rejected.
 
 The mappers report problems as :class:`~fhir_mappings.model.MappingIssue` values; here they are
-sorted into *rejections* (a whole entry, line or resource the rules never saw, each listed in
+sorted by their :class:`~fhir_mappings.model.IssueCode` (never by the wording of a message) into
+*rejections* (a whole entry, line or resource the rules never saw, each listed in
 ``rejected.csv``) and *value* notes (a resource was used, but one of its values was not). The
 split of a record's resources is computed from their keys, so that the audit's reconciliation
 (``resources read = used + out of scope + duplicates + rejected``) is a count of things, not a
 difference of totals:
 
 * used -- the key of a service, a charge, a plan or an encounter the rules received;
-* rejected -- a resource the mapper skipped as unusable (its issue says ``skipped``), the second,
-  different copy of a resource (the first is used), or a container entry that held no resource;
+* rejected -- a resource the mapper skipped as unusable, the second, different copy of a resource
+  (the first is used), or a container entry that held no resource;
 * duplicates -- identical copies of a resource already read (nothing is lost);
 * out of scope -- everything else: Patients, Conditions, Practitioners ..., and Procedures,
   ServiceRequests and Claims coded outside CPT/HCPCS.
@@ -21,7 +22,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from fhir_mappings.model import MappingIssue, TherapyRecord
+from fhir_mappings.model import IssueCode, MappingIssue, TherapyRecord
 from fhir_mappings.references import resource_key
 from fhir_mappings.sources import SourcedResource
 
@@ -47,10 +48,6 @@ class Rejection:
 
 RESOURCE_KINDS = frozenset({"line", "entry", "resource", "export-error"})
 
-# Messages of fhir_mappings.sources / loader that mean "this entry was not read at all".
-_DROP_MARKERS = ("skipped", "ignored", "not read", "instead of data")
-_DIFFERENT_COPY = "two different copies"
-
 
 @dataclass(slots=True)
 class RecordAccount:
@@ -63,25 +60,6 @@ class RecordAccount:
     rejections: list[Rejection] = field(default_factory=list)
     out_of_scope_by_type: Counter[str] = field(default_factory=Counter)
     mapper_agrees: bool = True  # the mapper counted the same distinct resources
-
-
-def _issue_code(message: str) -> str:
-    text = message.lower()
-    if "not valid json" in text:
-        return "invalid-json"
-    if "no resourcetype" in text or "not a fhir resource" in text:
-        return "not-a-resource"
-    if "operationoutcome" in text:
-        return "export-error"
-    if "not a json object" in text or "not a list" in text:
-        return "malformed-entry"
-    if "nested too deeply" in text:
-        return "nested-bundle"
-    return "unusable-entry"
-
-
-def _is_drop(issue: MappingIssue) -> bool:
-    return any(marker in issue.message for marker in _DROP_MARKERS)
 
 
 def used_keys(record: TherapyRecord) -> set[str]:
@@ -119,14 +97,14 @@ def account_record(
 
     for issue in collector_issues:
         src, loc = place(issue.location)
-        if _is_drop(issue):
+        if issue.code.drops_entry:
             account.read += 1
-            kind = "line" if loc.startswith("line ") else "entry"
-            code = _issue_code(issue.message)
-            if code == "export-error":
+            if issue.code is IssueCode.EXPORT_ERROR:
                 kind = "export-error"
+            else:
+                kind = "line" if loc.startswith("line ") else "entry"
             account.rejections.append(
-                Rejection(kind, code, src, loc, issue.resource or "", issue.message)
+                Rejection(kind, issue.code.value, src, loc, issue.resource or "", issue.message)
             )
         else:
             account.rejections.append(
@@ -148,12 +126,12 @@ def account_record(
     for issue in mapper_issues:
         src, loc = place(issue.location)
         resource = issue.resource or ""
-        if _DIFFERENT_COPY in issue.message:
+        if issue.code is IssueCode.DIFFERENT_COPY:
             different += 1
             account.rejections.append(
                 Rejection("resource", "different-copy", src, loc, resource, issue.message)
             )
-        elif resource and resource not in used and issue.message.endswith("skipped"):
+        elif resource and resource not in used and issue.code is IssueCode.UNUSABLE_RESOURCE:
             if resource not in skipped:
                 skipped[resource] = issue
                 account.rejections.append(
