@@ -321,10 +321,19 @@ def main(argv: list[str] | None = None) -> int:
             line += f", therapy-cds / healthchain = {ratio:.2f}"
             need = 2.0 if size <= 10 else 1.0
             ok = ratio >= need and (size > 10 or ours["p99_ms"] <= 10.0)
+            # The server is CPU-bound on its core, so throughput goes as 1 / CPU per request:
+            # the CPU budget that would meet the ratio, next to what the service spends.
+            budget = peer["cpu_ms_per_request"] / need
             verdicts.append(
                 f"target {size} Procedures: >= {need:g}x healthchain"
                 + (" and p99 <= 10 ms" if size <= 10 else "")
                 + (": MET" if ok else ": NOT MET")
+                + (
+                    ""
+                    if ok
+                    else f" (needs about {budget:.3f} CPU ms per request;"
+                    f" therapy-cds spends {ours['cpu_ms_per_request']:.3f})"
+                )
             )
         print(line)
     for verdict in verdicts:
