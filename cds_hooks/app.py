@@ -265,10 +265,36 @@ _RESPONSE_SCHEMA: dict[str, Any] = {
         "systemActions": {"type": "array", "items": _ACTION_SCHEMA},
     },
 }
+# What FeedbackRequest accepts, member by member (spec 2.0 "Feedback"): a body the schema allows
+# is stored, one it refuses is a 400. Other members are kept, as the spec lets clients add them.
+_FEEDBACK_ITEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["card", "outcome", "outcomeTimestamp"],
+    "properties": {
+        "card": {"type": "string", "description": "the uuid of the card"},
+        "outcome": {"enum": ["accepted", "overridden"]},
+        "outcomeTimestamp": {"type": "string", "description": "ISO 8601 instant"},
+        "acceptedSuggestions": {
+            "type": ["array", "null"],
+            "items": {
+                "type": "object",
+                "required": ["id"],
+                "properties": {"id": {"type": "string"}},
+            },
+        },
+        "overrideReason": {
+            "type": ["object", "null"],
+            "properties": {
+                "reason": {"type": ["object", "null"]},
+                "userComment": {"type": ["string", "null"]},
+            },
+        },
+    },
+}
 _FEEDBACK_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["feedback"],
-    "properties": {"feedback": {"type": "array", "items": {"type": "object"}}},
+    "properties": {"feedback": {"type": "array", "items": _FEEDBACK_ITEM_SCHEMA}},
 }
 _OUTCOME = {
     "application/fhir+json": {
@@ -396,7 +422,7 @@ class CdsHooks:
     @staticmethod
     def _parse_request(payload: dict[str, Any], service: CdsService) -> CdsRequest:
         try:
-            parsed = CdsRequest.model_validate(payload)
+            parsed = CdsRequest.model_validate(payload, by_name=False)
         except ValidationError as exc:
             raise InvalidRequest(describe_validation_error(exc, _REQUEST_NAMES)) from None
         if not parsed.hook_instance.strip():
@@ -490,7 +516,7 @@ class CdsHooks:
             service = self._service(service_id)
             payload = await self._read_json(request)
             try:
-                parsed = FeedbackRequest.model_validate(payload)
+                parsed = FeedbackRequest.model_validate(payload, by_name=False)
             except ValidationError as exc:
                 raise InvalidRequest(describe_validation_error(exc, _FEEDBACK_NAMES)) from None
             new = await run_in_threadpool(self.feedback_store.record, service.id, parsed.feedback)

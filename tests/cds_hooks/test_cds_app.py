@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import httpx
+import jsonschema_rs
 import pytest
 from cdsh_support import (
     MARKER,
@@ -295,6 +296,46 @@ async def test_feedback_is_accepted_and_idempotent() -> None:
 async def test_spec_feedback_examples_are_accepted(client: httpx.AsyncClient, name: str) -> None:
     response = await client.post("/cds-services/probe-order-sign/feedback", json=spec_json(name))
     assert response.status_code == 200
+
+
+_ITEM = {"card": "c", "outcome": "accepted", "outcomeTimestamp": "2025-03-04T10:00:00Z"}
+_OVERRIDDEN = {**_ITEM, "outcome": "overridden"}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"feedback": []},
+        {"feedback": [_ITEM]},
+        {"feedback": [{**_ITEM, "acceptedSuggestions": [{"id": "s1"}]}]},
+        {"feedback": [{**_ITEM, "acceptedSuggestions": None}]},
+        {"feedback": [{**_OVERRIDDEN, "overrideReason": {"reason": {"code": "x"}}}]},
+        {"feedback": [{**_OVERRIDDEN, "overrideReason": {"userComment": "seen"}}]},
+        {"feedback": [{**_OVERRIDDEN, "overrideReason": None}]},
+        {"feedback": [{**_ITEM, "extension": {"example": True}}], "extension": {}},
+        {"feedback": [{**_ITEM, "accepted_suggestions": 5}]},  # an unknown member, kept
+        {},
+        {"feedback": {}},
+        {"feedback": [{}]},
+        {"feedback": [{"card": "c", "outcome": "accepted", "outcome_timestamp": "x"}]},
+        {"feedback": [{**_ITEM, "outcome": "ignored"}]},
+        {"feedback": [{**_ITEM, "card": 5}]},
+        {"feedback": [{**_ITEM, "acceptedSuggestions": [{}]}]},
+        {"feedback": [{**_ITEM, "acceptedSuggestions": "s1"}]},
+        {"feedback": [{**_OVERRIDDEN, "overrideReason": {"userComment": 5}}]},
+        {"feedback": [{**_OVERRIDDEN, "overrideReason": "busy"}]},
+    ],
+)
+async def test_documented_feedback_schema_and_the_service_agree(
+    client: httpx.AsyncClient, body: dict[str, Any]
+) -> None:
+    """A feedback body the OpenAPI document allows is stored (200); one it refuses is a 400."""
+    document = (await client.get("/openapi.json")).json()
+    operation = document["paths"]["/cds-services/{service_id}/feedback"]["post"]
+    schema = operation["requestBody"]["content"]["application/json"]["schema"]
+    documented = jsonschema_rs.validator_for(schema).is_valid(body)
+    response = await client.post("/cds-services/probe-order-sign/feedback", json=body)
+    assert response.status_code == (200 if documented else 400)
 
 
 @pytest.mark.parametrize(
