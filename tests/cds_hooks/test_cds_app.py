@@ -298,6 +298,34 @@ async def test_spec_feedback_examples_are_accepted(client: httpx.AsyncClient, na
     assert response.status_code == 200
 
 
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        {"access_token": "t", "token_type": "Bearer"},
+        {"access_token": "t", "token_type": "Bearer", "expires_in": 300, "scope": "x"},
+        {"access_token": "t", "token_type": "Bearer", "patient": None, "subject": "s"},
+        {"access_token": "t", "token_type": "Bearer", "other": [1]},
+        {},
+        {"access_token": "t"},
+        {"access_token": 5, "token_type": "Bearer"},
+        {"access_token": "t", "token_type": "Bearer", "scope": 7},
+        {"access_token": "t", "token_type": "Bearer", "expires_in": "soon"},
+        "t",
+    ],
+)
+async def test_documented_fhir_authorization_and_the_service_agree(
+    client: httpx.AsyncClient, authorization: object
+) -> None:
+    """``fhirAuthorization`` values the OpenAPI document allows are accepted; others are 400."""
+    document = (await client.get("/openapi.json")).json()
+    operation = document["paths"]["/cds-services/{service_id}"]["post"]
+    schema = operation["requestBody"]["content"]["application/json"]["schema"]
+    documented = jsonschema_rs.validator_for(schema["properties"]["fhirAuthorization"])
+    body = {**order_sign_request(), "fhirAuthorization": authorization}
+    response = await client.post(POST_URL, json=body)
+    assert response.status_code == (200 if documented.is_valid(authorization) else 400)
+
+
 _ITEM = {"card": "c", "outcome": "accepted", "outcomeTimestamp": "2025-03-04T10:00:00Z"}
 _OVERRIDDEN = {**_ITEM, "outcome": "overridden"}
 
