@@ -152,6 +152,14 @@ _FEEDBACK_NAMES = _known_names(FeedbackRequest, FeedbackItem, AcceptedSuggestion
 #: Context members that must be non-empty strings / objects / arrays when a hook requires them.
 _OBJECT_CONTEXT = frozenset({"draftOrders", "dispatchedOrders", "appointments"})
 _ARRAY_CONTEXT = frozenset({"selections"})
+#: A character that is not white space, spelled out so that Python's ``re`` and the JSON Schema
+#: (ECMA-262) pattern of the OpenAPI document mean the same set: ECMA-262 white space and line
+#: terminators, plus the separators \x1c-\x1f and NEL that Python's ``str.strip`` also removes.
+_NOT_BLANK = (
+    "[^\\t\\n\\v\\f\\r \\x1c-\\x1f\\x85\\xa0\\u1680\\u2000-\\u200a"
+    "\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff]"
+)
+_HAS_TEXT = re.compile(_NOT_BLANK)
 
 _DISCOVERY_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -174,15 +182,21 @@ _DISCOVERY_SCHEMA: dict[str, Any] = {
         }
     },
 }
+# What CdsRequest accepts. Optional members may also be null (as absent). ``hookInstance`` is a
+# UUID per the spec; any non-blank string is accepted, as some EHRs send other identifiers.
 _REQUEST_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["hook", "hookInstance", "context"],
     "properties": {
         "hook": {"type": "string"},
-        "hookInstance": {"type": "string", "format": "uuid"},
-        "fhirServer": {"type": "string", "format": "uri"},
+        "hookInstance": {
+            "type": "string",
+            "pattern": _NOT_BLANK,
+            "description": "a UUID for this call (spec); any non-blank string is accepted",
+        },
+        "fhirServer": {"type": ["string", "null"]},
         "fhirAuthorization": {
-            "type": "object",
+            "type": ["object", "null"],
             "required": ["access_token", "token_type"],
             "properties": {
                 "access_token": {"type": "string"},
@@ -194,8 +208,8 @@ _REQUEST_SCHEMA: dict[str, Any] = {
             },
         },
         "context": {"type": "object"},
-        "prefetch": {"type": "object"},
-        "extension": {"type": "object"},
+        "prefetch": {"type": ["object", "null"]},
+        "extension": {"type": ["object", "null"]},
     },
 }
 _CODING_SCHEMA: dict[str, Any] = {
@@ -436,7 +450,7 @@ class CdsHooks:
             parsed = CdsRequest.model_validate(payload, by_name=False)
         except ValidationError as exc:
             raise InvalidRequest(describe_validation_error(exc, _REQUEST_NAMES)) from None
-        if not parsed.hook_instance.strip():
+        if not _HAS_TEXT.search(parsed.hook_instance):
             raise InvalidRequest("member 'hookInstance' must not be empty")
         if parsed.hook != service.hook:
             # C-2: name the hook we expect, never echo the one received.
@@ -456,7 +470,7 @@ class CdsHooks:
             elif name in _ARRAY_CONTEXT:
                 if not isinstance(value, list):
                     raise InvalidRequest(f"member 'context.{name}' must be an array")
-            elif not isinstance(value, str) or not value.strip():
+            elif not isinstance(value, str) or not _HAS_TEXT.search(value):
                 raise InvalidRequest(f"member 'context.{name}' must be a non-empty string")
         return parsed
 
@@ -845,8 +859,65 @@ def install_cds_hooks(
     app.include_router(runtime.router)
     app.add_middleware(CorsMiddleware, origins=config.cors_origins, path_prefix=BASE_PATH)
     _install_fast_lane(app, runtime)
+    _document_services(app, registry)
     _chain_shutdown(app, runtime)
     return runtime
+
+
+def _service_request_schema(service: CdsService) -> dict[str, Any]:
+    """The request body one service accepts: the generic request with its hook as a constant
+    and the context members it requires, typed as :meth:`CdsHooks._parse_request` checks them."""
+    context: dict[str, Any] = {}
+    for name in service.context_requirements:
+        if name in _OBJECT_CONTEXT:
+            context[name] = {
+                "type": "object",
+                "properties": {"resourceType": {"const": "Bundle"}},
+            }
+        elif name in _ARRAY_CONTEXT:
+            context[name] = {"type": "array"}
+        else:
+            context[name] = {"type": "string", "pattern": _NOT_BLANK}
+    properties = dict(_REQUEST_SCHEMA["properties"])
+    properties["hook"] = {"const": service.hook}
+    properties["context"] = {
+        "type": "object",
+        "required": list(service.context_requirements),
+        "properties": context,
+    }
+    return {**_REQUEST_SCHEMA, "properties": properties}
+
+
+def _document_services(app: FastAPI, registry: ServiceRegistry) -> None:
+    """Document ``POST /cds-services/{id}`` once per registered service, at its own path and
+    with its own request body, in place of the one generic template: a body that a service's
+    schema allows is one that service accepts. Built when the document is first asked for, so
+    that services registered after installation are included."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = build()
+        paths: dict[str, Any] = document.get("paths", {})
+        template = paths.pop(BASE_PATH + "/{service_id}", None)
+        if template is None or "post" not in template:
+            return document
+        generic = template["post"]
+        for service in registry:
+            operation = {k: v for k, v in generic.items() if k != "parameters"}
+            operation["operationId"] = f"invoke_{service.id}"
+            operation["summary"] = f"{service.title} ({service.hook})"
+            operation["description"] = service.description
+            schema = _service_request_schema(service)
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": schema}},
+            }
+            paths[f"{BASE_PATH}/{service.id}"] = {"post": operation}
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _chain_shutdown(app: FastAPI, runtime: CdsHooks) -> None:

@@ -294,10 +294,21 @@ class FhirAuthorization(Incoming):
 
     access_token: str
     token_type: str
-    expires_in: int | None = None
+    expires_in: int | None = None  # seconds: a JSON integer (not "300", not true)
     scope: str | None = None
     subject: str | None = None
     patient: str | None = None
+
+    @field_validator("expires_in", mode="before")
+    @classmethod
+    def _json_integer(cls, value: object) -> object:
+        # JSON Schema's "integer": any number with no fraction (300, 300.0); never a string
+        # or a boolean, which pydantic's lax mode would otherwise turn into one.
+        if value is None or type(value) is int:
+            return value
+        if type(value) is float and value.is_integer():
+            return int(value)
+        raise ValueError("must be an integer")
 
     def __repr__(self) -> str:  # keep the token out of any accidental log line
         return f"FhirAuthorization(token_type={self.token_type!r}, scope={self.scope!r})"

@@ -82,8 +82,14 @@ async def test_discovery_wrong_method_is_405(client: httpx.AsyncClient) -> None:
 async def test_openapi_documents_the_endpoints() -> None:
     schema = make_app().openapi()
     assert "/cds-services" in schema["paths"]
-    assert "post" in schema["paths"]["/cds-services/{service_id}"]
     assert "post" in schema["paths"]["/cds-services/{service_id}/feedback"]
+    # each service at its own path, with its own request body, instead of one template
+    assert "/cds-services/{service_id}" not in schema["paths"]
+    operation = schema["paths"][POST_URL]["post"]
+    body = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert body["properties"]["hook"] == {"const": "order-sign"}
+    assert set(body["properties"]["context"]["required"]) >= {"patientId", "draftOrders"}
+    assert operation["operationId"] == "invoke_probe-order-sign"
 
 
 # ---------------------------------------------------------------- invocation
@@ -310,6 +316,11 @@ async def test_spec_feedback_examples_are_accepted(client: httpx.AsyncClient, na
         {"access_token": 5, "token_type": "Bearer"},
         {"access_token": "t", "token_type": "Bearer", "scope": 7},
         {"access_token": "t", "token_type": "Bearer", "expires_in": "soon"},
+        {"access_token": "t", "token_type": "Bearer", "expires_in": "300"},
+        {"access_token": "t", "token_type": "Bearer", "expires_in": True},
+        {"access_token": "t", "token_type": "Bearer", "expires_in": 300.0},
+        {"access_token": "t", "token_type": "Bearer", "expires_in": 2.5},
+        None,
         "t",
     ],
 )
@@ -318,7 +329,7 @@ async def test_documented_fhir_authorization_and_the_service_agree(
 ) -> None:
     """``fhirAuthorization`` values the OpenAPI document allows are accepted; others are 400."""
     document = (await client.get("/openapi.json")).json()
-    operation = document["paths"]["/cds-services/{service_id}"]["post"]
+    operation = document["paths"][POST_URL]["post"]
     schema = operation["requestBody"]["content"]["application/json"]["schema"]
     documented = jsonschema_rs.validator_for(schema["properties"]["fhirAuthorization"])
     body = {**order_sign_request(), "fhirAuthorization": authorization}
