@@ -337,6 +337,43 @@ async def test_documented_fhir_authorization_and_the_service_agree(
     assert response.status_code == (200 if documented.is_valid(authorization) else 400)
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        "P1",
+        " P1 ",
+        "",
+        " ",
+        "\t\n",
+        "\x1c\x1f",
+        "\x85",
+        "\u00a0",
+        "\u2003",
+        "\ufeff",
+        "\u200b",
+        "\x00",
+    ],
+)
+async def test_documented_blank_strings_and_the_service_agree(
+    client: httpx.AsyncClient, value: str
+) -> None:
+    """Python's regex engine and the document's JSON Schema pattern call the same strings blank."""
+    document = (await client.get("/openapi.json")).json()
+    operation = document["paths"][POST_URL]["post"]
+    schema = operation["requestBody"]["content"]["application/json"]["schema"]
+    documented = jsonschema_rs.validator_for(
+        schema["properties"]["context"]["properties"]["patientId"]
+    )
+    request = order_sign_request()
+    body = {**request, "context": {**request["context"], "patientId": value}}
+    response = await client.post(POST_URL, json=body)
+    if documented.is_valid(value):
+        assert response.status_code != 400
+    else:
+        assert response.status_code == 400
+        assert "patientId" in outcome_text(response)
+
+
 _ITEM = {"card": "c", "outcome": "accepted", "outcomeTimestamp": "2025-03-04T10:00:00Z"}
 _OVERRIDDEN = {**_ITEM, "outcome": "overridden"}
 
