@@ -275,6 +275,14 @@ async def test_handler_may_raise_invalid_request() -> None:
     assert "ServiceRequest" in outcome_text(response)
 
 
+async def documented_body(client: httpx.AsyncClient, path: str) -> dict[str, Any]:
+    """The request body schema the app's OpenAPI document gives for ``POST path``."""
+    document = (await client.get("/openapi.json")).json()
+    operation = document["paths"][path]["post"]
+    schema: dict[str, Any] = operation["requestBody"]["content"]["application/json"]["schema"]
+    return schema
+
+
 # ---------------------------------------------------------------- feedback
 
 
@@ -328,9 +336,7 @@ async def test_documented_fhir_authorization_and_the_service_agree(
     client: httpx.AsyncClient, authorization: object
 ) -> None:
     """``fhirAuthorization`` values the OpenAPI document allows are accepted; others are 400."""
-    document = (await client.get("/openapi.json")).json()
-    operation = document["paths"][POST_URL]["post"]
-    schema = operation["requestBody"]["content"]["application/json"]["schema"]
+    schema = await documented_body(client, POST_URL)
     documented = jsonschema_rs.validator_for(schema["properties"]["fhirAuthorization"])
     body = {**order_sign_request(), "fhirAuthorization": authorization}
     response = await client.post(POST_URL, json=body)
@@ -358,9 +364,7 @@ async def test_documented_blank_strings_and_the_service_agree(
     client: httpx.AsyncClient, value: str
 ) -> None:
     """Python's regex engine and the document's JSON Schema pattern call the same strings blank."""
-    document = (await client.get("/openapi.json")).json()
-    operation = document["paths"][POST_URL]["post"]
-    schema = operation["requestBody"]["content"]["application/json"]["schema"]
+    schema = await documented_body(client, POST_URL)
     documented = jsonschema_rs.validator_for(
         schema["properties"]["context"]["properties"]["patientId"]
     )
@@ -406,9 +410,7 @@ async def test_documented_feedback_schema_and_the_service_agree(
     client: httpx.AsyncClient, body: dict[str, Any]
 ) -> None:
     """A feedback body the OpenAPI document allows is stored (200); one it refuses is a 400."""
-    document = (await client.get("/openapi.json")).json()
-    operation = document["paths"]["/cds-services/{service_id}/feedback"]["post"]
-    schema = operation["requestBody"]["content"]["application/json"]["schema"]
+    schema = await documented_body(client, "/cds-services/{service_id}/feedback")
     documented = jsonschema_rs.validator_for(schema).is_valid(body)
     response = await client.post("/cds-services/probe-order-sign/feedback", json=body)
     assert response.status_code == (200 if documented else 400)
