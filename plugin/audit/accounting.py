@@ -34,8 +34,10 @@ class Rejection:
     ``kind``: ``file`` (nothing in it was read), ``line`` / ``entry`` / ``resource`` (one item
     not used), ``export-error`` (an OperationOutcome the exporting server wrote instead of data),
     ``value`` (the resource was used but this value was not; the rules see it as missing).
-    ``code`` is a short, stable tag for counting; ``reason`` the sentence to act on. Neither ever
-    quotes the input.
+    ``code`` is a short, stable tag for counting: a plain string (the reports are written with
+    orjson, which takes no enum keys), the value of an :class:`~fhir_mappings.model.IssueCode`
+    or an audit-level tag such as ``not-utf8``. ``reason`` is the sentence to act on. Neither
+    ever quotes the input.
     """
 
     kind: str
@@ -108,7 +110,7 @@ def account_record(
             )
         else:
             account.rejections.append(
-                Rejection("value", "container-note", src, loc, "", issue.message)
+                Rejection("value", IssueCode.CONTAINER_NOTE.value, src, loc, "", issue.message)
             )
 
     unique: dict[str, str] = {}
@@ -121,7 +123,7 @@ def account_record(
 
     used = used_keys(record)
     mapper_issues = record.issues[len(collector_issues) :]
-    skipped: dict[str, MappingIssue] = {}
+    skipped: set[str] = set()
     different = 0
     for issue in mapper_issues:
         src, loc = place(issue.location)
@@ -129,18 +131,19 @@ def account_record(
         if issue.code is IssueCode.DIFFERENT_COPY:
             different += 1
             account.rejections.append(
-                Rejection("resource", "different-copy", src, loc, resource, issue.message)
+                Rejection("resource", issue.code.value, src, loc, resource, issue.message)
             )
         elif resource and resource not in used and issue.code is IssueCode.UNUSABLE_RESOURCE:
-            if resource not in skipped:
-                skipped[resource] = issue
+            if resource not in skipped:  # one row per resource, with its first reason
+                skipped.add(resource)
                 account.rejections.append(
-                    Rejection("resource", "unusable-resource", src, loc, resource, issue.message)
+                    Rejection("resource", issue.code.value, src, loc, resource, issue.message)
                 )
         else:
             field_name = f" ({issue.field})" if issue.field else ""
+            reason = issue.message + field_name
             account.rejections.append(
-                Rejection("value", "value-not-used", src, loc, resource, issue.message + field_name)
+                Rejection("value", IssueCode.VALUE_NOT_USED.value, src, loc, resource, reason)
             )
 
     account.duplicates = len(resources) - len(unique) - different

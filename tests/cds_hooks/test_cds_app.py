@@ -14,6 +14,7 @@ from cdsh_support import (
     MemoryFeedbackStore,
     make_app,
     order_sign_request,
+    probe_registry,
     spec_json,
 )
 
@@ -90,6 +91,24 @@ async def test_openapi_documents_the_endpoints() -> None:
     assert body["properties"]["hook"] == {"const": "order-sign"}
     assert set(body["properties"]["context"]["required"]) >= {"patientId", "draftOrders"}
     assert operation["operationId"] == "invoke_probe-order-sign"
+
+
+async def test_services_registered_after_installation_are_documented() -> None:
+    registry = probe_registry()
+    app = make_app(registry)
+
+    @registry.service(
+        id="late-sign", hook="order-sign", title="Late", description="registered after install"
+    )
+    async def late(invocation: Invocation) -> CdsResponse:
+        return CdsResponse()
+
+    operation = app.openapi()["paths"]["/cds-services/late-sign"]["post"]
+    body = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert body["properties"]["hook"] == {"const": "order-sign"}
+    assert body["properties"]["context"]["required"] == ["userId", "patientId", "draftOrders"]
+    assert body["properties"]["context"]["properties"]["draftOrders"]["type"] == "object"
+    assert operation["description"] == "registered after install"
 
 
 # ---------------------------------------------------------------- invocation
@@ -453,7 +472,6 @@ async def test_feedback_store_crash_is_500() -> None:
 
 
 async def test_owned_http_client_is_closed_at_shutdown() -> None:
-    from cdsh_support import probe_registry
     from fastapi import FastAPI
 
     from cds_hooks import install_cds_hooks
