@@ -3,9 +3,12 @@
 Checks, cheapest first (S-11): ``alg`` allowlisted (never ``none`` or HMAC, S-9/S-10), ``typ``
 JWT, ``kid`` present (S-5), ``iss`` trusted (S-7), ``jku`` equal to the issuer's configured JWKS
 URL or absent (S-7 -- anything else is refused with no outbound request), ``aud`` equal to the
-exact endpoint URL (S-6), ``exp``/``iat`` with a small leeway, ``jti`` present, ``tenant``
-allowlisted when configured, then the signature against the issuer's key for ``kid`` (S-8), and
-last the ``jti`` replay check, so forged tokens cannot burn real jtis.
+exact endpoint URL (S-6), ``exp``/``iat``/``nbf`` finite numbers checked with a small leeway,
+``jti`` present, ``tenant`` allowlisted when configured, then the signature against the issuer's
+key for ``kid`` (S-8), and last the ``jti`` replay check, so forged tokens cannot burn real jtis.
+
+A token is read within fixed bounds before any of that: at most ``MAX_TOKEN_CHARS`` long, strict
+base64url, strict JSON nested at most ``MAX_TOKEN_JSON_DEPTH`` levels; anything else is a 401.
 
 Every failure is :class:`~cds_hooks.errors.Unauthorized`: the 401 body is generic; the reason
 and the token's ``iss``/``kid``/``jti`` go to the log only, never the token itself.
@@ -16,8 +19,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -30,8 +33,9 @@ from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, RSAKey
 
+from cds_hooks.body import parse_json
 from cds_hooks.config import CdsHooksConfig, TrustedIssuer
-from cds_hooks.errors import Unauthorized
+from cds_hooks.errors import InvalidRequest, Unauthorized
 from cds_hooks.http_pool import HttpPool
 
 __all__ = [
@@ -47,6 +51,8 @@ logger = logging.getLogger("cds_hooks.auth")
 Clock = Callable[[], float]
 
 MAX_TOKEN_CHARS = 16_384
+#: A JOSE header and our claims are flat objects (a ``jwk`` header member is two levels).
+MAX_TOKEN_JSON_DEPTH = 16
 MAX_JWKS_BYTES = 512 * 1024
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 _CURVES = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521"}
@@ -218,9 +224,11 @@ class JwksCache:
 
 
 def _b64json(segment: str) -> Any:
+    """One token segment: strict base64url (no stray characters), then strict JSON nested at
+    most :data:`MAX_TOKEN_JSON_DEPTH` levels -- the body parser's rules, with a token's limit."""
     padded = segment + "=" * (-len(segment) % 4)
-    raw = base64.urlsafe_b64decode(padded.encode("ascii"))
-    return json.loads(raw)
+    raw = base64.b64decode(padded.encode("ascii"), altchars=b"-_", validate=True)
+    return parse_json(raw, max_depth=MAX_TOKEN_JSON_DEPTH, what="the token")
 
 
 def _loggable(value: object, limit: int = 128) -> str:
@@ -232,9 +240,11 @@ def _loggable(value: object, limit: int = 128) -> str:
 
 
 def _number(value: object) -> float | None:
+    """A NumericDate (RFC 7519 §2): a finite JSON number; booleans and strings are not."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    number = float(value)
+    return number if math.isfinite(number) else None
 
 
 def _key_fits(alg: str, key: ECKey | RSAKey, jwk_alg: str | None) -> bool:
@@ -295,7 +305,7 @@ class ClientAuthenticator:
             raise Unauthorized("not a compact JWS")
         try:
             header, claims = _b64json(parts[0]), _b64json(parts[1])
-        except (ValueError, binascii.Error, UnicodeError):
+        except (ValueError, binascii.Error, UnicodeError, InvalidRequest):
             raise Unauthorized("malformed token") from None
         if not isinstance(header, dict) or not isinstance(claims, dict):
             raise Unauthorized("malformed token")
@@ -332,15 +342,20 @@ class ClientAuthenticator:
         # -- time (S-6, S-11)
         now = self._clock()
         leeway = config.jwt_leeway_seconds
-        exp, iat = _number(claims.get("exp")), _number(claims.get("iat"))
-        if exp is None or iat is None:
+        if "exp" not in claims or "iat" not in claims:
             raise Unauthorized("exp or iat missing")
+        exp, iat = _number(claims["exp"]), _number(claims["iat"])
+        nbf = _number(claims["nbf"]) if "nbf" in claims else now
+        if exp is None or iat is None or nbf is None:
+            raise Unauthorized("exp, iat or nbf is not a finite number")
         if now > exp + leeway:
             raise Unauthorized("token expired")
         if exp > now + config.jwt_max_lifetime_seconds + leeway:
             raise Unauthorized("exp too far in the future")
         if iat > now + leeway:
             raise Unauthorized("iat in the future")
+        if nbf > now + leeway:
+            raise Unauthorized("token not valid yet (nbf)")
         jti = claims.get("jti")
         if not isinstance(jti, str) or not jti or len(jti) > 256:
             raise Unauthorized("jti missing")

@@ -25,6 +25,7 @@ __all__ = [
     "PrefetchUnavailable",
     "Unauthorized",
     "UnknownService",
+    "UnsupportedMediaType",
     "describe_validation_error",
     "error_response",
     "json_response",
@@ -108,6 +109,15 @@ class PayloadTooLarge(CdsError):  # noqa: N818 -- names fixed by the public API
     status_code = 413
     issue_code = "too-costly"
     default_message = "the request body is too large"
+
+
+class UnsupportedMediaType(CdsError):  # noqa: N818 -- names fixed by the public API
+    """415: a body sent with a media type other than JSON. Refusing ``text/plain`` and the form
+    types is what keeps a cross-site page from posting without a CORS preflight."""
+
+    status_code = 415
+    issue_code = "not-supported"
+    default_message = "the request body must be sent with Content-Type: application/json"
 
 
 class PrefetchUnavailable(CdsError):  # noqa: N818 -- names fixed by the public API

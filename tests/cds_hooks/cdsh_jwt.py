@@ -9,7 +9,7 @@ import json
 import uuid
 from typing import Any
 
-from joserfc import jwt
+from joserfc import jws, jwt
 from joserfc.jwk import ECKey, RSAKey
 
 BASE = "https://cds.example.org"
@@ -78,3 +78,17 @@ def tampered(aud: str) -> str:
     head, _, signature = good.split(".")
     forged = b64(json.dumps(claims(aud, iss=EC_ISS, tenant="other")).encode())
     return f"{head}.{forged}.{signature}"
+
+
+def signed_claims_text(aud: str, *, extra: dict[str, Any] | None = None, **overrides: Any) -> str:
+    """A correctly signed token whose claims are written by ``json.dumps``, which writes
+    ``NaN`` and ``Infinity``: what a careless client library can produce. ``extra`` members
+    are set as given (``None`` included)."""
+    payload = json.dumps({**claims(aud, **overrides), **(extra or {})}).encode()
+    header = {"alg": "ES384", "typ": "JWT", "kid": EC_KEY.kid}
+    return jws.serialize_compact(header, payload, EC_KEY, algorithms=["ES384"])
+
+
+def with_header_text(header: bytes) -> str:
+    """A token whose header segment is ``header`` as given (not necessarily JSON)."""
+    return f"{b64(header)}.{b64(json.dumps({'iss': EC_ISS}).encode())}.c2ln"

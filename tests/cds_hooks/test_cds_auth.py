@@ -21,9 +21,11 @@ from cdsh_jwt import (
     RSA_KEY,
     hs256_with_public_key,
     public_jwks,
+    signed_claims_text,
     tampered,
     token,
     unsigned_token,
+    with_header_text,
 )
 from cdsh_support import SANDBOX_ORIGIN, make_app, order_sign_request, spec_fixture, spec_json
 
@@ -183,6 +185,27 @@ REJECTIONS: list[tuple[str, Any]] = [
     ("no jti", lambda: token(SERVICE_AUD, jti=None)),
     ("no exp", lambda: token(SERVICE_AUD, exp=None)),
     ("crit header", lambda: token(SERVICE_AUD, header={"crit": ["kid"]})),
+    # issue 17 item 7: nbf is honoured; NumericDates are finite JSON numbers
+    ("nbf an hour ahead", lambda: token(SERVICE_AUD, nbf=int(NOW) + 3600)),
+    ("nbf past the leeway", lambda: token(SERVICE_AUD, nbf=int(NOW) + 31)),
+    ("iat NaN", lambda: signed_claims_text(SERVICE_AUD, iat=float("nan"))),
+    ("exp NaN", lambda: signed_claims_text(SERVICE_AUD, exp=float("nan"))),
+    ("nbf NaN", lambda: signed_claims_text(SERVICE_AUD, nbf=float("nan"))),
+    ("exp Infinity", lambda: signed_claims_text(SERVICE_AUD, exp=float("inf"))),
+    ("iat -Infinity", lambda: signed_claims_text(SERVICE_AUD, iat=float("-inf"))),
+    ("exp a boolean", lambda: token(SERVICE_AUD, exp=True)),
+    ("iat a string", lambda: token(SERVICE_AUD, iat=str(int(NOW)))),
+    ("nbf a string", lambda: token(SERVICE_AUD, nbf="0")),
+    ("nbf null", lambda: signed_claims_text(SERVICE_AUD, extra={"nbf": None})),
+    # issue 17 item 6: malformed tokens are a 401, never a 500
+    ("header nested 12,000 deep", lambda: with_header_text(b"[" * 12_000)),
+    ("header nested 17 deep", lambda: with_header_text(b"[" * 17 + b"]" * 17)),
+    ("header not base64url", lambda: "eyJhbGciOiJFUzM4NCJ9!.e30.c2ln"),
+    ("header not UTF-8", lambda: with_header_text(b"\xff\xfe")),
+    ("header an array", lambda: with_header_text(b'["alg"]')),
+    ("header with a lone surrogate", lambda: with_header_text(b'{"kid": "\\ud800"}')),
+    ("header number too large", lambda: with_header_text(b'{"alg": 1' + b"0" * 400 + b"}")),
+    ("token too long", lambda: token(SERVICE_AUD, pad="x" * 16_384)),
 ]
 
 
@@ -397,3 +420,38 @@ async def test_handler_sees_the_authenticated_client() -> None:
             headers=bearer(token(BASE + "/cds-services/who", tenant="t-9")),
         )
     assert response.json()["cards"][0]["summary"] == f"{EC_ISS} t-9"
+
+
+@pytest.mark.parametrize("nbf_offset", [-3600, 0, 30])
+async def test_nbf_within_the_leeway_is_accepted(
+    client: httpx.AsyncClient, nbf_offset: int
+) -> None:
+    """nbf gets the same leeway as iat (30 s)."""
+    jwt_value = token(SERVICE_AUD, nbf=int(NOW) + nbf_offset)
+    assert (await call_service(client, jwt_value)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", SERVICE),
+        ("POST", SERVICE + "/feedback"),
+        ("GET", "/cds-services"),
+        ("POST", "/cds-services//probe-order-sign"),
+    ],
+)
+async def test_deeply_nested_token_header_is_a_401_without_traceback(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture, method: str, path: str
+) -> None:
+    """Issue 17 item 6: a header of 12,000 '[' (16,000 characters, under the length cap) made
+    the JSON decoder recurse until RecursionError: a 500 before authentication, with a
+    traceback in the log."""
+    caplog.set_level("DEBUG")
+    headers = bearer(with_header_text(b"[" * 12_000))
+    response = await client.request(method, path, json=order_sign_request(), headers=headers)
+    assert response.status_code == 401
+    assert response.json()["issue"][0]["code"] == "login"
+    for record in caplog.records:
+        assert record.exc_info is None
+        assert "RecursionError" not in record.getMessage()
+    assert any("auth_reason=malformed token" in r.getMessage() for r in caplog.records)
