@@ -21,7 +21,6 @@ from contextlib import asynccontextmanager
 from typing import Any, Protocol, cast
 
 import httpx
-import orjson
 from fastapi import APIRouter, FastAPI
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ValidationError
@@ -30,14 +29,15 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from cds_hooks.auth import ClientAuthenticator, ClientIdentity, ReplayStore
+from cds_hooks.body import read_json_object
 from cds_hooks.config import CdsHooksConfig
 from cds_hooks.cors import CorsMiddleware
 from cds_hooks.errors import (
     CdsError,
     InternalError,
     InvalidRequest,
+    ItemsRefused,
     MethodNotAllowed,
-    PayloadTooLarge,
     PrefetchUnavailable,
     Unauthorized,
     UnknownService,
@@ -52,6 +52,7 @@ from cds_hooks.models import (
     AcceptedSuggestion,
     CdsRequest,
     CdsResponse,
+    FeedbackCoding,
     FeedbackItem,
     FeedbackRequest,
     FhirAuthorization,
@@ -147,7 +148,9 @@ def _known_names(*models: type[BaseModel]) -> frozenset[str]:
 
 
 _REQUEST_NAMES = _known_names(CdsRequest, FhirAuthorization)
-_FEEDBACK_NAMES = _known_names(FeedbackRequest, FeedbackItem, AcceptedSuggestion, OverrideReason)
+_FEEDBACK_NAMES = _known_names(
+    FeedbackRequest, FeedbackItem, AcceptedSuggestion, OverrideReason, FeedbackCoding
+)
 
 #: Context members that must be non-empty strings / objects / arrays when a hook requires them.
 _OBJECT_CONTEXT = frozenset({"draftOrders", "dispatchedOrders", "appointments"})
@@ -290,37 +293,36 @@ _RESPONSE_SCHEMA: dict[str, Any] = {
         "systemActions": {"type": "array", "items": _ACTION_SCHEMA},
     },
 }
-# What FeedbackRequest accepts, member by member (spec 2.0 "Feedback"): a body the schema allows
-# is stored, one it refuses is a 400. Other members are kept, as the spec lets clients add them.
-_FEEDBACK_ITEM_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["card", "outcome", "outcomeTimestamp"],
-    "properties": {
-        "card": {"type": "string", "description": "the uuid of the card"},
-        "outcome": {"enum": ["accepted", "overridden"]},
-        "outcomeTimestamp": {"type": "string", "description": "ISO 8601 instant"},
-        "acceptedSuggestions": {
-            "type": ["array", "null"],
-            "items": {
-                "type": "object",
-                "required": ["id"],
-                "properties": {"id": {"type": "string"}},
-            },
-        },
-        "overrideReason": {
-            "type": ["object", "null"],
-            "properties": {
-                "reason": {"type": ["object", "null"]},
-                "userComment": {"type": ["string", "null"]},
-            },
-        },
-    },
-}
-_FEEDBACK_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["feedback"],
-    "properties": {"feedback": {"type": "array", "items": _FEEDBACK_ITEM_SCHEMA}},
-}
+
+
+def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """``model``'s JSON Schema (what it validates, by alias) with its ``$defs`` inlined, so the
+    request body in the OpenAPI document is derived from the model and stands on its own."""
+    schema = model.model_json_schema(by_alias=True, mode="validation")
+    definitions: dict[str, Any] = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return inline(definitions[ref.removeprefix("#/$defs/")])
+            return {
+                key: inline(value)
+                for key, value in node.items()
+                if not (key == "title" and isinstance(value, str))  # pydantic's class names
+            }
+        if isinstance(node, list):
+            return [inline(value) for value in node]
+        return node
+
+    inlined: dict[str, Any] = inline(schema)
+    return inlined
+
+
+# What FeedbackRequest accepts, member by member (spec 2.0 "Feedback"), limits included: a body
+# the schema allows is stored, one it refuses is a 400. Other members are kept, as the spec lets
+# clients add them.
+_FEEDBACK_SCHEMA = _inline_schema(FeedbackRequest)
 _OUTCOME = {
     "application/fhir+json": {
         "schema": {
@@ -353,6 +355,8 @@ def _error_docs(*codes: int) -> dict[int | str, dict[str, Any]]:
         401: "Missing or invalid client JWT",
         404: "Unknown service",
         412: "Required data unavailable",
+        413: "Request body too large",
+        415: "Request body not sent as application/json",
         500: "Internal error",
     }
     return {code: {"description": text[code], "content": _OUTCOME} for code in codes}
@@ -420,29 +424,7 @@ class CdsHooks:
         return service
 
     async def _read_json(self, request: Request) -> dict[str, Any]:
-        limit = self.config.max_request_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise PayloadTooLarge()
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge()
-            chunks.append(chunk)
-        raw = b"".join(chunks)
-        if not raw.strip():
-            raise InvalidRequest("the request body is empty; send a JSON object")
-        try:
-            payload = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise InvalidRequest(
-                f"the request body is not valid JSON (line {exc.lineno}, column {exc.colno})"
-            ) from None
-        if not isinstance(payload, dict):
-            raise InvalidRequest("the request body must be a JSON object")
-        return payload
+        return await read_json_object(request, max_bytes=self.config.max_request_bytes)
 
     @staticmethod
     def _parse_request(payload: dict[str, Any], service: CdsService) -> CdsRequest:
@@ -483,6 +465,8 @@ class CdsHooks:
             await self._authenticate(request)
         except CdsError as exc:
             return self._fail(exc, event="discovery", started=started)
+        except Exception as exc:
+            return self._crash(exc, event="discovery", started=started)
         _log_done("discovery", 200, started)
         discovery = self.registry.discovery().model_dump(mode="json", by_alias=True)
         return json_response(discovery)
@@ -533,30 +517,38 @@ class CdsHooks:
         return Response(content=body, media_type="application/json")
 
     async def feedback(self, request: Request, service_id: str) -> Response:
-        """F-1..F-10: ``POST /cds-services/{id}/feedback``; stored idempotently, 200 ``{}``."""
+        """F-1..F-10: ``POST /cds-services/{id}/feedback``; stored idempotently, 200 ``{}``.
+
+        Each item is judged on its own (F-8: a batch mixes cards and hook calls): the valid
+        ones are stored even when others are refused; then the answer is a 400 naming each
+        refused item, with an informational issue saying how many were stored."""
         started = time.perf_counter()
         service: CdsService | None = None
         try:
             await self._authenticate(request)
             service = self._service(service_id)
             payload = await self._read_json(request)
-            try:
-                parsed = FeedbackRequest.model_validate(payload, by_name=False)
-            except ValidationError as exc:
-                raise InvalidRequest(describe_validation_error(exc, _FEEDBACK_NAMES)) from None
-            new = await run_in_threadpool(self.feedback_store.record, service.id, parsed.feedback)
+            entries = payload.get("feedback")
+            if entries is None:
+                raise InvalidRequest("member 'feedback' is required")
+            if not isinstance(entries, list):
+                raise InvalidRequest("member 'feedback' must be an array")
+            items: list[FeedbackItem] = []
+            refused: list[str] = []
+            for index, entry in enumerate(entries):
+                try:
+                    items.append(FeedbackItem.model_validate(entry, by_name=False))
+                except ValidationError as exc:
+                    where = ("feedback", index)
+                    refused.append(describe_validation_error(exc, _FEEDBACK_NAMES, prefix=where))
+            new = await run_in_threadpool(self.feedback_store.record, service.id, items)
+            if refused:
+                raise ItemsRefused(refused, accepted=len(items), total=len(entries))
         except CdsError as exc:
             return self._fail(exc, event="feedback", started=started, service=service)
         except Exception as exc:
             return self._crash(exc, event="feedback", started=started, service=service)
-        _log_done(
-            "feedback",
-            200,
-            started,
-            service=service,
-            items=len(parsed.feedback),
-            new_items=new,
-        )
+        _log_done("feedback", 200, started, service=service, items=len(items), new_items=new)
         return json_response({})
 
     async def not_allowed(self, request: Request) -> Response:
@@ -644,7 +636,7 @@ class CdsHooks:
             )
         invoke_doc: dict[int | str, dict[str, Any]] = {
             200: {"content": {"application/json": {"schema": _RESPONSE_SCHEMA}}},
-            **_error_docs(400, 401, 404, 412, 500),
+            **_error_docs(400, 401, 404, 412, 413, 415, 500),
         }
         request_body = {
             "requestBody": {
@@ -680,7 +672,7 @@ class CdsHooks:
                             "application/json": {"schema": {"type": "object", "maxProperties": 0}}
                         },
                     },
-                    **_error_docs(400, 401, 404, 500),
+                    **_error_docs(400, 401, 404, 413, 415, 500),
                 },
                 openapi_extra=feedback_body,
                 include_in_schema=in_schema,

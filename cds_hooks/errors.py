@@ -16,10 +16,13 @@ import orjson
 from pydantic import ValidationError
 from starlette.responses import Response
 
+from cds_hooks.models import NO_NUL
+
 __all__ = [
     "CdsError",
     "InternalError",
     "InvalidRequest",
+    "ItemsRefused",
     "MethodNotAllowed",
     "PayloadTooLarge",
     "PrefetchUnavailable",
@@ -53,6 +56,10 @@ class CdsError(Exception):
     def headers(self) -> dict[str, str]:
         return {}
 
+    def outcome(self) -> dict[str, Any]:
+        """The OperationOutcome body sent for this error."""
+        return operation_outcome(self.diagnostics, code=self.issue_code)
+
 
 class InvalidRequest(CdsError):  # noqa: N818 -- names fixed by the public API
     """400: malformed JSON, missing or mistyped REQUIRED members, hook/id mismatch (H-3)."""
@@ -60,6 +67,49 @@ class InvalidRequest(CdsError):  # noqa: N818 -- names fixed by the public API
     status_code = 400
     issue_code = "invalid"
     default_message = "the request is not a valid CDS Hooks request"
+
+
+class ItemsRefused(InvalidRequest):
+    """400 for a batch judged item by item (feedback, F-8): one issue per refused item, then
+    an informational issue saying how many of the others were accepted. At most
+    ``MAX_LISTED`` items are listed, so the answer stays small whatever the batch."""
+
+    MAX_LISTED: ClassVar[int] = 50
+
+    def __init__(self, refused: Sequence[str], *, accepted: int, total: int) -> None:
+        self.refused = tuple(refused)
+        self.accepted = accepted
+        self.total = total
+        super().__init__(
+            f"{len(self.refused)} of {total} item(s) refused; {accepted} accepted and stored"
+        )
+
+    def outcome(self) -> dict[str, Any]:
+        issues = [
+            {"severity": "error", "code": self.issue_code, "diagnostics": text}
+            for text in self.refused[: self.MAX_LISTED]
+        ]
+        unlisted = len(self.refused) - self.MAX_LISTED
+        if unlisted > 0:
+            issues.append(
+                {
+                    "severity": "error",
+                    "code": self.issue_code,
+                    "diagnostics": f"and {unlisted} more refused item(s)",
+                }
+            )
+        issues.append(
+            {
+                "severity": "information",
+                "code": "informational",
+                "diagnostics": (
+                    f"{self.accepted} of {self.total} item(s) were stored; the "
+                    f"{len(self.refused)} listed were refused and not stored. Correct and resend "
+                    "them (resending stored items is harmless: each is stored once)."
+                ),
+            }
+        )
+        return {"resourceType": "OperationOutcome", "issue": issues}
 
 
 class Unauthorized(CdsError):  # noqa: N818 -- names fixed by the public API
@@ -166,9 +216,8 @@ def json_response(
 
 def error_response(error: CdsError) -> Response:
     """Map any :class:`CdsError` to its HTTP response. This is the only such mapping."""
-    body = operation_outcome(error.diagnostics, code=error.issue_code)
     return Response(
-        content=orjson.dumps(body),
+        content=orjson.dumps(error.outcome()),
         status_code=error.status_code,
         headers=error.headers(),
         media_type=FHIR_JSON,
@@ -212,20 +261,32 @@ def _location(loc: Iterable[int | str], known_names: frozenset[str]) -> str:
 
 
 def describe_validation_error(
-    error: ValidationError, known_names: Iterable[str], *, limit: int = 5
+    error: ValidationError,
+    known_names: Iterable[str],
+    *,
+    limit: int = 5,
+    prefix: Sequence[int | str] = (),
 ) -> str:
     """Turn a pydantic error into "member 'hookInstance' is required; ..." without input values.
 
-    Only the error *type* is used; pydantic's ``msg`` and ``input`` are ignored because they
-    can contain the offending value.
+    Only the error *type* is used, and for length limits the limit itself (from the model, so
+    never request content); pydantic's ``msg`` and ``input`` are ignored because they can
+    contain the offending value. ``prefix`` is prepended to every location (``feedback[3]``).
     """
     names = frozenset(known_names)
     parts: list[str] = []
-    for item in error.errors(include_url=False, include_input=False, include_context=False)[:limit]:
-        where = _location(item["loc"], names)
-        what = _TYPE_MESSAGES.get(item["type"], "has an invalid value")
-        parts.append(f"member '{where}' {what}")
+    for item in error.errors(include_url=False, include_input=False)[:limit]:
+        where = _location((*prefix, *item["loc"]), names)
+        parts.append(f"member '{where}' {_problem(item['type'], item.get('ctx') or {})}")
     extra = error.error_count() - len(parts)
     if extra > 0:
         parts.append(f"and {extra} more problem(s)")
     return "; ".join(parts)
+
+
+def _problem(kind: str, ctx: Mapping[str, Any]) -> str:
+    if kind == "string_too_long" and isinstance(ctx.get("max_length"), int):
+        return f"is too long (at most {ctx['max_length']} characters)"
+    if kind == "string_pattern_mismatch" and ctx.get("pattern") == NO_NUL:
+        return "must not contain the NUL character (U+0000)"
+    return _TYPE_MESSAGES.get(kind, "has an invalid value")

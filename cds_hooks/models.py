@@ -7,7 +7,7 @@ Incoming objects are lenient: unknown members and ``extension`` objects are acce
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import (
@@ -333,19 +333,55 @@ class CdsRequest(Incoming):
     __str__ = __repr__
 
 
+# Feedback limits: every stored string has one, the same on every database (SQLite does not
+# enforce column sizes, PostgreSQL refuses an over-long value or a NUL with an error). The
+# store sizes its columns from these; the OpenAPI document states them, derived from the models.
+#: ``card``, ``acceptedSuggestions[].id`` (uuids) and ``overrideReason.reason.code``.
+FEEDBACK_ID_MAX = 128
+#: ``overrideReason.reason.system`` (a URI).
+FEEDBACK_SYSTEM_MAX = 255
+#: ``outcomeTimestamp``: an RFC 3339 instant is at most 35 characters (nanoseconds, offset).
+FEEDBACK_TIMESTAMP_MAX = 40
+#: ``overrideReason.userComment``.
+FEEDBACK_COMMENT_MAX = 4096
+#: No NUL character (U+0000): PostgreSQL text cannot hold one. The same expression in Python,
+#: pydantic's regex engine and the document's JSON Schema (ECMA-262).
+NO_NUL = "^[^\\x00]*$"
+
+
+def _stored(max_length: int, description: str) -> Any:
+    return Field(max_length=max_length, pattern=NO_NUL, description=description)
+
+
+class FeedbackCoding(Incoming):
+    """The override reason the user picked: a Coding echoed from the card (F-6), ``display``
+    often left out. Only ``code`` and ``system`` are stored."""
+
+    code: Annotated[str | None, _stored(FEEDBACK_ID_MAX, "the reason's code")] = None
+    system: Annotated[str | None, _stored(FEEDBACK_SYSTEM_MAX, "the reason's code system")] = None
+    display: str | None = None
+
+
 class OverrideReason(Incoming):
-    reason: JsonObject | None = None
-    user_comment: str | None = Field(default=None, alias="userComment")
+    reason: FeedbackCoding | None = None
+    user_comment: Annotated[str | None, _stored(FEEDBACK_COMMENT_MAX, "the user's comment")] = (
+        Field(default=None, alias="userComment")
+    )
 
 
 class AcceptedSuggestion(Incoming):
-    id: str
+    id: Annotated[str, _stored(FEEDBACK_ID_MAX, "the uuid of the accepted suggestion")]
 
 
 class FeedbackItem(Incoming):
-    card: str
+    """One feedback entry (F-2..F-7). Judged on its own: in a batch, a refused item does not
+    stop the others from being stored."""
+
+    card: Annotated[str, _stored(FEEDBACK_ID_MAX, "the uuid of the card")]
     outcome: FeedbackOutcome
-    outcome_timestamp: str = Field(alias="outcomeTimestamp")
+    outcome_timestamp: Annotated[
+        str, _stored(FEEDBACK_TIMESTAMP_MAX, "ISO 8601 instant of the user's action")
+    ] = Field(alias="outcomeTimestamp")
     accepted_suggestions: list[AcceptedSuggestion] | None = Field(
         default=None, alias="acceptedSuggestions"
     )

@@ -37,7 +37,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from cds_hooks.models import FeedbackItem
+from cds_hooks.models import (
+    FEEDBACK_ID_MAX,
+    FEEDBACK_SYSTEM_MAX,
+    FEEDBACK_TIMESTAMP_MAX,
+    FeedbackItem,
+)
 
 metadata = MetaData()
 
@@ -48,13 +53,15 @@ feedback_table = Table(
     # sha256 of the normalised item: makes repeats of the same feedback idempotent (F-8).
     Column("fingerprint", String(64), nullable=False, unique=True),
     Column("service_id", String(128), nullable=False, index=True),
-    Column("card_uuid", String(128), nullable=False, index=True),
+    # Sized from the limits the API checks on input (cds_hooks.models), so that an item the
+    # API accepts fits on PostgreSQL as on SQLite (which does not enforce sizes).
+    Column("card_uuid", String(FEEDBACK_ID_MAX), nullable=False, index=True),
     Column("outcome", String(16), nullable=False),
-    Column("outcome_timestamp", String(40), nullable=False),
+    Column("outcome_timestamp", String(FEEDBACK_TIMESTAMP_MAX), nullable=False),
     Column("accepted_suggestions", Text, nullable=True),  # JSON array of suggestion uuids
-    Column("override_reason_system", String(255), nullable=True),
-    Column("override_reason_code", String(128), nullable=True),
-    Column("user_comment", Text, nullable=True),
+    Column("override_reason_system", String(FEEDBACK_SYSTEM_MAX), nullable=True),
+    Column("override_reason_code", String(FEEDBACK_ID_MAX), nullable=True),
+    Column("user_comment", Text, nullable=True),  # at most FEEDBACK_COMMENT_MAX characters
     Column("received_at", DateTime(timezone=True), nullable=False),
 )
 
@@ -71,8 +78,8 @@ def _fingerprint(service_id: str, item: FeedbackItem) -> tuple[str, dict[str, An
             if item.accepted_suggestions
             else None
         ),
-        "override_reason_system": str(reason.get("system")) if reason else None,
-        "override_reason_code": str(reason.get("code")) if reason else None,
+        "override_reason_system": reason.system if reason else None,
+        "override_reason_code": reason.code if reason else None,
         "user_comment": item.override_reason.user_comment if item.override_reason else None,
     }
     digest = hashlib.sha256(json.dumps(row, sort_keys=True).encode()).hexdigest()

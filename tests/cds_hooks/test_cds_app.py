@@ -423,6 +423,25 @@ _OVERRIDDEN = {**_ITEM, "outcome": "overridden"}
         {"feedback": [{**_ITEM, "acceptedSuggestions": "s1"}]},
         {"feedback": [{**_OVERRIDDEN, "overrideReason": {"userComment": 5}}]},
         {"feedback": [{**_OVERRIDDEN, "overrideReason": "busy"}]},
+        # limits (issue 17 item 9): the same on every database, stated in the document
+        {"feedback": [{**_ITEM, "card": "c" * 128}]},
+        {"feedback": [{**_ITEM, "card": "c" * 129}]},
+        {"feedback": [{**_ITEM, "card": "c\x00"}]},
+        {"feedback": [{**_ITEM, "outcomeTimestamp": "2025-03-04T10:00:00.123456789+05:30"}]},
+        {"feedback": [{**_ITEM, "outcomeTimestamp": "2" * 41}]},
+        {"feedback": [{**_ITEM, "acceptedSuggestions": [{"id": "s" * 128}]}]},
+        {"feedback": [{**_ITEM, "acceptedSuggestions": [{"id": "s" * 129}]}]},
+        {"feedback": [{**_OVERRIDDEN, "overrideReason": {"reason": {"code": "x" * 128}}}]},
+        {"feedback": [{**_OVERRIDDEN, "overrideReason": {"reason": {"code": "x" * 129}}}]},
+        {"feedback": [{**_OVERRIDDEN, "overrideReason": {"reason": {"system": "s" * 255}}}]},
+        {"feedback": [{**_OVERRIDDEN, "overrideReason": {"reason": {"system": "s" * 256}}}]},
+        {"feedback": [{**_OVERRIDDEN, "overrideReason": {"reason": {"system": {"s": "x"}}}}]},
+        {"feedback": [{**_OVERRIDDEN, "overrideReason": {"reason": {"code": 5}}}]},
+        {"feedback": [{**_OVERRIDDEN, "overrideReason": {"reason": {"display": "No"}}}]},
+        {"feedback": [{**_OVERRIDDEN, "overrideReason": {"userComment": "c" * 4096}}]},
+        {"feedback": [{**_OVERRIDDEN, "overrideReason": {"userComment": "c" * 4097}}]},
+        {"feedback": [{**_OVERRIDDEN, "overrideReason": {"userComment": "a\x00b"}}]},
+        {"feedback": [_ITEM, {**_ITEM, "card": "c" * 129}]},
     ],
 )
 async def test_documented_feedback_schema_and_the_service_agree(
@@ -451,6 +470,50 @@ async def test_bad_feedback_is_400_without_echo(
     assert response.status_code == 400
     assert where in outcome_text(response)
     assert MARKER not in response.text
+
+
+async def test_feedback_items_are_stored_or_refused_each_on_its_own() -> None:
+    """Issue 17 item 9: one item over a limit lost the whole batch. Now the valid items are
+    stored and the 400 names each refused item and the limit it broke, and says how many
+    were stored."""
+    store = MemoryFeedbackStore()
+    app = make_app(store=store)
+    batch = [
+        {**_ITEM, "card": "first"},
+        {**_ITEM, "card": MARKER * 20},
+        {**_OVERRIDDEN, "card": "third", "overrideReason": {"reason": {"code": "x" * 129}}},
+        {**_OVERRIDDEN, "card": "fourth", "overrideReason": {"userComment": MARKER + "\x00"}},
+        {**_ITEM, "card": "fifth"},
+        MARKER,
+    ]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        response = await c.post(POST_URL + "/feedback", json={"feedback": batch})
+        again = await c.post(POST_URL + "/feedback", json={"feedback": batch})
+    assert response.status_code == 400
+    assert sorted(key[1] for key in store.items) == ["fifth", "first"]
+    issues = response.json()["issue"]
+    assert [i["diagnostics"] for i in issues[:-1]] == [
+        "member 'feedback[1].card' is too long (at most 128 characters)",
+        "member 'feedback[2].overrideReason.reason.code' is too long (at most 128 characters)",
+        "member 'feedback[3].overrideReason.userComment' must not contain the NUL character "
+        "(U+0000)",
+        "member 'feedback[5]' must be a JSON object",
+    ]
+    assert issues[-1]["severity"] == "information"
+    assert issues[-1]["diagnostics"].startswith("2 of 6 item(s) were stored; the 4 listed")
+    assert MARKER not in response.text
+    assert again.json() == response.json()  # a resend stores nothing twice (F-8)
+    assert len(store.items) == 2
+
+
+async def test_a_batch_of_refused_items_lists_at_most_fifty(client: httpx.AsyncClient) -> None:
+    batch = [{**_ITEM, "card": "c" * 129}] * 120
+    response = await client.post(POST_URL + "/feedback", json={"feedback": batch})
+    assert response.status_code == 400
+    issues = response.json()["issue"]
+    assert len(issues) == 52
+    assert issues[50]["diagnostics"] == "and 70 more refused item(s)"
+    assert issues[51]["diagnostics"].startswith("0 of 120 item(s) were stored")
 
 
 async def test_feedback_for_unknown_service_is_404(client: httpx.AsyncClient) -> None:

@@ -298,7 +298,9 @@ def test_arbitrary_bodies_never_5xx(body: Any) -> None:
             transport=httpx.ASGITransport(app=app), base_url="http://t"
         ) as c:
             response = await c.post(
-                "/cds-services/probe-order-sign", content=json.dumps(copy.deepcopy(body))
+                "/cds-services/probe-order-sign",
+                content=json.dumps(copy.deepcopy(body)),
+                headers={"content-type": "application/json"},
             )
             return response.status_code
 
