@@ -5,11 +5,9 @@ Error messages say what is wrong and where, never echo the request body (patient
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from fastapi import Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
@@ -76,26 +74,3 @@ class BodyError(Exception):
         super().__init__(message)
         self.status_code = status_code
         self.message = message
-
-
-async def read_json_object(request: Request, *, max_bytes: int) -> dict[str, Any]:
-    """The request's JSON object, at most ``max_bytes`` long."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise BodyError(413, f"the request is larger than {max_bytes} bytes")
-    body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > max_bytes:
-            raise BodyError(413, f"the request is larger than {max_bytes} bytes")
-    try:
-        data = json.loads(body)
-    except UnicodeDecodeError:
-        raise BodyError(400, "the request body is not UTF-8 text") from None
-    except json.JSONDecodeError as exc:
-        raise BodyError(
-            400, f"the request body is not valid JSON (line {exc.lineno}, column {exc.colno})"
-        ) from None
-    if not isinstance(data, dict):
-        raise BodyError(400, "the request body must be a JSON object")
-    return data

@@ -19,10 +19,12 @@ from typing import Any, Literal, cast
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from cds_hooks.body import read_json_object
+from cds_hooks.errors import CdsError, error_response
 from plugin.hook_request import HOOKS, BundleError, build_hook_request
 from plugin.services import DISCHARGE_SERVICE, EXTENSION_KEY, ORDER_SIGN_SERVICE
 from plugin.settings import Settings
-from plugin.web.pages import BodyError, json_error, read_json_object, render
+from plugin.web.pages import BodyError, json_error, render
 from plugin.web.samples import scenario_bundle, scenarios
 from plugin.web.settings import WebSettings
 from plugin.web.visits import analyse_bundle
@@ -88,6 +90,8 @@ def sandbox_router(settings: Settings, web: WebSettings) -> APIRouter:
             built = build_hook_request(
                 _bundle(data), cast(Literal["order-sign", "encounter-discharge"], hook)
             )
+        except CdsError as exc:  # the body itself: media type, size, JSON limits
+            return error_response(exc)
         except BodyError as exc:
             return json_error(exc.status_code, exc.message)
         except BundleError as exc:  # says which entry and what is missing, never the content
@@ -103,6 +107,8 @@ def sandbox_router(settings: Settings, web: WebSettings) -> APIRouter:
             payer = _choice(data, "payerRule", PAYER_RULES, settings.payer_rule)
             pair = _choice(data, "pairRule", PAIR_RULES, settings.pair_interval_rule)
             bundle = _bundle(data)
+        except CdsError as exc:  # the body itself: media type, size, JSON limits
+            return error_response(exc)
         except BodyError as exc:
             return json_error(exc.status_code, exc.message)
         try:

@@ -388,3 +388,53 @@ async def test_without_encounter_id_the_visit_is_searched_by_patient_and_draft_d
     assert search.called
     assert search.calls.last.request.headers["Authorization"] == "Bearer opaque-token"
     assert _topics(response.json()["cards"], "critical") == ["E-PAIR-NO-MODIFIER"]
+
+
+def _with_deep_notes(request: dict[str, Any], depth: int) -> dict[str, Any]:
+    """Each draft order's ``note`` nested ``depth`` objects deep (free text the cards quote when
+    they suggest updating the order)."""
+    note: Any = "n"
+    for _ in range(depth):
+        note = {"text": note}
+    for entry in request["context"]["draftOrders"]["entry"]:
+        entry["resource"]["note"] = [note]
+    return request
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
+
+
+@pytest.mark.anyio
+async def test_a_draft_order_note_nested_250_deep_is_a_400_not_a_500(
+    client: httpx.AsyncClient,
+) -> None:
+    """Issue 17 item 8: the order-sign card that suggests updating the order quotes it; at 250
+    levels orjson refused to write the answer (its limit is 255) and the call was a 500. The
+    body's nesting is bounded on input, and at the bound the same card is written."""
+    from cds_hooks.body import MAX_JSON_DEPTH
+
+    deep = _with_deep_notes(build_hook_request(_bundle("pair-no-modifier.json")), 250)
+    response = await client.post(f"/cds-services/{ORDER_SIGN_SERVICE}", json=deep)
+    assert response.status_code == 400
+    assert f"more than {MAX_JSON_DEPTH} levels deep" in response.json()["issue"][0]["diagnostics"]
+
+    request = build_hook_request(_bundle("pair-no-modifier.json"))
+    base = _depth(_with_deep_notes(json.loads(json.dumps(request)), 10)) - 10
+    at_limit = _with_deep_notes(request, MAX_JSON_DEPTH - base)
+    assert _depth(at_limit) == MAX_JSON_DEPTH
+    response = await client.post(f"/cds-services/{ORDER_SIGN_SERVICE}", json=at_limit)
+    assert response.status_code == 200
+    resources = [
+        action["resource"]
+        for card in response.json()["cards"]
+        for suggestion in card.get("suggestions", ())
+        for action in suggestion.get("actions", ())
+        if "resource" in action
+    ]
+    assert resources
+    assert all("note" in resource for resource in resources)

@@ -153,8 +153,58 @@ async def test_bad_input_gets_a_clear_error_that_never_echoes_the_body(
         "/sandbox/api/request", content=body, headers={"Content-Type": "application/json"}
     )
     assert response.status_code == status
-    assert says in response.json()["error"]
+    assert says in _message(response)
     assert "secret-123" not in response.text
+
+
+def _message(response: httpx.Response) -> str:
+    """The helper's error: ``{"error": ...}`` about the content, an OperationOutcome (what the
+    CDS Hooks endpoints answer) about the body itself. The page shows both."""
+    body = response.json()
+    if "error" in body:
+        return str(body["error"])
+    assert body["resourceType"] == "OperationOutcome"
+    return "; ".join(issue["diagnostics"] for issue in body["issue"])
+
+
+HELPERS = ["/sandbox/api/request", "/sandbox/api/timeline"]
+BUNDLE_HEAD = '{"bundle": {"resourceType": "Bundle", "entry": [{"resource": '
+
+
+@pytest.mark.parametrize("path", HELPERS)
+@pytest.mark.parametrize(
+    ("what", "raw", "says"),
+    [
+        ("arrays 5,000 deep", BUNDLE_HEAD + "[" * 5_000 + "]" * 5_000 + "}]}}", "levels deep"),
+        ("objects 65 deep", BUNDLE_HEAD + '{"a":' * 65 + "1" + "}" * 65 + "}]}}", "levels deep"),
+        ("a 5,000-digit number", BUNDLE_HEAD + '{"n": ' + "7" * 5_000 + "}}]}}", "too large"),
+        ("a lone surrogate", BUNDLE_HEAD + '{"id": "\\udfff"}}]}}', "not valid Unicode"),
+        ("NaN", BUNDLE_HEAD + '{"total": NaN}}]}}', "not valid JSON"),
+    ],
+)
+async def test_json_shapes_from_issue_17_are_a_400_naming_the_limit(
+    client: httpx.AsyncClient, path: str, what: str, raw: str, says: str
+) -> None:
+    """Issue 17 item 8: each of these was a 500 from the helpers (RecursionError, the integer
+    conversion limit) or went on into the analysis (NaN, a lone surrogate)."""
+    response = await client.post(path, content=raw, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400, what
+    assert response.headers["content-type"] == "application/fhir+json"
+    assert says in _message(response), what
+
+
+@pytest.mark.parametrize("path", HELPERS)
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+async def test_a_body_not_sent_as_json_is_a_415(
+    client: httpx.AsyncClient, path: str, content_type: str | None
+) -> None:
+    """Issue 17 item 12: a cross-site page could run the timeline (and so item 1) against a
+    developer's `make serve` with a text/plain POST, which needs no CORS preflight."""
+    raw = json.dumps({"bundle": _bundle("pair-no-modifier.json")})
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = await client.post(path, content=raw, headers=headers)
+    assert response.status_code == 415
+    assert "Content-Type: application/json" in _message(response)
 
 
 async def test_an_oversized_body_is_refused(
