@@ -73,7 +73,7 @@ def _telemetry_config() -> TelemetryConfig:
     """FastAPI's built-in OpenTelemetry instrumentation when the deployment configures
     OpenTelemetry (any ``OTEL_*`` variable, or ``FASTAPI_OTEL_AUTO_CONFIGURE=true``); otherwise
     it is off, so no request pays for looking up providers that are not there. The service's
-    own Prometheus metrics (``/metrics``) are always on."""
+    own Prometheus metrics are always collected (``/metrics`` is served as the settings say)."""
     wanted = os.environ.get("FASTAPI_OTEL_AUTO_CONFIGURE", "").lower() == "true" or any(
         name.startswith("OTEL_") for name in os.environ
     )
@@ -119,6 +119,19 @@ def cds_config(settings: Settings) -> CdsHooksConfig:
     )
 
 
+def _announce_operator_endpoints(settings: Settings) -> None:
+    """Say at start-up what is served beside the API, and how to change it."""
+    if not settings.metrics_served():
+        logger.info("GET /metrics is off (set THERAPY_CDS_METRICS_TOKEN to serve it to a scraper)")
+    elif settings.metrics_token is None and not settings.development:
+        logger.warning(
+            "GET /metrics is served without authentication (THERAPY_CDS_METRICS=true); "
+            "set THERAPY_CDS_METRICS_TOKEN or expose it to your scraper only"
+        )
+    if settings.api_docs_served() and not settings.development:
+        logger.warning("/docs and /openapi.json are served (THERAPY_CDS_API_DOCS=true)")
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service. Refuses to start on unsafe or unreadable configuration."""
     settings = settings if settings is not None else Settings()
@@ -128,11 +141,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     replay_store = SqlReplayStore(engine)
     config = cds_config(settings)
 
+    docs = settings.api_docs_served()  # /docs and /openapi.json: development by default
     app = FastAPI(
         title="therapy-cds",
         version=__version__,
         summary="CDS Hooks 2.0 service for PT/OT timed-code billing",
-        docs_url="/docs",
+        docs_url="/docs" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
         redoc_url=None,
         telemetry=_telemetry_config(),
     )
@@ -149,7 +164,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     runtime = install_cds_hooks(app, registry, config, feedback_store, replay_store=replay_store)
     # ---- metrics: GET /metrics, latency per service, prefetch states, findings, feedback ----
-    install_metrics(app, runtime, metrics)
+    token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+    install_metrics(app, runtime, metrics, serve=settings.metrics_served(), token=token)
+    _announce_operator_endpoints(settings)
     # ----
     warm_up_cards()  # no model building on the first request
 

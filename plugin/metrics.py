@@ -1,6 +1,9 @@
 """Prometheus metrics at ``/metrics``: request latency per service, prefetch key states,
 findings by rule id and feedback stored.
 
+Always collected; served as the settings say (``THERAPY_CDS_METRICS``, ``..._METRICS_TOKEN``):
+in development, and in production only to a scraper that sends the token.
+
 Every label value comes from a closed set -- the registered service ids, the declared prefetch
 keys, the rule catalogue, fixed outcome names -- never from request content, so a caller can
 neither put patient data into the metrics nor blow up their cardinality with made-up paths.
@@ -25,6 +28,7 @@ Metric names:
 
 from __future__ import annotations
 
+import hmac
 import os
 import re
 import time
@@ -220,14 +224,36 @@ class _FeedbackObserver:
         return getattr(self.inner, name)
 
 
-def install_metrics(app: FastAPI, runtime: CdsHooks, metrics: ServiceMetrics) -> None:
-    """Mount ``/metrics`` and attach the collectors to the CDS Hooks runtime."""
+def install_metrics(
+    app: FastAPI,
+    runtime: CdsHooks,
+    metrics: ServiceMetrics,
+    *,
+    serve: bool = True,
+    token: str | None = None,
+) -> None:
+    """Attach the collectors to the CDS Hooks runtime and, when ``serve``, mount ``/metrics``.
+
+    With ``token``, a scrape must send ``Authorization: Bearer <token>`` (compared in constant
+    time); anything else is a 401 that says what to send, never the token."""
     metrics.service_ids = frozenset(service.id for service in runtime.registry)
     runtime.resolver = _PrefetchObserver(runtime.resolver, metrics)
     runtime.feedback_store = _FeedbackObserver(runtime.feedback_store, metrics)
     app.add_middleware(LatencyMiddleware, metrics=metrics)
+    if not serve:
+        return
+    expected = f"Bearer {token}".encode() if token is not None else None
 
     async def metrics_endpoint(request: Request) -> Response:
+        if expected is not None:
+            sent = request.headers.get("authorization", "").strip().encode()
+            if not hmac.compare_digest(sent, expected):
+                return Response(
+                    "/metrics needs Authorization: Bearer <THERAPY_CDS_METRICS_TOKEN>\n",
+                    status_code=401,
+                    headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+                    media_type="text/plain",
+                )
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     app.add_api_route(METRICS_PATH, metrics_endpoint, methods=["GET"], include_in_schema=False)

@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PayerRule = Literal["cms", "ama"]
@@ -29,7 +29,11 @@ class Settings(BaseSettings):
     """Service settings (product contract, "Settings")."""
 
     model_config = SettingsConfigDict(
-        env_prefix="THERAPY_CDS_", extra="ignore", frozen=True, validate_default=True
+        env_prefix="THERAPY_CDS_",
+        extra="ignore",
+        frozen=True,
+        validate_default=True,
+        hide_input_in_errors=True,  # a refused METRICS_TOKEN must not be printed
     )
 
     payer_rule: PayerRule = "cms"
@@ -48,6 +52,38 @@ class Settings(BaseSettings):
     # Development mode: set by `therapy-cds serve --dev` (and so `make serve`); announced loudly.
     dev_mode: bool = False
     log_level: str = "INFO"
+
+    # --- operator endpoints: what is served beside the CDS Hooks API (issue 17) ---
+    # GET /metrics. None: served in development; in production only with METRICS_TOKEN set.
+    # true: served (with the token when one is set). false: never.
+    metrics: bool | None = None
+    # When set, GET /metrics needs `Authorization: Bearer <token>` (at least 16 characters).
+    metrics_token: SecretStr | None = None
+    # /docs and /openapi.json. None: served in development only. true / false: always / never.
+    api_docs: bool | None = None
+    # ---
+
+    @property
+    def development(self) -> bool:
+        """`serve --dev`, or client authentication off (what the sandbox also goes by)."""
+        return self.dev_mode or not self.require_auth
+
+    def metrics_served(self) -> bool:
+        """Whether GET /metrics is mounted (see ``metrics``)."""
+        if self.metrics is not None:
+            return self.metrics
+        return self.development or self.metrics_token is not None
+
+    def api_docs_served(self) -> bool:
+        """Whether /docs and /openapi.json are served (see ``api_docs``)."""
+        return self.api_docs if self.api_docs is not None else self.development
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _strong_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().strip()) < 16:
+            raise ValueError("THERAPY_CDS_METRICS_TOKEN must be at least 16 characters")
+        return value
 
     @field_validator("fhir_server_allowlist", "cors_origins", mode="before")
     @classmethod

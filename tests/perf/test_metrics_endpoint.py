@@ -171,3 +171,104 @@ def test_findings_of_one_rule_are_counted_each_and_across_calls() -> None:
     name = "therapy_cds_findings_total"
     assert _value(samples, name, service=SERVICE, rule="W-OVERLAP", severity="warning") == 3
     assert _value(samples, name, service=SERVICE, rule="I-COMBINE-LINES", severity="info") == 1
+
+
+# ------------------------------------------------------------------ who may read what
+
+
+TOKEN = "scrape-me-0123456789abcdef"
+
+
+def _production(tmp_path: Path, **overrides: Any) -> Settings:
+    issuers = tmp_path / "issuers.json"
+    issuers.write_text(json.dumps([{"iss": "https://ehr.example.org", "jwks": {"keys": []}}]))
+    return Settings(
+        trusted_issuers_file=issuers,
+        public_base_url="https://cds.example.org",
+        database_url=f"sqlite:///{tmp_path / 'prod.db'}",
+        log_level="WARNING",
+        **overrides,
+    )
+
+
+async def _statuses(settings: Settings, headers: dict[str, str] | None = None) -> dict[str, int]:
+    transport = httpx.ASGITransport(app=create_app(settings))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        return {
+            path: (await c.get(path, headers=headers or {})).status_code
+            for path in ("/metrics", "/docs", "/openapi.json")
+        }
+
+
+@pytest.fixture(autouse=True)
+def _no_outside_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for key in [k for k in os.environ if k.startswith("THERAPY_CDS_")]:
+        monkeypatch.delenv(key)
+
+
+@pytest.mark.anyio
+async def test_production_serves_no_metrics_and_no_docs_by_default(tmp_path: Path) -> None:
+    """Issue 17 item 14: /metrics, /docs and /openapi.json answered anyone in production."""
+    statuses = await _statuses(_production(tmp_path))
+    assert statuses == {"/metrics": 404, "/docs": 404, "/openapi.json": 404}
+
+
+@pytest.mark.anyio
+async def test_development_serves_metrics_and_docs(tmp_path: Path) -> None:
+    settings = Settings(
+        dev_mode=True, require_auth=False, database_url=f"sqlite:///{tmp_path / 'dev.db'}"
+    )
+    assert await _statuses(settings) == {"/metrics": 200, "/docs": 200, "/openapi.json": 200}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("authorization", "status"),
+    [
+        (None, 401),
+        ("Bearer wrong-token-0123456789", 401),
+        (f"Basic {TOKEN}", 401),
+        (f"Bearer {TOKEN}x", 401),
+        (f"Bearer {TOKEN}", 200),
+    ],
+)
+async def test_a_metrics_token_protects_metrics(
+    tmp_path: Path, authorization: str | None, status: int
+) -> None:
+    settings = _production(tmp_path, metrics_token=TOKEN)
+    headers = {"Authorization": authorization} if authorization else {}
+    transport = httpx.ASGITransport(app=create_app(settings))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        response = await c.get("/metrics", headers=headers)
+    assert response.status_code == status
+    if status == 401:
+        assert TOKEN not in response.text
+        assert response.headers["www-authenticate"].startswith("Bearer")
+        assert "THERAPY_CDS_METRICS_TOKEN" in response.text
+    else:
+        assert "therapy_cds_request_duration_seconds" in response.text
+
+
+@pytest.mark.anyio
+async def test_the_settings_turn_each_endpoint_on_or_off(tmp_path: Path) -> None:
+    on = await _statuses(_production(tmp_path, metrics=True, api_docs=True))
+    assert on == {"/metrics": 200, "/docs": 200, "/openapi.json": 200}
+    dev_off = Settings(
+        dev_mode=True,
+        require_auth=False,
+        metrics=False,
+        api_docs=False,
+        database_url=f"sqlite:///{tmp_path / 'dev.db'}",
+    )
+    assert await _statuses(dev_off) == {"/metrics": 404, "/docs": 404, "/openapi.json": 404}
+
+
+def test_a_short_metrics_token_is_refused_without_echo(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as info:
+        _production(tmp_path, metrics_token="short-secret")
+    assert "at least 16 characters" in str(info.value)
+    assert "short-secret" not in str(info.value)
