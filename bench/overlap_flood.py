@@ -120,6 +120,8 @@ def post(url: str, procedures: int, timeout: float) -> dict[str, Any]:
             status, answer = response.status, response.read()
     except urllib.error.HTTPError as error:
         status, answer = error.code, error.read()
+    except (urllib.error.URLError, TimeoutError) as error:
+        raise SystemExit(f"overlap_flood: {url}: {getattr(error, 'reason', error)}") from None
     elapsed = time.perf_counter() - started
     parsed = orjson.loads(answer) if answer else {}
     result: dict[str, Any] = {
