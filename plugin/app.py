@@ -161,6 +161,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         RuleChoice(payer_rule=settings.payer_rule, pair_rule=settings.pair_interval_rule),
         smart_launch_url=smart_launch,
         on_findings=metrics.observe_findings,
+        max_procedures_per_visit=settings.max_procedures_per_visit,
     )
     runtime = install_cds_hooks(app, registry, config, feedback_store, replay_store=replay_store)
     # ---- metrics: GET /metrics, latency per service, prefetch states, findings, feedback ----

@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from cds_hooks.models import Action, Card, Coding, Link, Source, Suggestion
 from fhir_mappings.model import CPT_SYSTEM, EXT_BILLING_MODIFIER, HCPCS_SYSTEM, FhirVersion
+from plugin.markdown import quote_markdown
 from plugin.rules import Analysis, Finding, Fix, VisitAnalysis
 from plugin.rules.catalogue import CATALOGUE, RuleId, Severity
 
@@ -35,6 +36,8 @@ logger = logging.getLogger(__name__)
 FINDING_SYSTEM = "https://therapy-cds.github.io/fhir/CodeSystem/finding"
 OVERRIDE_SYSTEM = "https://therapy-cds.github.io/fhir/CodeSystem/override-reason"
 SOURCE_LABEL = "therapy-cds billing rules"
+#: How many of a finding's resources a card's detail names; the rest are counted ("and N more").
+LISTED_RESOURCES = 20
 # Card and suggestion uuids are derived from the hook instance, so a retried call gets the same
 # ids and feedback can be matched to the finding that raised the card.
 _UUID_NAMESPACE = uuid.UUID("6f1f0c4e-6a43-5b0e-9d1e-5c0a3c1d7e21")
@@ -134,7 +137,8 @@ def _units_table(visit: VisitAnalysis) -> str:
     ]
     for code in sorted(set(visit.raw_minutes) | set(visit.units)):
         rows.append(
-            f"| {code} | {visit.raw_minutes.get(code, 0)} | {visit.minutes.get(code, 0)} "
+            f"| {quote_markdown(code)} | {visit.raw_minutes.get(code, 0)} "
+            f"| {visit.minutes.get(code, 0)} "
             f"| {visit.units.get(code, 0)} |"
         )
     rule = "CMS 8-minute rule (pooled)" if visit.payer_rule == "cms" else "AMA per-code rule"
@@ -152,10 +156,20 @@ def _source_line(finding: Finding) -> str:
     return f"*Rule {finding.rule.value} ({implements}): {entry.document}.*"
 
 
+def _documentation(resources: Sequence[str]) -> str:
+    """The resources a finding is about, as code spans; at most :data:`LISTED_RESOURCES`, and the
+    count of the others."""
+    listed = ", ".join(quote_markdown(ref, code=True) for ref in resources[:LISTED_RESOURCES])
+    left_out = len(resources) - LISTED_RESOURCES
+    return f"Documentation: {listed}" + (
+        f", and {left_out} more not listed" if left_out > 0 else ""
+    )
+
+
 def _detail(finding: Finding, units_table: str | None) -> str:
-    parts = [finding.message]
+    parts = [quote_markdown(finding.message)]
     if finding.resources:
-        parts.append("Documentation: " + ", ".join(f"`{ref}`" for ref in finding.resources))
+        parts.append(_documentation(finding.resources))
     if finding.facts.pair_rule and finding.rule.value.startswith(("E-PAIR", "W-MODIFIER")):
         reading = (
             "CMS reading: distinct, non-overlapping time blocks (split blocks allowed)"
@@ -401,16 +415,19 @@ def sound_update(resource: JsonObject, version: FhirVersion | None) -> bool:
 
 
 def _describe(fix: Fix) -> str:
+    """What a fix does, in words (suggestion labels, action descriptions); the codes came from
+    the request, so they are quoted like any data (EHRs may render these as Markdown too)."""
+    line = quote_markdown(fix.line_code)
     changes = []
     if fix.replace_code is not None:
-        changes.append(f"bill {fix.replace_code} instead of {fix.line_code}")
+        changes.append(f"bill {quote_markdown(fix.replace_code)} instead of {line}")
     if fix.set_units is not None:
-        target = fix.replace_code or fix.line_code
+        target = quote_markdown(fix.replace_code) if fix.replace_code else line
         changes.append(f"set {target} to {fix.set_units} unit{'s' if fix.set_units != 1 else ''}")
     if fix.remove_modifier is not None:
-        changes.append(f"remove modifier {fix.remove_modifier} from {fix.line_code}")
+        changes.append(f"remove modifier {quote_markdown(fix.remove_modifier)} from {line}")
     if fix.add_modifier is not None:
-        changes.append(f"add modifier {fix.add_modifier} to {fix.line_code}")
+        changes.append(f"add modifier {quote_markdown(fix.add_modifier)} to {line}")
     return "; ".join(changes)
 
 
@@ -451,11 +468,13 @@ def _suggestion(
     for ref in sorted(by_ref):
         fixes = by_ref[ref]
         if _drops_line(fixes):
-            code = fixes[0].line_code
+            code = quote_markdown(fixes[0].line_code)
             description = f"remove the draft {code} charge (no billable units)"
             actions.append(
                 Action.model_construct(
-                    type="delete", description=f"{ref}: {description}", resource_id=ref
+                    type="delete",
+                    description=f"{quote_markdown(ref)}: {description}",
+                    resource_id=ref,
                 )
             )
             labels.append(f"remove the {code} charge")
@@ -467,7 +486,9 @@ def _suggestion(
         description = "; ".join(_describe(f) for f in fixes)
         actions.append(
             Action.model_construct(
-                type="update", description=f"{ref}: {description}", resource=updated
+                type="update",
+                description=f"{quote_markdown(ref)}: {description}",
+                resource=updated,
             )
         )
         labels.append(description)
@@ -564,7 +585,10 @@ def finding_card(
 
 
 def _units_summary(visit: VisitAnalysis) -> str:
-    units = ", ".join(f"{code}×{n}" for code, n in visit.units.items() if n) or "no timed units"
+    units = (
+        ", ".join(f"{quote_markdown(code)}×{n}" for code, n in visit.units.items() if n)
+        or "no timed units"
+    )
     text = (
         f"{visit.discipline.value} {visit.date.isoformat()}: {units} "
         f"({visit.total_timed_minutes} timed min, {visit.payer_rule.upper()})"
@@ -581,13 +605,14 @@ def summary_card(visit: VisitAnalysis, options: CardOptions, units_table: str) -
     lines = [units_table]
     if len(visit.allocations) > 1:
         options_text = " **or** ".join(
-            ", ".join(f"{c}×{n}" for c, n in allocation.items()) for allocation in visit.allocations
+            ", ".join(f"{quote_markdown(c)}×{n}" for c, n in allocation.items())
+            for allocation in visit.allocations
         )
         lines.append(f"Acceptable allocations (any may be billed): {options_text}")
     lines.append(f"97140/97530 pair: **{visit.pair.status.value}**")
     infos = [f for f in visit.findings if f.severity is Severity.INFO]
     if infos:
-        lines.append("\n".join(f"- **{f.rule.value}**: {f.message}" for f in infos))
+        lines.append("\n".join(f"- **{f.rule.value}**: {quote_markdown(f.message)}" for f in infos))
     topic = infos[0].rule.value if len(infos) == 1 else "units-summary"
     return Card(
         uuid=make_uuid("card"),
@@ -629,7 +654,9 @@ def cards_for(analysis: Analysis, options: CardOptions) -> tuple[Card, ...]:
                 uuid=make_uuid("card"),
                 summary=f"{len(infos)} service(s) not counted toward any visit",
                 indicator="info",
-                detail="\n".join(f"- **{f.rule.value}**: {f.message}" for f in infos),
+                detail="\n".join(
+                    f"- **{f.rule.value}**: {quote_markdown(f.message)}" for f in infos
+                ),
                 source=_source(infos[0].rule.value, None),
             )
         )

@@ -12,6 +12,30 @@ from dataclasses import dataclass
 from fhir_mappings import group_visits
 from fhir_mappings.model import TherapyRecord, VisitGrouping
 from plugin.rules import Analysis, PairRule, PayerRule, PtpTable, analyze
+from plugin.settings import MAX_PROCEDURES_PER_VISIT
+
+
+class TooManyProceduresError(ValueError):
+    """One visit -- or one CDS call -- carries more therapy Procedures than the cap.
+
+    The message says what (how many, where) and the limit with its setting; the callers add what
+    to do (the services answer 413, ``check`` prints it, ``audit`` rejects the record). It names
+    a date and a discipline, never a patient.
+    """
+
+    def __init__(self, count: int, cap: int, where: str) -> None:
+        self.count = count
+        self.cap = cap
+        super().__init__(
+            f"{where} has {count} therapy Procedures, more than the {cap} one visit may have"
+            " (THERAPY_CDS_MAX_PROCEDURES_PER_VISIT); nothing of it was analysed"
+        )
+
+
+def require_procedures_within(count: int, cap: int, where: str) -> None:
+    """Raise :class:`TooManyProceduresError` when ``count`` is over ``cap``."""
+    if count > cap:
+        raise TooManyProceduresError(count, cap, where)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,8 +53,19 @@ def check_record(
     payer_rule: PayerRule,
     pair_rule: PairRule,
     ptp: PtpTable | None = None,
+    max_procedures_per_visit: int = MAX_PROCEDURES_PER_VISIT,
 ) -> CheckResult:
-    """Group the record's services into visits (I-2) and run the rule book over them."""
+    """Group the record's services into visits (I-2) and run the rule book over them.
+
+    A visit with more than ``max_procedures_per_visit`` Procedures raises
+    :class:`TooManyProceduresError` before any rule runs.
+    """
     grouping = group_visits(record)
+    for visit in grouping.visits:
+        require_procedures_within(
+            len(visit.services),
+            max_procedures_per_visit,
+            f"the {visit.discipline.value} visit of {visit.service_date.isoformat()}",
+        )
     analysis = analyze(grouping, payer_rule=payer_rule, pair_rule=pair_rule, ptp=ptp)
     return CheckResult(record=record, grouping=grouping, analysis=analysis)

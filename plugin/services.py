@@ -15,12 +15,22 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cds_hooks import CdsResponse, InvalidRequest, Invocation, Link, ServiceRegistry
+import orjson
+
+from cds_hooks import (
+    CdsResponse,
+    InvalidRequest,
+    Invocation,
+    Link,
+    PayloadTooLarge,
+    ServiceRegistry,
+)
 from fhir_mappings import CODE_LIST, map_cds_hooks
 from fhir_mappings.model import CPT_SYSTEM, HCPCS_SYSTEM
 from plugin.cards import CardOptions, DraftOrders, cards_for
-from plugin.pipeline import check_record
+from plugin.pipeline import TooManyProceduresError, check_record, require_procedures_within
 from plugin.rules import Finding, PairRule, PayerRule
+from plugin.settings import MAX_PROCEDURES_PER_VISIT
 
 ORDER_SIGN_SERVICE = "therapy-timed-codes"
 DISCHARGE_SERVICE = "therapy-timed-codes-discharge"
@@ -136,10 +146,13 @@ def build_registry(
     *,
     smart_launch_url: str | None = None,
     on_findings: Callable[[str, Sequence[Finding]], None] | None = None,
+    max_procedures_per_visit: int = MAX_PROCEDURES_PER_VISIT,
 ) -> ServiceRegistry:
     """The registry with both services, using ``defaults`` unless a call overrides them.
 
     ``on_findings(service_id, findings)`` is told every finding of each analysis (metrics).
+    A call is one visit: one carrying more than ``max_procedures_per_visit`` therapy Procedures
+    (in all, or on one visit) is answered 413 before any rule runs.
     """
     registry = ServiceRegistry()
 
@@ -147,7 +160,9 @@ def build_registry(
         if smart_launch_url is None:
             return ()
         encounter = invocation.context.get("encounterId")
-        app_context = f'{{"encounter":"{encounter}"}}' if isinstance(encounter, str) else None
+        app_context = (
+            orjson.dumps({"encounter": encounter}).decode() if isinstance(encounter, str) else None
+        )
         return (
             Link(
                 label="Open the visit timeline",
@@ -176,7 +191,20 @@ def build_registry(
             resolved,
             patient_id=patient if isinstance(patient, str) else None,
         )
-        result = check_record(record, payer_rule=choice.payer_rule, pair_rule=choice.pair_rule)
+        try:
+            require_procedures_within(len(record.services), max_procedures_per_visit, "the request")
+            result = check_record(
+                record,
+                payer_rule=choice.payer_rule,
+                pair_rule=choice.pair_rule,
+                max_procedures_per_visit=max_procedures_per_visit,
+            )
+        except TooManyProceduresError as exc:
+            raise PayloadTooLarge(
+                f"{exc}. Send one visit per call: the Procedures of one encounter and date"
+                " (prefetch 'procedures' for the visit's encounter); if real visits are this"
+                " large, raise THERAPY_CDS_MAX_PROCEDURES_PER_VISIT."
+            ) from None
         if on_findings is not None:
             on_findings(
                 invocation.service.id,

@@ -18,6 +18,14 @@ PairRule = Literal["cms", "strict"]
 
 SANDBOX_ORIGIN = "https://sandbox.cds-hooks.org"
 
+MAX_PROCEDURES_PER_VISIT = 200
+"""The default cap on the therapy Procedures of one visit
+(``THERAPY_CDS_MAX_PROCEDURES_PER_VISIT``).
+
+A real outpatient visit documents a handful; 200 is a day of one-minute blocks over three hours.
+The rules' work and output grow with the Procedures (never with the pairs among them), so the
+cap bounds every answer; over it nothing of the visit is analysed and the caller is told."""
+
 
 def _split_commas(value: object) -> object:
     if isinstance(value, str):
@@ -49,6 +57,9 @@ class Settings(BaseSettings):
     allow_unauthenticated_fhir: bool = False
     fhir_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
     fhir_deadline_seconds: float = Field(default=4.0, gt=0, le=60)
+    # Beyond the contract (issue 17): the most therapy Procedures one visit -- and one CDS call --
+    # may carry; over it the services answer 413, `check` and `audit` refuse the visit.
+    max_procedures_per_visit: int = Field(default=MAX_PROCEDURES_PER_VISIT, ge=1, le=100_000)
     # Development mode: set by `therapy-cds serve --dev` (and so `make serve`); announced loudly.
     dev_mode: bool = False
     log_level: str = "INFO"

@@ -41,6 +41,7 @@ from plugin.audit.tasks import (
     split_chunk,
 )
 from plugin.rules import PairRule, PayerRule, default_ptp_table
+from plugin.settings import MAX_PROCEDURES_PER_VISIT
 
 DOCUMENT_SUFFIXES = (".json",)
 EXPORT_SUFFIXES = (".ndjson", ".jsonl")
@@ -83,6 +84,7 @@ class AuditOptions:
     jobs: int = 1
     pseudonym_key: bytes | None = None
     report_limit: int = 500
+    max_procedures_per_visit: int = MAX_PROCEDURES_PER_VISIT
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,6 +285,7 @@ def run_audit(options: AuditOptions, progress: AuditProgress | None = None) -> A
             workdir=str(work),
             pseudonym_key=options.pseudonym_key,
             report_limit=options.report_limit,
+            max_procedures_per_visit=options.max_procedures_per_visit,
         )
         tally = Tally()
         tally.files_read += len(inputs.exports)

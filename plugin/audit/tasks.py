@@ -45,8 +45,9 @@ from fhir_mappings.sources import Collected, SourcedResource, collect_resources
 from plugin.audit.accounting import Rejection, account_record
 from plugin.audit.rows import Pseudonyms, finding_rows, per_code, rejected_row, visit_row
 from plugin.audit.tally import Tally
-from plugin.pipeline import check_record
+from plugin.pipeline import TooManyProceduresError, check_record
 from plugin.rules import PairRule, PayerRule, Severity, VisitAnalysis
+from plugin.settings import MAX_PROCEDURES_PER_VISIT
 from plugin.web.timeline import build_timeline, render_svg
 
 # The resource types fhir_mappings maps; every other type is out of scope wherever it appears,
@@ -64,6 +65,7 @@ class AuditSettings:
     workdir: str
     pseudonym_key: bytes | None = None
     report_limit: int = 500
+    max_procedures_per_visit: int = MAX_PROCEDURES_PER_VISIT
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,13 +233,24 @@ class RecordAuditor:
         try:
             record = make_record()
             result = check_record(
-                record, payer_rule=self.settings.payer_rule, pair_rule=self.settings.pair_rule
+                record,
+                payer_rule=self.settings.payer_rule,
+                pair_rule=self.settings.pair_rule,
+                max_procedures_per_visit=self.settings.max_procedures_per_visit,
             )
             account = account_record(
                 record, resources, collector_issues, source=source, where=where
             )
+        except TooManyProceduresError as exc:  # the cap, not a bug: say so
+            reason = f"{exc}; raise the limit to audit a visit this large"
+            self._failed(resources, source, where, reason, code="too-many-procedures")
+            return
         except Exception as exc:  # a bug must cost one record, not a night's audit
-            self._failed(resources, source, where, type(exc).__name__)
+            reason = (
+                f"the analysis of this record failed ({type(exc).__name__}); nothing in it was"
+                " checked. Please report it with the resource ids"
+            )
+            self._failed(resources, source, where, reason)
             return
         self.tally.add_account(account)
         self.reject_all(account.rejections, counted_as_read=True)
@@ -274,18 +287,15 @@ class RecordAuditor:
         resources: Sequence[SourcedResource],
         source: str,
         where: dict[str, tuple[str, str]] | None,
-        error: str,
+        reason: str,
+        code: str = "analysis-failed",
     ) -> None:
-        reason = (
-            f"the analysis of this record failed ({error}); nothing in it was checked. "
-            "Please report it with the resource ids"
-        )
         rejections = []
         for item in resources:
             src, loc = (where or {}).get(item.location, (source, item.location))
             rtype = item.resource.get("resourceType", "?")
             ref = f"{rtype}/{item.resource.get('id', '?')}"
-            rejections.append(Rejection("resource", "analysis-failed", src, loc, ref, reason))
+            rejections.append(Rejection("resource", code, src, loc, ref, reason))
         self.tally.records += 1
         self.reject_all(rejections, counted_as_read=False)
 

@@ -128,6 +128,7 @@ def audit(
         jobs=jobs or cpu_count(),
         pseudonym_key=key,
         report_limit=report_visits,
+        max_procedures_per_visit=defaults.max_procedures_per_visit,
     )
     console = Console(stderr=True, highlight=False)
     bar = _Bar(console)

@@ -20,7 +20,7 @@ from rich.table import Table
 from fhir_mappings import InputError, load_path, map_document
 from fhir_mappings.codes import code_info
 from plugin.cli._app import app
-from plugin.pipeline import CheckResult, check_record
+from plugin.pipeline import CheckResult, TooManyProceduresError, check_record
 from plugin.rules import PairRule, PayerRule, VisitAnalysis, analysis_to_json
 
 
@@ -97,7 +97,18 @@ def check(
             where = f"{issue.location}" + (f" ({issue.resource})" if issue.resource else "")
             field = f" {issue.field}:" if issue.field else ""
             _say(f"{path}: {where}:{field} {issue.message} (skipped)")
-        results.append((path, check_record(record, payer_rule=payer, pair_rule=pair)))
+        try:
+            result = check_record(
+                record,
+                payer_rule=payer,
+                pair_rule=pair,
+                max_procedures_per_visit=defaults.max_procedures_per_visit,
+            )
+        except TooManyProceduresError as exc:
+            _say(f"{path}: {exc}; check the input, or raise the limit for visits this large")
+            failed = True
+            continue
+        results.append((path, result))
     if output is OutputFormat.json:
         merged: dict[str, list[Any]] = {"visits": [], "findings": []}
         for _, result in results:

@@ -43,11 +43,12 @@ class FindingFacts:
     """Structured numbers behind a finding. Each rule fills only the fields that apply.
 
     - ``minutes``: the minutes the finding is about (a code's attributed minutes, the visit's
-      total for W-MIN-UNDER-8, the overlap for W-OVERLAP / E-PAIR-SAME-TIMEBLOCK);
+      total for W-MIN-UNDER-8, the overlap for W-OVERLAP / E-PAIR-SAME-TIMEBLOCK; when one
+      W-OVERLAP folds several pairs, the minutes two or more one-on-one services cover);
       ``raw_minutes``: documented minutes before overlap attribution.
     - ``units_allowed`` / ``units_billed``: for E-UNITS-EXCEED, W-CODE-ZERO-UNITS, I-COMBINE-LINES.
     - ``allocations``: the acceptable allocations (I-TIE).
-    - ``minutes_kept_by``: the code that keeps overlapping minutes (W-OVERLAP), if any.
+    - ``minutes_kept_by``: the code that keeps overlapping minutes (W-OVERLAP of one pair).
     - ``column1`` / ``column2`` / ``modifier_indicator``: the NCCI edit (pair findings,
       I-OTHER-PTP); ``pair_rule``: the reading applied (``cms`` / ``strict``).
     - ``plan_refs`` / ``plan_status`` / ``plan_start`` / ``plan_end`` / ``certified_on`` /

@@ -15,11 +15,12 @@ keep their full duration.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container, Sequence
+import heapq
+from bisect import bisect_left
+from collections.abc import Callable, Collection, Container, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
-from typing import TypeVar
 
 from fhir_mappings.model import TimedService
 from plugin.rules.counts import CodeCounts
@@ -99,7 +100,8 @@ class Attribution:
 
     raw_minutes: CodeCounts
     minutes: CodeCounts
-    overlaps: tuple[Overlap, ...]
+    overlaps: tuple[Overlap, ...]  # at most LISTED_OVERLAPS, in time order
+    overlap_count: int = 0  # every overlapping pair
 
 
 @dataclass(slots=True)
@@ -134,13 +136,52 @@ def usable_span(service: TimedService) -> Span | None:
     return Span(service, service.code, start, end)
 
 
+LISTED_OVERLAPS = 10
+"""How many overlapping pairs a visit's W-OVERLAP finding spells out (R-F4, I-2.7); the others
+are counted, not built, so the work stays about n log n even when every service overlaps every
+other one (n services can make n(n-1)/2 pairs)."""
+
+
 @dataclass(slots=True)
 class SpanAttribution:
-    """:class:`Attribution` before flooring to minutes."""
+    """:class:`Attribution` before flooring to minutes, with the overlaps of the one-on-one spans.
+
+    ``overlaps`` holds at most :data:`LISTED_OVERLAPS` pairs, in time order (by the start of the
+    later span); ``overlap_count`` counts every pair, ``overlapping`` every span that shares time
+    with another (in start order) and ``shared`` the time two or more of them cover.
+    """
 
     raw: dict[str, timedelta]  # every code with a span, in first-seen order
     kept: dict[str, timedelta]  # same keys
     overlaps: list[Overlap]
+    overlap_count: int = 0
+    overlapping: tuple[Span, ...] = ()
+    shared: timedelta = timedelta(0)
+
+
+def _by_start(spans: Iterable[Span]) -> list[Span]:
+    """The spans of positive length (an empty one shares no time), sorted by start."""
+    return sorted(
+        (sp for sp in spans if sp.end > sp.start),
+        key=lambda sp: (sp.start, sp.end, sp.service.ref, sp.code),
+    )
+
+
+def _overlapping(by_start: Sequence[Span]) -> tuple[Span, ...]:
+    """The spans (sorted by start, positive length) sharing time with another: one started
+    earlier ends after this one starts (the running maximum of ends), or the next one starts
+    before this one ends. O(n)."""
+    found = []
+    latest_end: datetime | None = None
+    last = len(by_start) - 1
+    for index, sp in enumerate(by_start):
+        if (latest_end is not None and latest_end > sp.start) or (
+            index < last and by_start[index + 1].start < sp.end
+        ):
+            found.append(sp)
+        if latest_end is None or sp.end > latest_end:
+            latest_end = sp.end
+    return tuple(found)
 
 
 def attribute_spans(
@@ -149,6 +190,7 @@ def attribute_spans(
     """The attribution of :func:`attribute_minutes` over usable spans (R-F4, I-2.7, R-B8).
 
     ``one_on_one`` holds the codes (at least those of ``spans``) that may not overlap another.
+    About n log n for n spans, however many of them overlap.
     """
     raw: dict[str, timedelta] = {}
     kept: dict[str, timedelta] = {}
@@ -162,40 +204,43 @@ def attribute_spans(
         else:
             kept[code] = kept.get(code, _ZERO) + length
 
-    def winner(active: frozenset[str]) -> str | None:
+    def winner(active: Collection[str]) -> str | None:
         if len(active) == 1:
             return next(iter(active))
-        if pair is not None and active == frozenset(pair):
+        if pair is not None and len(active) == 2 and pair[0] in active and pair[1] in active:
             return pair[0]
         return None
 
-    # Overlapping pairs: with the spans sorted by start, only the ones that start before a span
-    # ends can share time with it (touching intervals share none).
+    # Overlapping pairs by a sweep over the spans sorted by start: when a span starts, the open
+    # spans (started before, ending after its start) are exactly those it shares time with.
+    # Every pair is counted; only the first LISTED_OVERLAPS are built.
+    by_start = _by_start(exclusive)
     overlaps: list[Overlap] = []
-    by_start = sorted(exclusive, key=lambda sp: (sp.start, sp.end, sp.service.ref, sp.code))
-    count = len(by_start)
-    for index, a in enumerate(by_start):
-        for other in range(index + 1, count):
-            b = by_start[other]
-            if b.start >= a.end:
+    count = 0
+    open_spans: dict[int, Span] = {}  # by position in by_start, so in start order
+    ends: list[tuple[datetime, int]] = []  # heap of (end, position) of the open spans
+    for index, b in enumerate(by_start):
+        while ends and ends[0][0] <= b.start:
+            del open_spans[heapq.heappop(ends)[1]]
+        count += len(open_spans)
+        for a in open_spans.values():
+            if len(overlaps) >= LISTED_OVERLAPS:
                 break
-            start, end = max(a.start, b.start), min(a.end, b.end)
-            if end <= start:
-                continue
-            codes = frozenset({a.code, b.code})
+            codes = tuple(sorted({a.code, b.code}))
             refs = sorted((a.service.ref, b.service.ref))
             overlaps.append(
                 Overlap(
                     refs=(refs[0], refs[1]),
-                    codes=tuple(sorted(codes)),
-                    start=start,
-                    end=end,
+                    codes=codes,
+                    start=b.start,
+                    end=min(a.end, b.end),
                     kept_by=winner(codes),
                 )
             )
-    overlaps.sort(key=lambda o: (o.refs, o.codes))
+        open_spans[index] = b
+        heapq.heappush(ends, (b.end, index))
 
-    if not overlaps:
+    if not count:
         # No two one-on-one spans share time: each keeps its whole length (what the sweep
         # below would give, segment by segment).
         for sp in exclusive:
@@ -209,53 +254,76 @@ def attribute_spans(
     for sp in exclusive:
         events.setdefault(sp.start, []).append((1, sp.code))
         events.setdefault(sp.end, []).append((-1, sp.code))
-    points = sorted(events)
     counts: dict[str, int] = {}
-    for left, right in pairwise(points):
+    active: set[str] = set()
+    depth = 0  # open spans, of any code
+    shared = _ZERO
+    for left, right in pairwise(sorted(events)):
         for delta, code_at in events[left]:
-            counts[code_at] = counts.get(code_at, 0) + delta
-        active = frozenset(c for c, n in counts.items() if n > 0)
+            now = counts.get(code_at, 0) + delta
+            counts[code_at] = now
+            depth += delta
+            if now > 0:
+                active.add(code_at)
+            else:
+                active.discard(code_at)
+        if depth >= 2:
+            shared += right - left
         keeper = winner(active) if active else None
         if keeper is not None:
             kept[keeper] += right - left
-    return SpanAttribution(raw, kept, overlaps)
+    return SpanAttribution(raw, kept, overlaps, count, _overlapping(by_start), shared)
 
 
-P = TypeVar("P")
-Q = TypeVar("Q")
+@dataclass(frozen=True, slots=True)
+class CrossOverlap:
+    """What two groups of spans share (E-PAIR-SAME-TIMEBLOCK): ``shared`` is the sum, over every
+    (first, second) pair, of the time the two share; ``refs`` the services of either group that
+    share time with the other, sorted."""
+
+    shared: timedelta
+    refs: tuple[str, ...]
 
 
-def overlapping_pairs(
-    firsts: Sequence[tuple[Span, P]], seconds: Sequence[tuple[Span, Q]]
-) -> list[tuple[P, Q, timedelta]]:
-    """Every (first, second) pair whose spans share positive time, with the shared length.
-
-    A sweep over both lists by start: a pair is found when its later-starting span is reached,
-    while the other is still open (ends after that start); touching spans share nothing. About
-    n log n plus the pairs found, instead of every first against every second. Pairs come in
-    sweep order; the caller only sums them and collects their references.
-    """
-    events = sorted(
-        [(sp.start, 0, index) for index, (sp, _) in enumerate(firsts)]
-        + [(sp.start, 1, index) for index, (sp, _) in enumerate(seconds)]
-    )
-    open_firsts: list[tuple[Span, P]] = []
-    open_seconds: list[tuple[Span, Q]] = []
-    found: list[tuple[P, Q, timedelta]] = []
-    for start, side, index in events:
-        if side == 0:
-            span, first = firsts[index]
-            open_seconds = [o for o in open_seconds if o[0].end > start]  # the rest have ended
-            if span.end > start:  # an empty span shares nothing
-                found += [(first, o, min(span.end, sp.end) - start) for sp, o in open_seconds]
-            open_firsts.append((span, first))
-        else:
-            span, second = seconds[index]
-            open_firsts = [o for o in open_firsts if o[0].end > start]
-            if span.end > start:
-                found += [(o, second, min(span.end, sp.end) - start) for sp, o in open_firsts]
-            open_seconds.append((span, second))
+def _sharing_with(spans: Sequence[Span], others: Sequence[Span]) -> list[str]:
+    """References of ``spans`` sharing positive time with one of ``others`` (both sorted by
+    start, positive length): an other that starts before the span ends and ends after it
+    starts. The others starting before the end are a prefix; its latest end decides."""
+    starts = [o.start for o in others]
+    latest: list[datetime] = []
+    for o in others:
+        latest.append(o.end if not latest or o.end > latest[-1] else latest[-1])
+    found = []
+    for sp in spans:
+        before_end = bisect_left(starts, sp.end)
+        if before_end and latest[before_end - 1] > sp.start:
+            found.append(sp.service.ref)
     return found
+
+
+def cross_overlap(firsts: Iterable[Span], seconds: Iterable[Span]) -> CrossOverlap:
+    """The time shared between two groups of spans and who shares it, in about n log n.
+
+    Summed over pairs, shared time is the integral of (open firsts x open seconds) over time, so
+    one sweep over the boundary points gives it without looking at pairs (R-D3(2), R-F4).
+    """
+    one, two = _by_start(firsts), _by_start(seconds)
+    events: dict[datetime, list[tuple[int, int]]] = {}
+    for side, group in ((0, one), (1, two)):
+        for sp in group:
+            events.setdefault(sp.start, []).append((side, 1))
+            events.setdefault(sp.end, []).append((side, -1))
+    open_count = [0, 0]
+    shared = _ZERO
+    for left, right in pairwise(sorted(events)):
+        for side, delta in events[left]:
+            open_count[side] += delta
+        if open_count[0] and open_count[1]:
+            shared += (right - left) * (open_count[0] * open_count[1])
+    if not shared:
+        return CrossOverlap(_ZERO, ())
+    refs = sorted({*_sharing_with(one, two), *_sharing_with(two, one)})
+    return CrossOverlap(shared, tuple(refs))
 
 
 def attribute_minutes(
@@ -277,4 +345,5 @@ def attribute_minutes(
         raw_minutes=CodeCounts({c: whole_minutes(span) for c, span in found.raw.items()}),
         minutes=CodeCounts({c: whole_minutes(span) for c, span in found.kept.items()}),
         overlaps=tuple(found.overlaps),
+        overlap_count=found.overlap_count,
     )

@@ -21,16 +21,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 from enum import StrEnum
-from itertools import product
 from typing import Literal
 
 from fhir_mappings.model import TherapyVisit, TimedService, fast_builder
 from plugin.rules.billing import NCCI_MODIFIERS, X_MODIFIERS, BillingLine
 from plugin.rules.catalogue import RuleId
 from plugin.rules.findings import Finding, Fix, make_finding, new_finding_facts, new_fix
-from plugin.rules.intervals import describe_minutes, overlapping_pairs, whole_minutes
+from plugin.rules.intervals import cross_overlap, describe_minutes, whole_minutes
 from plugin.rules.ptp import PtpEdit, PtpTable
 from plugin.rules.units import UnitAssessment
 from plugin.rules.view import VisitView
@@ -71,7 +70,6 @@ class PairResult:
 
 
 _new_pair_result = fast_builder(PairResult)
-_NO_TIME = timedelta(0)
 _FOCUS_ORDERS = frozenset({FOCUS_PAIR, (FOCUS_PAIR[1], FOCUS_PAIR[0])})
 
 
@@ -80,18 +78,29 @@ def pair_edit(ptp: PtpTable, on: date) -> PtpEdit | None:
     return ptp.lookup(FOCUS_PAIR[0], FOCUS_PAIR[1], on)
 
 
-def _x_condition_holds(modifier: str, a: TimedService, b: TimedService) -> bool:
-    """R-D4 POLICY: the documentation a modifier needs, for one pair of services."""
+def _x_condition_holds(
+    modifier: str, first: Sequence[TimedService], second: Sequence[TimedService]
+) -> bool:
+    """R-D4 POLICY: the documentation a modifier needs, for every (first, second) pair.
+
+    Every pair must be in different encounters (XE) or have different performers (XP) or body
+    sites (XS) recorded on both sides: each side records one, and what the first services record
+    meets nothing the second ones record. Linear, where comparing the pairs is n x m.
+    """
     if modifier == "XE":
-        return a.encounter is not None and b.encounter is not None and a.encounter != b.encounter
-    if modifier == "XP":
+        encounters = [s.encounter for s in first], [s.encounter for s in second]
         return (
-            bool(a.performers) and bool(b.performers) and set(a.performers).isdisjoint(b.performers)
+            None not in encounters[0]
+            and None not in encounters[1]
+            and not (set(encounters[0]) & set(encounters[1]))
         )
-    if modifier == "XS":
-        return (
-            bool(a.body_sites) and bool(b.body_sites) and set(a.body_sites).isdisjoint(b.body_sites)
-        )
+    if modifier in ("XP", "XS"):
+        field = "performers" if modifier == "XP" else "body_sites"
+        recorded = [[getattr(s, field) for s in side] for side in (first, second)]
+        if not all(all(values) for values in recorded):
+            return False
+        one = {v for values in recorded[0] for v in values}
+        return one.isdisjoint(v for values in recorded[1] for v in values)
     return True  # 59 and XU: non-overlapping blocks, already established at step 2
 
 
@@ -143,12 +152,9 @@ def evaluate_pair(
     if col1 in view.codes_without_span or col2 in view.codes_without_span:
         return result(PairStatus.INDETERMINATE, "no-interval")
     # 2. same time block (R-D3(2), R-F4); every service of the two codes has a span here
-    spans = {sp.service.ref: sp for code in (col1, col2) for sp in view.spans_by_code[code]}
-    overlapping = overlapping_pairs(
-        [(spans[a.ref], a) for a in first], [(spans[b.ref], b) for b in second]
-    )
-    if overlapping:
-        shared_total = sum((shared for _, _, shared in overlapping), _NO_TIME)
+    shared = cross_overlap(view.spans_by_code[col1], view.spans_by_code[col2])
+    if shared.refs:
+        shared_total = shared.shared
         minutes = whole_minutes(shared_total)
         line2 = lines.get(col2)
         allowed2 = assessment.max_allowed(col2)
@@ -158,7 +164,7 @@ def evaluate_pair(
         finding = make_finding(
             RuleId.E_PAIR_SAME_TIMEBLOCK,
             codes=(col1, col2),
-            resources=[s.ref for a, b, _ in overlapping for s in (a, b)],
+            resources=shared.refs,
             message=(
                 f"{col1} and {col2} were documented in the same time block (they overlap by"
                 f" {describe_minutes(shared_total)}); {col2} must not be reported for that time"
@@ -280,7 +286,7 @@ def _modifier_findings(
             )
         )
     for modifier in sorted(mods2 & set(_MISMATCH_RULE)):
-        if all(_x_condition_holds(modifier, a, b) for a, b in product(first, second)):
+        if _x_condition_holds(modifier, first, second):
             continue
         found.append(
             make_finding(
@@ -332,7 +338,7 @@ def _modifier_findings(
         xs = sorted(mods & X_MODIFIERS)
         if "59" not in mods or not xs:
             continue
-        evidenced = all(_x_condition_holds(x, a, b) for x in xs for a, b in product(first, second))
+        evidenced = all(_x_condition_holds(x, first, second) for x in xs)
         refs = line.fix_refs if line else ()
         fixes = (
             (new_fix(line_code=code, charge_refs=refs, remove_modifier="59"),)

@@ -26,7 +26,13 @@ from plugin.rules.billing import BillingLine
 from plugin.rules.catalogue import RuleId
 from plugin.rules.counts import CodeCounts
 from plugin.rules.findings import Finding, Fix, make_finding, new_finding_facts, new_fix
-from plugin.rules.intervals import Overlap, attribute_spans, describe_minutes, whole_minutes
+from plugin.rules.intervals import (
+    Overlap,
+    SpanAttribution,
+    attribute_spans,
+    describe_minutes,
+    whole_minutes,
+)
 from plugin.rules.view import VisitView
 
 PayerRule = Literal["cms", "ama"]
@@ -92,7 +98,7 @@ class UnitAssessment:
     chosen: tuple[Allocation, ...]  # those consistent with the billed units (else all)
     counted: tuple[TimedService, ...]  # timed services whose minutes count
     group_excluded: tuple[TimedService, ...]
-    overlaps: tuple[Overlap, ...]
+    overlaps: tuple[Overlap, ...]  # at most intervals.LISTED_OVERLAPS, in time order
     findings: tuple[Finding, ...]
 
     @property
@@ -154,8 +160,7 @@ def assess_units(
     findings: list[Finding] = []
     if view.group:
         findings += _group_findings(view.group, lines)
-    if attribution.overlaps:
-        findings += _overlap_findings(attribution.overlaps)
+    findings += _overlap_findings(attribution)
     findings += _combine_findings(view.counted_by_code, minutes, chosen, lines)
     findings += _threshold_findings(
         payer_rule, raw, minutes, total, chosen, lines, view.one_on_one_codes
@@ -225,30 +230,54 @@ def _group_findings(
     return found
 
 
-def _overlap_findings(overlaps: Sequence[Overlap]) -> list[Finding]:
-    """W-OVERLAP for every pair of one-on-one services sharing time (R-F4, I-2.7)."""
-    found = []
-    for o in overlaps:
+def _pair_outcome(o: Overlap) -> str:
+    if len(o.codes) == 1:
+        return "the shared minutes are counted once"
+    if o.kept_by:
+        return f"the shared minutes count for {o.kept_by} only"
+    return "the shared minutes count for neither code"
+
+
+def _overlap_findings(attribution: SpanAttribution) -> list[Finding]:
+    """One W-OVERLAP per visit for the one-on-one services sharing time (R-F4, I-2.7).
+
+    One pair is described as it is; more are folded into one finding that counts every pair,
+    spells out the first ``intervals.LISTED_OVERLAPS`` in time order and says how many it left
+    out, so a visit's findings grow with its services, not with the pairs among them.
+    """
+    count, listed = attribution.overlap_count, attribution.overlaps
+    if not count:
+        return []
+    resources = [sp.service.ref for sp in attribution.overlapping]
+    codes = {sp.code for sp in attribution.overlapping}
+    if count == 1:
+        o = listed[0]
         if len(o.codes) == 1:
             what = f"Two {o.codes[0]} services overlap by {describe_minutes(o.length)}"
-            outcome = "the shared minutes are counted once"
         else:
             what = f"{' and '.join(o.codes)} overlap by {describe_minutes(o.length)}"
-            outcome = (
-                f"the shared minutes count for {o.kept_by} only"
-                if o.kept_by
-                else "the shared minutes count for neither code"
-            )
-        found.append(
-            make_finding(
-                RuleId.W_OVERLAP,
-                codes=o.codes,
-                resources=o.refs,
-                message=f"{what}; one-on-one minutes cannot support two codes, so {outcome}.",
-                facts=new_finding_facts(minutes=o.minutes, minutes_kept_by=o.kept_by),
-            )
+        message = f"{what}; one-on-one minutes cannot support two codes, so {_pair_outcome(o)}."
+        facts = new_finding_facts(minutes=o.minutes, minutes_kept_by=o.kept_by)
+    else:
+        pairs = "; ".join(
+            f"{o.refs[0]} and {o.refs[1]} ({' and '.join(o.codes)}) share"
+            f" {describe_minutes(o.length)}: {_pair_outcome(o)}"
+            for o in listed
         )
-    return found
+        left_out = count - len(listed)
+        more = f"; and {left_out} more pairs, not listed here" if left_out else ""
+        message = (
+            f"{count} pairs of one-on-one services overlap ({describe_minutes(attribution.shared)}"
+            f" covered by two or more of them); one-on-one minutes cannot support two codes."
+            f" {'The first ' + str(len(listed)) if left_out else 'The pairs'}, in time order:"
+            f" {pairs}{more}."
+        )
+        facts = new_finding_facts(minutes=whole_minutes(attribution.shared))
+    return [
+        make_finding(
+            RuleId.W_OVERLAP, codes=codes, resources=resources, message=message, facts=facts
+        )
+    ]
 
 
 def _combine_findings(

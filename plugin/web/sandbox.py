@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from cds_hooks.body import read_json_object
 from cds_hooks.errors import CdsError, error_response
 from plugin.hook_request import HOOKS, BundleError, build_hook_request
+from plugin.pipeline import TooManyProceduresError
 from plugin.services import DISCHARGE_SERVICE, EXTENSION_KEY, ORDER_SIGN_SERVICE
 from plugin.settings import Settings
 from plugin.web.pages import BodyError, json_error, render
@@ -117,6 +118,8 @@ def sandbox_router(settings: Settings, web: WebSettings) -> APIRouter:
                 payer_rule=cast(Literal["cms", "ama"], payer),
                 pair_rule=cast(Literal["cms", "strict"], pair),
             )
+        except TooManyProceduresError as exc:  # the cap, said as it is (issue 17)
+            return json_error(413, f"{exc}; send one visit's Procedures")
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
             # The mapping is lenient by design; a shape it still trips on is the bundle's
             # problem to the user, and a bug to us: log its type and place, not the content.

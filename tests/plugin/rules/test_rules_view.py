@@ -12,7 +12,7 @@ from fhir_mappings import codes as therapy_codes
 from fhir_mappings.model import TimingKind
 from plugin.rules import CodeCounts, PtpEdit, PtpTable, StaticCodeCatalog, default_ptp_table
 from plugin.rules.code_catalog import TherapyCodeCatalog, classify
-from plugin.rules.intervals import Span, overlapping_pairs, usable_interval, usable_span
+from plugin.rules.intervals import Span, cross_overlap, usable_interval, usable_span
 from plugin.rules.view import visit_view
 
 
@@ -136,23 +136,27 @@ _spans = st.lists(st.tuples(st.integers(0, 60), st.integers(0, 30)), max_size=8)
 
 @settings(max_examples=300)
 @given(_spans, _spans)
-def test_overlapping_pairs_equals_every_pair_compared(
+def test_cross_overlap_equals_every_pair_compared(
     firsts: list[tuple[int, int]], seconds: list[tuple[int, int]]
 ) -> None:
-    def spans(raw: list[tuple[int, int]], code: str) -> list[tuple[Span, str]]:
+    """The sweep sums the same shared time and finds the same services as comparing every
+    (97140, 97530) pair, which it never does (E-PAIR-SAME-TIMEBLOCK, R-D3(2))."""
+
+    def spans(raw: list[tuple[int, int]], code: str) -> list[Span]:
         made = []
         for i, (at, length) in enumerate(raw):
-            service = svc(code, at, length, ref=f"Procedure/{code}-{i}")
-            span = usable_span(service)
+            span = usable_span(svc(code, at, length, ref=f"Procedure/{code}-{i}"))
             assert span is not None
-            made.append((span, service.ref))
+            made.append(span)
         return made
 
     a, b = spans(firsts, "97140"), spans(seconds, "97530")
-    expected = sorted(
-        (x, y, min(sx.end, sy.end) - max(sx.start, sy.start))
-        for sx, x in a
-        for sy, y in b
-        if min(sx.end, sy.end) - max(sx.start, sy.start) > timedelta(0)
-    )
-    assert sorted(overlapping_pairs(a, b)) == expected
+    pairs = [
+        (x, y, min(x.end, y.end) - max(x.start, y.start))
+        for x in a
+        for y in b
+        if min(x.end, y.end) - max(x.start, y.start) > timedelta(0)
+    ]
+    found = cross_overlap(a, b)
+    assert found.shared == sum((shared for _, _, shared in pairs), timedelta(0))
+    assert found.refs == tuple(sorted({s.service.ref for x, y, _ in pairs for s in (x, y)}))
