@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     allow_unauthenticated_fhir: bool = False
     fhir_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
     fhir_deadline_seconds: float = Field(default=4.0, gt=0, le=60)
+    # Largest answer read from a FHIR or authorization server (prefetch fallback and the SMART
+    # app): streamed, and refused at the first byte over the cap.
+    fhir_max_response_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     # Development mode: set by `therapy-cds serve --dev` (and so `make serve`); announced loudly.
     dev_mode: bool = False
     log_level: str = "INFO"
