@@ -44,6 +44,8 @@ __all__ = [
     "FhirFallback",
     "FhirSession",
     "RedactHttpxUrls",
+    "ResponseTooLarge",
+    "read_capped",
     "redact_httpx_logs",
     "server_allowed",
     "url_within",
@@ -140,6 +142,33 @@ def server_allowed(fhir_server: str, allowlist: Sequence[str]) -> bool:
     return any(url_within(fhir_server, entry) for entry in allowlist)
 
 
+# ---------------------------------------------------------------- bounded reads
+
+
+class ResponseTooLarge(Exception):  # noqa: N818 -- a refusal, not a bug
+    """An answer passed the byte cap; it was not read further."""
+
+
+async def read_capped(response: httpx.Response, limit: int) -> bytes:
+    """The body of a *streamed* ``response``, refused as soon as it passes ``limit`` bytes.
+
+    A declared ``Content-Length`` over the cap is refused before reading; otherwise the body is
+    read chunk by chunk (decoded) and reading stops at the first byte over the cap, so memory
+    stays bounded by ``limit`` whatever the server sends.
+    """
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ResponseTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            raise ResponseTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 # ---------------------------------------------------------------- one invocation's FHIR access
 
 
@@ -212,13 +241,9 @@ class FhirSession(FhirAccess):
             ) as response:
                 if response.status_code != 200:
                     return response.status_code, None
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > limit:
-                        raise _FetchFailed("the FHIR server's answer is too large")
-                    chunks.append(chunk)
+                raw = await read_capped(response, limit)
+        except ResponseTooLarge:
+            raise _FetchFailed("the FHIR server's answer is too large") from None
         except httpx.TimeoutException:
             raise TimeoutError from None
         except httpx.HTTPError as exc:
@@ -226,7 +251,7 @@ class FhirSession(FhirAccess):
                 f"the FHIR server could not be reached ({type(exc).__name__})"
             ) from None
         try:
-            body = orjson.loads(b"".join(chunks))
+            body = orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise _FetchFailed("the FHIR server's answer is not JSON") from None
         if not isinstance(body, dict) or not isinstance(body.get("resourceType"), str):

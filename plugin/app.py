@@ -116,6 +116,7 @@ def cds_config(settings: Settings) -> CdsHooksConfig:
         allow_unauthenticated_fhir=settings.allow_unauthenticated_fhir,
         fhir_request_timeout_seconds=settings.fhir_timeout_seconds,
         fhir_deadline_seconds=settings.fhir_deadline_seconds,
+        fhir_max_response_bytes=settings.fhir_max_response_bytes,
     )
 
 

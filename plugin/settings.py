@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     # Beyond the contract (issue 17): the most therapy Procedures one visit -- and one CDS call --
     # may carry; over it the services answer 413, `check` and `audit` refuse the visit.
     max_procedures_per_visit: int = Field(default=MAX_PROCEDURES_PER_VISIT, ge=1, le=100_000)
+    # Largest answer read from a FHIR or authorization server (prefetch fallback and the SMART
+    # app): streamed, and refused at the first byte over the cap.
+    fhir_max_response_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     # Development mode: set by `therapy-cds serve --dev` (and so `make serve`); announced loudly.
     dev_mode: bool = False
     log_level: str = "INFO"

@@ -44,7 +44,17 @@ class WebSettings(BaseSettings):
     smart_standalone_scope: str = DEFAULT_STANDALONE_SCOPE
     # Launch sessions (PKCE verifier, state, access token) live in memory this long.
     smart_session_seconds: int = Field(default=900, ge=60, le=24 * 3600)
+    # Authorized sessions (a token exchange succeeded); when full, the least recently used goes.
     smart_max_sessions: int = Field(default=1000, ge=1)
+    # Launches waiting for the authorization server, all clients together and per client
+    # address: a flood of launches only pushes out other pending launches, never a session.
+    smart_max_pending_launches: int = Field(default=1000, ge=1)
+    smart_max_pending_per_client: int = Field(default=20, ge=1)
+    # How long an EHR's .well-known/smart-configuration is reused (a failed fetch: 10 s at most).
+    smart_configuration_cache_seconds: int = Field(default=300, ge=1, le=24 * 3600)
+    # The allow-listed FHIR servers offered on /smart/launch: None = only when client
+    # authentication is off (development); true/false to force.
+    smart_list_servers: bool | None = None
     smart_http_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     # "lax" works when the EHR opens the app in a window or tab. An EHR that shows it in a
     # cross-site frame needs "none" (the cookie is then always Secure, so HTTPS only).
@@ -61,3 +71,8 @@ class WebSettings(BaseSettings):
     def sandbox_enabled(self, *, require_auth: bool) -> bool:
         """Whether ``/sandbox`` is served: explicitly set, else only in development."""
         return self.sandbox if self.sandbox is not None else not require_auth
+
+    def smart_servers_listed(self, *, require_auth: bool) -> bool:
+        """Whether ``/smart/launch`` offers the allow-list: explicitly set, else only in
+        development (it tells anyone which EHRs this service talks to)."""
+        return self.smart_list_servers if self.smart_list_servers is not None else not require_auth

@@ -7,14 +7,17 @@ the patient's CarePlans read with the token, run through the same pipeline as th
 and shown as the same timeline and findings. The encounter comes from the card link's
 ``appContext`` (``{"encounter": "<id>"}``) or the token response's launch context.
 
-Only ``iss`` servers in ``FHIR_SERVER_ALLOWLIST`` are contacted. Tokens stay in a short-lived
-server-side session (:mod:`plugin.web.smart_session`); the browser holds an opaque cookie.
+Only ``iss`` servers in ``FHIR_SERVER_ALLOWLIST`` are contacted, and only authorization and
+token endpoints on the issuer's origin or in that list. Each issuer's SMART configuration is
+cached. Tokens stay in a short-lived server-side session (:mod:`plugin.web.smart_session`),
+apart from the pending launches anyone can start; the browser holds an opaque cookie.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Mapping
 from typing import Any, Literal, cast
 from urllib.parse import urlencode, urlsplit
 
@@ -27,11 +30,14 @@ from plugin.settings import Settings
 from plugin.web.pages import render
 from plugin.web.settings import WebSettings
 from plugin.web.smart_client import (
+    DiscoveryCache,
     FhirReader,
+    SmartConfiguration,
     SmartError,
     discover,
     exchange_code,
     is_fhir_id,
+    origin,
     patient_encounters,
     read_visit,
 )
@@ -42,11 +48,6 @@ logger = logging.getLogger(__name__)
 
 PAYER_RULES = ("cms", "ama")
 PAIR_RULES = ("cms", "strict")
-
-
-def _origin(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
 
 
 class SmartApp:
@@ -62,8 +63,14 @@ class SmartApp:
         self.settings = settings
         self.web = web
         self.sessions = SessionStore(
-            lifetime_seconds=web.smart_session_seconds, max_sessions=web.smart_max_sessions
+            lifetime_seconds=web.smart_session_seconds,
+            max_sessions=web.smart_max_sessions,
+            max_pending=web.smart_max_pending_launches,
+            max_pending_per_client=web.smart_max_pending_per_client,
         )
+        self.configurations = DiscoveryCache(ttl_seconds=web.smart_configuration_cache_seconds)
+        self.max_response_bytes = settings.fhir_max_response_bytes
+        self.list_servers = web.smart_servers_listed(require_auth=settings.require_auth)
         self._transport = transport
         redact_httpx_logs()  # FHIR URLs hold patient and encounter ids
 
@@ -73,6 +80,20 @@ class SmartApp:
             timeout=self.web.smart_http_timeout_seconds,
             follow_redirects=False,
         )
+
+    async def configuration(self, iss: str) -> SmartConfiguration:
+        """``iss``'s SMART configuration, fetched at most once per cache lifetime."""
+
+        async def fetch() -> SmartConfiguration:
+            async with self.client() as client:
+                return await discover(
+                    client,
+                    iss,
+                    allowlist=self.settings.fhir_server_allowlist,
+                    limit=self.max_response_bytes,
+                )
+
+        return await self.configurations.get(iss, fetch)
 
     def redirect_uri(self, request: Request) -> str:
         if self.settings.public_base_url:
@@ -120,7 +141,12 @@ def smart_router(app_state: SmartApp) -> APIRouter:
         if not iss:
             return render(
                 "smart_launch.html",
-                {"page": "smart", "servers": allowlist, "client_id": smart.web.smart_client_id},
+                {
+                    "page": "smart",
+                    "list_servers": smart.list_servers,
+                    "servers": allowlist if smart.list_servers else [],
+                    "client_id": smart.web.smart_client_id,
+                },
                 embeddable=True,
             )
         if not server_allowed(iss, allowlist):
@@ -131,8 +157,7 @@ def smart_router(app_state: SmartApp) -> APIRouter:
                 400,
             )
         try:
-            async with smart.client() as client:
-                config = await discover(client, iss)
+            config = await smart.configuration(iss)
         except SmartError as exc:
             logger.warning("smart launch failed: %s", exc.message)
             return smart.error_page(exc.message, exc.status_code)
@@ -140,6 +165,7 @@ def smart_router(app_state: SmartApp) -> APIRouter:
             iss=iss,
             token_endpoint=config.token_endpoint,
             redirect_uri=smart.redirect_uri(request),
+            client=request.client.host if request.client else "",
         )
         query = {
             "response_type": "code",
@@ -163,7 +189,7 @@ def smart_router(app_state: SmartApp) -> APIRouter:
         logger.info(
             "smart launch started kind=%s iss_origin=%s",
             "ehr" if launch else "standalone",
-            _origin(iss),
+            origin(iss),
         )
         return response
 
@@ -189,16 +215,19 @@ def smart_router(app_state: SmartApp) -> APIRouter:
                     redirect_uri=session.redirect_uri,
                     client_id=smart.web.smart_client_id,
                     code_verifier=verifier,
+                    limit=smart.max_response_bytes,
                 )
         except SmartError as exc:
             smart.sessions.drop(session.id)
             logger.warning("smart token exchange failed: %s", exc.message)
             return smart.error_page(exc.message, exc.status_code)
-        session.access_token = token.access_token
-        session.patient = token.patient
-        session.encounter = token.encounter
-        if token.expires_in is not None:
-            smart.sessions.shorten(session, token.expires_in)
+        smart.sessions.authorize(
+            session,
+            access_token=token.access_token,
+            patient=token.patient,
+            encounter=token.encounter,
+            expires_in=token.expires_in,
+        )
         logger.info("smart token exchange ok")
         # Drop the code from the address bar (and from any later Referer).
         return RedirectResponse(str(request.url_for("smart_app")), status_code=303)
@@ -237,7 +266,9 @@ def smart_router(app_state: SmartApp) -> APIRouter:
             session.encounter = chosen
         try:
             async with smart.client() as client:
-                fhir = FhirReader(client, session.iss, session.access_token or "")
+                fhir = FhirReader(
+                    client, session.iss, session.access_token or "", limit=smart.max_response_bytes
+                )
                 if session.encounter is None:
                     if session.patient is None:
                         return smart.error_page(
@@ -280,7 +311,7 @@ def smart_router(app_state: SmartApp) -> APIRouter:
                 "care_plans": sum(1 for r in resources if r.get("resourceType") == "CarePlan"),
                 "payer_rule": payer,
                 "pair_rule": pair,
-                "iss_origin": _origin(session.iss),
+                "iss_origin": origin(session.iss),
             },
             embeddable=True,
         )
@@ -288,20 +319,36 @@ def smart_router(app_state: SmartApp) -> APIRouter:
     return router
 
 
-def _encounter_row(encounter: dict[str, Any] | Any) -> dict[str, str]:
-    period = encounter.get("period") or encounter.get("actualPeriod") or {}
-    kind = encounter.get("class")
-    if isinstance(kind, list):  # R5: class is a list of CodeableConcepts
-        kind = (kind[0].get("coding") or [{}])[0] if kind and isinstance(kind[0], dict) else {}
+def _encounter_row(encounter: Mapping[str, Any]) -> dict[str, str]:
+    """What the pages show of an Encounter, whatever shape the server gave its members."""
+    period = encounter.get("period") or encounter.get("actualPeriod")
+    if not isinstance(period, Mapping):
+        period = {}
     return {
-        "id": str(encounter.get("id", "")),
-        "status": str(encounter.get("status", "")),
-        "start": _moment(period.get("start")) if isinstance(period, dict) else "",
-        "end": _moment(period.get("end")) if isinstance(period, dict) else "",
-        "class": str(kind.get("display") or kind.get("code") or "")
-        if isinstance(kind, dict)
-        else "",
+        "id": _text(encounter.get("id")),
+        "status": _text(encounter.get("status")),
+        "start": _moment(period.get("start")),
+        "end": _moment(period.get("end")),
+        "class": _encounter_class(encounter.get("class")),
     }
+
+
+def _encounter_class(value: object) -> str:
+    """R4 ``class`` (a Coding) or R5 ``class`` (a list of CodeableConcepts): the first display
+    or code; empty for any other shape."""
+    coding: object = value
+    if isinstance(value, list):
+        concept = value[0] if value else None
+        codings = concept.get("coding") if isinstance(concept, Mapping) else None
+        coding = codings[0] if isinstance(codings, list) and codings else None
+    if not isinstance(coding, Mapping):
+        return ""
+    return _text(coding.get("display")) or _text(coding.get("code"))
+
+
+def _text(value: object) -> str:
+    """A string member as is; anything else (a number, object, list) as nothing."""
+    return value if isinstance(value, str) else ""
 
 
 def _moment(value: object) -> str:

@@ -1,22 +1,28 @@
 """The SMART app's calls out: discovery, the token exchange, and the FHIR reads of one visit.
 
 Only ``iss`` servers in ``FHIR_SERVER_ALLOWLIST`` are contacted (the caller checks, and paging
-links must stay under ``iss``); redirects are not followed. Errors carry a message fit for the
-page and the log: what failed, never a URL's query, a token or resource content.
+links must stay under ``iss``); the authorization and token endpoints a server names must be on
+the issuer's own origin or under an allow-list entry; redirects are not followed. Every answer
+is streamed and refused past ``FHIR_MAX_RESPONSE_BYTES`` (the FHIR fallback's reader and cap).
+Errors carry a message fit for the page and the log: what failed, never a URL's query, a token
+or resource content.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 import re
-from collections.abc import Mapping
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import httpx
+import orjson
 
-from cds_hooks.fhir_client import url_within
+from cds_hooks.fhir_client import ResponseTooLarge, read_capped, url_within
 
 JsonObject = dict[str, Any]
 FHIR_JSON = "application/fhir+json"
@@ -52,7 +58,15 @@ def is_fhir_id(value: object) -> bool:
     return isinstance(value, str) and bool(_FHIR_ID.match(value))
 
 
-def _endpoint(value: object, iss: str, name: str) -> str:
+def origin(url: str) -> str:
+    """``scheme://host[:port]`` of ``url``."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _endpoint(value: object, iss: str, name: str, allowlist: Sequence[str]) -> str:
+    """An endpoint from the server's SMART configuration, if this service may send to it: on
+    the issuer's own origin (scheme, host and port) or under an allow-list entry."""
     if not isinstance(value, str):
         raise SmartError(f"the server's SMART configuration has no {name}")
     parts = urlsplit(value)
@@ -60,39 +74,148 @@ def _endpoint(value: object, iss: str, name: str) -> str:
         raise SmartError(f"the server's {name} is not an absolute http(s) URL")
     if urlsplit(iss).scheme == "https" and parts.scheme != "https":
         raise SmartError(f"the server's {name} is not https although the FHIR server is")
+    if not (
+        url_within(value, origin(iss), allow_query=True)
+        or any(url_within(value, entry, allow_query=True) for entry in allowlist)
+    ):
+        raise SmartError(
+            f"the server's SMART configuration names a {name} that is neither on the FHIR "
+            "server's own origin nor in THERAPY_CDS_FHIR_SERVER_ALLOWLIST, so it was not "
+            "contacted; add the authorization server to the allow-list if it is trusted"
+        )
     return value
 
 
-async def _json(response: httpx.Response, what: str) -> JsonObject:
-    if response.status_code != 200:
-        raise SmartError(f"{what} answered HTTP {response.status_code}")
-    try:
-        data = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise SmartError(f"{what} did not answer JSON") from None
-    if not isinstance(data, dict):
-        raise SmartError(f"{what} did not answer a JSON object")
-    return data
+def _as_list(value: object) -> list[Any]:
+    """A JSON array member, or nothing when the server sent another shape."""
+    return value if isinstance(value, list) else []
 
 
-async def discover(client: httpx.AsyncClient, iss: str) -> SmartConfiguration:
-    """``{iss}/.well-known/smart-configuration`` (SMART App Launch 2.0, §Discovery)."""
+async def _request_json(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    what: str,
+    unreachable: str,
+    limit: int,
+    headers: Mapping[str, str],
+    data: Mapping[str, str] | None = None,
+    refused: str | None = None,
+) -> JsonObject:
+    """One call whose answer must be a JSON object of at most ``limit`` bytes, read as a
+    stream with the FHIR fallback's reader (:func:`cds_hooks.fhir_client.read_capped`).
+    ``refused``: the message for a 401/403 answer (else it is reported as any other status)."""
     try:
-        response = await client.get(
-            f"{iss}/.well-known/smart-configuration", headers={"Accept": "application/json"}
-        )
+        async with client.stream(method, url, headers=headers, data=data) as response:
+            status = response.status_code
+            if refused is not None and status in (401, 403):
+                raise SmartError(f"{refused} (HTTP {status})")
+            if status != 200:
+                raise SmartError(f"{what} answered HTTP {status}")
+            raw = await read_capped(response, limit)
+    except ResponseTooLarge:
+        raise SmartError(
+            f"{what} answered more than {limit:,} bytes, the most this service reads "
+            "(THERAPY_CDS_FHIR_MAX_RESPONSE_BYTES); the answer was not read"
+        ) from None
     except httpx.HTTPError:
-        raise SmartError("the FHIR server's SMART configuration could not be fetched") from None
-    data = await _json(response, "the SMART configuration endpoint")
+        raise SmartError(unreachable) from None
+    try:
+        decoded = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise SmartError(f"{what} did not answer JSON") from None
+    if not isinstance(decoded, dict):
+        raise SmartError(f"{what} did not answer a JSON object")
+    return decoded
+
+
+async def discover(
+    client: httpx.AsyncClient, iss: str, *, allowlist: Sequence[str], limit: int
+) -> SmartConfiguration:
+    """``{iss}/.well-known/smart-configuration`` (SMART App Launch 2.0, §Discovery)."""
+    data = await _request_json(
+        client,
+        "GET",
+        f"{iss}/.well-known/smart-configuration",
+        what="the SMART configuration endpoint",
+        unreachable="the FHIR server's SMART configuration could not be fetched",
+        limit=limit,
+        headers={"Accept": "application/json"},
+    )
     methods = data.get("code_challenge_methods_supported")
     if isinstance(methods, list) and "S256" not in methods:
         raise SmartError("the authorization server does not support PKCE with S256")
     return SmartConfiguration(
         authorization_endpoint=_endpoint(
-            data.get("authorization_endpoint"), iss, "authorization_endpoint"
+            data.get("authorization_endpoint"), iss, "authorization_endpoint", allowlist
         ),
-        token_endpoint=_endpoint(data.get("token_endpoint"), iss, "token_endpoint"),
+        token_endpoint=_endpoint(data.get("token_endpoint"), iss, "token_endpoint", allowlist),
     )
+
+
+#: A failed discovery is remembered this long at most, so a flood does not refetch it either.
+DISCOVERY_FAILURE_SECONDS = 10.0
+#: Distinct issuers whose SMART configuration is kept (the least recently used is dropped).
+DISCOVERY_CACHE_ENTRIES = 256
+
+
+class DiscoveryCache:
+    """Each issuer's SMART configuration (or its failure), reused for ``ttl_seconds``; one fetch
+    at a time per issuer, however many launches wait for it."""
+
+    def __init__(
+        self,
+        *,
+        ttl_seconds: float,
+        max_entries: int = DISCOVERY_CACHE_ENTRIES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl = ttl_seconds
+        self.max_entries = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[float, SmartConfiguration | SmartError]] = (
+            OrderedDict()
+        )
+        self._loading: dict[str, asyncio.Task[SmartConfiguration | SmartError]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def get(
+        self, iss: str, fetch: Callable[[], Awaitable[SmartConfiguration]]
+    ) -> SmartConfiguration:
+        """``iss``'s configuration from the cache, else from ``fetch()`` (shared by every
+        launch that asks while it runs)."""
+        cached = self._entries.get(iss)
+        if cached is not None and cached[0] > self._clock():
+            self._entries.move_to_end(iss)
+            value = cached[1]
+        else:
+            task = self._loading.get(iss)
+            if task is None:
+                task = asyncio.ensure_future(self._load(iss, fetch))
+                self._loading[iss] = task
+            value = await asyncio.shield(task)
+        if isinstance(value, SmartError):
+            raise SmartError(value.message, status_code=value.status_code)
+        return value
+
+    async def _load(
+        self, iss: str, fetch: Callable[[], Awaitable[SmartConfiguration]]
+    ) -> SmartConfiguration | SmartError:
+        value: SmartConfiguration | SmartError
+        try:
+            value, ttl = await fetch(), self.ttl
+        except SmartError as exc:
+            value, ttl = exc, min(self.ttl, DISCOVERY_FAILURE_SECONDS)
+        finally:
+            self._loading.pop(iss, None)
+        self._entries[iss] = (self._clock() + ttl, value)
+        self._entries.move_to_end(iss)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+        return value
 
 
 def _app_context_encounter(value: object) -> str | None:
@@ -100,8 +223,8 @@ def _app_context_encounter(value: object) -> str | None:
     decode) with ``encounter``."""
     if isinstance(value, str):
         try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError:
             return None
     if isinstance(value, Mapping):
         encounter = value.get("encounter")
@@ -119,23 +242,25 @@ async def exchange_code(
     redirect_uri: str,
     client_id: str,
     code_verifier: str,
+    limit: int,
 ) -> TokenResponse:
     """Authorization code + PKCE verifier -> access token and launch context (public client)."""
-    try:
-        response = await client.post(
-            token_endpoint,
-            data={
-                "grant_type": "authorization_code",
-                "code": code,
-                "redirect_uri": redirect_uri,
-                "client_id": client_id,
-                "code_verifier": code_verifier,
-            },
-            headers={"Accept": "application/json"},
-        )
-    except httpx.HTTPError:
-        raise SmartError("the token endpoint could not be reached") from None
-    data = await _json(response, "the token endpoint")
+    data = await _request_json(
+        client,
+        "POST",
+        token_endpoint,
+        what="the token endpoint",
+        unreachable="the token endpoint could not be reached",
+        limit=limit,
+        headers={"Accept": "application/json"},
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": redirect_uri,
+            "client_id": client_id,
+            "code_verifier": code_verifier,
+        },
+    )
     token = data.get("access_token")
     if not isinstance(token, str) or not token:
         raise SmartError("the token endpoint answered without an access_token")
@@ -144,35 +269,42 @@ async def exchange_code(
         raise SmartError("the token endpoint answered a token_type other than Bearer")
     expires = data.get("expires_in")
     patient = data.get("patient")
+    scope = data.get("scope")
     encounter = _app_context_encounter(data.get("appContext")) or data.get("encounter")
     return TokenResponse(
         access_token=token,
-        expires_in=float(expires) if isinstance(expires, int | float) else None,
-        scope=str(data.get("scope", "")),
+        expires_in=float(expires)
+        if isinstance(expires, int | float) and not isinstance(expires, bool)
+        else None,
+        scope=scope if isinstance(scope, str) else "",
         patient=patient if is_fhir_id(patient) else None,
         encounter=encounter if is_fhir_id(encounter) else None,
     )
 
 
 class FhirReader:
-    """Reads from one FHIR server with one bearer token."""
+    """Reads from one FHIR server with one bearer token, each answer at most ``limit`` bytes."""
 
-    def __init__(self, client: httpx.AsyncClient, base: str, token: str) -> None:
+    def __init__(self, client: httpx.AsyncClient, base: str, token: str, *, limit: int) -> None:
         self._client = client
         self._base = base.rstrip("/")
         self._headers = {"Accept": FHIR_JSON, "Authorization": f"Bearer {token}"}
+        self._limit = limit
 
     def __repr__(self) -> str:
         return "FhirReader(<token hidden>)"
 
     async def _get(self, url: str, what: str) -> JsonObject:
-        try:
-            response = await self._client.get(url, headers=self._headers)
-        except httpx.HTTPError:
-            raise SmartError(f"the FHIR server could not be reached for {what}") from None
-        if response.status_code in (401, 403):
-            raise SmartError(f"the FHIR server refused {what} (HTTP {response.status_code})")
-        return await _json(response, f"the FHIR server ({what})")
+        return await _request_json(
+            self._client,
+            "GET",
+            url,
+            what=f"the FHIR server ({what})",
+            unreachable=f"the FHIR server could not be reached for {what}",
+            limit=self._limit,
+            headers=self._headers,
+            refused=f"the FHIR server refused {what}",
+        )
 
     async def read(self, resource_type: str, ident: str) -> JsonObject:
         if not is_fhir_id(ident):
@@ -182,8 +314,11 @@ class FhirReader:
             raise SmartError(f"the FHIR server did not answer a {resource_type}")
         return data
 
-    async def search(self, resource_type: str, params: Mapping[str, str]) -> list[JsonObject]:
-        """Every match of a search, following ``next`` links under the same server."""
+    async def search(
+        self, resource_type: str, params: Mapping[str, str], *, enough: int | None = None
+    ) -> list[JsonObject]:
+        """Every match of a search (or the first ``enough``), following ``next`` links under
+        the same server, at most ``MAX_PAGES`` pages."""
         query = "&".join(f"{quote(k)}={quote(v, safe='')}" for k, v in params.items())
         url: str | None = f"{self._base}/{resource_type}?{query}"
         found: list[JsonObject] = []
@@ -193,7 +328,7 @@ class FhirReader:
             bundle = await self._get(url, f"the {resource_type} search")
             if bundle.get("resourceType") != "Bundle":
                 raise SmartError(f"the {resource_type} search did not answer a Bundle")
-            for entry in bundle.get("entry") or ():
+            for entry in _as_list(bundle.get("entry")):
                 if not isinstance(entry, dict):
                     continue
                 resource, search = entry.get("resource"), entry.get("search")
@@ -204,8 +339,10 @@ class FhirReader:
                     and mode == "match"
                 ):
                     found.append(resource)
+            if enough is not None and len(found) >= enough:
+                break
             url = None
-            for link in bundle.get("link") or ():
+            for link in _as_list(bundle.get("link")):
                 if isinstance(link, dict) and link.get("relation") == "next":
                     target = link.get("url")
                     if isinstance(target, str) and url_within(target, self._base, allow_query=True):
@@ -240,6 +377,8 @@ async def read_visit(reader: FhirReader, encounter_id: str, patient_id: str | No
 async def patient_encounters(reader: FhirReader, patient_id: str) -> list[JsonObject]:
     """The patient's most recent encounters, to pick one after a standalone launch."""
     found = await reader.search(
-        "Encounter", {"patient": f"Patient/{patient_id}", "_sort": "-date", "_count": "20"}
+        "Encounter",
+        {"patient": f"Patient/{patient_id}", "_sort": "-date", "_count": "20"},
+        enough=20,
     )
     return found[:20]

@@ -47,6 +47,7 @@ class FakeEhr:
     token_requests: list[dict[str, str]] = field(default_factory=list)
     fhir_requests: list[str] = field(default_factory=list)  # "GET Encounter/x" etc.
     pkce_verified: int = 0
+    configuration_requests: int = 0  # fetches of .well-known/smart-configuration
     challenge_methods: list[str] = field(default_factory=lambda: ["S256"])
 
     @property
@@ -88,6 +89,7 @@ def make_fake_ehr_app(ehr: FakeEhr) -> FastAPI:
 
     @app.get("/fhir/.well-known/smart-configuration")
     async def smart_configuration() -> dict[str, Any]:
+        ehr.configuration_requests += 1
         return {
             "authorization_endpoint": f"{ehr.base}/auth/authorize",
             "token_endpoint": f"{ehr.base}/auth/token",
