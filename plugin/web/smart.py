@@ -48,6 +48,16 @@ logger = logging.getLogger(__name__)
 
 PAYER_RULES = ("cms", "ama")
 PAIR_RULES = ("cms", "strict")
+#: What the mapping and the checks may raise on records of a shape or value they cannot read
+#: (an overflowing date, say): shown as a page saying so, never a 500.
+UNREADABLE_RECORDS = (
+    TypeError,
+    ValueError,
+    LookupError,
+    AttributeError,
+    ArithmeticError,
+    RecursionError,
+)
 
 
 class SmartApp:
@@ -290,7 +300,7 @@ def smart_router(app_state: SmartApp) -> APIRouter:
                 payer_rule=cast(Literal["cms", "ama"], payer),
                 pair_rule=cast(Literal["cms", "strict"], pair),
             )
-        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        except UNREADABLE_RECORDS as exc:
             logger.warning("smart app could not analyse the visit: %s", type(exc).__name__)
             return smart.error_page(
                 "The EHR's records for this visit have a shape the checks cannot read.", 502

@@ -117,7 +117,7 @@ async def _request_json(
     except ResponseTooLarge:
         raise SmartError(
             f"{what} answered more than {limit:,} bytes, the most this service reads "
-            "(THERAPY_CDS_FHIR_MAX_RESPONSE_BYTES); the answer was not read"
+            "(THERAPY_CDS_FHIR_MAX_RESPONSE_BYTES); reading stopped there"
         ) from None
     except httpx.HTTPError:
         raise SmartError(unreachable) from None

@@ -415,6 +415,16 @@ async def test_an_encounter_class_of_any_shape_is_never_a_500(rig: Rig, shape: o
         assert "shape" in page.text
 
 
+async def test_procedure_times_the_checks_cannot_read_are_a_page_not_a_500(rig: Rig) -> None:
+    for resource in rig.ehr.of_type("Procedure"):
+        resource["performedPeriod"] = {
+            "start": "0001-01-01T00:00:00+05:00",
+            "end": "0001-01-01T00:30:00+05:00",
+        }
+    page = await _launch(rig, iss=f"{EHR}/fhir", launch="L1")
+    assert page.status_code in (200, 502), page.text
+
+
 @pytest.mark.parametrize(
     ("member", "value"),
     [
