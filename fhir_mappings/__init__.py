@@ -52,6 +52,7 @@ from fhir_mappings.loader import (
     open_input,
     open_regular,
     read_input,
+    read_line,
 )
 from fhir_mappings.mapper import map_bundle, map_cds_hooks, map_cds_request, map_resources
 from fhir_mappings.model import (
@@ -118,4 +119,5 @@ __all__ = [
     "open_input",
     "open_regular",
     "read_input",
+    "read_line",
 ]

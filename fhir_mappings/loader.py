@@ -22,6 +22,7 @@ import io
 import os
 import re
 import stat
+import sys
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -155,7 +156,7 @@ class InputStream:
         self.size = handle.seek(0, io.SEEK_END)  # a regular file (or bytes in memory)
         handle.seek(0)
         self._file = handle
-        self._count = 0
+        self._read = 0
         if max_bytes is not None and self.size > max_bytes:
             raise InputError(
                 source,
@@ -169,22 +170,23 @@ class InputStream:
             gzip.GzipFile(fileobj=handle, mode="rb") if self.compressed else handle
         )
 
-    def _counted(self, data: bytes) -> bytes:
-        self._count += len(data)
-        if self.max_bytes is not None and self._count > self.max_bytes:
+    def _count(self, size: int) -> None:
+        """Count ``size`` more bytes read; refuse the file once they pass the cap."""
+        self._read += size
+        if self.max_bytes is not None and self._read > self.max_bytes:
+            grows = "decompresses to" if self.compressed else "grew to"
             raise InputError(
                 self.source,
-                f"decompresses to more than {format_size(self.max_bytes)}, the limit for one "
-                f"input file; {_SIZE_HINT}",
+                f"{grows} more than {format_size(self.max_bytes)}, the limit for one input "
+                f"file; {_SIZE_HINT}",
                 InputProblem.TOO_LARGE,
             )
-        return data
 
     def _room(self, want: int = _BLOCK) -> int:
         """How much one read may return: one byte past the cap is enough to know it is over."""
         if self.max_bytes is None:
             return want
-        return min(want, self.max_bytes - self._count + 1)
+        return min(want, self.max_bytes - self._read + 1)
 
     def _damaged(self) -> InputError:
         return InputError(self.source, "is a damaged gzip file; re-export or re-download it")
@@ -195,13 +197,16 @@ class InputStream:
         over the buffer without a copy)."""
         try:
             if not self.compressed:
-                data = self._counted(self._stream.read(self._room(self.size + 1)))
+                data = self._stream.read(self._room(self.size + 1))
+                self._count(len(data))
                 while block := self._stream.read(self._room()):  # the file grew meanwhile
-                    data += self._counted(block)
+                    self._count(len(block))
+                    data += block
                 return data
             with io.BytesIO() as gathered:
                 while block := self._stream.read(self._room()):
-                    gathered.write(self._counted(block))
+                    self._count(len(block))
+                    gathered.write(block)
                 return gathered.getvalue()
         except (OSError, EOFError, zlib.error):
             raise self._damaged() from None
@@ -209,30 +214,52 @@ class InputStream:
     def lines(self) -> Iterator[bytes]:
         """The lines one by one (each with its line break), never more than ``max_bytes`` in all:
         a line is read in blocks, so an endless line stops at the cap as the file does."""
-        parts: list[bytes] = []
         try:
             while True:
-                block = self._counted(self._stream.readline(self._room()))
-                if not block:
-                    break
-                if block.endswith(b"\n"):
-                    if parts:
-                        parts.append(block)
-                        block = b"".join(parts)
-                        parts.clear()
-                    yield block
-                else:
-                    parts.append(block)
+                room = sys.maxsize if self.max_bytes is None else self.max_bytes - self._read
+                line, length = read_line(self._stream, room, skip=False)
+                self._count(length)  # a line that did not fit in the room passes the cap
+                if line is None or not length:
+                    return
+                yield line
         except (OSError, EOFError, zlib.error):
             raise self._damaged() from None
-        if parts:
-            yield b"".join(parts)
 
     def rewind(self) -> None:
         self._file.seek(0)
-        self._count = 0
+        self._read = 0
         if self.compressed:
             self._stream = gzip.GzipFile(fileobj=self._file, mode="rb")
+
+
+def read_line(
+    handle: IO[bytes] | gzip.GzipFile, limit: int, *, skip: bool = True
+) -> tuple[bytes | None, int]:
+    """The next line of ``handle`` (with its line break) and its length; ``(b"", 0)`` at the end.
+
+    A line longer than ``limit`` is never held: it is read past in blocks (``(None, length)``),
+    or with ``skip=False`` left at the first block past the limit (``(None, bytes read)``).
+    """
+    first = handle.readline(_BLOCK)
+    if first.endswith(b"\n") or len(first) < _BLOCK:  # the whole line: the usual case
+        return (first if len(first) <= limit else None), len(first)
+    length = len(first)
+    gathered: io.BytesIO | None = None
+    if length <= limit:
+        gathered = io.BytesIO()
+        gathered.write(first)
+    while gathered is not None or skip:
+        block = handle.readline(_BLOCK)
+        length += len(block)
+        if gathered is not None:
+            if length <= limit:
+                gathered.write(block)
+            else:
+                gathered = None
+        if not block or block.endswith(b"\n"):
+            break
+    # getvalue hands over the buffer without a copy
+    return (gathered.getvalue() if gathered is not None else None), length
 
 
 @contextmanager
