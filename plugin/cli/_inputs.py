@@ -5,7 +5,7 @@ invoke): the cap on one input file, decompressed size for gzip (see
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ByteSize, TypeAdapter, ValidationError
@@ -32,15 +32,17 @@ def parse_size(text: str) -> int:
     return size
 
 
-def max_file_size_option() -> Any:
-    return typer.Option(
-        None,
+# The option as a parameter type: ``max_file_size: MaxFileSize = None``.
+MaxFileSize = Annotated[
+    int | None,
+    typer.Option(
         "--max-file-size",
         parser=parse_size,
         metavar="SIZE",
         help="Largest input file to read, decompressed (300MB, 5GB ...); default "
         f"THERAPY_CDS_MAX_FILE_SIZE, else {format_size(DEFAULT_MAX_FILE_BYTES)}.",
-    )
+    ),
+]
 
 
 def max_file_bytes(option: int | None, settings: Settings) -> int:

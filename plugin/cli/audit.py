@@ -24,7 +24,7 @@ from rich.progress import (
 )
 
 from plugin.cli._app import app
-from plugin.cli._inputs import max_file_bytes, max_file_size_option
+from plugin.cli._inputs import MaxFileSize, max_file_bytes
 from plugin.cli.check import PairRuleOption, PayerRuleOption
 
 
@@ -107,7 +107,7 @@ def audit(
         500, "--report-visits", help="Visits with findings listed in report.html (most serious)."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
-    max_file_size: int | None = max_file_size_option(),
+    max_file_size: MaxFileSize = None,
 ) -> None:
     """Audit many visits: CSV files, summary.json and a readable report.html in --out."""
     # imported here so that the other commands do not pay for the audit's imports

@@ -20,7 +20,7 @@ from rich.table import Table
 from fhir_mappings import InputError, load_path, map_document
 from fhir_mappings.codes import code_info
 from plugin.cli._app import app
-from plugin.cli._inputs import max_file_bytes, max_file_size_option
+from plugin.cli._inputs import MaxFileSize, max_file_bytes
 from plugin.pipeline import CheckResult, check_record
 from plugin.rules import PairRule, PayerRule, VisitAnalysis, analysis_to_json
 
@@ -49,9 +49,7 @@ def expand_paths(paths: list[Path]) -> Iterator[Path]:
     for path in paths:
         if path.is_dir():
             yield from sorted(
-                p
-                for p in path.rglob("*")
-                if not p.is_dir() and p.suffix.lower() in _INPUT_SUFFIXES
+                p for p in path.rglob("*") if not p.is_dir() and p.suffix.lower() in _INPUT_SUFFIXES
             )
         else:
             yield path
@@ -76,7 +74,7 @@ def check(
     strict: bool = typer.Option(
         False, "--strict", help="Also validate every resource with the full FHIR models."
     ),
-    max_file_size: int | None = max_file_size_option(),
+    max_file_size: MaxFileSize = None,
 ) -> None:
     """Analyse FHIR input offline: units, the 97140/97530 pair, plan of care, findings."""
     from plugin.settings import Settings
