@@ -5,6 +5,8 @@ Entry points:
 * :func:`load_path` reads a file (Bundle, resource, CDS Hooks request, NDJSON) into an
   :class:`InputDocument` or raises :class:`InputError` (one line: file + problem + what to do);
   :func:`map_document` turns it into a :class:`TherapyRecord`; :func:`map_path` does both.
+  Every input file is opened through :func:`open_input`: regular files only, a size cap,
+  bounded gzip decompression.
 * :func:`map_bundle`, :func:`map_resources`, :func:`map_cds_hooks`, :func:`map_cds_request` map
   already-parsed JSON.
 * :func:`group_visits` groups a record's services into visits (patient, date, discipline).
@@ -37,14 +39,20 @@ from fhir_mappings.codes import (
     is_timed,
 )
 from fhir_mappings.loader import (
+    DEFAULT_MAX_FILE_BYTES,
     InputDocument,
     InputError,
     InputKind,
+    InputProblem,
     load_bytes,
     load_json,
     load_path,
     map_document,
     map_path,
+    open_input,
+    open_regular,
+    read_input,
+    read_line,
 )
 from fhir_mappings.mapper import map_bundle, map_cds_hooks, map_cds_request, map_resources
 from fhir_mappings.model import (
@@ -69,6 +77,7 @@ from fhir_mappings.visits import group_visits
 
 __all__ = [
     "CODE_LIST",
+    "DEFAULT_MAX_FILE_BYTES",
     "Attendance",
     "Charge",
     "ChargeSource",
@@ -80,6 +89,7 @@ __all__ = [
     "InputDocument",
     "InputError",
     "InputKind",
+    "InputProblem",
     "IssueCode",
     "MappingIssue",
     "PlanOfCare",
@@ -106,4 +116,8 @@ __all__ = [
     "map_document",
     "map_path",
     "map_resources",
+    "open_input",
+    "open_regular",
+    "read_input",
+    "read_line",
 ]

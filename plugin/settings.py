@@ -10,8 +10,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import ByteSize, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from fhir_mappings import DEFAULT_MAX_FILE_BYTES
 
 PayerRule = Literal["cms", "ama"]
 PairRule = Literal["cms", "strict"]
@@ -66,6 +68,9 @@ class Settings(BaseSettings):
     # Development mode: set by `therapy-cds serve --dev` (and so `make serve`); announced loudly.
     dev_mode: bool = False
     log_level: str = "INFO"
+    # The CLI's cap on one input file (decompressed size for gzip): `5GB`, `300MB`, `512MiB` or
+    # bytes; `check`/`audit`/`invoke --max-file-size` override it for one run.
+    max_file_size: ByteSize = Field(default=ByteSize(DEFAULT_MAX_FILE_BYTES), gt=0)
 
     # --- operator endpoints: what is served beside the CDS Hooks API (issue 17) ---
     # GET /metrics. None: served in development; in production only with METRICS_TOKEN set.

@@ -14,6 +14,7 @@ import math
 import multiprocessing
 import os
 import shutil
+import stat
 import tempfile
 import time
 import zlib
@@ -23,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from fhir_mappings import DEFAULT_MAX_FILE_BYTES, InputError, open_regular, read_line
 from plugin.audit.report import write_report
 from plugin.audit.rows import FINDING_COLUMNS, REJECTED_COLUMNS, VISIT_COLUMNS
 from plugin.audit.tally import Tally
@@ -37,6 +39,7 @@ from plugin.audit.tasks import (
     audit_documents,
     audit_shard,
     draw_timelines,
+    reject_files,
     shard_dir,
     split_chunk,
 )
@@ -85,6 +88,7 @@ class AuditOptions:
     pseudonym_key: bytes | None = None
     report_limit: int = 500
     max_procedures_per_visit: int = MAX_PROCEDURES_PER_VISIT
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES  # per document file, per export line
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +108,8 @@ class InputFiles:
 
 def discover(paths: Iterable[Path], out: Path) -> InputFiles:
     """The files to read: folders contribute ``*.json`` (documents) and ``*.ndjson`` /
-    ``*.jsonl`` (export) files, sorted; an earlier audit's outputs are never read."""
+    ``*.jsonl`` (export) files, sorted; an earlier audit's outputs are never read. A FIFO,
+    device or socket of such a name is kept, to be refused with a row of ``rejected.csv``."""
     documents: list[Path] = []
     exports: list[Path] = []
     seen: set[Path] = set()
@@ -124,7 +129,7 @@ def discover(paths: Iterable[Path], out: Path) -> InputFiles:
     for path in paths:
         if path.is_dir():
             for found in sorted(path.rglob("*")):
-                if found.is_file() and found.name.lower().endswith(
+                if not found.is_dir() and found.name.lower().endswith(
                     DOCUMENT_SUFFIXES + EXPORT_SUFFIXES
                 ):
                     add(found)
@@ -171,18 +176,27 @@ def _document_batches(files: tuple[Path, ...]) -> Iterator[tuple[tuple[str, ...]
         yield tuple(batch), size
 
 
-def plan_chunks(files: tuple[Path, ...], chunk_bytes: int) -> list[tuple[str, int, int, int]]:
-    """(file, start, end, first line number) ranges that end on line breaks."""
+def plan_chunks(
+    files: tuple[Path, ...], chunk_bytes: int
+) -> tuple[list[tuple[str, int, int, int]], list[InputError]]:
+    """(file, start, end, first line number) ranges that end on line breaks, and the files that
+    cannot be read (not a regular file, gone, no permission)."""
     chunks: list[tuple[str, int, int, int]] = []
+    refused: list[InputError] = []
     for path in files:
-        size = path.stat().st_size
-        with path.open("rb") as handle:
+        try:
+            handle = open_regular(path)
+        except InputError as exc:
+            refused.append(exc)
+            continue
+        with handle:
+            size = os.fstat(handle.fileno()).st_size
             start, line = 0, 1
             while start < size:
                 end = min(size, start + chunk_bytes)
                 handle.seek(end)
                 if end < size:
-                    handle.readline()
+                    read_line(handle, 0)  # to the end of the line (held nowhere, however long)
                     end = handle.tell()
                 chunks.append((str(path), start, end, line))
                 handle.seek(start)
@@ -194,7 +208,16 @@ def plan_chunks(files: tuple[Path, ...], chunk_bytes: int) -> list[tuple[str, in
                     line += block.count(b"\n")
                     left -= len(block)
                 start = end
-    return chunks
+    return chunks, refused
+
+
+def _size(path: Path) -> int:
+    """A regular file's size for planning (0 for anything :func:`plan_chunks` will refuse)."""
+    try:
+        found = path.stat()
+    except OSError:
+        return 0
+    return found.st_size if stat.S_ISREG(found.st_mode) else 0
 
 
 # ------------------------------------------------------------------------------ running
@@ -286,9 +309,9 @@ def run_audit(options: AuditOptions, progress: AuditProgress | None = None) -> A
             pseudonym_key=options.pseudonym_key,
             report_limit=options.report_limit,
             max_procedures_per_visit=options.max_procedures_per_visit,
+            max_file_bytes=options.max_file_bytes,
         )
         tally = Tally()
-        tally.files_read += len(inputs.exports)
         report = _Report(options.report_limit)
         patient_digests: set[bytes] = set()
         task_id = 0
@@ -300,16 +323,27 @@ def run_audit(options: AuditOptions, progress: AuditProgress | None = None) -> A
 
         chunk_tasks: list[ChunkTask] = []
         shard_tasks: list[ShardTask] = []
-        export_bytes = sum(p.stat().st_size for p in inputs.exports)
+        export_bytes = sum(_size(p) for p in inputs.exports)
         shard_count = max(1, min(MAX_SHARDS, math.ceil(export_bytes / SHARD_BYTES)))
         if inputs.exports:
             # at most ~MAX_CHUNKS ranges: pass 1 writes one part file per (range, shard)
             chunk_bytes = max(CHUNK_BYTES, math.ceil(export_bytes / MAX_CHUNKS))
-            chunks = plan_chunks(inputs.exports, chunk_bytes)
+            chunks, refused = plan_chunks(inputs.exports, chunk_bytes)
+            tally.files_read += len(inputs.exports) - len(refused)
+            tally.merge(reject_files(str(work), task_id, refused).tally)
+            task_id += 1
             for chunk_id, (source, start, end, first_line) in enumerate(chunks):
                 chunk_tasks.append(
                     ChunkTask(
-                        task_id, chunk_id, source, start, end, first_line, shard_count, str(work)
+                        task_id,
+                        chunk_id,
+                        source,
+                        start,
+                        end,
+                        first_line,
+                        shard_count,
+                        str(work),
+                        options.max_file_bytes,
                     )
                 )
                 task_id += 1
@@ -338,7 +372,9 @@ def run_audit(options: AuditOptions, progress: AuditProgress | None = None) -> A
         tally.patients += len(patient_digests)
         report.trim()
         lap("audit")
-        report.visits = _draw(pool, report.visits, task_id, str(work), report_progress)
+        report.visits = _draw(
+            pool, report.visits, task_id, str(work), report_progress, options.max_file_bytes
+        )
         lap("draw")
         pool.close()
 
@@ -358,6 +394,7 @@ def _draw(
     first_task_id: int,
     workdir: str,
     progress: AuditProgress,
+    max_file_bytes: int,
 ) -> list[ReportVisit]:
     """Draw the timelines of the report's visits: one task per shard, or per batch of files."""
     batches: dict[tuple[str, int], list[ReportVisit]] = {}
@@ -377,6 +414,7 @@ def _draw(
             ),
             workdir,
             len(group),
+            max_file_bytes,
         )
         for n, (_, group) in enumerate(sorted(batches.items()))
     ]

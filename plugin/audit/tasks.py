@@ -37,7 +37,19 @@ from typing import IO, Any
 
 import orjson
 
-from fhir_mappings import InputError, TherapyRecord, group_visits, load_path, map_document
+from fhir_mappings import (
+    DEFAULT_MAX_FILE_BYTES,
+    InputError,
+    InputProblem,
+    TherapyRecord,
+    group_visits,
+    load_path,
+    map_document,
+    open_regular,
+    read_input,
+    read_line,
+)
+from fhir_mappings.loader import format_size
 from fhir_mappings.mapper import _MAPPED_TYPES, map_collected
 from fhir_mappings.model import MappingIssue
 from fhir_mappings.references import ReferenceIndex
@@ -66,6 +78,7 @@ class AuditSettings:
     pseudonym_key: bytes | None = None
     report_limit: int = 500
     max_procedures_per_visit: int = MAX_PROCEDURES_PER_VISIT
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES  # per document file, per export line
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +99,7 @@ class ChunkTask:
     first_line: int
     shard_count: int
     workdir: str
+    max_line_bytes: int = DEFAULT_MAX_FILE_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +153,7 @@ class DrawTask:
     visits: tuple[tuple[Locator, VisitToDraw], ...]
     workdir: str
     size: int = 0
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
 
 
 @dataclass(slots=True)
@@ -364,7 +379,8 @@ def draw_timelines(task: DrawTask) -> DrawResult:
         kind, shard, key = locator
         if kind == "file":
             with contextlib.suppress(InputError):  # read before; if it went away, no picture
-                records.append((locator, map_document(load_path(key.decode()))))
+                document = load_path(key.decode(), max_bytes=task.max_file_bytes)
+                records.append((locator, map_document(document)))
         else:
             shard_keys.setdefault(shard, set()).add(key)
     for shard, keys in sorted(shard_keys.items()):
@@ -390,26 +406,43 @@ def draw_timelines(task: DrawTask) -> DrawResult:
 # ------------------------------------------------------------------------------ documents
 
 
-def _is_bulk_manifest(path: str) -> bool:
+def _is_bulk_manifest(path: str, max_bytes: int) -> bool:
     try:
-        document = orjson.loads(Path(path).read_bytes())
-    except (OSError, orjson.JSONDecodeError):
+        document = orjson.loads(read_input(path, max_bytes))
+    except (InputError, orjson.JSONDecodeError):
         return False
     return isinstance(document, dict) and "transactionTime" in document and "output" in document
+
+
+def file_rejection(error: InputError) -> Rejection:
+    """The ``rejected.csv`` row of a whole file that could not be read (its code says why)."""
+    return Rejection("file", error.code.value, error.source, "", "", error.problem)
+
+
+def reject_files(workdir: str, task_id: int, errors: Sequence[InputError]) -> TaskResult:
+    """Rows and counts for files refused before any task read them (an export that is a FIFO)."""
+    parts = _Parts(workdir, task_id)
+    tally = Tally()
+    for error in errors:
+        rejection = file_rejection(error)
+        parts.writer("rejected").writerow(rejected_row(rejection))
+        tally.add_rejection(rejection, counted_as_read=False)
+    parts.close()
+    return TaskResult(task_id=task_id, amount=0, tally=tally)
 
 
 def audit_documents(task: DocumentTask) -> TaskResult:
     """Bundles, resources and CDS Hooks requests, one file at a time (as ``check`` reads them)."""
     auditor = RecordAuditor(task.settings, task.task_id, count_patients=False)
     for path in task.files:
+        max_bytes = task.settings.max_file_bytes
         try:
-            document = load_path(path)
+            document = load_path(path, max_bytes=max_bytes)
         except InputError as exc:
-            if _is_bulk_manifest(path):
+            if exc.code is InputProblem.UNREADABLE and _is_bulk_manifest(path, max_bytes):
                 auditor.tally.bulk_manifests += 1  # the export's table of contents, not data
                 continue
-            rejection = Rejection("file", "unreadable-file", path, "", "", exc.problem)
-            auditor.reject_all([rejection], counted_as_read=False)
+            auditor.reject_all([file_rejection(exc)], counted_as_read=False)
             continue
         auditor.tally.files_read += 1
         auditor.audit(
@@ -484,7 +517,25 @@ def split_chunk(task: ChunkTask) -> TaskResult:
         parts.writer("rejected").writerow(rejected_row(rejection))
         tally.add_rejection(rejection, counted_as_read=False)
 
-    for line_no, raw in _lines(task.source, task.start, task.end, task.first_line):
+    try:
+        handle = open_regular(task.source)
+    except InputError as exc:  # the file changed since the runner planned it (now a FIFO ...)
+        if task.start == 0:  # one row for the file, not one per range
+            rejection = file_rejection(exc)
+            parts.writer("rejected").writerow(rejected_row(rejection))
+            tally.add_rejection(rejection, counted_as_read=False)
+        parts.close()
+        return TaskResult(task_id=task.task_id, amount=task.end - task.start, tally=tally)
+    lines = _lines(handle, task.start, task.end, task.first_line, task.max_line_bytes)
+    for line_no, raw in lines:
+        if raw is None:
+            reject(
+                line_no,
+                "line-too-long",
+                f"longer than {format_size(task.max_line_bytes)}, the limit for one line; line "
+                "skipped (raise the limit with --max-file-size or THERAPY_CDS_MAX_FILE_SIZE)",
+            )
+            continue
         line = raw.strip()
         if line_no == 1 and line.startswith(b"\xef\xbb\xbf"):
             line = line[3:]  # a byte-order mark some Windows tools write
@@ -532,17 +583,21 @@ def split_chunk(task: ChunkTask) -> TaskResult:
     return TaskResult(task_id=task.task_id, amount=task.end - task.start, tally=tally)
 
 
-def _lines(path: str, start: int, end: int, first_line: int) -> Iterator[tuple[int, bytes]]:
-    with open(path, "rb") as handle:
+def _lines(
+    handle: IO[bytes], start: int, end: int, first_line: int, limit: int
+) -> Iterator[tuple[int, bytes | None]]:
+    """The numbered lines of ``handle[start:end]``, closing it at the end; None for a line over
+    ``limit`` bytes (read past, never held)."""
+    with handle:
         handle.seek(start)
         position = start
         number = first_line
         while position < end:
-            raw = handle.readline()
-            if not raw:
+            line, length = read_line(handle, limit)
+            if not length:
                 break
-            position += len(raw)
-            yield number, raw
+            position += length
+            yield number, line
             number += 1
 
 

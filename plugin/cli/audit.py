@@ -24,6 +24,7 @@ from rich.progress import (
 )
 
 from plugin.cli._app import app
+from plugin.cli._inputs import MaxFileSize, max_file_bytes
 from plugin.cli.check import PairRuleOption, PayerRuleOption
 
 
@@ -106,6 +107,7 @@ def audit(
         500, "--report-visits", help="Visits with findings listed in report.html (most serious)."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    max_file_size: MaxFileSize = None,
 ) -> None:
     """Audit many visits: CSV files, summary.json and a readable report.html in --out."""
     # imported here so that the other commands do not pay for the audit's imports
@@ -129,6 +131,7 @@ def audit(
         pseudonym_key=key,
         report_limit=report_visits,
         max_procedures_per_visit=defaults.max_procedures_per_visit,
+        max_file_bytes=max_file_bytes(max_file_size, defaults),
     )
     console = Console(stderr=True, highlight=False)
     bar = _Bar(console)

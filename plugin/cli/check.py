@@ -20,6 +20,7 @@ from rich.table import Table
 from fhir_mappings import InputError, load_path, map_document
 from fhir_mappings.codes import code_info
 from plugin.cli._app import app
+from plugin.cli._inputs import MaxFileSize, max_file_bytes
 from plugin.pipeline import CheckResult, TooManyProceduresError, check_record
 from plugin.rules import PairRule, PayerRule, VisitAnalysis, analysis_to_json
 
@@ -43,11 +44,12 @@ _INPUT_SUFFIXES = (".json", ".ndjson", ".jsonl")
 
 
 def expand_paths(paths: list[Path]) -> Iterator[Path]:
-    """Files as given; folders contribute their ``*.json`` / ``*.ndjson`` files, sorted."""
+    """Files as given; folders contribute their ``*.json`` / ``*.ndjson`` files, sorted (a FIFO
+    or socket of that name too: it is refused by name rather than skipped in silence)."""
     for path in paths:
         if path.is_dir():
             yield from sorted(
-                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in _INPUT_SUFFIXES
+                p for p in path.rglob("*") if not p.is_dir() and p.suffix.lower() in _INPUT_SUFFIXES
             )
         else:
             yield path
@@ -72,6 +74,7 @@ def check(
     strict: bool = typer.Option(
         False, "--strict", help="Also validate every resource with the full FHIR models."
     ),
+    max_file_size: MaxFileSize = None,
 ) -> None:
     """Analyse FHIR input offline: units, the 97140/97530 pair, plan of care, findings."""
     from plugin.settings import Settings
@@ -79,6 +82,7 @@ def check(
     defaults = Settings(dev_mode=True)  # only the rule defaults are read here
     payer: PayerRule = payer_rule.value if payer_rule else defaults.payer_rule
     pair: PairRule = pair_rule.value if pair_rule else defaults.pair_interval_rule
+    max_bytes = max_file_bytes(max_file_size, defaults)
     results: list[tuple[Path, CheckResult]] = []
     failed = False
     files = list(expand_paths(paths))
@@ -87,7 +91,7 @@ def check(
         raise typer.Exit(2)
     for path in files:
         try:
-            document = load_path(path)
+            document = load_path(path, max_bytes=max_bytes)
             record = map_document(document, strict=strict)
         except InputError as exc:
             _say(str(exc))

@@ -36,7 +36,9 @@ from rich.markdown import Markdown
 from rich.panel import Panel
 from rich.text import Text
 
+from fhir_mappings import DEFAULT_MAX_FILE_BYTES, InputError, read_input
 from plugin.cli._app import app
+from plugin.cli._inputs import MaxFileSize, max_file_bytes
 from plugin.hook_request import BundleError, Hook, build_hook_request
 
 JsonObject = dict[str, Any]
@@ -62,13 +64,16 @@ class InvokeError(Exception):
 # Input
 
 
-def load_request(path: Path, hook: Hook) -> JsonObject:
-    """Read ``path`` (a Bundle, or a ready CDS Hooks request) and return the request to send."""
+def load_request(path: Path, hook: Hook, *, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> JsonObject:
+    """Read ``path`` (a Bundle, or a ready CDS Hooks request) and return the request to send.
+
+    The file is read as ``check`` reads its inputs (:func:`fhir_mappings.read_input`): a regular
+    file of at most ``max_bytes``, gzip decompressed up to that size."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InvokeError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
+        text = read_input(path, max_bytes).decode("utf-8")
+    except InputError as exc:
+        raise InvokeError(str(exc)) from None
+    except UnicodeDecodeError as exc:
         raise InvokeError(f"{path}: cannot read the file ({type(exc).__name__})") from None
     try:
         data = json.loads(text)
@@ -142,11 +147,9 @@ class Signer:
     def from_file(cls, path: Path, issuer: str, kid: str | None = None) -> Signer:
         """Load a private key: PEM (EC or RSA), a JWK, or a JWK Set (``kid`` picks the key)."""
         try:
-            raw = path.read_bytes()
-        except OSError as exc:
-            raise InvokeError(
-                f"--jwt-key {path}: cannot read the file ({type(exc).__name__})"
-            ) from None
+            raw = read_input(path, DEFAULT_MAX_FILE_BYTES)  # never a FIFO, never unbounded
+        except InputError as exc:
+            raise InvokeError(f"--jwt-key {exc}") from None
         key = _load_private_key(path, raw, kid)
         declared_alg = key.get("alg")
         declared = declared_alg if isinstance(declared_alg, str) else None
@@ -382,10 +385,11 @@ def run_invoke(
     service: str | None = None,
     signer: Signer | None = None,
     timeout: float = 30.0,
+    max_bytes: int = DEFAULT_MAX_FILE_BYTES,
 ) -> tuple[str, Any]:
     """Build (or load) the request, find the service, post it; return (service URL, answer)."""
     endpoints = resolve_endpoints(url, service)
-    request = load_request(path, hook)
+    request = load_request(path, hook, max_bytes=max_bytes)
     service_url = endpoints.service_url
     with Client(signer, timeout) as client:
         if service_url is None:
@@ -428,14 +432,25 @@ def invoke(
         float, typer.Option("--timeout", min=0.1, help="Seconds to wait for each answer.")
     ] = 30.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON answer.")] = False,
+    max_file_size: MaxFileSize = None,
 ) -> None:
     """Build a CDS Hooks request from a bundle, post it to a running service, print the cards."""
     try:
         if (jwt_key is None) != (iss is None):
             raise InvokeError("--jwt-key and --iss go together")
         signer = Signer.from_file(jwt_key, iss, kid) if jwt_key and iss else None
+        if max_file_size is None:
+            from plugin.settings import Settings
+
+            max_file_size = max_file_bytes(None, Settings(dev_mode=True))
         service_url, answer = run_invoke(
-            url, path, hook.value, service=service, signer=signer, timeout=timeout
+            url,
+            path,
+            hook.value,
+            service=service,
+            signer=signer,
+            timeout=timeout,
+            max_bytes=max_file_size,
         )
     except InvokeError as exc:
         typer.echo(f"therapy-cds invoke: {exc}", err=True)

@@ -68,6 +68,8 @@ def test_environment_is_read_with_prefix_and_comma_lists(
         ("THERAPY_CDS_PAYER_RULE", "medicaid"),
         ("THERAPY_CDS_PAIR_INTERVAL_RULE", "loose"),
         ("THERAPY_CDS_PUBLIC_BASE_URL", "cds.example.org"),
+        ("THERAPY_CDS_MAX_FILE_SIZE", "lots"),
+        ("THERAPY_CDS_MAX_FILE_SIZE", "0"),
     ],
 )
 def test_bad_values_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:

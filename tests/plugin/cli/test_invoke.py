@@ -221,7 +221,7 @@ def test_load_request_from_bundle_and_from_request(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        (None, "no such file"),
+        (None, "file not found"),
         ("{not json", "not valid JSON (line 1"),
         ('{"resourceType": "Patient", "id": "x"}', "expected a FHIR Bundle"),
         (b"\xff\xfe\x00", "cannot read the file"),

@@ -1,0 +1,50 @@
+"""The ``--max-file-size`` option every command that reads input files takes (check, audit,
+invoke): the cap on one input file, decompressed size for gzip (see
+:func:`fhir_mappings.open_input`). Without the option the setting
+``THERAPY_CDS_MAX_FILE_SIZE`` decides (:class:`plugin.settings.Settings`)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from pydantic import ByteSize, TypeAdapter, ValidationError
+
+from fhir_mappings import DEFAULT_MAX_FILE_BYTES
+from fhir_mappings.loader import format_size
+
+if TYPE_CHECKING:
+    from plugin.settings import Settings
+
+_SIZE = TypeAdapter(ByteSize)
+
+
+def parse_size(text: str) -> int:
+    """``"5GB"`` / ``"300MB"`` / ``"512MiB"`` / ``"1000000"`` -> bytes (more than 0)."""
+    try:
+        size = int(_SIZE.validate_python(text.strip()))
+    except ValidationError:
+        raise typer.BadParameter(
+            f"{text!r} is not a size; write it like 300MB, 5GB or 512MiB"
+        ) from None
+    if size <= 0:
+        raise typer.BadParameter("must be more than 0")
+    return size
+
+
+# The option as a parameter type: ``max_file_size: MaxFileSize = None``.
+MaxFileSize = Annotated[
+    int | None,
+    typer.Option(
+        "--max-file-size",
+        parser=parse_size,
+        metavar="SIZE",
+        help="Largest input file to read, decompressed (300MB, 5GB ...); default "
+        f"THERAPY_CDS_MAX_FILE_SIZE, else {format_size(DEFAULT_MAX_FILE_BYTES)}.",
+    ),
+]
+
+
+def max_file_bytes(option: int | None, settings: Settings) -> int:
+    """The cap for this run: the option if given, else the setting."""
+    return option if option is not None else int(settings.max_file_size)
