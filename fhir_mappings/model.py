@@ -218,6 +218,9 @@ class TherapyRecord:
     next_links: tuple[str, ...] = ()  # searchset ``next`` links: more data the caller may fetch
     context_patient: str | None = None  # CDS Hooks ``context.patientId`` ("Patient/x")
     patients: tuple[str, ...] = ()  # Patient resources present in the input ("Patient/x")
+    # Added for issue 14 (additive, defaulted): resources left out because they are not shown to
+    # be about ``context_patient`` (a count only: their ids are never kept).
+    other_patient_resources: int = 0
 
 
 class SetAsideReason(StrEnum):

@@ -3,11 +3,11 @@
 ``analyze`` runs, per visit (one patient, date of service and discipline; R-B2, R-B2a):
 timing findings (I-2.3, I-2.4), group exclusion, attribution and units (I-2.6..I-3), the
 97140/97530 pair (I-4), other PTP edits and the plan-of-care flags (I-5); a visit without any
-charge line gets I-CHARGES-NOT-AVAILABLE instead of claims about what was billed (issue 14). Services the mappers
-set aside become top-level findings (I-2.1), and so do billed charges of timed codes that no
-visit could take (E-UNITS-EXCEED, nothing documented supports them). Everything is
-deterministic: visits sorted by patient, date and discipline; findings by severity, rule id,
-codes and resources.
+charge line gets I-CHARGES-NOT-AVAILABLE instead of claims about what was billed (issue 14).
+Services the mappers set aside become top-level findings (I-2.1), and so do billed charges of
+timed codes that no visit could take (E-UNITS-EXCEED, nothing documented supports them).
+Everything is deterministic: visits sorted by patient, date and discipline; findings by
+severity, rule id, codes and resources.
 """
 
 from __future__ import annotations
