@@ -58,10 +58,9 @@ async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
         log_level="INFO",
     )
     app = create_app(settings)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://cds.test") as c,
-    ):
+    # No lifespan: it would freeze the collector's objects for the rest of the test session.
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://cds.test") as c:
         yield c
 
 
@@ -355,3 +354,25 @@ def test_claim_lines_and_billing_extensions_are_charge_lines(sample: str) -> Non
     visits = group_visits(map_bundle(_bundle(sample))).visits
     assert visits
     assert all(v.charge_lines_read for v in visits)
+
+
+def test_check_of_a_request_file_leaves_another_patient_out_and_says_how_many(
+    tmp_path: Path,
+) -> None:
+    from typer.testing import CliRunner
+
+    from plugin.cli import app
+
+    request = build_hook_request(_bundle("modifier-59-with-xu.json"))
+    stranger = _foreign_procedure({"reference": "Patient/pat-somebody-else"})
+    request["prefetch"]["procedures"]["entry"].append({"resource": stranger})
+    path = tmp_path / "request.json"
+    path.write_text(json.dumps(request), encoding="utf-8")
+    result = CliRunner().invoke(app, ["check", str(path), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert "1 resource(s) about another patient than context.patientId were left out" in (
+        result.stderr
+    )
+    assert "somebody" not in result.output
+    document = json.loads(result.stdout)
+    assert [v["patient"] for v in document["visits"]] == [f"Patient/{VIGGO}"]

@@ -208,10 +208,9 @@ async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
         log_level="WARNING",
     )
     app = create_app(settings)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://cds.test") as c,
-    ):
+    # No lifespan: it would freeze the collector's objects for the rest of the test session.
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://cds.test") as c:
         yield c
 
 
