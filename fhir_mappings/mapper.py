@@ -80,6 +80,15 @@ BILLING_SYSTEMS = frozenset({CPT_SYSTEM, HCPCS_SYSTEM})
 _MAPPED_TYPES = frozenset(
     {"Procedure", "ServiceRequest", "Claim", "ExplanationOfBenefit", "CarePlan", "Encounter"}
 )
+# The element naming the patient, per resource type the patient filter reads (issue 14).
+_PATIENT_FIELD = {
+    "Procedure": "subject",
+    "ServiceRequest": "subject",
+    "CarePlan": "subject",
+    "Encounter": "subject",
+    "Claim": "patient",
+    "ExplanationOfBenefit": "patient",
+}
 _PERIOD_FIELDS = (
     ("performedPeriod", True),
     ("performedDateTime", False),
@@ -157,7 +166,9 @@ def map_cds_hooks(
     ``draft_orders`` is the ``context.draftOrders`` value (a Bundle, normally without ``type``);
     its ServiceRequests are the charges being signed. ``prefetch`` maps each key to its resolved
     value (a Bundle, a single resource, an OperationOutcome, or ``None`` for "no data");
-    ``patient_id`` is ``context.patientId`` and becomes ``TherapyRecord.context_patient``.
+    ``patient_id`` is ``context.patientId`` and becomes ``TherapyRecord.context_patient``; the
+    resources not shown to be about that patient are left out and only counted
+    (``TherapyRecord.other_patient_resources``; see ``_Mapper._keep_expected_patient``).
     """
     found = Collected()
     collect_cds_hooks(draft_orders, prefetch, found, patient_id=patient_id)
@@ -208,6 +219,7 @@ class _Mapper:
         self.charges: list[Charge] = []
         self.claim_lines: dict[str, list[_ClaimLine]] = {}
         self.patients: list[str] = []
+        self.other_patient = 0  # resources left out as not about the expected patient
         self.based_on: dict[str, tuple[str, ...]] = {}  # Procedure key -> basedOn keys
         self.by_type: dict[str, list[_Item]] = {}  # resource type -> items, in input order
         self.shapes: list[tuple[_Item, FhirVersion, str]] = []  # release-specific shapes seen
@@ -221,6 +233,8 @@ class _Mapper:
 
     def run(self) -> TherapyRecord:
         items = self._index()
+        if self.found.context_patient is not None:
+            items = self._keep_expected_patient(items, self.found.context_patient)
         version = self._decide_version()
         by_type = self.by_type
         if self.strict:
@@ -273,6 +287,7 @@ class _Mapper:
             next_links=tuple(self.found.next_links),
             context_patient=self.found.context_patient,
             patients=tuple(self.patients),
+            other_patient_resources=self.other_patient,
         )
 
     def _index(self) -> list[_Item]:
@@ -317,6 +332,51 @@ class _Mapper:
                     shapes.append((item, shown[0], shown[1]))
         self.index.add_full_urls(full_urls)
         return items
+
+    def _keep_expected_patient(self, items: list[_Item], expected: str) -> list[_Item]:
+        """Leave out every resource not shown to be about ``expected`` (issue 14).
+
+        A Patient other than ``expected``, and a Procedure, ServiceRequest, CarePlan, Encounter,
+        Claim or ExplanationOfBenefit whose subject/patient names another patient -- or names
+        one that cannot be resolved (identifier- or display-only, an unresolved ``urn:``, a
+        conditional reference, a non-Patient type) -- is dropped before anything is read from
+        it: only the count is kept (:attr:`TherapyRecord.other_patient_resources`), never its
+        key or content, and no issue mentions it. A resource with no subject at all, or with a
+        Group subject (group delivery, R-H8), stays: it came in the request of ``expected``.
+        """
+        dropped: set[str] = set()
+        kept: list[_Item] = []
+        for item in items:
+            _, rtype, key, res = item
+            if rtype == "Patient":
+                about_other = key != expected
+            else:
+                field = _PATIENT_FIELD.get(rtype)
+                about_other = field is not None and not self._names(res, field, key, expected)
+            if about_other:
+                dropped.add(key)
+            else:
+                kept.append(item)
+        if dropped:
+            self.other_patient = len(dropped)
+            for rtype, group in list(self.by_type.items()):
+                self.by_type[rtype] = [item for item in group if item[2] not in dropped]
+            self.shapes = [shape for shape in self.shapes if shape[0][2] not in dropped]
+            self.issues = [i for i in self.issues if i.resource not in dropped]
+        return kept
+
+    def _names(self, res: JsonObject, field: str, key: str, expected: str) -> bool:
+        """Does ``res[field]`` name the patient ``expected`` (see _keep_expected_patient)?"""
+        value = res.get(field)
+        if value is None:
+            return True
+        ref = self.index.of(value, key)
+        if ref is None:
+            return False
+        if ref.startswith(key + "#"):
+            inner = find_contained(res, ref[len(key) + 1 :])
+            return inner is not None and inner.get("resourceType") == "Group"
+        return ref == expected or reference_type(ref) == "Group"
 
     def _decide_version(self) -> FhirVersion | None:
         """The majority release of the shapes :meth:`_index` noted; the minority is reported."""

@@ -218,6 +218,9 @@ class TherapyRecord:
     next_links: tuple[str, ...] = ()  # searchset ``next`` links: more data the caller may fetch
     context_patient: str | None = None  # CDS Hooks ``context.patientId`` ("Patient/x")
     patients: tuple[str, ...] = ()  # Patient resources present in the input ("Patient/x")
+    # Added for issue 14 (additive, defaulted): resources left out because they are not shown to
+    # be about ``context_patient`` (a count only: their ids are never kept).
+    other_patient_resources: int = 0
 
 
 class SetAsideReason(StrEnum):
@@ -246,6 +249,12 @@ class TherapyVisit:
     plans: tuple[PlanOfCare, ...] = ()  # resolved plans referenced by services or charges
     unresolved_plan_refs: tuple[str, ...] = ()  # basedOn targets not present in the input
     encounters: tuple[EncounterInfo, ...] = ()
+    # Added for issue 14 (additive, defaulted): False when the input holds no charge line for
+    # this visit at all -- no charge (ServiceRequest, Claim/EOB item) joined it and none of its
+    # services carries a billing modifier or billed units (R-H7) -- so nothing says what was
+    # billed. :func:`~fhir_mappings.visits.group_visits` decides it; a visit built by hand keeps
+    # the default and its services' (possibly empty) modifiers are read as the billed lines.
+    charge_lines_read: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,11 @@ CDS Hooks ``context.patientId`` when there is one, else the input's only patient
 patient appears anywhere in it (services, charges, encounters, plans, Patient resources); else it
 is set aside (:attr:`SetAsideReason.NO_PATIENT`). The same fallback applies to charges.
 
+Charge lines (POLICY, issue 14): a visit has read its charge lines when a charge joined it or one
+of its services carries a billing modifier or billed units (a linked Claim line or the project
+extensions, R-H7); otherwise :attr:`TherapyVisit.charge_lines_read` is False and no rule may
+claim what was billed (the rules say "charges not available").
+
 Charges (POLICY): a dated charge joins the visits of its patient on that date (its own GP/GO/GN
 modifier, then its code, choose among several disciplines); an undated charge (the norm for
 order-sign draft orders) joins the visits of its patient that contain its code, else the
@@ -132,11 +137,18 @@ def group_visits(record: TherapyRecord) -> VisitGrouping:
                 plans=plans,
                 unresolved_plan_refs=unresolved,
                 encounters=_encounters(services, record.encounters),
+                charge_lines_read=bool(visit_charges) or any(_bills(s) for s in services),
             )
         )
     return VisitGrouping(
         visits=tuple(visits), set_aside=tuple(set_aside), unattached_charges=tuple(unattached)
     )
+
+
+def _bills(service: TimedService) -> bool:
+    """The service carries billing itself: modifiers or billed units (a Claim line or the
+    project extensions, R-H7)."""
+    return bool(service.modifiers) or service.billed_units is not None
 
 
 def _start_order(service: TimedService) -> tuple[bool, datetime, str]:

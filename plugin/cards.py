@@ -513,6 +513,7 @@ class CardOptions:
     hook_instance: str
     drafts: DraftOrders | None = None
     links: tuple[Link, ...] = ()
+    notes: tuple[str, ...] = ()  # one-line caveats every visit's summary card ends with
 
 
 @functools.cache
@@ -613,6 +614,7 @@ def summary_card(visit: VisitAnalysis, options: CardOptions, units_table: str) -
     infos = [f for f in visit.findings if f.severity is Severity.INFO]
     if infos:
         lines.append("\n".join(f"- **{f.rule.value}**: {quote_markdown(f.message)}" for f in infos))
+    lines.extend(options.notes)
     topic = infos[0].rule.value if len(infos) == 1 else "units-summary"
     return Card(
         uuid=make_uuid("card"),
@@ -620,6 +622,28 @@ def summary_card(visit: VisitAnalysis, options: CardOptions, units_table: str) -
         indicator="info",
         detail="\n\n".join(lines),
         source=_source(topic, "Units per code for the visit"),
+        links=options.links,
+    )
+
+
+OTHER_PATIENT_TOPIC = "other-patient-data"
+
+
+def other_patient_card(count: int, options: CardOptions) -> Card:
+    """The warning that ``count`` resources about another patient were left out (issue 14).
+
+    It names no resource and no patient: the count is all the service keeps of them."""
+    return Card(
+        uuid=_uuid_factory(options.hook_instance, OTHER_PATIENT_TOPIC)("card"),
+        summary=f"{count} resource(s) about another patient were left out",
+        indicator="warning",
+        detail=(
+            f"The request carried {count} resource(s) whose subject is not the patient in"
+            " context (another patient, or none that can be identified). They were not"
+            " analysed and nothing from them is shown; the cards cover the patient in context"
+            " only. Check that the EHR sends this patient's data."
+        ),
+        source=_source(OTHER_PATIENT_TOPIC, "Data about another patient"),
         links=options.links,
     )
 

@@ -6,14 +6,29 @@
   whatever billed lines it carries (Claim items, project extensions).
 
 Both run the same pipeline as ``therapy-cds check``: FHIR -> visits -> rules -> cards.
+
+Two duties on top of it (issue 14):
+
+- **The patient in context is the patient analysed.** The mapping takes ``context.patientId``
+  and leaves out every resource not shown to be about that patient (counted, never echoed or
+  logged by id); the answer carries one warning card saying how many were left out, or is a
+  400 OperationOutcome when none of the patient's services remain.
+- **Same-day pooling.** The CMS 8-minute rule counts a date of service's timed minutes across
+  encounters (R-B2b), while the ``procedures`` prefetch holds one encounter's. With FHIR access
+  the services also search ``Procedure?patient=X&date=YYYY-MM-DD`` for each date of service
+  (at most :data:`SAME_DAY_MAX_DATES`, through the request's allow-listed FHIR session, its
+  page, size and deadline limits) and pool what they find, as ``check`` does over a bundle.
+  Without access, or when that search fails, each visit's summary card says in one line that
+  its count covers this encounter only.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
@@ -25,9 +40,11 @@ from cds_hooks import (
     PayloadTooLarge,
     ServiceRegistry,
 )
+from cds_hooks.errors import PrefetchUnavailable
+from cds_hooks.service import FhirAccess
 from fhir_mappings import CODE_LIST, map_cds_hooks
-from fhir_mappings.model import CPT_SYSTEM, HCPCS_SYSTEM
-from plugin.cards import CardOptions, DraftOrders, cards_for
+from fhir_mappings.model import CPT_SYSTEM, HCPCS_SYSTEM, TherapyRecord
+from plugin.cards import CardOptions, DraftOrders, cards_for, other_patient_card
 from plugin.pipeline import TooManyProceduresError, check_record, require_procedures_within
 from plugin.rules import Finding, PairRule, PayerRule
 from plugin.settings import MAX_PROCEDURES_PER_VISIT
@@ -53,6 +70,18 @@ _USAGE = (
 )
 
 _THERAPY_SYSTEMS = frozenset({CPT_SYSTEM, HCPCS_SYSTEM})
+
+#: The prefetch-like key the same-day search is read under (never declared in discovery: a CDS
+#: Hooks 2.0 template has no token for the visit's date, see the README).
+SAME_DAY_KEY = "sameDayProcedures"
+#: At most this many dates of service are searched per call (a visit has one; a service that
+#: crosses midnight belongs to its start date, so two is already unusual).
+SAME_DAY_MAX_DATES = 2
+_NOT_POOLED = {
+    "no-fhir": "no FHIR access was given",
+    "failed": "the FHIR search for them failed",
+    "too-many-dates": f"the request spans more than {SAME_DAY_MAX_DATES} dates of service",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,13 +147,17 @@ def bills_therapy(draft_requests: Mapping[str, Mapping[str, Any]]) -> bool:
     return False
 
 
-async def _procedures(invocation: Invocation, drafts: Mapping[str, Mapping[str, Any]]) -> object:
+async def _procedures(
+    invocation: Invocation, drafts: Mapping[str, Mapping[str, Any]]
+) -> tuple[object, bool]:
     """The ``procedures`` key, or -- when the client could not fill it because there is no
     ``encounterId`` (the CDS Hooks Sandbox never sends one) -- a search by patient and the
-    date of the draft orders, when the request gives FHIR access. Otherwise 412 (P-13)."""
+    date of the draft orders, when the request gives FHIR access. Otherwise 412 (P-13).
+
+    The flag is True when the value is that search, which already holds the whole day."""
     prefetch = invocation.prefetch
     if not prefetch.is_missing("procedures"):
-        return prefetch.require("procedures")
+        return prefetch.require("procedures"), False
     context = invocation.context
     patient = context.get("patientId")
     if invocation.fhir is not None and not context.get("encounterId") and isinstance(patient, str):
@@ -135,10 +168,53 @@ async def _procedures(invocation: Invocation, drafts: Mapping[str, Mapping[str, 
             if isinstance(value, str) and len(value) >= 10
         )
         if dates:
-            return await invocation.fhir.fetch(
+            found = await invocation.fhir.fetch(
                 f"Procedure?patient={patient}&date={dates[-1]}", key="procedures"
             )
-    return prefetch.require("procedures")
+            return found, True
+    return prefetch.require("procedures"), False
+
+
+async def same_day_procedures(
+    fhir: FhirAccess | None, patient_id: str, record: TherapyRecord
+) -> tuple[dict[str, Any] | None, str]:
+    """The patient's Procedures of the dates of service in ``record``, from the FHIR server.
+
+    Returns ``(searchset, "pooled")``, or ``(None, why)`` with ``why`` one of ``no-dates``,
+    ``no-fhir``, ``too-many-dates``, ``failed``. One search per date (R4 ``date`` covers
+    ``performed[x]``, R5 ``occurrence[x]``); the session bounds pages, bytes and time.
+    """
+    dates = sorted({s.service_date for s in record.services if s.service_date is not None})
+    if not dates:
+        return None, "no-dates"
+    if fhir is None:
+        return None, "no-fhir"
+    if len(dates) > SAME_DAY_MAX_DATES:
+        return None, "too-many-dates"
+    entries: list[object] = []
+    for day in dates:
+        query = f"Procedure?patient={quote(patient_id, safe='')}&date={day.isoformat()}"
+        try:
+            found = await fhir.fetch(query, key=SAME_DAY_KEY)
+        except PrefetchUnavailable:
+            return None, "failed"
+        if not isinstance(found, dict) or found.get("resourceType") != "Bundle":
+            return None, "failed"
+        entry = found.get("entry")
+        if isinstance(entry, list):
+            entries.extend(entry)
+    return {"resourceType": "Bundle", "type": "searchset", "entry": entries}, "pooled"
+
+
+def on_dates_of(record: TherapyRecord, pooled: TherapyRecord) -> TherapyRecord:
+    """``pooled`` keeping only the services of ``record`` and those on its dates of service
+    (a server may read ``date=`` in its own time zone; I-2.4 dates come from the start)."""
+    own = {s.ref for s in record.services}
+    dates = {s.service_date for s in record.services}
+    return replace(
+        pooled,
+        services=tuple(s for s in pooled.services if s.ref in own or s.service_date in dates),
+    )
 
 
 def build_registry(
@@ -177,19 +253,36 @@ def build_registry(
     ) -> CdsResponse:
         started = time.perf_counter()
         choice = _rule_choice(invocation, defaults)
-        procedures = await _procedures(invocation, drafts)
+        procedures, whole_day = await _procedures(invocation, drafts)
         prefetch = invocation.prefetch
-        resolved = {
+        resolved: dict[str, object] = {
             "procedures": procedures,
             "patient": prefetch.get("patient"),
             "encounter": prefetch.get("encounter"),
             "carePlans": prefetch.get("carePlans"),
         }
         patient = invocation.context.get("patientId")
-        record = map_cds_hooks(
-            draft_orders,
-            resolved,
-            patient_id=patient if isinstance(patient, str) else None,
+        patient_id = patient if isinstance(patient, str) else None
+        record = map_cds_hooks(draft_orders, resolved, patient_id=patient_id)
+        if record.other_patient_resources and not record.services:
+            # counted, never named: the log line and the answer carry the number only
+            invocation.log.update(other_patient_resources=record.other_patient_resources)
+            raise InvalidRequest(
+                f"the request's data is about another patient than context.patientId:"
+                f" {record.other_patient_resources} resource(s) were left out and none of the"
+                " patient's own services remain to analyse; send the prefetch and"
+                " draftOrders of the patient in context"
+            )
+        same_day = "whole-day" if whole_day else "no-dates"
+        if not whole_day and patient_id is not None:
+            searched, same_day = await same_day_procedures(invocation.fhir, patient_id, record)
+            if searched is not None:
+                pooled = map_cds_hooks(
+                    draft_orders, {**resolved, SAME_DAY_KEY: searched}, patient_id=patient_id
+                )
+                record = on_dates_of(record, pooled)
+        invocation.log.update(
+            same_day=same_day, other_patient_resources=record.other_patient_resources
         )
         try:
             require_procedures_within(len(record.services), max_procedures_per_visit, "the request")
@@ -211,14 +304,22 @@ def build_registry(
                 [f for v in result.analysis.visits for f in v.findings]
                 + list(result.analysis.findings),
             )
-        cards = cards_for(
-            result.analysis,
-            CardOptions(
-                hook_instance=invocation.hook_instance,
-                drafts=DraftOrders(drafts, record.fhir_version),
-                links=links_for(invocation),
+        options = CardOptions(
+            hook_instance=invocation.hook_instance,
+            drafts=DraftOrders(drafts, record.fhir_version),
+            links=links_for(invocation),
+            notes=(
+                (
+                    "Count covers this encounter only: the patient's other visits of the same"
+                    f" day were not read ({_NOT_POOLED[same_day]}).",
+                )
+                if same_day in _NOT_POOLED
+                else ()
             ),
         )
+        cards = cards_for(result.analysis, options)
+        if record.other_patient_resources:
+            cards = (other_patient_card(record.other_patient_resources, options), *cards)
         # Onto the call's one log line: ids, counts and rule ids only, never resource
         # content, patient identifiers or tokens.
         rules = sorted({f.rule.value for v in result.analysis.visits for f in v.findings})
@@ -279,8 +380,12 @@ __all__ = [
     "EXTENSION_KEY",
     "ORDER_SIGN_SERVICE",
     "PREFETCH",
+    "SAME_DAY_KEY",
+    "SAME_DAY_MAX_DATES",
     "RuleChoice",
     "bills_therapy",
     "build_registry",
     "draft_service_requests",
+    "on_dates_of",
+    "same_day_procedures",
 ]

@@ -101,6 +101,11 @@ def check(
             where = f"{issue.location}" + (f" ({issue.resource})" if issue.resource else "")
             field = f" {issue.field}:" if issue.field else ""
             _say(f"{path}: {where}:{field} {issue.message} (skipped)")
+        if record.other_patient_resources:  # a CDS Hooks request file: counted, never named
+            _say(
+                f"{path}: {record.other_patient_resources} resource(s) about another patient"
+                " than context.patientId were left out"
+            )
         try:
             result = check_record(
                 record,

@@ -28,7 +28,7 @@ SEVERITY_RANK: Mapping[Severity, int] = MappingProxyType(
 
 
 class RuleId(StrEnum):
-    """The finding ids of rule book I-6, and nothing else."""
+    """The finding ids of rule book I-6, then the product's own (issue 14)."""
 
     E_PAIR_NO_MODIFIER = "E-PAIR-NO-MODIFIER"
     W_MODIFIER_ON_COL1 = "W-MODIFIER-ON-COL1"
@@ -56,6 +56,7 @@ class RuleId(StrEnum):
     W_DISCIPLINE_MODIFIER_MISSING = "W-DISCIPLINE-MODIFIER-MISSING"
     I_IGNORED_STATUS = "I-IGNORED-STATUS"
     I_OTHER_PTP = "I-OTHER-PTP"
+    I_CHARGES_NOT_AVAILABLE = "I-CHARGES-NOT-AVAILABLE"
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,10 +320,22 @@ _ENTRIES: tuple[CatalogueEntry, ...] = (
         ("S10a", "S10b", "S10c", "S14", "S30", "S31"),
         _NCCI_PTP,
     ),
+    # Issue 14 (POLICY): informational, because nothing in the record is wrong -- the input
+    # simply holds no charge line to compare with -- and the pair status (INDETERMINATE) and
+    # the units per code already show on the visit's summary card.
+    _entry(
+        RuleId.I_CHARGES_NOT_AVAILABLE,
+        _I,
+        "no charge line could be read for the visit (no ServiceRequest, Claim item or billing"
+        " extension): the billed units and modifiers were not checked",
+        ("R-H7", "I-3", "I-4.4"),
+        ("S24", "S25"),
+        _POLICY,
+    ),
 )
 
 CATALOGUE: Mapping[RuleId, CatalogueEntry] = MappingProxyType({e.rule: e for e in _ENTRIES})
-"""Every finding id of I-6, in the rule book's order."""
+"""Every finding id of I-6, in the rule book's order, then the product's own."""
 
 
 def entry(rule: RuleId) -> CatalogueEntry:

@@ -2,11 +2,12 @@
 
 ``analyze`` runs, per visit (one patient, date of service and discipline; R-B2, R-B2a):
 timing findings (I-2.3, I-2.4), group exclusion, attribution and units (I-2.6..I-3), the
-97140/97530 pair (I-4), other PTP edits and the plan-of-care flags (I-5). Services the mappers
-set aside become top-level findings (I-2.1), and so do billed charges of timed codes that no
-visit could take (E-UNITS-EXCEED, nothing documented supports them). Everything is
-deterministic: visits sorted by patient, date and discipline; findings by severity, rule id,
-codes and resources.
+97140/97530 pair (I-4), other PTP edits and the plan-of-care flags (I-5); a visit without any
+charge line gets I-CHARGES-NOT-AVAILABLE instead of claims about what was billed (issue 14).
+Services the mappers set aside become top-level findings (I-2.1), and so do billed charges of
+timed codes that no visit could take (E-UNITS-EXCEED, nothing documented supports them).
+Everything is deterministic: visits sorted by patient, date and discipline; findings by
+severity, rule id, codes and resources.
 """
 
 from __future__ import annotations
@@ -138,6 +139,7 @@ def _analyze_view(
             ptp=ptp,
         ),
         *review.findings,
+        *(() if visit.charge_lines_read else (charges_not_available_finding(view, pair),)),
     )
     return _new_visit_analysis(
         patient=visit.patient,
@@ -154,6 +156,29 @@ def _analyze_view(
         pair=pair,
         findings=sort_findings(findings),
         unverified_plan_refs=review.unverified_plan_refs,
+    )
+
+
+def charges_not_available_finding(view: VisitView, pair: PairResult) -> Finding:
+    """I-CHARGES-NOT-AVAILABLE: the visit holds no charge line (issue 14), so no rule claims
+    what was billed; the units are what the documentation supports, the pair step 4 is open."""
+    codes = tuple(view.lines)
+    message = (
+        "No charge line could be read for this visit (no ServiceRequest, Claim item or billing"
+        " extension), so the billed units and modifiers were not checked; the units shown are"
+        " what the documented time supports."
+    )
+    if pair.reason == "no-charges":
+        message += (
+            f" {pair.column1} and {pair.column2} both earn units in distinct time blocks: the"
+            f" {pair.column2} line needs modifier 59 (or XU) when both are billed."
+        )
+    return make_finding(
+        RuleId.I_CHARGES_NOT_AVAILABLE,
+        codes=codes,
+        resources=[r for line in view.lines.values() for r in line.service_refs],
+        message=message,
+        facts=new_finding_facts(detail="no-charges"),
     )
 
 

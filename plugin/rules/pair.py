@@ -10,6 +10,12 @@ Statuses, evaluated in the order of I-4:
    15 minutes of its own distinct time (E-PAIR-SAME-TIMEBLOCK, detail ``strict``);
 5. SUPPORTED, with W-59-WITH-X when 59 and an X modifier share a line.
 
+No charge lines (POLICY, issue 14): when the visit holds no charge line at all
+(``TherapyVisit.charge_lines_read`` is False), step 4 has nothing to read, so the status is
+INDETERMINATE (reason ``no-charges``) and the engine reports I-CHARGES-NOT-AVAILABLE; never
+E-PAIR-NO-MODIFIER. Steps 1-3 and the strict reading rest on the documented times and still
+apply, and so does an indicator-0 edit, which no modifier could bypass whatever was billed.
+
 Ties (I-4.3, POLICY): step 3 is evaluated for every allocation in ``chosen`` (the billed one when
 it is acceptable, else all acceptable ones). When they disagree, the reported status is the one
 that holds if both codes are billed (steps 4-5), because that is the only case in which the edit
@@ -56,6 +62,7 @@ class PairResult:
 
     ``reason`` is a short tag: ``no-edit`` (no edit in effect), ``absent`` (not both codes
     documented), ``no-interval``, ``same-timeblock``, ``units`` (not both codes earn a unit),
+    ``no-charges`` (step 4 cannot be judged: the visit has no charge line; INDETERMINATE),
     ``modifier`` (step 4 failed), ``supported``.
     """
 
@@ -196,6 +203,20 @@ def evaluate_pair(
         if all(applicable)
         else " (This applies if both codes are billed; an acceptable allocation bills only one.)"
     )
+    if not view.visit.charge_lines_read and edit.modifier_indicator != 0:
+        # 4. without any charge line nothing says which modifiers were billed: step 4 cannot be
+        # judged (INDETERMINATE, I-CHARGES-NOT-AVAILABLE from the engine), except the strict
+        # reading, which rests on the documented minutes alone.
+        strict = _strict_finding(
+            col1, col2, [s.ref for s in (*first, *second)], edit, pair_rule, assessment, caveat
+        )
+        status = PairStatus.NOT_SUPPORTED if strict else PairStatus.INDETERMINATE
+        return result(
+            status,
+            "modifier" if strict else "no-charges",
+            by_allocation=tuple(status if ok else PairStatus.NOT_APPLICABLE for ok in applicable),
+            findings=(strict,) if strict else (),
+        )
     findings = _modifier_findings(
         col1, col2, first, second, lines, edit, pair_rule, assessment, caveat
     )
@@ -308,31 +329,9 @@ def _modifier_findings(
                 ),
             )
         )
-    if pair_rule == "strict":
-        short = {c: assessment.minutes.get(c, 0) for c in (col1, col2)}
-        short = {c: m for c, m in short.items() if m < STRICT_MINUTES}
-        if short:
-            detail = ", ".join(f"{c} has {m}" for c, m in short.items())
-            found.append(
-                make_finding(
-                    RuleId.E_PAIR_SAME_TIMEBLOCK,
-                    codes=(col1, col2),
-                    resources=resources,
-                    message=(
-                        f"Under the strict pair rule each of {col1} and {col2} needs at least"
-                        f" {STRICT_MINUTES} minutes of its own distinct time ({detail}); they"
-                        f" are not separate 15-minute blocks.{caveat}"
-                    ),
-                    facts=new_finding_facts(
-                        minutes=min(short.values()),
-                        column1=col1,
-                        column2=col2,
-                        modifier_indicator=edit.modifier_indicator,
-                        pair_rule=pair_rule,
-                        detail="strict",
-                    ),
-                )
-            )
+    strict = _strict_finding(col1, col2, resources, edit, pair_rule, assessment, caveat)
+    if strict is not None:
+        found.append(strict)
     for code, line, services in ((col1, line1, first), (col2, line2, second)):
         mods = (line.modifiers if line else frozenset()) & NCCI_MODIFIERS
         xs = sorted(mods & X_MODIFIERS)
@@ -359,6 +358,43 @@ def _modifier_findings(
             )
         )
     return tuple(found)
+
+
+def _strict_finding(
+    col1: str,
+    col2: str,
+    resources: Sequence[str],
+    edit: PtpEdit,
+    pair_rule: PairRule,
+    assessment: UnitAssessment,
+    caveat: str,
+) -> Finding | None:
+    """Under the ``strict`` pair rule: a pair code with under 15 minutes of its own time."""
+    if pair_rule != "strict":
+        return None
+    short = {c: assessment.minutes.get(c, 0) for c in (col1, col2)}
+    short = {c: m for c, m in short.items() if m < STRICT_MINUTES}
+    if not short:
+        return None
+    detail = ", ".join(f"{c} has {m}" for c, m in short.items())
+    return make_finding(
+        RuleId.E_PAIR_SAME_TIMEBLOCK,
+        codes=(col1, col2),
+        resources=resources,
+        message=(
+            f"Under the strict pair rule each of {col1} and {col2} needs at least"
+            f" {STRICT_MINUTES} minutes of its own distinct time ({detail}); they"
+            f" are not separate 15-minute blocks.{caveat}"
+        ),
+        facts=new_finding_facts(
+            minutes=min(short.values()),
+            column1=col1,
+            column2=col2,
+            modifier_indicator=edit.modifier_indicator,
+            pair_rule=pair_rule,
+            detail="strict",
+        ),
+    )
 
 
 def other_ptp_findings(

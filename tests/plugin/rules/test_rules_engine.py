@@ -46,11 +46,13 @@ I6_IDS = [
     "I-IGNORED-STATUS",
     "I-OTHER-PTP",
 ]
+# The product's own ids, after I-6 (issue 14: a visit without any charge line).
+PRODUCT_IDS = ["I-CHARGES-NOT-AVAILABLE"]
 
 
-def test_catalogue_is_exactly_i6() -> None:
-    assert [r.value for r in CATALOGUE] == I6_IDS
-    assert [r.value for r in RuleId] == I6_IDS
+def test_catalogue_is_exactly_i6_then_the_product_ids() -> None:
+    assert [r.value for r in CATALOGUE] == I6_IDS + PRODUCT_IDS
+    assert [r.value for r in RuleId] == I6_IDS + PRODUCT_IDS
 
 
 def test_catalogue_entries_are_complete() -> None:
@@ -175,8 +177,8 @@ def test_catalogue_markdown_lists_every_rule() -> None:
     from plugin.rules.catalogue import catalogue_markdown
 
     text = catalogue_markdown()
-    assert text.count("\n") == len(I6_IDS) + 2
-    for rule in I6_IDS:
+    assert text.count("\n") == len(I6_IDS) + len(PRODUCT_IDS) + 2
+    for rule in I6_IDS + PRODUCT_IDS:
         assert f"| `{rule}` |" in text
 
 

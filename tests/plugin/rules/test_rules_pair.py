@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, timedelta
 
 import pytest
 from rules_builders import CODES, T0, charge, only, rules_of, run, svc, visit
 
-from fhir_mappings.model import TimedService
-from plugin.rules import Fix, PairStatus, PtpEdit, PtpTable, analyze_visit
+from fhir_mappings.model import TherapyVisit, TimedService
+from plugin.rules import Fix, PairRule, PairStatus, PtpEdit, PtpTable, analyze_visit
 
 SPLIT = "CMS modifier-59 Example 9 (S7): 10 min 97140, 15 min 97530, 5 min 97140"
 
@@ -326,3 +327,65 @@ def test_sub_minute_overlap_still_breaks_the_pair() -> None:
     finding = only(analysis, "E-PAIR-SAME-TIMEBLOCK")
     assert finding.facts.minutes == 0
     assert "less than a minute" in finding.message
+
+
+# ---- issue 14: no charge line can be read -> no claim about what was billed
+
+
+def _no_charge_lines(*services: TimedService) -> TherapyVisit:
+    return replace(visit(*services), charge_lines_read=False)
+
+
+@pytest.mark.parametrize(
+    ("services", "pair_rule", "status", "pair_findings"),
+    [
+        # distinct blocks, both earn a unit: step 4 has no line to read
+        ([svc("97140", 0, 15), svc("97530", 15, 15)], "cms", "INDETERMINATE", []),
+        # the same time block is a fact of the documentation, charges or not
+        (
+            [svc("97140", 0, 20), svc("97530", 10, 20)],
+            "cms",
+            "NOT_SUPPORTED",
+            ["E-PAIR-SAME-TIMEBLOCK"],
+        ),
+        # so is the strict reading's 15 minutes of own time
+        (
+            [svc("97140", 0, 10), svc("97530", 10, 20)],
+            "strict",
+            "NOT_SUPPORTED",
+            ["E-PAIR-SAME-TIMEBLOCK"],
+        ),
+        # steps 1 and 3 come first
+        ([svc("97140", 0, 15), svc("97530", 15, None)], "cms", "INDETERMINATE", []),
+        ([svc("97140", 0, 30), svc("97530", 30, 5)], "cms", "NOT_APPLICABLE", []),
+    ],
+)
+def test_without_charge_lines_the_pair_never_claims_a_missing_modifier(
+    services: list[TimedService], pair_rule: PairRule, status: str, pair_findings: list[str]
+) -> None:
+    analysis = run(_no_charge_lines(*services), pair_rule=pair_rule)
+    assert analysis.pair.status.value == status
+    assert [r for r in rules_of(analysis) if r in PAIR_RULES] == pair_findings
+    assert "I-CHARGES-NOT-AVAILABLE" in rules_of(analysis)
+    assert "E-UNITS-EXCEED" not in rules_of(analysis)
+
+
+def test_charges_not_available_says_what_the_pair_needs() -> None:
+    analysis = run(_no_charge_lines(svc("97140", 0, 15), svc("97530", 15, 15)))
+    assert analysis.pair.reason == "no-charges"
+    finding = only(analysis, "I-CHARGES-NOT-AVAILABLE")
+    assert finding.severity.value == "info"
+    assert "not checked" in finding.message
+    assert "59 (or XU)" in finding.message
+    assert finding.codes == ("97140", "97530")
+    # the same visit with its lines read (the default of a visit built by hand) is judged
+    assert run(visit(svc("97140", 0, 15), svc("97530", 15, 15))).pair.status.value == (
+        "NOT_SUPPORTED"
+    )
+
+
+def test_indicator_0_holds_whatever_was_billed() -> None:
+    v = _no_charge_lines(*split_block(m530=()))
+    analysis = analyze_visit(v, ptp=_table(PtpEdit("97140", "97530", 0, None)), codes=CODES)
+    assert analysis.pair.status is PairStatus.NOT_SUPPORTED
+    assert only(analysis, "E-PAIR-NO-MODIFIER").facts.detail == "indicator-0"

@@ -1,0 +1,322 @@
+"""One answer everywhere (issue 14): every sample bundle gives the same visits, units, pair
+status and finding ids through ``check``, the order-sign and encounter-discharge services and
+the sandbox's timeline API.
+
+Each answer is reduced to one normalised value: per visit (date, discipline, total timed
+minutes, units per code, pair status, finding ids), plus the ids of the findings outside any
+visit. ``check`` runs the plugin pipeline on a bundle (what ``check --format json`` prints); the
+services get the request :func:`plugin.hook_request.build_hook_request` builds, posted in process,
+with the ``procedures`` prefetch cut down to what an EHR filling the declared template
+(``Procedure?patient=..&encounter=..``) returns: the context encounter's Procedures.
+
+Where an entry point legitimately sees less than the bundle, the expected value is ``check`` on
+exactly the data that entry point is given, and the difference is stated:
+
+* without FHIR access a service sees the context encounter only, so it equals ``check`` on the
+  bundle without the other encounters' Procedures (this differs from ``check`` on the whole
+  bundle for :data:`SEVERAL_ENCOUNTERS`); with FHIR access (respx at the transport) it searches
+  the patient's Procedures of the day and equals ``check`` on the whole bundle;
+* order-sign with no draft charge (the two encounter-discharge scenarios) gives no cards;
+* encounter-discharge carries no draft orders (they belong to order-sign), so it equals
+  ``check`` on the bundle without its draft ServiceRequests: for the order-sign scenarios no
+  charge line can be read there, and the answer says so (I-CHARGES-NOT-AVAILABLE) instead of
+  claiming what was billed.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import respx
+from scenario_support import BUNDLES, bundle, scenarios
+
+from fhir_mappings import map_bundle
+from plugin.app import create_app
+from plugin.hook_request import build_hook_request
+from plugin.pipeline import check_record
+from plugin.rules import analysis_to_json
+from plugin.rules.catalogue import RuleId
+from plugin.services import DISCHARGE_SERVICE, ORDER_SIGN_SERVICE
+from plugin.settings import Settings
+
+pytestmark = pytest.mark.anyio
+
+FHIR = "https://ehr.example.org/fhir"
+TOKEN = "fhir-access-token-i14"
+SAMPLES = [s["file"] for s in scenarios()]
+#: The samples whose Procedures sit in more than one encounter of the day.
+SEVERAL_ENCOUNTERS = {"two-encounters-same-day.json", "xe-separate-encounters.json"}
+ENTRY_POINTS = [
+    "order-sign",
+    "order-sign+fhir",
+    "encounter-discharge",
+    "encounter-discharge+fhir",
+    "sandbox",
+]
+RULE_IDS = {r.value for r in RuleId}
+NOT_POOLED_NOTE = "Count covers this encounter only"
+
+Visit = tuple[str, str, int, tuple[tuple[str, int], ...], str, tuple[str, ...]]
+Answer = tuple[tuple[Visit, ...], tuple[str, ...]]
+Json = dict[str, Any]
+
+
+# ---------------------------------------------------------------- normalised answers
+
+
+def from_check_json(document: Mapping[str, Any]) -> Answer:
+    visits = tuple(
+        sorted(
+            (
+                v["date"],
+                v["discipline"],
+                v["total_timed_minutes"],
+                tuple(sorted(v["units"].items())),
+                v["pair"],
+                tuple(sorted({f["rule"] for f in v["findings"]})),
+            )
+            for v in document["visits"]
+        )
+    )
+    return visits, tuple(sorted({f["rule"] for f in document["findings"]}))
+
+
+def from_timeline(document: Mapping[str, Any]) -> Answer:
+    visits = tuple(
+        sorted(
+            (
+                v["date"],
+                v["discipline"],
+                v["totalTimedMinutes"],
+                tuple(sorted(v["units"].items())),
+                v["pair"],
+                tuple(sorted({f["rule"] for f in v["findings"]})),
+            )
+            for v in document["visits"]
+        )
+    )
+    return visits, tuple(sorted({f["rule"] for f in document["findings"]}))
+
+
+_SUMMARY = re.compile(r"^(\w+) (\d{4}-\d{2}-\d{2}): .*\((\d+) timed min, (?:CMS|AMA)\)$")
+_ROW = re.compile(r"^\| (\w+) \| \d+ \| \d+ \| (\d+) \|$", re.MULTILINE)
+_PAIR = re.compile(r"97140/97530 pair: \*\*(\w+)\*\*")
+_LISTED = re.compile(r"^- \*\*([EWI]-[A-Z0-9-]+)\*\*:", re.MULTILINE)
+
+
+def from_cards(cards: Iterable[Mapping[str, Any]]) -> Answer:
+    """A visit's error and warning cards come before its info summary card (units table, pair
+    status, informational findings); findings outside visits come after the last summary."""
+    visits: list[Visit] = []
+    pending: set[str] = set()
+    outside: set[str] = set()
+    for card in cards:
+        topic = card["source"].get("topic", {}).get("code")
+        summary = _SUMMARY.match(card["summary"])
+        if card["indicator"] == "info" and summary:
+            detail = card["detail"]
+            pair = _PAIR.search(detail)
+            assert pair is not None, detail
+            units = tuple(sorted((code, int(n)) for code, n in _ROW.findall(detail)))
+            found = pending | set(_LISTED.findall(detail))
+            visits.append(
+                (
+                    summary[2],
+                    summary[1],
+                    int(summary[3]),
+                    units,
+                    pair[1],
+                    tuple(sorted(found)),
+                )
+            )
+            pending = set()
+        elif card["indicator"] == "info":
+            outside.update(_LISTED.findall(card.get("detail", "")))
+        elif topic in RULE_IDS:
+            pending.add(topic)
+    outside |= pending
+    return tuple(sorted(visits)), tuple(sorted(outside))
+
+
+# ---------------------------------------------------------------- the data each entry point gets
+
+
+def _without(data: Json, drop: Callable[[Json], bool]) -> Json:
+    out = copy.deepcopy(data)
+    out["entry"] = [e for e in out["entry"] if not drop(e["resource"])]
+    return out
+
+
+def _is_draft(resource: Json) -> bool:
+    return resource["resourceType"] == "ServiceRequest" and resource.get("status") == "draft"
+
+
+def _elsewhere(encounter_id: str) -> Callable[[Json], bool]:
+    """A Procedure of another encounter than ``encounter_id``."""
+
+    def drop(resource: Json) -> bool:
+        reference = (resource.get("encounter") or {}).get("reference")
+        return resource["resourceType"] == "Procedure" and reference != f"Encounter/{encounter_id}"
+
+    return drop
+
+
+def _per_encounter(request: Json) -> Json:
+    """The request with ``prefetch.procedures`` as an EHR fills the declared template."""
+    keep = _elsewhere(request["context"]["encounterId"])
+    procedures = request["prefetch"]["procedures"]
+    procedures["entry"] = [e for e in procedures.get("entry", []) if not keep(e["resource"])]
+    procedures["total"] = sum(1 for e in procedures["entry"] if e["search"]["mode"] == "match")
+    return request
+
+
+def check(data: Json) -> Answer:
+    result = check_record(map_bundle(data), payer_rule="cms", pair_rule="cms")
+    return from_check_json(analysis_to_json(result.analysis))
+
+
+def _searchset(data: Json, resource_type: str) -> Json:
+    entries = [
+        {"fullUrl": f"{FHIR}/{resource_type}/{e['resource']['id']}", "resource": e["resource"]}
+        for e in data["entry"]
+        if e["resource"]["resourceType"] == resource_type
+    ]
+    return {"resourceType": "Bundle", "type": "searchset", "total": len(entries), "entry": entries}
+
+
+# ---------------------------------------------------------------- the service in process
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    settings = Settings(
+        require_auth=False,
+        dev_mode=True,
+        database_url=f"sqlite:///{tmp_path / 'agree.db'}",
+        fhir_server_allowlist=[FHIR],
+        log_level="WARNING",
+    )
+    app = create_app(settings)
+    # No lifespan: it would freeze the collector's objects for the rest of the test session.
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://cds.test") as c:
+        yield c
+
+
+def _with_fhir_access(request: Json) -> Json:
+    request["fhirServer"] = FHIR
+    request["fhirAuthorization"] = {
+        "access_token": TOKEN,
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "scope": "user/Procedure.read",
+        "subject": "therapy-cds",
+    }
+    return request
+
+
+async def call_service(
+    client: httpx.AsyncClient, data: Json, hook: str, *, fhir: bool
+) -> tuple[list[Json], int]:
+    """POST the hook request for ``data``; returns the cards and the FHIR searches made."""
+    request = _per_encounter(build_hook_request(data, hook))  # type: ignore[arg-type]
+    service = ORDER_SIGN_SERVICE if hook == "order-sign" else DISCHARGE_SERVICE
+    if not fhir:
+        response = await client.post(f"/cds-services/{service}", json=request)
+        assert response.status_code == 200, response.text
+        return response.json()["cards"], 0
+    with respx.mock(assert_all_mocked=True, assert_all_called=False) as mock:
+        route = mock.get(url__startswith=f"{FHIR}/Procedure?").respond(
+            json=_searchset(data, "Procedure")
+        )
+        response = await client.post(f"/cds-services/{service}", json=_with_fhir_access(request))
+    assert response.status_code == 200, response.text
+    for call in route.calls:
+        params = call.request.url.params
+        assert params["patient"] == request["context"]["patientId"]
+        assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", params["date"])
+        assert call.request.headers["Authorization"] == f"Bearer {TOKEN}"
+    return response.json()["cards"], route.call_count
+
+
+# ---------------------------------------------------------------- the table
+
+
+@pytest.mark.parametrize("entry_point", ENTRY_POINTS)
+@pytest.mark.parametrize("sample", SAMPLES)
+async def test_every_entry_point_gives_the_same_answer(
+    client: httpx.AsyncClient, sample: str, entry_point: str
+) -> None:
+    data = bundle(sample)
+    whole = check(data)
+    if entry_point == "sandbox":
+        response = await client.post("/sandbox/api/timeline", json={"bundle": data})
+        assert response.status_code == 200, response.text
+        assert from_timeline(response.json()) == whole
+        return
+
+    hook, _, access = entry_point.partition("+")
+    fhir = access == "fhir"
+    has_drafts = any(_is_draft(e["resource"]) for e in data["entry"])
+    cards, searches = await call_service(client, data, hook, fhir=fhir)
+    if hook == "order-sign" and not has_drafts:
+        # the encounter-discharge scenarios sign nothing: order-sign gives no guidance (R-2)
+        assert cards == []
+        return
+    answer = from_cards(cards)
+    given = data if hook == "order-sign" else _without(data, _is_draft)
+    encounter = build_hook_request(data, hook)["context"]["encounterId"]  # type: ignore[arg-type]
+    if fhir:
+        # the day's other Procedures are searched and pooled: check on everything the EHR has
+        assert searches == 1
+        assert answer == check(given)
+        assert not any(NOT_POOLED_NOTE in c.get("detail", "") for c in cards)
+    else:
+        # this encounter only, and every summary card says so in one line
+        assert answer == check(_without(given, _elsewhere(encounter)))
+        summaries = [c for c in cards if _SUMMARY.match(c["summary"])]
+        assert all(NOT_POOLED_NOTE in c["detail"] for c in summaries)
+        assert (answer != check(given)) == (sample in SEVERAL_ENCOUNTERS)
+
+    if hook == "order-sign":
+        if fhir:
+            assert answer == whole
+        return
+    # encounter-discharge: no draft orders in the hook; the Claim / extension samples keep
+    # their charge lines, the others have none and no rule claims what was billed.
+    if has_drafts:
+        ids = {rule for visit in answer[0] for rule in visit[5]} | set(answer[1])
+        assert "E-PAIR-NO-MODIFIER" not in ids
+        assert "E-UNITS-EXCEED" not in ids
+        assert all("I-CHARGES-NOT-AVAILABLE" in visit[5] for visit in answer[0])
+    else:
+        assert answer == (whole if fhir else check(_without(data, _elsewhere(encounter))))
+
+
+def test_the_table_covers_every_sample() -> None:
+    on_disk = sorted(p.name for p in BUNDLES.glob("*.json") if p.name != "scenarios.json")
+    assert sorted(SAMPLES) == on_disk
+    several = {
+        name
+        for name in SAMPLES
+        if len(
+            {
+                (e["resource"].get("encounter") or {}).get("reference")
+                for e in bundle(name)["entry"]
+                if e["resource"]["resourceType"] == "Procedure"
+            }
+        )
+        > 1
+    }
+    assert several == SEVERAL_ENCOUNTERS
