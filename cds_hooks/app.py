@@ -673,6 +673,14 @@ class CdsHooks:
                         },
                     },
                     **_error_docs(400, 401, 404, 413, 415, 500),
+                    400: {
+                        "description": (
+                            "Malformed request, or items refused: one issue per refused item "
+                            "(at most 50), then an informational issue saying how many of the "
+                            "other items were stored"
+                        ),
+                        "content": _OUTCOME,
+                    },
                 },
                 openapi_extra=feedback_body,
                 include_in_schema=in_schema,
