@@ -401,19 +401,11 @@ class _Mapper:
                 if moment is None:
                     return None
                 _, at, day, assumed_utc = moment
-        except TimeRangeError:
-            if visit:
-                self._refuse_time(location, key, field + part)
-                return None
-            self._issue(
-                location,
-                "a date too far in the past or future to use; the value is not used",
-                key,
-                field + part,
-            )
-            return None
         except TimeFormatError as exc:
-            self._issue(location, f"{exc}; the value is not used", key, field + part)
+            if visit and type(exc) is TimeRangeError:  # valid FHIR, but no visit's time
+                self._refuse_time(location, key, field + part)
+            else:
+                self._issue(location, f"{exc}; the value is not used", key, field + part)
             return None
         plausible = day is None or day.year in VISIT_YEARS
         if visit and not plausible:
