@@ -72,7 +72,14 @@ from fhir_mappings.sources import (
     collect_resources,
 )
 from fhir_mappings.strict import validate_resource
-from fhir_mappings.times import TimeFormatError, parse_fields, parse_time
+from fhir_mappings.times import (
+    MAX_SERVICE_SPAN,
+    VISIT_YEARS,
+    TimeFormatError,
+    TimeRangeError,
+    parse_fields,
+    parse_time,
+)
 from fhir_mappings.version import decide, shape_version
 
 JsonObject = Mapping[str, Any]
@@ -113,6 +120,7 @@ _PERIOD = TimingKind.PERIOD
 _INSTANT = TimingKind.INSTANT
 _DATE = TimingKind.DATE
 _NO_TIME = TimingKind.NONE
+_IMPLAUSIBLE = TimingKind.IMPLAUSIBLE
 _INDIVIDUAL = DeliveryMode.INDIVIDUAL
 _GROUP = DeliveryMode.GROUP
 _DRAFT_ORDER = ChargeSource.DRAFT_ORDER
@@ -200,6 +208,11 @@ _Point = tuple[datetime | None, date | None, datetime | None]
 _Span = tuple[TimingKind, datetime | None, datetime | None, date | None, bool]
 
 
+def _timing_field(res: JsonObject) -> str:
+    """The performed[x] / occurrence[x] member a Procedure records its time in."""
+    return next((field for field, _ in _PERIOD_FIELDS if field in res), "performed[x]")
+
+
 class _ClaimLine(NamedTuple):
     ref: str
     code: str
@@ -226,8 +239,11 @@ class _Mapper:
         # Per-call caches: a visit's resources repeat the same few references and times.
         # reference text -> (patient key, is a Group), for subjects that need no issue
         self.subjects: dict[str, tuple[str | None, bool]] = {}
-        # date/dateTime text -> its parse, for texts that need no issue
+        # date/dateTime text -> its parse, for texts that need no issue (and within VISIT_YEARS,
+        # so a point found here is always a usable visit time)
         self.points: dict[str, _Point] = {}
+        # recorded visit times refused as outside what a visit can be (see _point)
+        self.refused_times = 0
 
     # ---- driver
 
@@ -421,9 +437,19 @@ class _Mapper:
         self.issues.append(_new_issue(location, message, resource, field, code))
 
     def _point(
-        self, value: object, location: str, key: str, field: str, part: str = ""
+        self,
+        value: object,
+        location: str,
+        key: str,
+        field: str,
+        part: str = "",
+        visit: bool = False,
     ) -> _Point | None:
-        """Parse one date/dateTime; problems become issues on ``field`` + ``part``."""
+        """Parse one date/dateTime; problems become issues on ``field`` + ``part``.
+
+        ``visit``: the value records when a visit or service happened; a date outside
+        :data:`VISIT_YEARS` (or no instant at all) is refused and counted in ``refused_times``.
+        """
         try:
             if type(value) is str:
                 point = self.points.get(value)
@@ -436,7 +462,14 @@ class _Mapper:
                     return None
                 _, at, day, assumed_utc = moment
         except TimeFormatError as exc:
-            self._issue(location, f"{exc}; the value is not used", key, field + part)
+            if visit and type(exc) is TimeRangeError:  # valid FHIR, but no visit's time
+                self._refuse_time(location, key, field + part)
+            else:
+                self._issue(location, f"{exc}; the value is not used", key, field + part)
+            return None
+        plausible = day is None or day.year in VISIT_YEARS
+        if visit and not plausible:
+            self._refuse_time(location, key, field + part)
             return None
         point = (at, day, None if at is None else at.astimezone(UTC))
         if assumed_utc:
@@ -447,12 +480,23 @@ class _Mapper:
                 key,
                 field + part,
             )
-        elif type(value) is str:
+        elif type(value) is str and plausible:
             self.points[value] = point
         return point
 
+    def _refuse_time(self, location: str, key: str, field: str) -> None:
+        """A recorded visit time no visit can have (issue 17): a mapping issue, never used."""
+        self.refused_times += 1
+        self._issue(
+            location,
+            f"the date is outside what a visit can be (years {VISIT_YEARS.start}-"
+            f"{VISIT_YEARS.stop - 1}); the value is not used: correct it at the source",
+            key,
+            field,
+        )
+
     def _period(
-        self, period: object, location: str, key: str, field: str
+        self, period: object, location: str, key: str, field: str, visit: bool = False
     ) -> tuple[_Point | None, _Point | None]:
         if type(period) is not dict:
             self._issue(location, "expected a Period object; not used", key, field)
@@ -461,11 +505,11 @@ class _Mapper:
         text = period.get("start")
         start = points.get(text) if type(text) is str else None
         if start is None and text is not None:
-            start = self._point(text, location, key, field, ".start")
+            start = self._point(text, location, key, field, ".start", visit)
         text = period.get("end")
         end = points.get(text) if type(text) is str else None
         if end is None and text is not None:
-            end = self._point(text, location, key, field, ".end")
+            end = self._point(text, location, key, field, ".end", visit)
         return start, end
 
     def _span(
@@ -724,7 +768,7 @@ class _Mapper:
         start = end = None
         for field in ("actualPeriod", "period"):
             if field in res:
-                start, end = self._period(res[field], loc, key, field)
+                start, end = self._period(res[field], loc, key, field, visit=True)
                 break
         _, start_utc, end_utc, day, _ = self._span(start, end, loc, key, "period")
         patient, _ = self._subject(res, "subject", loc, key)
@@ -1048,9 +1092,10 @@ class _Mapper:
             return None
 
         # R4 performed[x] / R5 occurrence[x]; String, Age, Range and Timing give no time.
+        refused = self.refused_times
         period = res.get("performedPeriod")
         if type(period) is dict:  # the usual R4 shape, read as _timing reads it
-            start, end = self._period(period, loc, key, "performedPeriod")
+            start, end = self._period(period, loc, key, "performedPeriod", visit=True)
             span = None
             if start is not None and end is not None:
                 start_at, start_day, start_utc = start
@@ -1068,6 +1113,19 @@ class _Mapper:
         else:
             span = self._timing(res, loc, key)
         kind, start_utc, end_utc, service_date, spans_midnight = span
+        if start_utc is None or end_utc is None:
+            if self.refused_times != refused:  # a recorded time no visit can have
+                kind, start_utc, end_utc, spans_midnight = _IMPLAUSIBLE, None, None, False
+        elif end_utc - start_utc > MAX_SERVICE_SPAN:
+            self._issue(
+                loc,
+                f"the service lasts more than {MAX_SERVICE_SPAN.total_seconds() / 3600:g} hours,"
+                " longer than one service can; its times are not used: correct them at the"
+                " source",
+                key,
+                "performedPeriod" if type(period) is dict else _timing_field(res),
+            )
+            kind, start_utc, end_utc, spans_midnight = _IMPLAUSIBLE, None, None, False
 
         index = self.index
         encounter = None
@@ -1189,9 +1247,9 @@ class _Mapper:
             if field in res:
                 timing_field = field
                 if is_period:
-                    start, end = self._period(res[field], loc, key, field)
+                    start, end = self._period(res[field], loc, key, field, visit=True)
                 else:
-                    start = self._point(res[field], loc, key, field)
+                    start = self._point(res[field], loc, key, field, visit=True)
                 break
         span = self._span(start, end, loc, key, timing_field)
         if span[0] is _PERIOD and timing_field in _DATETIME_FIELDS:

@@ -56,6 +56,9 @@ class TimingKind(StrEnum):
     INSTANT = "instant"  # a single dateTime with time of day: no duration
     DATE = "date"  # date-only or partial (YYYY, YYYY-MM) precision: no time of day
     NONE = "none"  # nothing usable (absent, string, Age, Range, Timing)
+    # recorded times no visit can have (outside times.VISIT_YEARS, or one service longer than
+    # times.MAX_SERVICE_SPAN): not used, start and end are None (issue 17)
+    IMPLAUSIBLE = "implausible"
 
 
 class ChargeSource(StrEnum):

@@ -16,11 +16,17 @@ Decisions (POLICY, R-H10 / I-2.4):
   such values exact; only comparisons with values that do carry an offset can be off. The caller
   reports a :class:`~fhir_mappings.model.MappingIssue` (see :attr:`Moment.assumed_utc`).
 * ``YYYY`` and ``YYYY-MM`` have no calendar day: :attr:`Moment.day` is ``None``.
+* Every time of day this module returns converts to UTC: a value that is valid FHIR but falls
+  outside Python's years 1..9999 once its offset is applied (``0001-01-01T00:00:00+05:00``) is a
+  :class:`TimeRangeError`, never an ``OverflowError`` later in a caller.
+* A visit happens within :data:`VISIT_YEARS` and one service lasts at most
+  :data:`MAX_SERVICE_SPAN`: the mappers refuse recorded visit times outside them (issue 17), so
+  no implausible date reaches the rules or a drawing.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import NamedTuple
 
@@ -36,6 +42,17 @@ class Precision(StrEnum):
 
 class TimeFormatError(ValueError):
     """A value that is not a FHIR date/dateTime. The message never repeats the value."""
+
+
+class TimeRangeError(TimeFormatError):
+    """A FHIR dateTime whose instant cannot be represented (outside the years 1..9999 in UTC)."""
+
+
+#: The calendar years (local date) a visit or a service can fall in; earlier or later recorded
+#: times are data errors (a placeholder such as 0001-01-01 or 9999-12-31), not visits.
+VISIT_YEARS = range(1900, 2201)
+#: The longest one documented service can be; a longer period is a data error, not a service.
+MAX_SERVICE_SPAN = timedelta(hours=24)
 
 
 class Moment(NamedTuple):
@@ -73,6 +90,7 @@ def parse_time(value: object) -> Moment | None:
         if value.tzinfo is None or value.utcoffset() is None:
             aware = value.replace(tzinfo=UTC)
             return Moment(Precision.TIME, aware, aware.date(), assumed_utc=True)
+        _check_range(value)
         return Moment(Precision.TIME, value, value.date())
     if isinstance(value, date):
         return Moment(Precision.DAY, None, value)
@@ -93,6 +111,7 @@ def parse_fields(text: str) -> tuple[Precision, datetime | None, date | None, bo
             if parsed.tzinfo is None:
                 aware = parsed.replace(tzinfo=UTC)
                 return _TIME, aware, aware.date(), True
+            _check_range(parsed)
             return _TIME, parsed, parsed.date(), False
         if n == 10 and text[4] == "-" and text[7] == "-":
             return _DAY, None, date.fromisoformat(text), False
@@ -102,6 +121,8 @@ def parse_fields(text: str) -> tuple[Precision, datetime | None, date | None, bo
             return _MONTH, None, None, False
         if n == 4 and text.isdigit():
             return _YEAR, None, None, False
+    except TimeFormatError:
+        raise
     except ValueError as exc:  # impossible dates/times: keep the reason, never the value
         reason = str(exc)
         if text in reason or not reason:
@@ -110,3 +131,21 @@ def parse_fields(text: str) -> tuple[Precision, datetime | None, date | None, bo
     raise TimeFormatError(
         "not a FHIR dateTime (expected YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDThh:mm:ss+zz:zz)"
     )
+
+
+_EDGE_YEARS = (1, 9999)
+
+
+def _check_range(moment: datetime) -> None:
+    """Raise :class:`TimeRangeError` when ``moment`` (aware) has no UTC instant in 1..9999.
+
+    Only the first and last year can overflow (offsets are under a day), so the conversion is
+    tried only there: one integer comparison on the hot path.
+    """
+    if moment.year in _EDGE_YEARS:
+        try:
+            moment.astimezone(UTC)
+        except OverflowError:
+            raise TimeRangeError(
+                "not a usable dateTime (outside the years 0001-9999 once converted to UTC)"
+            ) from None

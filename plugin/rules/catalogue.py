@@ -225,8 +225,10 @@ _ENTRIES: tuple[CatalogueEntry, ...] = (
     _entry(
         RuleId.W_NO_DURATION,
         _W,
-        "only a date or dateTime was recorded (no period); the service has no duration",
-        ("R-H2", "I-2.3"),
+        "only a date or dateTime was recorded (no period), the period ends before it starts, or"
+        " its times are outside what a visit can be (before 1900, after 2200, or one service"
+        " over 24 hours); the service has no duration",
+        ("R-H2", "R-H10", "I-2.3"),
         ("S22a", "S22c"),
         _FHIR,
     ),

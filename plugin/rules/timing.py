@@ -1,13 +1,15 @@
 """Timing findings for documented services (I-2.3, I-2.4, R-H2, R-H10).
 
 W-MISSING-END / W-MISSING-START for incomplete periods, W-NO-DURATION when only a date or a
-dateTime was recorded (or the period ends before it starts), W-SPANS-MIDNIGHT when an interval
+dateTime was recorded (or the period ends before it starts, or its times are outside what a visit
+can be: detail ``implausible``), W-SPANS-MIDNIGHT when an interval
 crosses local midnight (it stays wholly on its start date).
 """
 
 from __future__ import annotations
 
 from fhir_mappings.model import TimedService, TimingKind
+from fhir_mappings.times import MAX_SERVICE_SPAN, VISIT_YEARS
 from plugin.rules.catalogue import RuleId
 from plugin.rules.findings import Finding, make_finding, new_finding_facts
 from plugin.rules.intervals import as_utc
@@ -55,6 +57,15 @@ def timing_findings(service: TimedService) -> tuple[Finding, ...]:
                 f"{code}: the period ends before it starts; its minutes cannot be counted.",
                 "end-before-start",
             )
+    elif service.timing is TimingKind.IMPLAUSIBLE:
+        add(
+            RuleId.W_NO_DURATION,
+            f"{code}: the recorded time is outside what a visit can be (before"
+            f" {VISIT_YEARS.start}, after {VISIT_YEARS.stop - 1}, or one service over"
+            f" {MAX_SERVICE_SPAN.total_seconds() / 3600:g} hours), so it was not used; its"
+            " minutes cannot be counted. Correct the start and end times at the source.",
+            service.timing.value,
+        )
     else:
         recorded = {
             TimingKind.INSTANT: "only a date and time",

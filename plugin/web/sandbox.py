@@ -18,6 +18,7 @@ from typing import Any, Literal, cast
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from cds_hooks.body import read_json_object
 from cds_hooks.errors import CdsError, error_response
@@ -113,7 +114,10 @@ def sandbox_router(settings: Settings, web: WebSettings) -> APIRouter:
         except BodyError as exc:
             return json_error(exc.status_code, exc.message)
         try:
-            view = analyse_bundle(
+            # Mapping, rules and drawing are CPU work: run them on a worker thread, so the event
+            # loop (and /healthz, and every other call) keeps answering meanwhile.
+            view = await run_in_threadpool(
+                analyse_bundle,
                 bundle,
                 payer_rule=cast(Literal["cms", "ama"], payer),
                 pair_rule=cast(Literal["cms", "strict"], pair),

@@ -24,6 +24,7 @@ from urllib.parse import urlencode, urlsplit
 import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from cds_hooks.fhir_client import redact_httpx_logs, server_allowed
 from plugin.settings import Settings
@@ -295,7 +296,9 @@ def smart_router(app_state: SmartApp) -> APIRouter:
             logger.warning("smart app read failed: %s", exc.message)
             return smart.error_page(exc.message, exc.status_code)
         try:
-            view = analyse_bundle(
+            # CPU work (mapping, rules, drawing) on a worker thread: the event loop stays free
+            view = await run_in_threadpool(
+                analyse_bundle,
                 bundle,
                 payer_rule=cast(Literal["cms", "ama"], payer),
                 pair_rule=cast(Literal["cms", "strict"], pair),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Iterator
+from datetime import timedelta, timezone
 from typing import Any
 
 import pytest
@@ -144,9 +145,23 @@ fhir_time = st.one_of(
             "24:00",
             "",
             MARKER,
+            # issue 17: extreme dates (no UTC instant, placeholders, far past and future)
+            "0001-01-01T00:00:00+05:00",
+            "9999-12-31T23:59:59-01:00",
+            "9999-12-31T23:59:59+00:00",
+            "0001-01-01",
+            "1899-12-31T23:59:59Z",
+            "2201-01-01T00:00:00Z",
         ]
     ),
     st.datetimes().map(lambda d: d.isoformat()),
+    st.builds(
+        lambda moment, minutes: moment.replace(
+            tzinfo=timezone(timedelta(minutes=minutes))
+        ).isoformat(),
+        st.datetimes(),
+        st.integers(-14 * 60, 14 * 60),
+    ),
     st.text(max_size=25),
     st.integers(),
     st.none(),

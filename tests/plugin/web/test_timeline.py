@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+import time
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta, timezone
 from xml.etree import ElementTree
 
+import pytest
+
 from fhir_mappings.model import Discipline, TherapyVisit, TimedService, TimingKind
-from plugin.web.timeline import build_timeline, find_overlaps, render_svg
+from plugin.web.timeline import (
+    MAX_BARS,
+    MAX_LANES,
+    MAX_OVERLAP_BANDS,
+    MAX_SVG_CHARS,
+    MAX_TICKS,
+    Bar,
+    Lane,
+    OverlapSpan,
+    Timeline,
+    build_timeline,
+    find_overlaps,
+    render_svg,
+)
 
 
 def _service(ref: str, code: str, start: str | None, end: str | None) -> TimedService:
@@ -92,3 +109,139 @@ def test_a_supervised_modality_under_a_one_on_one_code_is_not_an_overlap() -> No
     timeline = build_timeline(_visit(*services))
     overlapped = {bar.ref for lane in timeline.lanes for bar in lane.bars if bar.overlapped}
     assert overlapped == {"Procedure/a", "Procedure/c"}
+
+
+# ------------------------------------------------------------- bounded by construction (issue 17)
+
+_NS = "{http://www.w3.org/2000/svg}"
+_ZONES = (None, timezone(timedelta(hours=14)), timezone(timedelta(hours=-12)))
+
+
+def _utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+
+
+def _timed(ref: str, code: str, start: datetime, end: datetime) -> TimedService:
+    return replace(_service(ref, code, None, None), start=start, end=end)
+
+
+def _ticks(svg: str) -> int:
+    return len(list(ElementTree.fromstring(svg).iter(f"{_NS}line")))
+
+
+@pytest.mark.parametrize("tz", _ZONES)
+@pytest.mark.parametrize(
+    "span",
+    [
+        timedelta(minutes=1),
+        timedelta(minutes=45),
+        timedelta(hours=7),
+        timedelta(hours=30),
+        timedelta(days=9),
+        timedelta(days=400),
+        timedelta(days=3650),  # the issue's 10-year span: 6.5 MB before
+        timedelta(days=36500),  # 100 years: 57 MB in the SMART app before
+    ],
+)
+def test_the_axis_has_at_most_max_ticks_whatever_the_span(
+    span: timedelta, tz: timezone | None
+) -> None:
+    start = _utc(2025, 3, 4, 14, 5)
+    svg = render_svg(
+        build_timeline(_visit(_timed("Procedure/a", "97110", start, start + span))), tz=tz
+    )
+    assert 1 <= _ticks(svg) <= MAX_TICKS + 1
+    assert len(svg) < 4_000
+
+
+@pytest.mark.parametrize("tz", _ZONES)
+def test_a_span_from_year_1_to_year_9999_draws_at_once(tz: timezone | None) -> None:
+    # Defence in depth: the mapper refuses such times, but the drawing alone must stay bounded
+    # (the issue: 9999-12-31T23:59:59+00:00 as an end hung the worker, one tick per 120 min).
+    service = _timed("Procedure/a", "97110", _utc(1, 1, 1, 0, 0), _utc(9999, 12, 31, 23, 59, 59))
+    started = time.perf_counter()
+    svg = render_svg(build_timeline(_visit(service)), tz=tz)
+    assert time.perf_counter() - started < 0.5
+    assert _ticks(svg) <= MAX_TICKS + 1
+    assert len(svg) < 4_000
+    ElementTree.fromstring(svg)
+
+
+def test_the_usual_visit_keeps_its_clock_ticks() -> None:
+    start = _utc(2025, 3, 4, 14, 0)
+    svg = render_svg(
+        build_timeline(_visit(_timed("Procedure/a", "97110", start, start + timedelta(minutes=45))))
+    )
+    labels = [t.text for t in ElementTree.fromstring(svg).iter(f"{_NS}text")]
+    assert labels[:10] == [f"14:{m:02d}Z" for m in range(0, 50, 5)]
+
+
+def test_lanes_and_bars_over_their_caps_are_cut_and_the_picture_says_so() -> None:
+    start = _utc(2025, 3, 4, 14, 0)
+    services = [
+        _timed(
+            f"Procedure/p{index}",
+            f"X{index % (MAX_LANES + 6):03d}",
+            start + timedelta(seconds=index),
+            start + timedelta(minutes=30, seconds=index * 7),
+        )
+        for index in range(MAX_BARS * 3)
+    ]
+    timeline = build_timeline(_visit(*services))
+    assert len(timeline.lanes) == MAX_LANES + 6
+    root = ElementTree.fromstring(render_svg(timeline))
+    lanes = [g for g in root.iter(f"{_NS}g") if g.get("class") == "lane"]
+    bars = [r for r in root.iter(f"{_NS}rect") if "bar" in r.get("class", "").split()]
+    assert len(lanes) == MAX_LANES
+    assert len(bars) == MAX_BARS
+    (note,) = [t for t in root.iter(f"{_NS}text") if t.get("class") == "truncated"]
+    assert f"{MAX_LANES} of {MAX_LANES + 6} codes" in (note.text or "")
+    assert f"{MAX_BARS} of {MAX_BARS * 3} services" in (note.text or "")
+
+
+def test_the_largest_picture_stays_under_max_svg_chars() -> None:
+    # Worst case for size, built directly: every count over its cap, every text long and made of
+    # the characters escaping grows most (one character -> six).
+    start = _utc(2025, 3, 4, 14, 0)
+    worst = '"' * 500
+    lanes = tuple(
+        Lane(
+            code=worst,
+            label=worst,
+            minutes=10**12,
+            units=10**12,
+            bars=tuple(
+                Bar(worst, start, start + timedelta(minutes=i), 10**12, True)
+                for i in range(MAX_BARS)
+            ),
+            untimed_refs=("x",) * 1000,
+        )
+        for _ in range(MAX_LANES * 2)
+    )
+    overlaps = tuple(
+        OverlapSpan(
+            start + timedelta(minutes=2 * i),
+            start + timedelta(minutes=2 * i + 1),
+            tuple(worst + str(n) for n in range(50)),
+        )
+        for i in range(MAX_OVERLAP_BANDS * 2)
+    )
+    timeline = Timeline(worst, start, start + timedelta(days=1), lanes, overlaps, pair=worst)
+    svg = render_svg(timeline, tz=timezone(timedelta(hours=-5)))
+    ElementTree.fromstring(svg)
+    assert len(svg) <= MAX_SVG_CHARS
+
+
+def test_many_overlap_bands_are_cut_at_their_cap() -> None:
+    start = _utc(2025, 3, 4, 8, 0)
+    services = []
+    for index in range(MAX_OVERLAP_BANDS + 10):  # separate pairs: one band each
+        at = start + timedelta(minutes=10 * index)
+        services.append(_timed(f"Procedure/a{index}", "97110", at, at + timedelta(minutes=5)))
+        services.append(_timed(f"Procedure/b{index}", "97530", at, at + timedelta(minutes=5)))
+    svg = render_svg(build_timeline(_visit(*services)))
+    root = ElementTree.fromstring(svg)
+    bands = [r for r in root.iter(f"{_NS}rect") if r.get("class") == "overlap"]
+    assert len(bands) == MAX_OVERLAP_BANDS
+    assert f"{MAX_OVERLAP_BANDS} of {MAX_OVERLAP_BANDS + 10} overlap bands" in svg
+    assert len(svg) <= MAX_SVG_CHARS
