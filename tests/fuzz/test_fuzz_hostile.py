@@ -138,11 +138,21 @@ def _set(tree: Any, path: tuple[Any, ...], value: Any) -> None:
     parent[path[-1]] = value
 
 
-def _nested(depth: int, kind: str) -> Any:
-    value: Any = "x"
-    for _ in range(depth):
-        value = [value] if kind == "list" else {"a": value}
-    return value
+#: Stands where a raw JSON text is spliced into a dumped request (deep nesting cannot be
+#: dumped by the json module, which recurses).
+SLOT = "QQRAWSLOT"
+
+
+def _nested(depth: int, kind: str) -> bytes:
+    """``depth`` levels of arrays or objects around a string, as JSON text."""
+    if kind == "list":
+        return b"[" * depth + b'"x"' + b"]" * depth
+    return b'{"a":' * depth + b'"x"' + b"}" * depth
+
+
+def _splice(tree: Any, raw: bytes) -> bytes:
+    """The request with the ``SLOT`` string replaced by the raw JSON text."""
+    return _dumps(tree).replace(f'"{SLOT}"'.encode(), raw, 1)
 
 
 # ------------------------------------------------------------------ dates at the calendar's ends
@@ -288,8 +298,10 @@ def test_many_overlapping_services_answer_linearly(
     assert response.status_code in ANSWERED
     if response.status_code == 200:
         topics = [card["source"]["topic"]["code"] for card in response.json()["cards"]]
-        # One visit: a rule's findings share one card, whatever the number of pairs.
-        assert len(topics) == len(set(topics)), topics
+        # One visit of four codes: the cards are bounded by the codes and the rules, never by
+        # the number of overlapping pairs (one W-OVERLAP card lists them).
+        assert topics.count("W-OVERLAP") <= 1, topics
+        assert len(topics) <= 40, topics
 
 
 @FUZZ_LARGE
@@ -316,8 +328,8 @@ def test_deep_nesting_in_any_member(
     service, request = seed
     tree = copy.deepcopy(request)
     paths = [path for path in _containers(tree) if path]
-    _set(tree, rnd.choice(paths), _nested(depth, kind))
-    response = _timed_post(client, f"/cds-services/{service}", _dumps(tree))
+    _set(tree, rnd.choice(paths), SLOT)
+    response = _timed_post(client, f"/cds-services/{service}", _splice(tree, _nested(depth, kind)))
     assert response.status_code in ANSWERED
 
 
@@ -329,12 +341,11 @@ def test_deep_nesting_in_free_form_members_of_a_draft_order(
     request = _overlapping_request(2, "order-sign")
     order = request["context"]["draftOrders"]["entry"][0]["resource"]
     if member == "note":
-        order["note"] = [{"text": "x", "extension": [_nested(depth, kind)]}]
+        order["note"] = [{"text": "x", "extension": [SLOT]}]
     else:
-        order["extension"] = [
-            {"url": "urn:x", "valueString": "x", "extension": _nested(depth, kind)}
-        ]
-    response = _timed_post(client, f"/cds-services/{ORDER_SIGN}", _dumps(request))
+        order["extension"] = [{"url": "urn:x", "valueString": "x", "extension": SLOT}]
+    body = _splice(request, _nested(depth, kind))
+    response = _timed_post(client, f"/cds-services/{ORDER_SIGN}", body)
     assert response.status_code in ANSWERED
 
 
@@ -345,11 +356,10 @@ def test_deep_nesting_in_feedback(client: Caller, depth: int, kind: str) -> None
         "card": "9368d37b-283f-44a0-93ea-547cebab93ed",
         "outcome": "overridden",
         "outcomeTimestamp": "2025-03-04T10:00:00Z",
-        "overrideReason": {"reason": {"code": "x", "system": _nested(depth, kind)}},
+        "overrideReason": {"reason": {"code": "x", "system": SLOT}},
     }
-    response = _timed_post(
-        client, f"/cds-services/{ORDER_SIGN}/feedback", _dumps({"feedback": [item]})
-    )
+    body = _splice({"feedback": [item]}, _nested(depth, kind))
+    response = _timed_post(client, f"/cds-services/{ORDER_SIGN}/feedback", body)
     assert response.status_code in ANSWERED
 
 
@@ -357,16 +367,16 @@ def test_deep_nesting_in_feedback(client: Caller, depth: int, kind: str) -> None
 @given(
     st.sampled_from(["/sandbox/api/timeline", "/sandbox/api/request"]),
     st.one_of(
-        st.integers(20, 3000).map(lambda d: _dumps(_nested(d, "list"))),
-        st.integers(20, 3000).map(lambda d: _dumps(_nested(d, "dict"))),
+        st.integers(20, 3000).map(lambda d: _nested(d, "list")),
+        st.integers(20, 3000).map(lambda d: _nested(d, "dict")),
         st.integers(300, 6000).map(lambda digits: b"9" * digits),
         st.integers(300, 6000).map(lambda digits: b"1e" + b"9" * digits),
     ),
 )
 def test_sandbox_helpers_on_hostile_json(client: Caller, path: str, value: bytes) -> None:
     bundle = _bundle_of(SEEDS[0][1])
-    bundle["entry"][0]["resource"]["extension"] = ["SLOT"]
-    body = _dumps({"bundle": bundle}).replace(b'"SLOT"', value)
+    bundle["entry"][0]["resource"]["extension"] = [SLOT]
+    body = _splice({"bundle": bundle}, value)
     response = _timed_post(client, path, body)
     assert response.status_code in ANSWERED
 
