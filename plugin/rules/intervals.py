@@ -95,6 +95,18 @@ class Overlap:
 
 
 @dataclass(frozen=True, slots=True)
+class SharedTime:
+    """A stretch of time that two or more one-on-one services cover (R-F4), with their codes.
+
+    Consecutive stretches are merged, so a visit has at most one per boundary of its services:
+    what a picture of the visit marks, however many pairs overlap there."""
+
+    start: datetime
+    end: datetime
+    codes: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Attribution:
     """Minutes per code before (``raw_minutes``) and after (``minutes``) attribution."""
 
@@ -102,6 +114,8 @@ class Attribution:
     minutes: CodeCounts
     overlaps: tuple[Overlap, ...]  # at most LISTED_OVERLAPS, in time order
     overlap_count: int = 0  # every overlapping pair
+    shared_time: tuple[SharedTime, ...] = ()  # every stretch covered twice or more, in order
+    overlapping_refs: frozenset[str] = frozenset()  # every service sharing time with another
 
 
 @dataclass(slots=True)
@@ -157,6 +171,7 @@ class SpanAttribution:
     overlap_count: int = 0
     overlapping: tuple[Span, ...] = ()
     shared: timedelta = timedelta(0)
+    shared_time: tuple[SharedTime, ...] = ()
 
 
 def _by_start(spans: Iterable[Span]) -> list[Span]:
@@ -258,6 +273,7 @@ def attribute_spans(
     active: set[str] = set()
     depth = 0  # open spans, of any code
     shared = _ZERO
+    stretches: list[SharedTime] = []
     for left, right in pairwise(sorted(events)):
         for delta, code_at in events[left]:
             now = counts.get(code_at, 0) + delta
@@ -269,10 +285,18 @@ def attribute_spans(
                 active.discard(code_at)
         if depth >= 2:
             shared += right - left
+            if stretches and stretches[-1].end == left:
+                last = stretches.pop()
+                codes = tuple(sorted({*last.codes, *active}))
+                stretches.append(SharedTime(last.start, right, codes))
+            else:
+                stretches.append(SharedTime(left, right, tuple(sorted(active))))
         keeper = winner(active) if active else None
         if keeper is not None:
             kept[keeper] += right - left
-    return SpanAttribution(raw, kept, overlaps, count, _overlapping(by_start), shared)
+    return SpanAttribution(
+        raw, kept, overlaps, count, _overlapping(by_start), shared, tuple(stretches)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,4 +370,6 @@ def attribute_minutes(
         minutes=CodeCounts({c: whole_minutes(span) for c, span in found.kept.items()}),
         overlaps=tuple(found.overlaps),
         overlap_count=found.overlap_count,
+        shared_time=found.shared_time,
+        overlapping_refs=frozenset(sp.service.ref for sp in found.overlapping),
     )

@@ -74,11 +74,12 @@ def find_overlaps(services: Iterable[TimedService]) -> tuple[OverlapSpan, ...]:
 def _overlaps(
     services: Iterable[TimedService],
 ) -> tuple[tuple[OverlapSpan, ...], frozenset[str]]:
-    """:func:`find_overlaps`, and the references of every service in one of them."""
+    """:func:`find_overlaps`, and the references of every service in one of them: every
+    stretch of shared time (merged, so at most one per boundary of the services), not only the
+    pairs a W-OVERLAP finding spells out."""
     attribution = attribute_minutes(list(services), is_one_on_one=is_one_on_one, pair=None)
-    spans = {OverlapSpan(o.start, o.end, o.codes) for o in attribution.overlaps}
-    refs = frozenset(ref for o in attribution.overlaps for ref in o.refs)
-    return tuple(sorted(spans, key=lambda span: (span.start, span.end, span.codes))), refs
+    spans = tuple(OverlapSpan(t.start, t.end, t.codes) for t in attribution.shared_time)
+    return spans, attribution.overlapping_refs
 
 
 def build_timeline(

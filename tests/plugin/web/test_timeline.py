@@ -245,3 +245,25 @@ def test_many_overlap_bands_are_cut_at_their_cap() -> None:
     assert len(bands) == MAX_OVERLAP_BANDS
     assert f"{MAX_OVERLAP_BANDS} of {MAX_OVERLAP_BANDS + 10} overlap bands" in svg
     assert len(svg) <= MAX_SVG_CHARS
+
+
+def test_every_stretch_of_shared_time_is_marked_not_only_the_listed_pairs() -> None:
+    # Two clusters of 8 mutually overlapping services: 56 pairs, far more than the W-OVERLAP
+    # finding spells out (LISTED_OVERLAPS); the picture still marks both clusters and every bar.
+    services = []
+    for cluster, hour in enumerate((9, 13)):
+        for index in range(8):
+            services.append(
+                _service(
+                    f"Procedure/c{cluster}-{index}",
+                    ("97110", "97112", "97530", "97140")[index % 4],
+                    f"2025-03-04T{hour:02d}:{index:02d}:00-05:00",
+                    f"2025-03-04T{hour:02d}:{30 + index:02d}:00-05:00",
+                )
+            )
+    timeline = build_timeline(_visit(*services))
+    assert [(span.start.hour, span.end.hour) for span in timeline.overlaps] == [(14, 14), (18, 18)]
+    assert timeline.overlaps[0].codes == ("97110", "97112", "97140", "97530")
+    assert all(bar.overlapped for lane in timeline.lanes for bar in lane.bars)
+    # Stretches, not pairs: 56 pairs give two bands.
+    assert len(find_overlaps(services)) == 2
