@@ -121,6 +121,7 @@ def sandbox_router(settings: Settings, web: WebSettings) -> APIRouter:
                 bundle,
                 payer_rule=cast(Literal["cms", "ama"], payer),
                 pair_rule=cast(Literal["cms", "strict"], pair),
+                max_procedures_per_visit=settings.max_procedures_per_visit,
             )
         except TooManyProceduresError as exc:  # the cap, said as it is (issue 17)
             return json_error(413, f"{exc}; send one visit's Procedures")

@@ -15,6 +15,7 @@ from typing import Any
 from fhir_mappings import map_bundle
 from plugin.pipeline import CheckResult, check_record
 from plugin.rules import CATALOGUE, Finding, PairRule, PayerRule, Severity
+from plugin.settings import MAX_PROCEDURES_PER_VISIT
 from plugin.web.timeline import build_timeline, render_svg
 
 JsonObject = dict[str, Any]
@@ -200,9 +201,19 @@ def bundle_resources(bundle: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 
 
 def analyse_bundle(
-    bundle: JsonObject, *, payer_rule: PayerRule, pair_rule: PairRule
+    bundle: JsonObject,
+    *,
+    payer_rule: PayerRule,
+    pair_rule: PairRule,
+    max_procedures_per_visit: int = MAX_PROCEDURES_PER_VISIT,
 ) -> AnalysisView:
-    """Map ``bundle``, run the rules and draw each visit."""
+    """Map ``bundle``, run the rules and draw each visit (a visit over the Procedure cap raises
+    :class:`~plugin.pipeline.TooManyProceduresError`, as in every entry point)."""
     record = map_bundle(bundle)
-    result = check_record(record, payer_rule=payer_rule, pair_rule=pair_rule)
+    result = check_record(
+        record,
+        payer_rule=payer_rule,
+        pair_rule=pair_rule,
+        max_procedures_per_visit=max_procedures_per_visit,
+    )
     return analysis_view(result, tz=recorded_offset(bundle_resources(bundle)))

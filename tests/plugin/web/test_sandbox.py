@@ -312,3 +312,15 @@ async def test_a_bundle_the_mapping_trips_on_is_a_422_not_a_500(
     )
     assert response.status_code == 422
     assert "secret-123" not in response.text
+
+
+async def test_the_timeline_applies_the_configured_procedure_cap(tmp_path: Path) -> None:
+    """The sandbox answers what the services answer: the cap is the setting, not a default."""
+    bundle = _bundle("pair-no-modifier.json")
+    procedures = sum(1 for e in bundle["entry"] if e["resource"]["resourceType"] == "Procedure")
+    settings = dev_settings(tmp_path, max_procedures_per_visit=procedures - 1)
+    transport = httpx.ASGITransport(app=create_app(settings))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        response = await c.post("/sandbox/api/timeline", json={"bundle": bundle})
+    assert response.status_code == 413
+    assert f"{procedures - 1}" in _message(response)
