@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fhir_mappings import InputError, load_path, map_document
+from fhir_mappings import InputError, IssueCode, load_path, map_document
 from fhir_mappings.codes import code_info
 from plugin.cli._app import app
 from plugin.cli._inputs import MaxFileSize, max_file_bytes
@@ -53,6 +53,17 @@ def expand_paths(paths: list[Path]) -> Iterator[Path]:
             )
         else:
             yield path
+
+
+#: Input problems printed per file: a file of a million broken lines says so in a bounded
+#: number of lines (the analysis of what could be read is unchanged).
+ISSUES_SHOWN = 50
+#: What an input problem did, where it is not "skipped" (a line, entry or resource dropped).
+_OUTCOME = {
+    IssueCode.VALUE_NOT_USED: "value not used",
+    IssueCode.CONTAINER_NOTE: "noted",
+    IssueCode.DIFFERENT_COPY: "first copy used",
+}
 
 
 def _say(message: str) -> None:
@@ -97,10 +108,15 @@ def check(
             _say(str(exc))
             failed = True
             continue
-        for issue in record.issues:
+        for issue in record.issues[:ISSUES_SHOWN]:
             where = f"{issue.location}" + (f" ({issue.resource})" if issue.resource else "")
             field = f" {issue.field}:" if issue.field else ""
-            _say(f"{path}: {where}:{field} {issue.message} (skipped)")
+            _say(f"{path}: {where}:{field} {issue.message} ({_OUTCOME.get(issue.code, 'skipped')})")
+        if len(record.issues) > ISSUES_SHOWN:
+            _say(
+                f"{path}: {len(record.issues) - ISSUES_SHOWN} more input problem(s) not shown"
+                f" (the first {ISSUES_SHOWN} are above)"
+            )
         if record.other_patient_resources:  # a CDS Hooks request file: counted, never named
             _say(
                 f"{path}: {record.other_patient_resources} resource(s) about another patient"

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from plugin.cli import app
+from plugin.cli.check import ISSUES_SHOWN
 
 ROOT = Path(__file__).resolve().parents[3]
 FIXTURES = ROOT.parent / "shared" / "reference" / "fixtures"
@@ -49,9 +50,29 @@ def test_every_fixture_is_analysed_or_refused_in_one_line(path: Path, output: st
             assert set(body) == {"visits", "findings"}
     else:
         lines = [line for line in result.stderr.splitlines() if line.strip()]
-        errors = [line for line in lines if not line.endswith("(skipped)")]
+        errors = [line for line in lines if not _is_input_problem(line)]
         assert len(errors) == 1, result.stderr
         assert str(path) in errors[0]
+
+
+def _is_input_problem(line: str) -> bool:
+    """A line reporting what was passed over in a file that was still analysed."""
+    return line.endswith(("(skipped)", "(value not used)", "(noted)", "(first copy used)")) or (
+        "more input problem(s) not shown" in line
+    )
+
+
+def test_input_problems_are_printed_up_to_a_bound_per_file(tmp_path: Path) -> None:
+    export = tmp_path / "junk.ndjson"
+    patient = json.dumps({"resourceType": "Patient", "id": "p1"})
+    export.write_text(patient + "\n" + "{}\n" * 500 + "not json\n" * 500)
+    result = runner.invoke(app, ["check", str(export), "--format", "json"])
+    assert result.exit_code == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == ISSUES_SHOWN + 1
+    hidden = 1000 - ISSUES_SHOWN
+    assert lines[-1].endswith(f"{hidden} more input problem(s) not shown (the first 50 are above)")
+    assert all(line.endswith("(skipped)") for line in lines[:-1])
 
 
 def test_json_is_the_contract_shape() -> None:
