@@ -49,6 +49,9 @@ class FakeEhr:
     pkce_verified: int = 0
     configuration_requests: int = 0  # fetches of .well-known/smart-configuration
     challenge_methods: list[str] = field(default_factory=lambda: ["S256"])
+    need_patient_banner: bool = False
+    #: Resource types this server does not offer: searches and reads answer 404.
+    not_offered: set[str] = field(default_factory=set)
 
     @property
     def fhir_base(self) -> str:
@@ -82,6 +85,18 @@ def _searchset(resources: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _ref_id(value: str, kind: str) -> str:
     return value.removeprefix(f"{kind}/")
+
+
+def _days(resource: dict[str, Any]) -> set[str]:
+    """The dates (YYYY-MM-DD, as recorded) a Procedure's performed/occurrence time touches."""
+    days: set[str] = set()
+    for member in ("performedPeriod", "occurrencePeriod"):
+        period = resource.get(member) or {}
+        days.update(str(period[k])[:10] for k in ("start", "end") if k in period)
+    for member in ("performedDateTime", "occurrenceDateTime"):
+        if member in resource:
+            days.add(str(resource[member])[:10])
+    return days
 
 
 def make_fake_ehr_app(ehr: FakeEhr) -> FastAPI:
@@ -153,6 +168,8 @@ def make_fake_ehr_app(ehr: FakeEhr) -> FastAPI:
             body["patient"] = ehr.patient
         if grant.launch and ehr.app_context:
             body["appContext"] = ehr.app_context
+        if ehr.need_patient_banner:
+            body["need_patient_banner"] = True
         return JSONResponse(body)
 
     def authorized(request: Request) -> bool:
@@ -164,6 +181,8 @@ def make_fake_ehr_app(ehr: FakeEhr) -> FastAPI:
         ehr.fhir_requests.append(f"GET {resource_type}/{ident}")
         if not authorized(request):
             return JSONResponse({"resourceType": "OperationOutcome"}, status_code=401)
+        if resource_type in ehr.not_offered:
+            return JSONResponse({"resourceType": "OperationOutcome"}, status_code=404)
         for resource in ehr.of_type(resource_type):
             if resource.get("id") == ident:
                 return JSONResponse(resource, media_type="application/fhir+json")
@@ -174,6 +193,8 @@ def make_fake_ehr_app(ehr: FakeEhr) -> FastAPI:
         ehr.fhir_requests.append(f"GET {resource_type}?{request.url.query}")
         if not authorized(request):
             return JSONResponse({"resourceType": "OperationOutcome"}, status_code=401)
+        if resource_type in ehr.not_offered:
+            return JSONResponse({"resourceType": "OperationOutcome"}, status_code=404)
         params = request.query_params
         found = ehr.of_type(resource_type)
         if "encounter" in params:
@@ -185,11 +206,14 @@ def make_fake_ehr_app(ehr: FakeEhr) -> FastAPI:
             ]
         if "patient" in params:
             wanted = _ref_id(params["patient"], "Patient")
+            member = "patient" if resource_type in ("Claim", "ExplanationOfBenefit") else "subject"
             found = [
                 r
                 for r in found
-                if _ref_id((r.get("subject") or {}).get("reference", ""), "Patient") == wanted
+                if _ref_id((r.get(member) or {}).get("reference", ""), "Patient") == wanted
             ]
+        if "date" in params:  # Procedure: performed/occurrence on that day (no prefixes)
+            found = [r for r in found if params["date"] in _days(r)]
         return JSONResponse(_searchset(found), media_type="application/fhir+json")
 
     return app
