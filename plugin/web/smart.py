@@ -15,6 +15,7 @@ apart from the pending launches anyone can start; the browser holds an opaque co
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import Mapping
@@ -57,6 +58,10 @@ REFUSED_ENCOUNTER = (
     "the EHR launched it for. Open the app again from that patient's chart."
 )
 
+#: The launch form suggests at most this many allow-list entries, each probed (SMART discovery,
+#: through the cache) for at most PROBE_SECONDS.
+MAX_SUGGESTED = 10
+PROBE_SECONDS = 2.0
 PAYER_RULES = ("cms", "ama")
 PAIR_RULES = ("cms", "strict")
 #: What the mapping and the checks may raise on records of a shape or value they cannot read
@@ -116,6 +121,38 @@ class SmartApp:
 
         return await self.configurations.get(iss, fetch)
 
+    async def answering_bases(self) -> list[str]:
+        """The allow-list entries that are themselves FHIR bases answering SMART discovery
+        (entries are prefixes; one that is not a base is not suggested). Probed through the
+        discovery cache, at most ``MAX_SUGGESTED`` of them, each given ``PROBE_SECONDS``."""
+
+        async def probe(entry: str) -> str | None:
+            try:
+                await asyncio.wait_for(self.configuration(entry), timeout=PROBE_SECONDS)
+            except (SmartError, TimeoutError):
+                return None
+            return entry
+
+        entries = list(dict.fromkeys(e.rstrip("/") for e in self.settings.fhir_server_allowlist))
+        found = await asyncio.gather(*(probe(e) for e in entries[:MAX_SUGGESTED]))
+        return [entry for entry in found if entry is not None]
+
+    def launch_form(
+        self, *, status_code: int = 200, servers: list[str], error: str = ""
+    ) -> Response:
+        return render(
+            "smart_launch.html",
+            {
+                "page": "smart",
+                "list_servers": self.list_servers,
+                "servers": servers,
+                "client_id": self.web.smart_client_id,
+                "error": error,
+            },
+            status_code=status_code,
+            embeddable=True,
+        )
+
     def redirect_uri(self, request: Request) -> str:
         if self.settings.public_base_url:
             return f"{self.settings.public_base_url}/smart/app"
@@ -160,16 +197,8 @@ def smart_router(app_state: SmartApp) -> APIRouter:
         launch = params.get("launch")
         allowlist = smart.settings.fhir_server_allowlist
         if not iss:
-            return render(
-                "smart_launch.html",
-                {
-                    "page": "smart",
-                    "list_servers": smart.list_servers,
-                    "servers": allowlist if smart.list_servers else [],
-                    "client_id": smart.web.smart_client_id,
-                },
-                embeddable=True,
-            )
+            servers = await smart.answering_bases() if smart.list_servers else []
+            return smart.launch_form(servers=servers)
         if not server_allowed(iss, allowlist):
             logger.warning("smart launch refused: iss not in THERAPY_CDS_FHIR_SERVER_ALLOWLIST")
             return smart.error_page(
@@ -181,7 +210,16 @@ def smart_router(app_state: SmartApp) -> APIRouter:
             config = await smart.configuration(iss)
         except SmartError as exc:
             logger.warning("smart launch failed: %s", exc.message)
-            return smart.error_page(exc.message, exc.status_code)
+            message = (
+                f"{iss} does not answer as a SMART on FHIR server ({exc.message}). Enter the FHIR"
+                " server's base URL: the address its resources are under, where"
+                " /.well-known/smart-configuration answers (for example"
+                " https://ehr.example.org/fhir)."
+            )
+            if launch:
+                return smart.error_page(message, exc.status_code)
+            servers = await smart.answering_bases() if smart.list_servers else []
+            return smart.launch_form(status_code=400, servers=servers, error=message)
         session = smart.sessions.create(
             iss=iss,
             token_endpoint=config.token_endpoint,

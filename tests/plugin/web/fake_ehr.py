@@ -52,6 +52,8 @@ class FakeEhr:
     need_patient_banner: bool = False
     #: Resource types this server does not offer: searches and reads answer 404.
     not_offered: set[str] = field(default_factory=set)
+    #: Searches using any of these parameters answer 500 (a server failing on them).
+    failing_params: set[str] = field(default_factory=set)
 
     @property
     def fhir_base(self) -> str:
@@ -117,6 +119,11 @@ def make_fake_ehr_app(ehr: FakeEhr) -> FastAPI:
             "code_challenge_methods_supported": ehr.challenge_methods,
             "grant_types_supported": ["authorization_code"],
         }
+
+    @app.get("/.well-known/smart-configuration")
+    async def not_a_fhir_base() -> Response:
+        # the server's root is a prefix of the FHIR base, not one: a web page, as a launcher's is
+        return Response("<!doctype html><title>EHR</title>", media_type="text/html")
 
     @app.get("/auth/authorize")
     async def authorize(request: Request) -> Response:
@@ -196,6 +203,8 @@ def make_fake_ehr_app(ehr: FakeEhr) -> FastAPI:
         if resource_type in ehr.not_offered:
             return JSONResponse({"resourceType": "OperationOutcome"}, status_code=404)
         params = request.query_params
+        if ehr.failing_params & set(params.keys()):
+            return JSONResponse({"resourceType": "OperationOutcome"}, status_code=500)
         found = ehr.of_type(resource_type)
         if "encounter" in params:
             wanted = _ref_id(params["encounter"], "Encounter")
