@@ -120,7 +120,31 @@ def build_timeline(
 
 # ------------------------------------------------------------------------------- rendering
 
-_LANE_HEIGHT = 38
+_LANE_HEIGHT = 46
+_LABEL_CHARS = 24  # per line of a lane's code text; two lines, then the tooltip has the rest
+
+
+def _label_lines(label: str) -> list[str]:
+    """``label`` in at most two lines of ``_LABEL_CHARS``, broken between words only; what
+    does not fit ends the second line with an ellipsis after a whole word."""
+    lines: list[str] = []
+    current = ""
+    for word in label.split():
+        candidate = f"{current} {word}" if current else word
+        if len(candidate) <= _LABEL_CHARS or not current:
+            current = candidate
+            continue
+        lines.append(current)
+        current = word
+        if len(lines) == 2:
+            break
+    else:
+        if current:
+            lines.append(current)
+        return lines
+    return [lines[0], lines[1].rstrip(",;:") + "\u2026"]
+
+
 _LABEL_WIDTH = 150
 _PLOT_WIDTH = 500
 _AXIS_HEIGHT = 26
@@ -190,8 +214,13 @@ def render_svg(timeline: Timeline, *, tz: tzinfo | None = None) -> str:
         parts.append(
             f'<g class="lane" data-code="{escape(lane.code)}">'
             f'<text x="8" y="{y + 17}" font-weight="600" fill="#1d2733">{escape(lane.code)}</text>'
-            f'<text x="8" y="{y + 31}" fill="#6b7888" font-size="10.5">{escape(lane.label[:24])}'
-            "</text>"
+            f'<text x="8" y="{y + 29}" fill="#6b7888" font-size="10"><title>'
+            f"{escape(lane.label)}</title>"
+            + "".join(
+                f'<tspan x="8" dy="{0 if i == 0 else 11}">{escape(line)}</tspan>'
+                for i, line in enumerate(_label_lines(lane.label))
+            )
+            + "</text>"
         )
         if timeline.start is not None and timeline.end is not None:
             for bar in lane.bars:
