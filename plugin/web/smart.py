@@ -3,9 +3,11 @@
 EHR launch (``iss`` + ``launch``) and standalone launch (``iss`` only, or a form to enter it):
 discovery at ``{iss}/.well-known/smart-configuration``, authorization code with PKCE (S256) and
 ``state``, the token exchange done here with httpx, then the visit's Encounter, Procedures and
-the patient's CarePlans read with the token, run through the same pipeline as the CDS services,
-and shown as the same timeline and findings. The encounter comes from the card link's
-``appContext`` (``{"encounter": "<id>"}``) or the token response's launch context.
+charges, the Patient and their CarePlans read with the token, run through the services' own
+pipeline (:func:`plugin.services.pooled_record`: the launch's patient bound, the day's other
+Procedures pooled) and shown as the same timeline and findings. The encounter comes from the
+card link's ``appContext`` (``{"encounter": "<id>"}``) or the token response's launch context;
+the session stays bound to the launch's patient and encounter.
 
 Only ``iss`` servers in ``FHIR_SERVER_ALLOWLIST`` are contacted, and only authorization and
 token endpoints on the issuer's origin or in that list. Each issuer's SMART configuration is
