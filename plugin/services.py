@@ -25,7 +25,7 @@ Two duties on top of it (issue 14):
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import quote
@@ -217,6 +217,49 @@ def on_dates_of(record: TherapyRecord, pooled: TherapyRecord) -> TherapyRecord:
     )
 
 
+def not_pooled_note(same_day: str) -> str | None:
+    """The line a visit's summary ends with when its count covers this encounter only."""
+    why = _NOT_POOLED.get(same_day)
+    if why is None:
+        return None
+    return (
+        "Count covers this encounter only: the patient's other visits of the same day were not"
+        f" read ({why})."
+    )
+
+
+async def pooled_record(
+    draft_orders: object,
+    resolved: Mapping[str, object],
+    *,
+    patient_id: str | None,
+    fhir: FhirAccess | None,
+    whole_day: bool = False,
+    more: Callable[[dict[str, Any]], Awaitable[Mapping[str, object]]] | None = None,
+) -> tuple[TherapyRecord, str]:
+    """The record every entry point with a patient in context analyses: ``draft_orders`` and
+    ``resolved`` mapped for ``patient_id`` (another patient's resources left out and counted),
+    then pooled with the patient's Procedures of the same dates of service from ``fhir``.
+
+    Returns the record and how the day was covered: ``pooled``, ``whole-day`` (``resolved``
+    already holds the day), or a reason from :func:`same_day_procedures`. Not pooled when
+    nothing of the patient's remains (the caller refuses that). ``more(searchset)`` may read
+    what goes with the day's other Procedures (the SMART app: their encounters' charges)."""
+    record = map_cds_hooks(draft_orders, resolved, patient_id=patient_id)
+    if whole_day:
+        return record, "whole-day"
+    if patient_id is None or (record.other_patient_resources and not record.services):
+        return record, "no-dates"
+    searched, same_day = await same_day_procedures(fhir, patient_id, record)
+    if searched is not None:
+        extra = await more(searched) if more is not None else {}
+        pooled = map_cds_hooks(
+            draft_orders, {**resolved, **extra, SAME_DAY_KEY: searched}, patient_id=patient_id
+        )
+        record = on_dates_of(record, pooled)
+    return record, same_day
+
+
 def build_registry(
     defaults: RuleChoice,
     *,
@@ -263,7 +306,9 @@ def build_registry(
         }
         patient = invocation.context.get("patientId")
         patient_id = patient if isinstance(patient, str) else None
-        record = map_cds_hooks(draft_orders, resolved, patient_id=patient_id)
+        record, same_day = await pooled_record(
+            draft_orders, resolved, patient_id=patient_id, fhir=invocation.fhir, whole_day=whole_day
+        )
         if record.other_patient_resources and not record.services:
             # counted, never named: the log line and the answer carry the number only
             invocation.log.update(other_patient_resources=record.other_patient_resources)
@@ -273,14 +318,6 @@ def build_registry(
                 " patient's own services remain to analyse; send the prefetch and"
                 " draftOrders of the patient in context"
             )
-        same_day = "whole-day" if whole_day else "no-dates"
-        if not whole_day and patient_id is not None:
-            searched, same_day = await same_day_procedures(invocation.fhir, patient_id, record)
-            if searched is not None:
-                pooled = map_cds_hooks(
-                    draft_orders, {**resolved, SAME_DAY_KEY: searched}, patient_id=patient_id
-                )
-                record = on_dates_of(record, pooled)
         invocation.log.update(
             same_day=same_day, other_patient_resources=record.other_patient_resources
         )
@@ -308,14 +345,7 @@ def build_registry(
             hook_instance=invocation.hook_instance,
             drafts=DraftOrders(drafts, record.fhir_version),
             links=links_for(invocation),
-            notes=(
-                (
-                    "Count covers this encounter only: the patient's other visits of the same"
-                    f" day were not read ({_NOT_POOLED[same_day]}).",
-                )
-                if same_day in _NOT_POOLED
-                else ()
-            ),
+            notes=tuple(n for n in (not_pooled_note(same_day),) if n is not None),
         )
         cards = cards_for(result.analysis, options)
         if record.other_patient_resources:
@@ -386,6 +416,8 @@ __all__ = [
     "bills_therapy",
     "build_registry",
     "draft_service_requests",
+    "not_pooled_note",
     "on_dates_of",
+    "pooled_record",
     "same_day_procedures",
 ]

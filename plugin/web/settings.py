@@ -12,11 +12,14 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-#: SMART App Launch 2.0 scopes: read (r) and search (s) on what the timeline needs.
-DEFAULT_SMART_SCOPE = "launch user/Encounter.rs user/Procedure.rs user/CarePlan.rs"
-DEFAULT_STANDALONE_SCOPE = (
-    "launch/patient launch/encounter user/Encounter.rs user/Procedure.rs user/CarePlan.rs"
+#: SMART App Launch 2.0 scopes: read (r) and search (s) on what the timeline needs: the visit,
+#: its Procedures and charges (ServiceRequests, Claims), the Patient (banner) and CarePlans.
+_READS = (
+    "user/Patient.r user/Encounter.rs user/Procedure.rs user/ServiceRequest.rs user/Claim.rs"
+    " user/CarePlan.rs"
 )
+DEFAULT_SMART_SCOPE = f"launch {_READS}"
+DEFAULT_STANDALONE_SCOPE = f"launch/patient launch/encounter {_READS}"
 
 
 def default_sample_bundles_dir() -> Path:

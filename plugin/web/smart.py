@@ -3,9 +3,11 @@
 EHR launch (``iss`` + ``launch``) and standalone launch (``iss`` only, or a form to enter it):
 discovery at ``{iss}/.well-known/smart-configuration``, authorization code with PKCE (S256) and
 ``state``, the token exchange done here with httpx, then the visit's Encounter, Procedures and
-the patient's CarePlans read with the token, run through the same pipeline as the CDS services,
-and shown as the same timeline and findings. The encounter comes from the card link's
-``appContext`` (``{"encounter": "<id>"}``) or the token response's launch context.
+charges, the Patient and their CarePlans read with the token, run through the services' own
+pipeline (:func:`plugin.services.pooled_record`: the launch's patient bound, the day's other
+Procedures pooled) and shown as the same timeline and findings. The encounter comes from the
+card link's ``appContext`` (``{"encounter": "<id>"}``) or the token response's launch context;
+the session stays bound to the launch's patient and encounter.
 
 Only ``iss`` servers in ``FHIR_SERVER_ALLOWLIST`` are contacted, and only authorization and
 token endpoints on the issuer's origin or in that list. Each issuer's SMART configuration is
@@ -15,6 +17,7 @@ apart from the pending launches anyone can start; the browser holds an opaque co
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import Mapping
@@ -27,12 +30,16 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from cds_hooks.fhir_client import redact_httpx_logs, server_allowed
+from fhir_mappings import map_cds_hooks
+from plugin.pipeline import TooManyProceduresError, check_record, require_procedures_within
+from plugin.services import not_pooled_note, pooled_record
 from plugin.settings import Settings
 from plugin.web.pages import render
 from plugin.web.settings import WebSettings
 from plugin.web.smart_client import (
     DiscoveryCache,
     FhirReader,
+    ReaderAccess,
     SmartConfiguration,
     SmartError,
     discover,
@@ -41,12 +48,23 @@ from plugin.web.smart_client import (
     origin,
     patient_encounters,
     read_visit,
+    same_day_charges,
+    subject_patient,
 )
 from plugin.web.smart_session import COOKIE_NAME, SessionStore, SmartSession, code_challenge
-from plugin.web.visits import analyse_bundle, bundle_resources
+from plugin.web.visits import AnalysisView, analysis_view, recorded_offset
 
 logger = logging.getLogger(__name__)
 
+REFUSED_ENCOUNTER = (
+    "This encounter is not part of the launch: the app shows only the visits of the patient "
+    "the EHR launched it for. Open the app again from that patient's chart."
+)
+
+#: The launch form suggests at most this many allow-list entries, each probed (SMART discovery,
+#: through the cache) for at most PROBE_SECONDS.
+MAX_SUGGESTED = 10
+PROBE_SECONDS = 2.0
 PAYER_RULES = ("cms", "ama")
 PAIR_RULES = ("cms", "strict")
 #: What the mapping and the checks may raise on records of a shape or value they cannot read
@@ -106,6 +124,38 @@ class SmartApp:
 
         return await self.configurations.get(iss, fetch)
 
+    async def answering_bases(self) -> list[str]:
+        """The allow-list entries that are themselves FHIR bases answering SMART discovery
+        (entries are prefixes; one that is not a base is not suggested). Probed through the
+        discovery cache, at most ``MAX_SUGGESTED`` of them, each given ``PROBE_SECONDS``."""
+
+        async def probe(entry: str) -> str | None:
+            try:
+                await asyncio.wait_for(self.configuration(entry), timeout=PROBE_SECONDS)
+            except (SmartError, TimeoutError):
+                return None
+            return entry
+
+        entries = list(dict.fromkeys(e.rstrip("/") for e in self.settings.fhir_server_allowlist))
+        found = await asyncio.gather(*(probe(e) for e in entries[:MAX_SUGGESTED]))
+        return [entry for entry in found if entry is not None]
+
+    def launch_form(
+        self, *, status_code: int = 200, servers: list[str], error: str = ""
+    ) -> Response:
+        return render(
+            "smart_launch.html",
+            {
+                "page": "smart",
+                "list_servers": self.list_servers,
+                "servers": servers,
+                "client_id": self.web.smart_client_id,
+                "error": error,
+            },
+            status_code=status_code,
+            embeddable=True,
+        )
+
     def redirect_uri(self, request: Request) -> str:
         if self.settings.public_base_url:
             return f"{self.settings.public_base_url}/smart/app"
@@ -150,16 +200,8 @@ def smart_router(app_state: SmartApp) -> APIRouter:
         launch = params.get("launch")
         allowlist = smart.settings.fhir_server_allowlist
         if not iss:
-            return render(
-                "smart_launch.html",
-                {
-                    "page": "smart",
-                    "list_servers": smart.list_servers,
-                    "servers": allowlist if smart.list_servers else [],
-                    "client_id": smart.web.smart_client_id,
-                },
-                embeddable=True,
-            )
+            servers = await smart.answering_bases() if smart.list_servers else []
+            return smart.launch_form(servers=servers)
         if not server_allowed(iss, allowlist):
             logger.warning("smart launch refused: iss not in THERAPY_CDS_FHIR_SERVER_ALLOWLIST")
             return smart.error_page(
@@ -171,7 +213,16 @@ def smart_router(app_state: SmartApp) -> APIRouter:
             config = await smart.configuration(iss)
         except SmartError as exc:
             logger.warning("smart launch failed: %s", exc.message)
-            return smart.error_page(exc.message, exc.status_code)
+            message = (
+                f"{iss} does not answer as a SMART on FHIR server ({exc.message}). Enter the FHIR"
+                " server's base URL: the address its resources are under, where"
+                " /.well-known/smart-configuration answers (for example"
+                " https://ehr.example.org/fhir)."
+            )
+            if launch:
+                return smart.error_page(message, exc.status_code)
+            servers = await smart.answering_bases() if smart.list_servers else []
+            return smart.launch_form(status_code=400, servers=servers, error=message)
         session = smart.sessions.create(
             iss=iss,
             token_endpoint=config.token_endpoint,
@@ -238,6 +289,7 @@ def smart_router(app_state: SmartApp) -> APIRouter:
             patient=token.patient,
             encounter=token.encounter,
             expires_in=token.expires_in,
+            need_patient_banner=token.need_patient_banner,
         )
         logger.info("smart token exchange ok")
         # Drop the code from the address bar (and from any later Referer).
@@ -271,16 +323,20 @@ def smart_router(app_state: SmartApp) -> APIRouter:
         if payer not in PAYER_RULES or pair not in PAIR_RULES:
             return smart.error_page("Unknown payer or pair rule.", 400)
         chosen = params.get("encounter")
-        if chosen is not None:
-            if not is_fhir_id(chosen):
-                return smart.error_page("Not a FHIR id for an Encounter.", 400)
-            session.encounter = chosen
+        if chosen is not None and not is_fhir_id(chosen):
+            return smart.error_page("Not a FHIR id for an Encounter.", 400)
+        if chosen not in (None, session.encounter) and session.patient is None:
+            # launched for one encounter and no patient: that encounter is all it may show
+            logger.warning("smart app refused an encounter other than the launch's")
+            return smart.error_page(REFUSED_ENCOUNTER, 403)
+        encounter_id = chosen or session.encounter
+        cap = smart.settings.max_procedures_per_visit
         try:
             async with smart.client() as client:
                 fhir = FhirReader(
                     client, session.iss, session.access_token or "", limit=smart.max_response_bytes
                 )
-                if session.encounter is None:
+                if encounter_id is None:
                     if session.patient is None:
                         return smart.error_page(
                             "The launch gave neither an encounter nor a patient.", 400
@@ -291,45 +347,113 @@ def smart_router(app_state: SmartApp) -> APIRouter:
                         {"page": "smart", "encounters": [_encounter_row(e) for e in encounters]},
                         embeddable=True,
                     )
-                bundle = await read_visit(fhir, session.encounter, session.patient)
+                encounter = await fhir.read("Encounter", encounter_id)
+                if session.patient is not None and _about_another_patient(
+                    encounter, session.patient
+                ):
+                    # never shown, never kept: the session's encounter stays the launch's
+                    logger.warning("smart app refused an encounter about another patient")
+                    return smart.error_page(REFUSED_ENCOUNTER, 403)
+                patient_id = session.patient or subject_patient(encounter)
+                visit = await read_visit(fhir, encounter, patient_id)
+                record, same_day = await pooled_record(
+                    None,
+                    visit.resolved,
+                    patient_id=patient_id,
+                    fhir=ReaderAccess(fhir),
+                    more=lambda day: same_day_charges(fhir, visit, encounter_id, day),
+                )
+            require_procedures_within(len(record.services), cap, "the visit")
+
+            def analyse() -> AnalysisView:
+                result = check_record(
+                    record,
+                    payer_rule=cast(Literal["cms", "ama"], payer),
+                    pair_rule=cast(Literal["cms", "strict"], pair),
+                    max_procedures_per_visit=cap,
+                )
+                return analysis_view(result, tz=recorded_offset(visit.resources))
+
+            # CPU work (rules, drawing) on a worker thread: the event loop stays free
+            view = await run_in_threadpool(analyse)
         except SmartError as exc:
             logger.warning("smart app read failed: %s", exc.message)
             return smart.error_page(exc.message, exc.status_code)
-        try:
-            # CPU work (mapping, rules, drawing) on a worker thread: the event loop stays free
-            view = await run_in_threadpool(
-                analyse_bundle,
-                bundle,
-                payer_rule=cast(Literal["cms", "ama"], payer),
-                pair_rule=cast(Literal["cms", "strict"], pair),
+        except TooManyProceduresError as exc:
+            return smart.error_page(
+                f"{exc}. Raise THERAPY_CDS_MAX_PROCEDURES_PER_VISIT if real visits are this large.",
+                413,
             )
         except UNREADABLE_RECORDS as exc:
             logger.warning("smart app could not analyse the visit: %s", type(exc).__name__)
             return smart.error_page(
                 "The EHR's records for this visit have a shape the checks cannot read.", 502
             )
-        resources = bundle_resources(bundle)
+        procedures = len(record.services)
         logger.info(
-            "smart app shown visits=%d procedures=%d",
+            "smart app shown visits=%d procedures=%d same_day=%s other_patient_resources=%d",
             len(view.visits),
-            sum(1 for r in resources if r.get("resourceType") == "Procedure"),
+            procedures,
+            same_day,
+            record.other_patient_resources,
         )
+        care_plans = visit.resolved["carePlans"]
         return render(
             "smart_app.html",
             {
                 "page": "smart",
                 "view": view,
-                "encounter": _encounter_row(resources[0]),
-                "procedures": sum(1 for r in resources if r.get("resourceType") == "Procedure"),
-                "care_plans": sum(1 for r in resources if r.get("resourceType") == "CarePlan"),
+                "encounter": _encounter_row(encounter),
+                "procedures": procedures,
+                "care_plans": len(care_plans.get("entry", []))
+                if isinstance(care_plans, Mapping)
+                else 0,
                 "payer_rule": payer,
                 "pair_rule": pair,
                 "iss_origin": origin(session.iss),
+                "banner": _banner(visit.patient, patient_id)
+                if session.need_patient_banner
+                else None,
+                "notes": [n for n in (not_pooled_note(same_day),) if n is not None],
+                "other_patient_resources": record.other_patient_resources,
             },
             embeddable=True,
         )
 
     return router
+
+
+def _about_another_patient(encounter: Mapping[str, Any], patient_id: str) -> bool:
+    """Is ``encounter`` about another patient than ``patient_id``, as the services' mapping
+    reads a subject (the same filter, so the app and the services never disagree)?"""
+    return (
+        map_cds_hooks(None, {"encounter": encounter}, patient_id=patient_id).other_patient_resources
+        > 0
+    )
+
+
+def _banner(patient: Mapping[str, Any] | None, patient_id: str | None) -> dict[str, str]:
+    """What the patient banner shows: the name and birth date (the page escapes them)."""
+    name, birth = "", ""
+    if patient is not None:
+        names = [n for n in _as_list(patient.get("name")) if isinstance(n, Mapping)]
+        official = [n for n in names if n.get("use") in ("official", "usual")] or names
+        if official:
+            first = official[0]
+            name = _text(first.get("text")) or " ".join(
+                part
+                for part in (
+                    *(_text(g) for g in _as_list(first.get("given"))),
+                    _text(first.get("family")),
+                )
+                if part
+            )
+        birth = _text(patient.get("birthDate"))
+    return {"name": name[:200], "birth_date": birth[:10], "id": patient_id or ""}
+
+
+def _as_list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _encounter_row(encounter: Mapping[str, Any]) -> dict[str, str]:

@@ -14,14 +14,15 @@ import asyncio
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import httpx
 import orjson
 
+from cds_hooks.errors import PrefetchUnavailable
 from cds_hooks.fhir_client import ResponseTooLarge, read_capped, url_within
 
 JsonObject = dict[str, Any]
@@ -31,12 +32,16 @@ _FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
 
 class SmartError(Exception):
-    """A launch step failed; ``message`` is safe to show and to log."""
+    """A launch step failed; ``message`` is safe to show and to log. ``upstream``: the HTTP
+    status the other server answered, when it answered one."""
 
-    def __init__(self, message: str, *, status_code: int = 502) -> None:
+    def __init__(
+        self, message: str, *, status_code: int = 502, upstream: int | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.status_code = status_code
+        self.upstream = upstream
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +57,7 @@ class TokenResponse:
     scope: str
     patient: str | None = field(repr=False)
     encounter: str | None = field(repr=False)
+    need_patient_banner: bool = False
 
 
 def is_fhir_id(value: object) -> bool:
@@ -110,9 +116,9 @@ async def _request_json(
         async with client.stream(method, url, headers=headers, data=data) as response:
             status = response.status_code
             if refused is not None and status in (401, 403):
-                raise SmartError(f"{refused} (HTTP {status})")
+                raise SmartError(f"{refused} (HTTP {status})", upstream=status)
             if status != 200:
-                raise SmartError(f"{what} answered HTTP {status}")
+                raise SmartError(f"{what} answered HTTP {status}", upstream=status)
             raw = await read_capped(response, limit)
     except ResponseTooLarge:
         raise SmartError(
@@ -279,6 +285,7 @@ async def exchange_code(
         scope=scope if isinstance(scope, str) else "",
         patient=patient if is_fhir_id(patient) else None,
         encounter=encounter if is_fhir_id(encounter) else None,
+        need_patient_banner=data.get("need_patient_banner") is True,
     )
 
 
@@ -350,28 +357,186 @@ class FhirReader:
         return found
 
 
+def reference_id(value: object, resource_type: str) -> str | None:
+    """The id a Reference names for ``resource_type`` (``Type/id`` or an absolute URL ending
+    in it, a version dropped); None for any other reference or shape."""
+    reference = value.get("reference") if isinstance(value, Mapping) else None
+    if not isinstance(reference, str):
+        return None
+    parts = reference.split("/")
+    if len(parts) >= 4 and parts[-2] == "_history":
+        parts = parts[:-2]
+    if len(parts) < 2 or parts[-2] != resource_type or not is_fhir_id(parts[-1]):
+        return None
+    return parts[-1]
+
+
 def subject_patient(resource: Mapping[str, Any]) -> str | None:
-    subject = resource.get("subject")
-    reference = subject.get("reference") if isinstance(subject, Mapping) else None
-    if isinstance(reference, str) and reference.startswith("Patient/"):
-        ident = reference.removeprefix("Patient/")
-        return ident if is_fhir_id(ident) else None
-    return None
+    return reference_id(resource.get("subject"), "Patient")
 
 
-async def read_visit(reader: FhirReader, encounter_id: str, patient_id: str | None) -> JsonObject:
-    """A ``collection`` Bundle of the Encounter, its Procedures and the patient's CarePlans."""
-    encounter = await reader.read("Encounter", encounter_id)
-    patient = subject_patient(encounter) or patient_id
-    procedures = await reader.search("Procedure", {"encounter": f"Encounter/{encounter_id}"})
-    care_plans = (
-        await reader.search("CarePlan", {"patient": f"Patient/{patient}"}) if patient else []
-    )
+def searchset(resources: Sequence[JsonObject]) -> JsonObject:
+    """Resources found by a search, as the searchset Bundle a CDS Hooks prefetch would hold."""
     return {
         "resourceType": "Bundle",
-        "type": "collection",
-        "entry": [{"resource": r} for r in (encounter, *procedures, *care_plans)],
+        "type": "searchset",
+        "entry": [{"resource": r, "search": {"mode": "match"}} for r in resources],
     }
+
+
+class ReaderAccess:
+    """:class:`cds_hooks.service.FhirAccess` over a :class:`FhirReader`: the services' same-day
+    search (``Procedure?patient=..&date=..``) run with the app's token and caps."""
+
+    def __init__(self, reader: FhirReader) -> None:
+        self._reader = reader
+
+    async def fetch(self, relative_url: str, *, key: str = "query") -> dict[str, Any] | None:
+        resource_type, _, query = relative_url.partition("?")
+        if not query or not resource_type.isalpha():
+            raise PrefetchUnavailable(key, "only searches are run from the SMART app")
+        try:
+            found = await self._reader.search(resource_type, dict(parse_qsl(query)))
+        except SmartError as exc:
+            raise PrefetchUnavailable(key, exc.message) from None
+        return searchset(found)
+
+
+#: Answers meaning "this server does not hold, or this token may not read, that resource type":
+#: the read is treated as finding nothing (charges then count as not available).
+NOT_OFFERED = frozenset({400, 403, 404, 405, 410, 501})
+#: The patient's most recent Claims read to find the visit's (``_sort=-created``).
+MAX_CLAIMS = 50
+#: Other encounters of the same day whose charges are read (each one search).
+MAX_SAME_DAY_ENCOUNTERS = 4
+
+
+async def _optional(search: Awaitable[list[JsonObject]]) -> list[JsonObject]:
+    try:
+        return await search
+    except SmartError as exc:
+        if exc.upstream in NOT_OFFERED:
+            return []
+        raise
+
+
+async def read_patient(reader: FhirReader, patient_id: str) -> JsonObject | None:
+    """The Patient, or None when the server does not let this token read it."""
+    try:
+        return await reader.read("Patient", patient_id)
+    except SmartError as exc:
+        if exc.upstream in NOT_OFFERED:
+            return None
+        raise
+
+
+def claims_about(
+    claims: Sequence[JsonObject], procedures: Iterable[str], encounters: Iterable[str]
+) -> list[JsonObject]:
+    """The Claims whose ``procedure`` names one of ``procedures`` (ids) or whose items'
+    ``encounter`` names one of ``encounters`` (ids): the charge lines of those visits."""
+    wanted_procedures, wanted_encounters = set(procedures), set(encounters)
+    kept = []
+    for claim in claims:
+        named = {
+            reference_id(p.get("procedureReference"), "Procedure")
+            for p in _as_list(claim.get("procedure"))
+            if isinstance(p, Mapping)
+        }
+        seen = {
+            reference_id(e, "Encounter")
+            for item in _as_list(claim.get("item"))
+            if isinstance(item, Mapping)
+            for e in _as_list(item.get("encounter"))
+        }
+        if named & wanted_procedures or seen & wanted_encounters:
+            kept.append(claim)
+    return kept
+
+
+def _ids(resources: Iterable[Mapping[str, Any]]) -> list[str]:
+    return [r["id"] for r in resources if is_fhir_id(r.get("id"))]
+
+
+@dataclass(frozen=True, slots=True)
+class VisitRead:
+    """What the app read of one visit: prefetch-like keys for the services' mapping entry."""
+
+    resolved: dict[str, object]
+    patient: JsonObject | None
+    claims: list[JsonObject]  # the patient's recent Claims, for the same day's other visits
+    resources: list[JsonObject]  # the Encounter and its Procedures (the clock's offset)
+
+
+async def read_visit(
+    reader: FhirReader, encounter: JsonObject, patient_id: str | None
+) -> VisitRead:
+    """The visit's Procedures, its charges (ServiceRequests by encounter; the patient's Claims
+    naming its Procedures or encounter), the Patient and the patient's CarePlans, keyed as the
+    services' prefetch. A server that does not offer ServiceRequest, Claim or Patient to this
+    token gives none of them (403, 404, ...): then no charge line is read, and the checks say so
+    rather than claim what was billed."""
+    encounter_id = encounter["id"]
+    by_encounter = {"encounter": f"Encounter/{encounter_id}"}
+    procedures = await reader.search("Procedure", by_encounter)
+    requests = await _optional(reader.search("ServiceRequest", by_encounter))
+    patient: JsonObject | None = None
+    care_plans: list[JsonObject] = []
+    claims: list[JsonObject] = []
+    if patient_id is not None:
+        patient = await read_patient(reader, patient_id)
+        care_plans = await reader.search("CarePlan", {"patient": f"Patient/{patient_id}"})
+        claims = await _optional(
+            reader.search(
+                "Claim",
+                {
+                    "patient": f"Patient/{patient_id}",
+                    "_sort": "-created",
+                    "_count": str(MAX_CLAIMS),
+                },
+                enough=MAX_CLAIMS,
+            )
+        )
+        claims = claims[:MAX_CLAIMS]
+    return VisitRead(
+        resolved={
+            "patient": patient,
+            "encounter": encounter,
+            "procedures": searchset(procedures),
+            "carePlans": searchset(care_plans),
+            "charges": searchset(
+                [*requests, *claims_about(claims, _ids(procedures), [encounter_id])]
+            ),
+        },
+        patient=patient,
+        claims=claims,
+        resources=[encounter, *procedures],
+    )
+
+
+async def same_day_charges(
+    reader: FhirReader, visit: VisitRead, encounter_id: str, day: Mapping[str, Any]
+) -> dict[str, object]:
+    """The charges of the same day's other encounters, given the day's Procedures (the
+    services' same-day searchset): their ServiceRequests by encounter (at most
+    ``MAX_SAME_DAY_ENCOUNTERS`` encounters) and the Claims naming them."""
+    procedures = [
+        e["resource"]
+        for e in _as_list(day.get("entry"))
+        if isinstance(e, Mapping) and isinstance(e.get("resource"), Mapping)
+    ]
+    others: list[str] = []
+    for procedure in procedures:
+        other = reference_id(procedure.get("encounter"), "Encounter")
+        if other is not None and other != encounter_id and other not in others:
+            others.append(other)
+    requests: list[JsonObject] = []
+    for other in others[:MAX_SAME_DAY_ENCOUNTERS]:
+        requests += await _optional(
+            reader.search("ServiceRequest", {"encounter": f"Encounter/{other}"})
+        )
+    claims = claims_about(visit.claims, _ids(procedures), others)
+    return {"sameDayCharges": searchset([*requests, *claims])}
 
 
 async def patient_encounters(reader: FhirReader, patient_id: str) -> list[JsonObject]:

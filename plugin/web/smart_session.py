@@ -56,6 +56,8 @@ class SmartSession:
     access_token: str | None = field(default=None, repr=False)
     patient: str | None = field(default=None, repr=False)
     encounter: str | None = field(default=None, repr=False)
+    #: The token response asked the app to show who the patient is (SMART ``need_patient_banner``).
+    need_patient_banner: bool = False
 
     @property
     def authorized(self) -> bool:
@@ -156,6 +158,7 @@ class SessionStore:
         patient: str | None,
         encounter: str | None,
         expires_in: float | None,
+        need_patient_banner: bool = False,
     ) -> None:
         """Move ``session`` from the pending launches to the authorized sessions."""
         self._drop_pending(session.id)
@@ -163,6 +166,7 @@ class SessionStore:
         session.access_token = access_token
         session.patient = patient
         session.encounter = encounter
+        session.need_patient_banner = need_patient_banner
         session.client = ""
         if expires_in is not None:
             self.shorten(session, expires_in)

@@ -145,10 +145,35 @@ MAX_OVERLAP_BANDS = 60  # overlap bands drawn (overlapping times merged into ban
 _MAX_CODE = 16  # characters of a code shown
 _MAX_REF = 64  # characters of a reference shown (data-ref, tooltip)
 _MAX_BAND_CODES = 6  # codes named in an overlap band's tooltip
+_MAX_LABEL = 80  # characters of a code text kept (two lines shown, all 80 in the tooltip)
 #: The most characters :func:`render_svg` returns, whatever the visit (pinned by a test).
 MAX_SVG_CHARS = 200_000
 
-_LANE_HEIGHT = 38
+_LANE_HEIGHT = 46
+_LABEL_CHARS = 24  # per line of a lane's code text; two lines, then the tooltip has the rest
+
+
+def _label_lines(label: str) -> list[str]:
+    """``label`` in at most two lines of ``_LABEL_CHARS``, broken between words only; what
+    does not fit ends the second line with an ellipsis after a whole word."""
+    lines: list[str] = []
+    current = ""
+    for word in label.split():
+        candidate = f"{current} {word}" if current else word
+        if len(candidate) <= _LABEL_CHARS or not current:
+            current = candidate
+            continue
+        lines.append(current)
+        current = word
+        if len(lines) == 2:
+            break
+    else:
+        if current:
+            lines.append(current)
+        return lines
+    return [lines[0], lines[1].rstrip(",;:") + "\u2026"]
+
+
 _LABEL_WIDTH = 150
 _PLOT_WIDTH = 500
 _AXIS_HEIGHT = 26
@@ -298,11 +323,17 @@ def render_svg(timeline: Timeline, *, tz: tzinfo | None = None) -> str:
     for index, lane in enumerate(lanes):
         y = _AXIS_HEIGHT + index * _LANE_HEIGHT
         code = escape(_short(lane.code, _MAX_CODE))
+        label = _short(lane.label, _MAX_LABEL)
         parts.append(
             f'<g class="lane" data-code="{code}">'
             f'<text x="8" y="{y + 17}" font-weight="600" fill="#1d2733">{code}</text>'
-            f'<text x="8" y="{y + 31}" fill="#6b7888" font-size="10.5">{escape(lane.label[:24])}'
-            "</text>"
+            f'<text x="8" y="{y + 29}" fill="#6b7888" font-size="10"><title>'
+            f"{escape(label)}</title>"
+            + "".join(
+                f'<tspan x="8" dy="{0 if i == 0 else 11}">{escape(line)}</tspan>'
+                for i, line in enumerate(_label_lines(label))
+            )
+            + "</text>"
         )
         if timed:
             for bar in lane.bars[:bars_left]:

@@ -1,6 +1,6 @@
 """One answer everywhere (issue 14): every sample bundle gives the same visits, units, pair
-status and finding ids through ``check``, the order-sign and encounter-discharge services and
-the sandbox's timeline API.
+status and finding ids through ``check``, the order-sign and encounter-discharge services, the
+sandbox's timeline API and the SMART app.
 
 Each answer is reduced to one normalised value: per visit (date, discipline, total timed
 minutes, units per code, pair status, finding ids), plus the ids of the findings outside any
@@ -17,6 +17,10 @@ exactly the data that entry point is given, and the difference is stated:
   bundle for :data:`SEVERAL_ENCOUNTERS`); with FHIR access (respx at the transport) it searches
   the patient's Procedures of the day and equals ``check`` on the whole bundle;
 * order-sign with no draft charge (the two encounter-discharge scenarios) gives no cards;
+* the SMART app, launched by the loopback fake EHR (``tests/plugin/web/fake_ehr.py``: SMART
+  authorization and FHIR server over the sample's resources) for the hook's patient and
+  encounter, reads the visit, its charges and the patient's Procedures of the day itself, so it
+  equals ``check`` on the whole bundle;
 * encounter-discharge carries no draft orders (they belong to order-sign), so it equals
   ``check`` on the bundle without its draft ServiceRequests: for the order-sign scenarios no
   charge line can be read there, and the answer says so (I-CHARGES-NOT-AVAILABLE) instead of
@@ -26,7 +30,9 @@ exactly the data that entry point is given, and the difference is stated:
 from __future__ import annotations
 
 import copy
+import json
 import re
+import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -34,16 +40,23 @@ from typing import Any
 import httpx
 import pytest
 import respx
+from fastapi import FastAPI
 from scenario_support import BUNDLES, bundle, scenarios
 
 from fhir_mappings import map_bundle
-from plugin.app import create_app
+from plugin.app import cds_config, create_app
 from plugin.hook_request import build_hook_request
 from plugin.pipeline import check_record
 from plugin.rules import analysis_to_json
 from plugin.rules.catalogue import RuleId
 from plugin.services import DISCHARGE_SERVICE, ORDER_SIGN_SERVICE
 from plugin.settings import Settings
+from plugin.web.install import install_web
+from plugin.web.settings import WebSettings
+
+# the web tests' fake EHR (SMART authorization server + FHIR server)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugin" / "web"))
+from fake_ehr import FakeEhr, make_fake_ehr_app
 
 pytestmark = pytest.mark.anyio
 
@@ -58,7 +71,9 @@ ENTRY_POINTS = [
     "encounter-discharge",
     "encounter-discharge+fhir",
     "sandbox",
+    "smart",
 ]
+SMART_EHR = "http://ehr.test"
 RULE_IDS = {r.value for r in RuleId}
 NOT_POOLED_NOTE = "Count covers this encounter only"
 
@@ -250,16 +265,95 @@ async def call_service(
     return response.json()["cards"], route.call_count
 
 
+# ---------------------------------------------------------------- the SMART app
+
+_PANEL = re.compile(
+    r'<section class="panel visit-panel" data-date="([^"]*)" data-discipline="([^"]*)"\s+'
+    r'data-minutes="(\d+)" data-pair="(\w+)"\s+data-units="([^"]*)">'
+)
+_RULE = re.compile(r'data-rule="([EWI]-[A-Z0-9-]+)"')
+
+
+def from_smart_page(html: str) -> Answer:
+    """Each visit panel's data attributes and finding rows; the rows outside any visit."""
+    head, _, outside = html.partition('<section class="panel outside-findings">')
+    parts = _PANEL.split(head)
+    visits = []
+    for i in range(1, len(parts), 6):
+        date, discipline, minutes, pair, units, body = parts[i : i + 6]
+        visits.append(
+            (
+                date,
+                discipline,
+                int(minutes),
+                tuple(
+                    sorted(
+                        (c, int(n)) for c, _, n in (u.partition(":") for u in units.split(",") if u)
+                    )
+                ),
+                pair,
+                tuple(sorted(set(_RULE.findall(body)))),
+            )
+        )
+    return tuple(sorted(visits)), tuple(sorted(set(_RULE.findall(outside))))
+
+
+async def call_smart_app(data: Json, tmp_path: Path) -> tuple[str, FakeEhr]:
+    """An EHR launch of the app for the hook's patient and encounter; the page it shows."""
+    context = build_hook_request(data, "order-sign")["context"]  # type: ignore[arg-type]
+    ehr = FakeEhr(
+        base=SMART_EHR,
+        resources=[copy.deepcopy(e["resource"]) for e in data["entry"]],
+        app_context=json.dumps({"encounter": context["encounterId"]}),
+        patient=context["patientId"],
+    )
+    ehr_app = make_fake_ehr_app(ehr)
+    settings = Settings(
+        require_auth=False,
+        dev_mode=True,
+        database_url=f"sqlite:///{tmp_path / 'smart.db'}",
+        fhir_server_allowlist=[f"{SMART_EHR}/fhir"],
+        log_level="WARNING",
+    )
+    cds_config(settings)
+    app = FastAPI()
+    install_web(app, settings, WebSettings(), http_transport=httpx.ASGITransport(app=ehr_app))
+    async with (
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://cds.test") as c,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=ehr_app), base_url=SMART_EHR) as e,
+    ):
+        start = await c.get("/smart/launch", params={"iss": f"{SMART_EHR}/fhir", "launch": "L"})
+        assert start.status_code == 302, start.text
+        authorize = await e.get(start.headers["location"])
+        back = httpx.URL(authorize.headers["location"])
+        callback = await c.get(f"{back.path}?{back.query.decode()}")
+        assert callback.status_code == 303, callback.text
+        page = await c.get(callback.headers["location"])
+    assert page.status_code == 200, page.text
+    return page.text, ehr
+
+
 # ---------------------------------------------------------------- the table
 
 
 @pytest.mark.parametrize("entry_point", ENTRY_POINTS)
 @pytest.mark.parametrize("sample", SAMPLES)
 async def test_every_entry_point_gives_the_same_answer(
-    client: httpx.AsyncClient, sample: str, entry_point: str
+    client: httpx.AsyncClient, sample: str, entry_point: str, tmp_path: Path
 ) -> None:
     data = bundle(sample)
     whole = check(data)
+    if entry_point == "smart":
+        html, ehr = await call_smart_app(data, tmp_path)
+        assert from_smart_page(html) == whole
+        assert NOT_POOLED_NOTE not in html
+        assert "about another patient" not in html
+        # it asked for the charges and read them, and searched the patient's day
+        scope = ehr.authorize_requests[-1]["scope"].split()
+        assert {"user/ServiceRequest.rs", "user/Claim.rs"} <= set(scope)
+        assert any(r.startswith("GET ServiceRequest?encounter=") for r in ehr.fhir_requests)
+        assert sum("&date=" in r for r in ehr.fhir_requests if r.startswith("GET Procedure?")) == 1
+        return
     if entry_point == "sandbox":
         response = await client.post("/sandbox/api/timeline", json={"bundle": data})
         assert response.status_code == 200, response.text

@@ -49,6 +49,11 @@ class FakeEhr:
     pkce_verified: int = 0
     configuration_requests: int = 0  # fetches of .well-known/smart-configuration
     challenge_methods: list[str] = field(default_factory=lambda: ["S256"])
+    need_patient_banner: bool = False
+    #: Resource types this server does not offer: searches and reads answer 404.
+    not_offered: set[str] = field(default_factory=set)
+    #: Searches using any of these parameters answer 500 (a server failing on them).
+    failing_params: set[str] = field(default_factory=set)
 
     @property
     def fhir_base(self) -> str:
@@ -84,6 +89,18 @@ def _ref_id(value: str, kind: str) -> str:
     return value.removeprefix(f"{kind}/")
 
 
+def _days(resource: dict[str, Any]) -> set[str]:
+    """The dates (YYYY-MM-DD, as recorded) a Procedure's performed/occurrence time touches."""
+    days: set[str] = set()
+    for member in ("performedPeriod", "occurrencePeriod"):
+        period = resource.get(member) or {}
+        days.update(str(period[k])[:10] for k in ("start", "end") if k in period)
+    for member in ("performedDateTime", "occurrenceDateTime"):
+        if member in resource:
+            days.add(str(resource[member])[:10])
+    return days
+
+
 def make_fake_ehr_app(ehr: FakeEhr) -> FastAPI:
     app = FastAPI()
 
@@ -102,6 +119,11 @@ def make_fake_ehr_app(ehr: FakeEhr) -> FastAPI:
             "code_challenge_methods_supported": ehr.challenge_methods,
             "grant_types_supported": ["authorization_code"],
         }
+
+    @app.get("/.well-known/smart-configuration")
+    async def not_a_fhir_base() -> Response:
+        # the server's root is a prefix of the FHIR base, not one: a web page, as a launcher's is
+        return Response("<!doctype html><title>EHR</title>", media_type="text/html")
 
     @app.get("/auth/authorize")
     async def authorize(request: Request) -> Response:
@@ -153,6 +175,8 @@ def make_fake_ehr_app(ehr: FakeEhr) -> FastAPI:
             body["patient"] = ehr.patient
         if grant.launch and ehr.app_context:
             body["appContext"] = ehr.app_context
+        if ehr.need_patient_banner:
+            body["need_patient_banner"] = True
         return JSONResponse(body)
 
     def authorized(request: Request) -> bool:
@@ -164,6 +188,8 @@ def make_fake_ehr_app(ehr: FakeEhr) -> FastAPI:
         ehr.fhir_requests.append(f"GET {resource_type}/{ident}")
         if not authorized(request):
             return JSONResponse({"resourceType": "OperationOutcome"}, status_code=401)
+        if resource_type in ehr.not_offered:
+            return JSONResponse({"resourceType": "OperationOutcome"}, status_code=404)
         for resource in ehr.of_type(resource_type):
             if resource.get("id") == ident:
                 return JSONResponse(resource, media_type="application/fhir+json")
@@ -174,7 +200,11 @@ def make_fake_ehr_app(ehr: FakeEhr) -> FastAPI:
         ehr.fhir_requests.append(f"GET {resource_type}?{request.url.query}")
         if not authorized(request):
             return JSONResponse({"resourceType": "OperationOutcome"}, status_code=401)
+        if resource_type in ehr.not_offered:
+            return JSONResponse({"resourceType": "OperationOutcome"}, status_code=404)
         params = request.query_params
+        if ehr.failing_params & set(params.keys()):
+            return JSONResponse({"resourceType": "OperationOutcome"}, status_code=500)
         found = ehr.of_type(resource_type)
         if "encounter" in params:
             wanted = _ref_id(params["encounter"], "Encounter")
@@ -185,11 +215,14 @@ def make_fake_ehr_app(ehr: FakeEhr) -> FastAPI:
             ]
         if "patient" in params:
             wanted = _ref_id(params["patient"], "Patient")
+            member = "patient" if resource_type in ("Claim", "ExplanationOfBenefit") else "subject"
             found = [
                 r
                 for r in found
-                if _ref_id((r.get("subject") or {}).get("reference", ""), "Patient") == wanted
+                if _ref_id((r.get(member) or {}).get("reference", ""), "Patient") == wanted
             ]
+        if "date" in params:  # Procedure: performed/occurrence on that day (no prefixes)
+            found = [r for r in found if params["date"] in _days(r)]
         return JSONResponse(_searchset(found), media_type="application/fhir+json")
 
     return app

@@ -140,20 +140,16 @@ async def test_healthz_answers_while_a_heavy_timeline_is_being_drawn(
     visits = 400
     body = json.dumps({"bundle": _many_visits(visits)}).encode()
     headers = {"content-type": "application/json"}
-    done: dict[str, float] = {}
-    started = time.perf_counter()
     heavy = asyncio.create_task(client.post("/sandbox/api/timeline", content=body, headers=headers))
-    heavy.add_done_callback(lambda _: done.setdefault("heavy", time.perf_counter()))
-    await asyncio.sleep(0.2)  # the heavy request is being analysed by now (parsing takes ~10 ms)
+    await asyncio.sleep(0.1)
+    assert not heavy.done(), "the heavy request ended before /healthz was sent: make it heavier"
     health = await client.get("/healthz")
-    answered = time.perf_counter()
+    # /healthz answered while the heavy request was still being analysed: it did not wait.
+    assert not heavy.done(), "healthz waited for the heavy request"
     response = await heavy
     assert health.status_code == 200
     assert response.status_code == 200
     assert len(response.json()["visits"]) == visits
-    heavy_took = done["heavy"] - started
-    assert answered < done["heavy"], "healthz waited for the heavy request"
-    assert answered - started < heavy_took / 2, (answered - started, heavy_took)
 
 
 async def test_a_heavy_bundle_is_still_bounded_per_visit(client: httpx.AsyncClient) -> None:

@@ -267,3 +267,26 @@ def test_every_stretch_of_shared_time_is_marked_not_only_the_listed_pairs() -> N
     assert all(bar.overlapped for lane in timeline.lanes for bar in lane.bars)
     # Stretches, not pairs: 56 pairs give two bands.
     assert len(find_overlaps(services)) == 2
+
+
+def test_code_labels_are_whole_words_with_the_full_text_in_a_tooltip() -> None:
+    # the sample bundles' CPT displays, which were cut mid-phrase at 24 characters
+    visit = _visit(
+        _service("Procedure/a", "97140", "2025-03-04T14:00:00Z", "2025-03-04T14:15:00Z"),
+        _service("Procedure/b", "97530", "2025-03-04T14:15:00Z", "2025-03-04T14:38:00Z"),
+    )
+    texts = {
+        "97140": "Manual therapy techniques, 1 or more regions, each 15 minutes",
+        "97530": "Therapeutic activities, direct (one-on-one) patient contact, each 15 minutes",
+    }
+    root = ElementTree.fromstring(render_svg(build_timeline(visit, labels=texts)))
+    ns = {"s": "http://www.w3.org/2000/svg"}
+    for lane in root.iterfind("s:g", ns):
+        label = lane.findall("s:text", ns)[1]
+        assert label.findtext("s:title", namespaces=ns) == texts[lane.get("data-code", "")]
+        lines = [t.text or "" for t in label.iterfind("s:tspan", ns)]
+        assert 1 <= len(lines) <= 2
+        words = texts[lane.get("data-code", "")].split()
+        shown = " ".join(lines).removesuffix("\u2026").split()
+        assert shown == words[: len(shown)]  # whole words, in order, none cut
+        assert all(len(line) <= 25 for line in lines)
