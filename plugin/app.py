@@ -12,10 +12,13 @@ import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
+from importlib.resources import files
 from typing import Any, cast
 
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from fastapi.telemetry import TelemetryConfig
 from sqlalchemy import text
 
@@ -133,6 +136,34 @@ def _announce_operator_endpoints(settings: Settings) -> None:
         logger.warning("/docs and /openapi.json are served (THERAPY_CDS_API_DOCS=true)")
 
 
+#: Where Swagger UI's script, style sheet and icon are served from (see :func:`install_api_docs`).
+DOCS_ASSETS_PATH = "/docs-assets"
+
+
+def install_api_docs(app: FastAPI) -> None:
+    """``GET /docs``: Swagger UI over ``/openapi.json``, with every file it loads served by this
+    service, so the page works on a network without outside access. The files are the ones the
+    ``fastapi-offline`` package ships (swagger-ui-dist, kept current by that package); the page is
+    FastAPI's own (``get_swagger_ui_html``, its documented self-hosting recipe). No validator
+    badge: Swagger UI would otherwise send the document's URL to swagger.io's validator."""
+    assets = files("fastapi_offline") / "static"
+    app.mount(DOCS_ASSETS_PATH, StaticFiles(directory=str(assets)), name="docs-assets")
+    openapi_url = app.openapi_url
+    assert openapi_url is not None
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{openapi_url}",
+            title=f"{app.title} - API",
+            swagger_js_url=f"{root}{DOCS_ASSETS_PATH}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS_PATH}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS_PATH}/favicon.png",
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service. Refuses to start on unsafe or unreadable configuration."""
     settings = settings if settings is not None else Settings()
@@ -147,11 +178,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="therapy-cds",
         version=__version__,
         summary="CDS Hooks 2.0 service for PT/OT timed-code billing",
-        docs_url="/docs" if docs else None,
+        docs_url=None,  # served from the package's files by install_api_docs, not a CDN
         openapi_url="/openapi.json" if docs else None,
-        redoc_url=None,
+        redoc_url=None,  # ReDoc is not served (it too would load from a CDN)
         telemetry=_telemetry_config(),
     )
+    if docs:
+        install_api_docs(app)
     app.state.settings = settings
     app.state.engine = engine
     app.state.feedback_store = feedback_store
