@@ -70,6 +70,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger("cds_hooks")
+#: The log record attribute holding the fields of the one line per call (a dict), for
+#: formatters that write them as members (``THERAPY_CDS_LOG_FORMAT=json``).
+LOG_FIELDS = "cds_fields"
 
 BASE_PATH = "/cds-services"
 
@@ -735,21 +738,24 @@ def _log_done(
     never replace the protocol layer's own fields."""
     if not logger.isEnabledFor(level):
         return
-    duration_ms = round((time.perf_counter() - started) * 1000, 1)
-    parts = [
-        f"event={event} status={status}",
-        f"service={service.id if service is not None else '-'}",
-        f"hook_instance={log_safe_hook_instance(hook_instance)}",
-        f"duration_ms={duration_ms}",
-    ]
-    parts.extend(f"{key}={value}" for key, value in fields.items())
+    record: dict[str, object] = {
+        "event": event,
+        "status": status,
+        "service": service.id if service is not None else "-",
+        "hook_instance": log_safe_hook_instance(hook_instance),
+        "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+    }
+    record.update(fields)
     if handler_fields:
-        parts.extend(
-            f"{key}={value}"
+        record.update(
+            (key, value)
             for key, value in handler_fields.items()
             if key not in _OWN_FIELDS and key not in fields
         )
-    logger.log(level, "cds_hooks %s", " ".join(parts))
+    # The message is the key=value text; the fields ride along for a structured formatter.
+    # (The logger's name is the formatter's to print: it is not repeated in the message.)
+    text = " ".join(f"{key}={value}" for key, value in record.items())
+    logger.log(level, "%s", text, extra={LOG_FIELDS: record})
 
 
 _OWN_FIELDS = frozenset({"event", "status", "service", "hook_instance", "duration_ms"})
@@ -840,7 +846,7 @@ def install_cds_hooks(
     """
     if not config.require_auth:
         logger.warning(
-            "cds_hooks client authentication is OFF: any caller can invoke the services "
+            "client authentication is OFF: any caller can invoke the services "
             "(development only; set require_auth for production)"
         )
     pool = HttpPool(http_client)

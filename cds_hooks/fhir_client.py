@@ -401,7 +401,7 @@ class FhirFallback:
                 results[key] = replace(entry, reason=reason)
             if not late:
                 logger.error(
-                    "cds_hooks fhir key=%s unexpected error=%s",
+                    "key=%s unexpected error=%s",
                     key,
                     type(task.exception()).__name__,
                 )
@@ -442,7 +442,7 @@ class FhirFallback:
 
 def _log_fetch(key: str, entry: PrefetchEntry, started: float) -> None:
     logger.info(
-        "cds_hooks fhir key=%s state=%s complete=%s duration_ms=%.1f",
+        "key=%s state=%s complete=%s duration_ms=%.1f",
         key,
         entry.state.value,
         entry.complete,

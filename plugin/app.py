@@ -7,6 +7,7 @@ from the environment; tests call :func:`create_app` with their own :class:`Setti
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import os
 from collections.abc import AsyncIterator, Mapping
@@ -23,10 +24,11 @@ from fastapi.telemetry import TelemetryConfig
 from sqlalchemy import text
 
 from cds_hooks import CdsHooksConfig, install_cds_hooks, load_trusted_issuers
+from cds_hooks.app import LOG_FIELDS
 from plugin.cards import warm_up as warm_up_cards
 from plugin.metrics import ServiceMetrics, install_metrics
 from plugin.services import RuleChoice, build_registry
-from plugin.settings import Settings
+from plugin.settings import LogFormat, Settings
 from plugin.storage import SqlFeedbackStore, SqlReplayStore, make_engine
 
 logger = logging.getLogger("therapy_cds")
@@ -35,6 +37,12 @@ try:
     __version__ = version("therapy-cds")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
     __version__ = "0.0.0"
+
+
+_LOG_LINE = "%(asctime)s %(levelname)s %(name)s %(message)s"
+_LOG_TIME = "%Y-%m-%dT%H:%M:%S"
+#: uvicorn's loggers: their lines go through the service's handler (and format) too.
+_UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
 
 
 class _LineFormatter(logging.Formatter):
@@ -52,20 +60,59 @@ class _LineFormatter(logging.Formatter):
         return self._text
 
 
-def configure_logging(level: str) -> None:
-    """Plain, parseable log lines. Handlers log ids, counts and timings only (never bodies,
-    patient identifiers or tokens). The record attributes no line uses (caller's source
-    location, thread, process and process names) are not collected: the Python logging
-    documentation's own optimisation for busy services."""
+class _JsonFormatter(_LineFormatter):
+    """One JSON object per line (``THERAPY_CDS_LOG_FORMAT=json``): ``time``, ``level``,
+    ``logger``, then the call's fields as members for the one line per CDS call (what the text
+    line says as key=value, see ``cds_hooks.app.LOG_FIELDS``), or ``message`` for any other
+    line (the service's own and uvicorn's). A traceback, when a line has one, is ``exception``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, object] = {
+            "time": self.formatTime(record, self.datefmt),
+            "level": record.levelname,
+            "logger": record.name,
+        }
+        fields = getattr(record, LOG_FIELDS, None)
+        if isinstance(fields, dict):
+            line.update((key, value) for key, value in fields.items() if key not in line)
+        else:
+            line["message"] = record.getMessage()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line["exception"] = record.exc_text
+        return json.dumps(line, ensure_ascii=False, default=str)
+
+
+def log_formatter(log_format: LogFormat) -> logging.Formatter:
+    """The formatter of the service's log lines for ``THERAPY_CDS_LOG_FORMAT``."""
+    if log_format == "json":
+        return _JsonFormatter(datefmt=_LOG_TIME)
+    return _LineFormatter(_LOG_LINE, _LOG_TIME)
+
+
+def configure_logging(level: str, log_format: LogFormat = "text") -> None:
+    """Plain, parseable log lines (or JSON ones). Handlers log ids, counts and timings only
+    (never bodies, patient identifiers or tokens). uvicorn's loggers hand their lines to the
+    same handler, so a log pipeline gets one format. The record attributes no line uses
+    (caller's source location, thread, process and process names) are not collected: the
+    Python logging documentation's own optimisation for busy services."""
     root = logging.getLogger()
-    if not any(getattr(h, "_therapy_cds", False) for h in root.handlers):
+    handler = next((h for h in root.handlers if getattr(h, "_therapy_cds", False)), None)
+    if handler is None:
         handler = logging.StreamHandler()
-        handler.setFormatter(
-            _LineFormatter("%(asctime)s %(levelname)s %(name)s %(message)s", "%Y-%m-%dT%H:%M:%S")
-        )
         handler._therapy_cds = True  # type: ignore[attr-defined]
         root.addHandler(handler)
+    handler.setFormatter(log_formatter(log_format))
     root.setLevel(level.upper())
+    for name in _UVICORN_LOGGERS:
+        # A logger uvicorn writes through its own handler writes through ours instead; one it
+        # switched off (the access log: no handler, not propagating) stays off.
+        uvicorn_logger = logging.getLogger(name)
+        if uvicorn_logger.handlers:
+            for own in list(uvicorn_logger.handlers):
+                uvicorn_logger.removeHandler(own)
+            uvicorn_logger.propagate = True
     logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
@@ -167,7 +214,7 @@ def install_api_docs(app: FastAPI) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service. Refuses to start on unsafe or unreadable configuration."""
     settings = settings if settings is not None else Settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     engine = make_engine(settings.database_url)
     feedback_store = SqlFeedbackStore(engine)
     replay_store = SqlReplayStore(engine)

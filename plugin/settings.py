@@ -17,6 +17,7 @@ from fhir_mappings import DEFAULT_MAX_FILE_BYTES
 
 PayerRule = Literal["cms", "ama"]
 PairRule = Literal["cms", "strict"]
+LogFormat = Literal["text", "json"]
 
 SANDBOX_ORIGIN = "https://sandbox.cds-hooks.org"
 
@@ -68,6 +69,8 @@ class Settings(BaseSettings):
     # Development mode: set by `therapy-cds serve --dev` (and so `make serve`); announced loudly.
     dev_mode: bool = False
     log_level: str = "INFO"
+    # Log lines as `time level logger key=value ...` text, or one JSON object per line.
+    log_format: LogFormat = "text"
     # The CLI's cap on one input file (decompressed size for gzip): `5GB`, `300MB`, `512MiB` or
     # bytes; `check`/`audit`/`invoke --max-file-size` override it for one run.
     max_file_size: ByteSize = Field(default=ByteSize(DEFAULT_MAX_FILE_BYTES), gt=0)
