@@ -62,7 +62,7 @@ async def _one_call_logged(tmp_path: Path, log_format: str) -> list[str]:
         dev_mode=True,
         require_auth=False,
         database_url=f"sqlite:///{tmp_path / 'cds.db'}",
-        log_format=log_format,  # type: ignore[arg-type]
+        log_format=log_format,
     )
     # What uvicorn does before building the app: its own handler on "uvicorn", and the access
     # log switched off (`serve` runs it with access_log=False).
@@ -73,7 +73,7 @@ async def _one_call_logged(tmp_path: Path, log_format: str) -> list[str]:
     app = create_app(settings)
     assert not logging.getLogger("uvicorn.access").hasHandlers()  # stays off
     stream = io.StringIO()
-    _service_handler().setStream(stream)  # type: ignore[arg-type]
+    _service_handler().setStream(stream)
     try:
         body = build_hook_request(json.loads(SAMPLE.read_text()), hook="order-sign")
         body["hookInstance"] = HOOK_INSTANCE
@@ -134,4 +134,4 @@ async def test_json_lines_parse_and_carry_the_call_fields(
 
 def test_unknown_log_format_is_refused() -> None:
     with pytest.raises(ValueError, match="log_format"):
-        Settings(log_format="xml")  # type: ignore[arg-type]
+        Settings(log_format="xml")
