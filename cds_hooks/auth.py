@@ -2,7 +2,8 @@
 
 Checks, cheapest first (S-11): ``alg`` allowlisted (never ``none`` or HMAC, S-9/S-10), ``typ``
 JWT, ``kid`` present (S-5), ``iss`` trusted (S-7), ``jku`` equal to the issuer's configured JWKS
-URL or absent (S-7 -- anything else is refused with no outbound request), ``aud`` equal to the
+URL or absent (S-7 -- anything else is refused with no outbound request; for an issuer configured
+with an inline JWK Set only, the ``jku`` is ignored and never fetched), ``aud`` equal to the
 exact endpoint URL (S-6), ``exp``/``iat``/``nbf`` finite numbers checked with a small leeway,
 ``jti`` present, ``tenant`` allowlisted when configured, then the signature against the issuer's
 key for ``kid`` (S-8), and last the ``jti`` replay check, so forged tokens cannot burn real jtis.
@@ -332,7 +333,11 @@ class ClientAuthenticator:
         issuer = config.issuer(iss) if isinstance(iss, str) else None
         if issuer is None:
             raise Unauthorized("untrusted issuer")
-        if "jku" in header and (issuer.jwks_url is None or header["jku"] != issuer.jwks_url):
+        # A jku is only a hint of where the keys are: it is never fetched. With a JWKS URL
+        # configured it must name that URL; with an inline JWK Set only (no URL to compare), it
+        # is ignored, since the key still comes from the configuration (the CDS Hooks Sandbox
+        # sends a jku on every token).
+        if "jku" in header and issuer.jwks_url is not None and header["jku"] != issuer.jwks_url:
             raise Unauthorized("jku is not the issuer's configured JWKS URL")
         # -- audience (S-6)
         aud = claims.get("aud")

@@ -45,7 +45,8 @@ class TrustedIssuer:
 
     ``jwks`` is an inline JWK Set; ``jwks_url`` is where the issuer publishes it. With both, the
     inline set is used first and the URL is fetched only for an unknown ``kid``. A token's
-    ``jku`` header is honoured only when it equals ``jwks_url`` exactly.
+    ``jku`` header is never fetched: with ``jwks_url`` set it must equal it exactly; with an
+    inline set only it is ignored (the key comes from the configuration either way).
     ``tenants``, when non-empty, lists the ``tenant`` claim values accepted from this issuer.
     """
 

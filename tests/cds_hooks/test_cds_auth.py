@@ -455,3 +455,48 @@ async def test_deeply_nested_token_header_is_a_401_without_traceback(
         assert record.exc_info is None
         assert "RecursionError" not in record.getMessage()
     assert any("auth_reason=malformed token" in r.getMessage() for r in caplog.records)
+
+
+# ------------------------------------------- an inline JWK Set and the Sandbox's jku (issue 18)
+
+SANDBOX_JKU = "https://sandbox.cds-hooks.org/.well-known/jwks.json"
+
+
+async def _inline_only_client(jwks: dict[str, Any]) -> httpx.AsyncClient:
+    config = auth_config(trusted_issuers=(TrustedIssuer(iss=EC_ISS, jwks=jwks),))
+    app = make_app(config=config, clock=lambda: NOW)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://internal")
+
+
+async def test_inline_jwks_issuer_accepts_a_token_carrying_jku_without_fetching_it() -> None:
+    """The CDS Hooks Sandbox always sends ``jku``: an issuer configured with an inline JWK Set
+    only used to refuse every one of its tokens (401). The jku is a hint; the key comes from
+    the configuration, and nothing is fetched."""
+    async with await _inline_only_client(public_jwks(EC_KEY)) as client:
+        with respx.mock(assert_all_mocked=False) as mock:
+            jwt_value = token(SERVICE_AUD, header={"jku": SANDBOX_JKU})
+            assert (await call_service(client, jwt_value)).status_code == 200
+        assert mock.calls.call_count == 0
+
+
+async def test_inline_jwks_issuer_never_takes_a_key_from_the_jku() -> None:
+    """A token signed with a key the configuration does not hold is refused, whatever its jku
+    names, and the jku is never fetched."""
+    attacker = "https://attacker.example/jwks.json"
+    async with await _inline_only_client(public_jwks(EC_KEY)) as client:
+        with respx.mock(assert_all_called=False, assert_all_mocked=False) as mock:
+            route = mock.get(attacker).respond(json=public_jwks(OTHER_EC_KEY))
+            for header in ({"jku": attacker}, {"jku": attacker, "kid": "new"}):
+                jwt_value = token(SERVICE_AUD, key=OTHER_EC_KEY, header=header)
+                assert (await call_service(client, jwt_value)).status_code == 401
+        assert route.call_count == 0
+        assert mock.calls.call_count == 0
+
+
+async def test_a_configured_jwks_url_still_refuses_a_different_jku(
+    client: httpx.AsyncClient,
+) -> None:
+    """With a jwks_url configured (and an inline set beside it) a jku naming anything else is
+    still refused, even for a token the inline key verifies."""
+    jwt_value = token(SERVICE_AUD, header={"jku": "https://elsewhere.example/jwks.json"})
+    assert (await call_service(client, jwt_value)).status_code == 401
