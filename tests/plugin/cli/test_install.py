@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
+import sys
 import tomllib
+import zipfile
 from importlib.metadata import version
 from pathlib import Path
 
@@ -12,8 +15,11 @@ import pytest
 from typer.testing import CliRunner
 
 from plugin.cli import app
+from plugin.cli.serve import _announce_sandbox
+from plugin.web.settings import default_sample_bundles_dir
 
 ROOT = Path(__file__).resolve().parents[3]
+SAMPLES = ROOT / "sample_bundles"
 runner = CliRunner()
 
 
@@ -64,3 +70,73 @@ def test_make_serve_passes_port_and_host() -> None:
         ["make", "-n", "-s", "-C", str(ROOT), "serve"], capture_output=True, text=True, check=True
     )
     assert "therapy-cds serve --dev --host 127.0.0.1 --port 8000" in default.stdout
+
+
+def test_serve_announces_the_sandbox_url_and_its_samples(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("THERAPY_CDS_SAMPLE_BUNDLES_DIR", raising=False)
+    monkeypatch.delenv("THERAPY_CDS_SANDBOX", raising=False)
+    _announce_sandbox(False, "0.0.0.0", 18123)
+    err = capsys.readouterr().err
+    assert "sandbox page at http://127.0.0.1:18123/sandbox" in err
+    count = len(json.loads((SAMPLES / "scenarios.json").read_text(encoding="utf-8"))["scenarios"])
+    assert f"{count} sample bundles offered on the sandbox page" in err
+
+
+def test_serve_says_when_there_are_no_samples(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("THERAPY_CDS_SAMPLE_BUNDLES_DIR", str(tmp_path))
+    _announce_sandbox(False, "127.0.0.1", 8000)
+    err = capsys.readouterr().err
+    assert "sandbox page at http://127.0.0.1:8000/sandbox" in err
+    assert f"no sample bundles: no readable scenarios.json in {tmp_path}" in err
+
+
+def test_serve_does_not_announce_a_sandbox_it_does_not_serve(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("THERAPY_CDS_SANDBOX", raising=False)
+    _announce_sandbox(True, "127.0.0.1", 8000)  # authentication on: no sandbox by default
+    assert "sandbox" not in capsys.readouterr().err
+
+
+def test_the_wheel_carries_the_sample_bundles(tmp_path: Path) -> None:
+    """``pip wheel .`` ships sample_bundles/ beside plugin/, where the sandbox looks for it."""
+    build = tmp_path / "src"
+    # Built from a copy so no build/ or egg-info lands in the working tree.
+    shutil.copytree(
+        ROOT,
+        build,
+        ignore=shutil.ignore_patterns(
+            ".venv", ".git", "build", "*.egg-info", "tests", "bench", "__pycache__", "*.db*"
+        ),
+    )
+    out = tmp_path / "wheel"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(out),
+            str(build),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = out.glob("therapy_cds-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    samples = {p.name for p in SAMPLES.iterdir() if p.suffix == ".json" or p.name == "README.md"}
+    assert samples >= {"scenarios.json", "README.md", "pair-no-modifier.json"}
+    assert {f"sample_bundles/{name}" for name in samples} <= names
+    # plugin.web.settings looks for them beside the installed plugin package.
+    assert "plugin/web/settings.py" in names
+    assert default_sample_bundles_dir() == ROOT / "sample_bundles"
+    assert any(name.endswith("licenses/LICENSE") for name in names)
