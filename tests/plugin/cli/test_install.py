@@ -140,3 +140,13 @@ def test_the_wheel_carries_the_sample_bundles(tmp_path: Path) -> None:
     assert "plugin/web/settings.py" in names
     assert default_sample_bundles_dir() == ROOT / "sample_bundles"
     assert any(name.endswith("licenses/LICENSE") for name in names)
+
+
+def test_sample_readme_commands_run_from_the_venv() -> None:
+    """``therapy-cds`` is not on PATH after ``make serve``: the commands say ``.venv/bin/``."""
+    text = (SAMPLES / "README.md").read_text(encoding="utf-8")
+    blocks = text.split("```")[1::2]
+    commands = [line for block in blocks for line in block.splitlines() if "therapy-cds " in line]
+    assert commands
+    for line in commands:
+        assert line.startswith(".venv/bin/therapy-cds "), line
