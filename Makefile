@@ -29,8 +29,11 @@ $(STAMP): pyproject.toml | $(BIN)/python
 venv: $(STAMP)
 
 ## Run the service on http://127.0.0.1:8000 with the embedded defaults (development auth mode).
+## `make serve PORT=8080 HOST=0.0.0.0` picks another port or interface.
+HOST ?= 127.0.0.1
+PORT ?= 8000
 serve: $(RUNTIME)
-	$(BIN)/therapy-cds serve --dev
+	$(BIN)/therapy-cds serve --dev --host $(HOST) --port $(PORT)
 
 ## Every gate CI runs: ruff (lint + format), mypy --strict, pytest with warnings as errors.
 test: $(STAMP) lint typecheck pytest

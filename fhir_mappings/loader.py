@@ -76,6 +76,11 @@ class InputError(Exception):
         super().__init__(f"{source}: {problem}")
 
 
+class NotFhirError(InputError):
+    """Valid JSON that is not FHIR data nor a CDS Hooks request (a manifest, a response body):
+    ``check`` skips such a file found in a folder, with a note, and refuses it when named."""
+
+
 def format_size(size: int) -> str:
     """``2147483648`` -> ``"2.1GB"`` (decimal units, as ``--max-file-size 5GB`` reads them)."""
     return ByteSize(size).human_readable(decimal=True)
@@ -361,13 +366,13 @@ def load_bytes(
 def load_json(document: object, source: str) -> InputDocument:
     """Classify one parsed JSON document (resource, Bundle or CDS Hooks request)."""
     if isinstance(document, list):
-        raise InputError(
+        raise NotFhirError(
             source,
             "is a JSON array; expected one FHIR resource, a Bundle, a CDS Hooks request, "
             "or NDJSON (one resource per line)",
         )
     if not isinstance(document, Mapping):
-        raise InputError(source, "is not a JSON object; expected FHIR JSON")
+        raise NotFhirError(source, "is not a JSON object; expected FHIR JSON")
     found = Collected()
     resource_type = document.get("resourceType")
     if isinstance(resource_type, str) and resource_type:
@@ -383,7 +388,7 @@ def load_json(document: object, source: str) -> InputDocument:
         collect_resource(document, found, "resource")
         return _document(source, InputKind.RESOURCE, found)
     if "cards" in document or "services" in document or "feedback" in document:
-        raise InputError(
+        raise NotFhirError(
             source,
             "is a CDS Hooks response or feedback body, not a request or FHIR data; "
             "give the request the EHR sent, or a Bundle",
@@ -391,7 +396,7 @@ def load_json(document: object, source: str) -> InputDocument:
     if _CDS_REQUEST_KEYS.intersection(document):
         collect_cds_request(document, found)
         return _document(source, InputKind.CDS_HOOKS_REQUEST, found)
-    raise InputError(
+    raise NotFhirError(
         source,
         "is JSON but not FHIR (no resourceType) and not a CDS Hooks request (no context or "
         "prefetch); give a Bundle, a resource, a CDS Hooks request or NDJSON",

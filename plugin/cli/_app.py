@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
+
 import typer
+
+#: The distribution name on PyPI (pyproject ``[project] name``).
+DISTRIBUTION = "therapy-cds"
 
 app = typer.Typer(
     name="therapy-cds",
@@ -11,3 +16,30 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def distribution_version() -> str:
+    """The installed distribution's version (from its metadata, so it is pyproject's)."""
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"therapy-cds {distribution_version()}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        help="Print the installed version and exit.",
+        callback=_print_version,
+        is_eager=True,
+    ),
+) -> None:
+    """CDS Hooks service and offline checker for PT/OT timed-code billing."""

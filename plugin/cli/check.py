@@ -2,6 +2,10 @@
 
 Exit codes (product contract): 0 when every input was analysed (findings or not), 2 when an input
 is unreadable or invalid -- one line on stderr naming the file and the problem, never a traceback.
+With ``--fail-on error|warning``, 1 when every input was analysed and a finding of that severity
+or worse was found (2 still wins). A file found in a folder that is JSON but not FHIR data (a
+manifest such as ``scenarios.json``) is skipped with a note; named on the command line, it is
+refused (exit 2).
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ from typing import Any
 import orjson
 import typer
 from rich.console import Console
+from rich.padding import Padding
 from rich.table import Table
+from rich.text import Text
 
-from fhir_mappings import InputError, IssueCode, load_path, map_document
+from fhir_mappings import InputError, IssueCode, NotFhirError, load_path, map_document
 from fhir_mappings.codes import code_info
 from plugin.cli._app import app
 from plugin.cli._inputs import MaxFileSize, max_file_bytes
@@ -40,19 +46,30 @@ class PairRuleOption(StrEnum):
     strict = "strict"
 
 
+class FailOn(StrEnum):
+    error = "error"
+    warning = "warning"
+
+
+#: Severities that make ``--fail-on X`` exit 1: X and every severity worse than it.
+FAIL_SEVERITIES = {FailOn.error: {"error"}, FailOn.warning: {"error", "warning"}}
+
+
 _INPUT_SUFFIXES = (".json", ".ndjson", ".jsonl")
 
 
-def expand_paths(paths: list[Path]) -> Iterator[Path]:
-    """Files as given; folders contribute their ``*.json`` / ``*.ndjson`` files, sorted (a FIFO
-    or socket of that name too: it is refused by name rather than skipped in silence)."""
+def expand_paths(paths: list[Path]) -> Iterator[tuple[Path, bool]]:
+    """``(file, named)``: files as given (named), and the ``*.json`` / ``*.ndjson`` files of
+    folders, sorted (a FIFO or socket of that name too: it is refused by name rather than
+    skipped in silence)."""
     for path in paths:
         if path.is_dir():
-            yield from sorted(
+            for found in sorted(
                 p for p in path.rglob("*") if not p.is_dir() and p.suffix.lower() in _INPUT_SUFFIXES
-            )
+            ):
+                yield found, False
         else:
-            yield path
+            yield path, True
 
 
 #: Input problems printed per file: a file of a million broken lines says so in a bounded
@@ -86,8 +103,19 @@ def check(
         False, "--strict", help="Also validate every resource with the full FHIR models."
     ),
     max_file_size: MaxFileSize = None,
+    fail_on: FailOn | None = typer.Option(
+        None,
+        "--fail-on",
+        help="Exit 1 when a finding of this severity or worse is found (for CI): error, or "
+        "warning (warnings and errors). Exit codes: 0 analysed, 1 findings at or over "
+        "--fail-on, 2 an input unreadable.",
+    ),
 ) -> None:
-    """Analyse FHIR input offline: units, the 97140/97530 pair, plan of care, findings."""
+    """Analyse FHIR input offline: units, the 97140/97530 pair, plan of care, findings.
+
+    Exit codes: 0 every input analysed; 1 with --fail-on, a finding of that severity or worse;
+    2 an input unreadable (one line on stderr). JSON files in folders that are not FHIR (a
+    manifest) are skipped with a note."""
     from plugin.settings import Settings
 
     defaults = Settings(dev_mode=True)  # only the rule defaults are read here
@@ -100,10 +128,17 @@ def check(
     if not files:
         _say("no input files found in the given folders (looked for *.json and *.ndjson)")
         raise typer.Exit(2)
-    for path in files:
+    for path, named in files:
         try:
             document = load_path(path, max_bytes=max_bytes)
             record = map_document(document, strict=strict)
+        except NotFhirError as exc:
+            if named:
+                _say(str(exc))
+                failed = True
+            else:
+                _say(f"{path}: skipped (JSON, but not FHIR data or a CDS Hooks request)")
+            continue
         except InputError as exc:
             _say(str(exc))
             failed = True
@@ -136,19 +171,50 @@ def check(
         results.append((path, result))
     if output is OutputFormat.json:
         merged: dict[str, list[Any]] = {"visits": [], "findings": []}
-        for _, result in results:
+        for path, result in results:
             body = analysis_to_json(result.analysis)
+            for visit in body["visits"]:
+                visit["source"] = str(path)  # the file as given; the last member (issue 18)
             merged["visits"].extend(body["visits"])
             merged["findings"].extend(body["findings"])
         sys.stdout.write(orjson.dumps(merged, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
-        console = Console(highlight=False, soft_wrap=False, width=110)
+        # The terminal's width (80 when not a terminal, or $COLUMNS).
+        console = Console(highlight=False)
         for path, result in results:
             _print_text(console, path, result)
-    raise typer.Exit(2 if failed else 0)
+    if failed:
+        raise typer.Exit(2)
+    if fail_on is not None and _has_severity(results, FAIL_SEVERITIES[fail_on]):
+        raise typer.Exit(1)
+    raise typer.Exit(0)
+
+
+def _has_severity(results: list[tuple[Path, CheckResult]], severities: set[str]) -> bool:
+    for _, result in results:
+        analysis = result.analysis
+        findings = [f for visit in analysis.visits for f in visit.findings]
+        findings.extend(analysis.findings)
+        if any(f.severity.value in severities for f in findings):
+            return True
+    return False
 
 
 _SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+
+
+def _indented(console: Console, text: Text | Table) -> None:
+    """Printed two columns in: lines wrapped at the terminal's width stay indented."""
+    console.print(Padding(text, (0, 0, 0, 2), expand=False))
+
+
+def _print_finding(console: Console, rule: str, severity: str, rest: str) -> None:
+    """``rule message``, the message's wrapped lines starting under its first word."""
+    line = Table.grid(padding=(0, 1))
+    line.add_column(no_wrap=True)
+    line.add_column(overflow="fold")
+    line.add_row(Text(rule, style=_SEVERITY_STYLE[severity]), Text(rest))
+    _indented(console, line)
 
 
 def _code_label(code: str) -> str:
@@ -182,14 +248,17 @@ def _print_visit(console: Console, visit: VisitAnalysis) -> None:
         options = " or ".join(
             ", ".join(f"{c}×{n}" for c, n in allocation.items()) for allocation in visit.allocations
         )
-        console.print(f"  acceptable allocations: {options}")
-    console.print(f"  97140/97530 pair: [bold]{visit.pair.status.value}[/bold]")
+        _indented(console, Text(f"acceptable allocations: {options}"))
+    pair = Text("97140/97530 pair: ")
+    pair.append(visit.pair.status.value, style="bold")
+    _indented(console, pair)
     if not visit.findings:
-        console.print("  no findings")
+        _indented(console, Text("no findings"))
     for finding in visit.findings:
-        style = _SEVERITY_STYLE[finding.severity.value]
-        codes = f" [{', '.join(finding.codes)}]" if finding.codes else ""
-        console.print(f"  [{style}]{finding.rule.value}[/{style}]{codes} {finding.message}")
+        codes = f"[{', '.join(finding.codes)}] " if finding.codes else ""
+        _print_finding(
+            console, finding.rule.value, finding.severity.value, f"{codes}{finding.message}"
+        )
     console.print()
 
 
@@ -197,12 +266,12 @@ def _print_text(console: Console, path: Path, result: CheckResult) -> None:
     console.rule(f"[bold]{path}[/bold]", align="left")
     analysis = result.analysis
     if not analysis.visits and not analysis.findings:
-        console.print("  no therapy services (CPT/HCPCS Procedures) found\n")
+        _indented(console, Text("no therapy services (CPT/HCPCS Procedures) found"))
+        console.print()
     for visit in analysis.visits:
         _print_visit(console, visit)
     if analysis.findings:
         console.print("[bold]Not part of any visit[/bold]")
         for finding in analysis.findings:
-            style = _SEVERITY_STYLE[finding.severity.value]
-            console.print(f"  [{style}]{finding.rule.value}[/{style}] {finding.message}")
+            _print_finding(console, finding.rule.value, finding.severity.value, finding.message)
         console.print()

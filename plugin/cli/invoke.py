@@ -377,6 +377,21 @@ def render_cards(console: Console, response: Mapping[str, Any], service_url: str
 # The command
 
 
+DISCHARGE_HINT = (
+    "hint: the bundle has no draft ServiceRequests, so order-sign has no charges to check; "
+    "for a visit whose charges are on the encounter use --hook encounter-discharge"
+)
+
+
+def hook_hint(request: Mapping[str, Any], answer: Mapping[str, Any]) -> str | None:
+    """What to try when order-sign answered no card because nothing was being signed."""
+    if request.get("hook") != "order-sign" or answer.get("cards"):
+        return None
+    context = _mapping(request.get("context"))
+    drafts = _mapping(context.get("draftOrders")).get("entry")
+    return DISCHARGE_HINT if not drafts else None
+
+
 def run_invoke(
     url: str,
     path: Path,
@@ -388,6 +403,28 @@ def run_invoke(
     max_bytes: int = DEFAULT_MAX_FILE_BYTES,
 ) -> tuple[str, Any]:
     """Build (or load) the request, find the service, post it; return (service URL, answer)."""
+    service_url, answer, _ = _run_invoke(
+        url,
+        path,
+        hook,
+        service=service,
+        signer=signer,
+        timeout=timeout,
+        max_bytes=max_bytes,
+    )
+    return service_url, answer
+
+
+def _run_invoke(
+    url: str,
+    path: Path,
+    hook: Hook,
+    *,
+    service: str | None,
+    signer: Signer | None,
+    timeout: float,
+    max_bytes: int,
+) -> tuple[str, Any, JsonObject]:
     endpoints = resolve_endpoints(url, service)
     request = load_request(path, hook, max_bytes=max_bytes)
     service_url = endpoints.service_url
@@ -398,7 +435,7 @@ def run_invoke(
         answer = client.post_json(service_url, request)
     if not isinstance(answer, dict) or not isinstance(answer.get("cards"), list):
         raise InvokeError(f"POST {service_url}: not a CDS Hooks response (no cards array)")
-    return service_url, answer
+    return service_url, answer, request
 
 
 @app.command()
@@ -443,7 +480,7 @@ def invoke(
             from plugin.settings import Settings
 
             max_file_size = max_file_bytes(None, Settings(dev_mode=True))
-        service_url, answer = run_invoke(
+        service_url, answer, request = _run_invoke(
             url,
             path,
             hook.value,
@@ -459,3 +496,6 @@ def invoke(
         typer.echo(json.dumps(answer, indent=2, ensure_ascii=False))
     else:
         render_cards(Console(), answer, service_url)
+    hint = hook_hint(request, answer)
+    if hint:
+        typer.echo(f"therapy-cds invoke: {hint}", err=True)

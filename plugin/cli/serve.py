@@ -44,6 +44,7 @@ def serve(
             err=True,
         )
     typer.echo(f"therapy-cds: discovery at http://{host}:{port}/cds-services", err=True)
+    _announce_sandbox(settings.require_auth, host, port)
     sys.stderr.flush()
     uvicorn.run(
         "plugin.app:create_app",
@@ -54,3 +55,29 @@ def serve(
         log_level=settings.log_level.lower(),
         access_log=False,
     )
+
+
+def _announce_sandbox(require_auth: bool, host: str, port: int) -> None:
+    """Where the sandbox page is, when it is served, and whether it has samples to offer."""
+    from plugin.web.samples import scenarios
+    from plugin.web.settings import WebSettings
+
+    try:
+        web = WebSettings()
+    except ValidationError:
+        return  # the application reports its own configuration errors at start-up
+    if not web.sandbox_enabled(require_auth=require_auth):
+        return
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 (compared, not bound)
+    typer.echo(f"therapy-cds: sandbox page at http://{shown}:{port}/sandbox", err=True)
+    count = len(scenarios(web.sample_bundles_dir))
+    if count:
+        typer.echo(f"therapy-cds: {count} sample bundles offered on the sandbox page", err=True)
+    else:
+        typer.secho(
+            f"therapy-cds: no sample bundles: no readable scenarios.json in "
+            f"{web.sample_bundles_dir} (THERAPY_CDS_SAMPLE_BUNDLES_DIR); the sandbox page lists "
+            "none, paste or upload a bundle there",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )

@@ -92,7 +92,9 @@ def test_json_is_the_contract_shape() -> None:
         "allocations",
         "pair",
         "findings",
+        "source",  # issue 18: the file the visit came from, as given, the last member
     ]
+    assert visit["source"] == str(SAMPLES / "clean-pair-59-on-97530.json")
     assert visit["units"] == {"97140": 1, "97530": 2}
     assert visit["pair"] == "SUPPORTED"
     assert body["findings"] == []
@@ -149,3 +151,125 @@ def test_unreadable_inputs_give_one_line_and_exit_2(
     assert result.exit_code == 2
     (line,) = result.stderr.strip().splitlines()
     assert name in line
+
+
+def test_each_visit_says_which_file_it_came_from(tmp_path: Path) -> None:
+    for name in ("pair-no-modifier.json", "clean-pair-59-on-97530.json"):
+        (tmp_path / name).write_text((SAMPLES / name).read_text(encoding="utf-8"))
+    result = runner.invoke(app, ["check", str(tmp_path), "--format", "json"])
+    assert result.exit_code == 0, result.stderr
+    sources = [visit["source"] for visit in json.loads(result.stdout)["visits"]]
+    assert sources == [
+        str(tmp_path / "clean-pair-59-on-97530.json"),
+        str(tmp_path / "pair-no-modifier.json"),
+    ]
+
+
+def test_the_samples_folder_skips_its_manifest_with_a_note() -> None:
+    """Issue 18: ``check sample_bundles/`` exited 2 because scenarios.json is not FHIR."""
+    result = runner.invoke(app, ["check", str(SAMPLES), "--format", "json"])
+    assert result.exit_code == 0, result.stderr
+    (note,) = result.stderr.strip().splitlines()
+    assert note == (
+        f"therapy-cds check: {SAMPLES / 'scenarios.json'}: skipped "
+        "(JSON, but not FHIR data or a CDS Hooks request)"
+    )
+    bundles = sorted(p for p in SAMPLES.glob("*.json") if p.name != "scenarios.json")
+    assert {v["source"] for v in json.loads(result.stdout)["visits"]} == {str(p) for p in bundles}
+
+
+@pytest.mark.parametrize(
+    "content",
+    ['{"scenarios": []}', '{"cards": []}', "[1, 2]", "42"],
+    ids=["manifest", "cds-response", "array", "number"],
+)
+def test_json_that_is_not_fhir_is_skipped_in_a_folder_and_refused_when_named(
+    tmp_path: Path, content: str
+) -> None:
+    (tmp_path / "visit.json").write_text((SAMPLES / "pair-no-modifier.json").read_text())
+    (tmp_path / "other.json").write_text(content)
+    folder = runner.invoke(app, ["check", str(tmp_path), "--format", "json"])
+    assert folder.exit_code == 0, folder.stderr
+    assert len(json.loads(folder.stdout)["visits"]) == 1
+    assert "other.json: skipped" in folder.stderr
+    named = runner.invoke(app, ["check", str(tmp_path / "other.json")])
+    assert named.exit_code == 2
+    (line,) = named.stderr.strip().splitlines()
+    assert "other.json" in line
+    assert "skipped" not in line
+
+
+def test_a_broken_json_file_in_a_folder_still_exits_2(tmp_path: Path) -> None:
+    (tmp_path / "visit.json").write_text((SAMPLES / "pair-no-modifier.json").read_text())
+    (tmp_path / "broken.json").write_text('{"resourceType": "Bundle", ')
+    result = runner.invoke(app, ["check", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "broken.json" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("sample", "fail_on", "code"),
+    [
+        ("clean-pair-59-on-97530.json", None, 0),
+        ("clean-pair-59-on-97530.json", "error", 0),
+        ("clean-pair-59-on-97530.json", "warning", 0),
+        ("pair-no-modifier.json", None, 0),
+        ("pair-no-modifier.json", "error", 1),
+        ("pair-no-modifier.json", "warning", 1),
+    ],
+)
+def test_fail_on_exits_1_for_findings_at_or_over_the_severity(
+    sample: str, fail_on: str | None, code: int
+) -> None:
+    args = ["check", str(SAMPLES / sample), "--format", "json"]
+    result = runner.invoke(app, [*args, "--fail-on", fail_on] if fail_on else args)
+    assert result.exit_code == code, result.stderr
+    assert json.loads(result.stdout)["visits"]  # the output is printed either way
+
+
+def test_fail_on_warning_counts_warnings_and_error_does_not() -> None:
+    warned = [
+        p
+        for p in sorted(SAMPLES.glob("*.json"))
+        if p.name != "scenarios.json" and _severities(p) == {"warning"}
+    ]
+    assert warned, "a sample with warnings and no error"
+    path = str(warned[0])
+    assert runner.invoke(app, ["check", path, "--fail-on", "warning"]).exit_code == 1
+    assert runner.invoke(app, ["check", path, "--fail-on", "error"]).exit_code == 0
+
+
+def _severities(path: Path) -> set[str]:
+    body = json.loads(runner.invoke(app, ["check", str(path), "--format", "json"]).stdout)
+    found = [f for v in body["visits"] for f in v["findings"]] + body["findings"]
+    return {f["severity"] for f in found} - {"info"}
+
+
+def test_unreadable_input_wins_over_fail_on(tmp_path: Path) -> None:
+    (tmp_path / "visit.json").write_text((SAMPLES / "pair-no-modifier.json").read_text())
+    (tmp_path / "broken.json").write_text("{")
+    result = runner.invoke(app, ["check", str(tmp_path), "--fail-on", "error"])
+    assert result.exit_code == 2
+
+
+@pytest.mark.parametrize("width", [60, 80, 200])
+def test_text_output_fits_the_terminal_and_indents_wrapped_finding_lines(
+    width: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", str(width))
+    result = runner.invoke(app, ["check", str(SAMPLES / "pair-no-modifier.json")])
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= width
+    start = next(i for i, line in enumerate(lines) if "E-PAIR-NO-MODIFIER" in line)
+    finding = [lines[start]]
+    for line in lines[start + 1 :]:
+        if not line.strip():
+            break
+        finding.append(line)
+    text = " ".join(" ".join(line.split()) for line in finding)
+    assert "add modifier 59 (or XU) to the 97530 line." in text  # no word broken
+    for line in finding[1:]:  # wrapped lines start under the message, never at column 0
+        assert line.startswith(" " * len("  E-PAIR-NO-MODIFIER ")), line
+    if width >= 200:
+        assert len(lines[start]) > 110  # the whole width, not the old fixed 110 columns

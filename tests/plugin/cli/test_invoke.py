@@ -483,3 +483,18 @@ def test_render_tolerates_sparse_cards() -> None:
     text = console.export_text()
     assert "1 card from u" in text
     assert "1 system action(s) proposed" in text
+
+
+def test_hook_hint_only_for_order_sign_without_drafts_and_without_cards() -> None:
+    from plugin.cli.invoke import DISCHARGE_HINT, hook_hint
+
+    no_drafts = {"hook": "order-sign", "context": {"draftOrders": {"resourceType": "Bundle"}}}
+    drafts = {
+        "hook": "order-sign",
+        "context": {"draftOrders": {"resourceType": "Bundle", "entry": [{"resource": {}}]}},
+    }
+    discharge = {"hook": "encounter-discharge", "context": {}}
+    assert hook_hint(no_drafts, {"cards": []}) == DISCHARGE_HINT
+    assert hook_hint(no_drafts, {"cards": [{"summary": "x"}]}) is None
+    assert hook_hint(drafts, {"cards": []}) is None
+    assert hook_hint(discharge, {"cards": []}) is None

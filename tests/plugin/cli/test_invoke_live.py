@@ -174,6 +174,28 @@ def test_readable_output(dev_server: LiveServer) -> None:
     assert "CRITICAL" in result.stdout
 
 
+@pytest.mark.parametrize(
+    "file", ["discharge-procedure-extensions.json", "discharge-claim-lines.json"]
+)
+def test_a_discharge_sample_on_order_sign_hints_the_discharge_hook(
+    dev_server: LiveServer, file: str
+) -> None:
+    result = _invoke(dev_server.url, str(BUNDLES / file))
+    assert result.exit_code == 0, result.output
+    assert "0 cards from" in result.stdout
+    assert "use --hook encounter-discharge" in result.stderr
+    discharge = _invoke(dev_server.url, str(BUNDLES / file), "--hook", "encounter-discharge")
+    assert discharge.exit_code == 0, discharge.output
+    assert "0 cards" not in discharge.stdout
+    assert "hint" not in discharge.stderr
+
+
+def test_no_hint_when_order_sign_had_drafts_to_check(dev_server: LiveServer) -> None:
+    result = _invoke(dev_server.url, str(BUNDLES / "pair-no-modifier.json"))
+    assert result.exit_code == 0, result.output
+    assert "hint" not in result.stderr
+
+
 def test_discovery_url_and_service_url_forms(dev_server: LiveServer) -> None:
     bundle = str(BUNDLES / "clean-pair-59-on-97530.json")
     for url in (

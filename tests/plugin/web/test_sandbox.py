@@ -324,3 +324,25 @@ async def test_the_timeline_applies_the_configured_procedure_cap(tmp_path: Path)
         response = await c.post("/sandbox/api/timeline", json={"bundle": bundle})
     assert response.status_code == 413
     assert f"{procedures - 1}" in _message(response)
+
+
+async def test_a_deployment_without_samples_says_so_on_the_page(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    empty = tmp_path / "no-samples"
+    empty.mkdir()
+    monkeypatch.setenv("THERAPY_CDS_SAMPLE_BUNDLES_DIR", str(empty))
+    app = create_app(dev_settings(tmp_path))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        html = (await c.get("/sandbox")).text
+    assert 'id="no-samples"' in html
+    assert "This deployment has no sample bundles" in html
+    assert str(empty) not in html  # the server's folder is not shown to the browser
+    assert '.json" data-hook' not in html
+
+
+async def test_the_page_with_samples_has_no_missing_samples_note(
+    client: httpx.AsyncClient,
+) -> None:
+    assert 'id="no-samples"' not in (await client.get("/sandbox")).text
