@@ -629,13 +629,19 @@ def summary_card(visit: VisitAnalysis, options: CardOptions, units_table: str) -
 OTHER_PATIENT_TOPIC = "other-patient-data"
 
 
+def other_patient_summary(count: int) -> str:
+    """What every entry point says when ``count`` resources about another patient than the one
+    in context were left out (issue 14): the card, the SMART page and ``check``."""
+    return f"{count} resource(s) about another patient were left out"
+
+
 def other_patient_card(count: int, options: CardOptions) -> Card:
     """The warning that ``count`` resources about another patient were left out (issue 14).
 
     It names no resource and no patient: the count is all the service keeps of them."""
     return Card(
         uuid=_uuid_factory(options.hook_instance, OTHER_PATIENT_TOPIC)("card"),
-        summary=f"{count} resource(s) about another patient were left out",
+        summary=other_patient_summary(count),
         indicator="warning",
         detail=(
             f"The request carried {count} resource(s) whose subject is not the patient in"

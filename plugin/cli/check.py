@@ -25,6 +25,7 @@ from rich.text import Text
 
 from fhir_mappings import InputError, IssueCode, NotFhirError, load_path, map_document
 from fhir_mappings.codes import code_info
+from plugin.cards import other_patient_summary
 from plugin.cli._app import app
 from plugin.cli._inputs import MaxFileSize, max_file_bytes
 from plugin.pipeline import CheckResult, TooManyProceduresError, check_record
@@ -153,10 +154,7 @@ def check(
                 f" (the first {ISSUES_SHOWN} are above)"
             )
         if record.other_patient_resources:  # a CDS Hooks request file: counted, never named
-            _say(
-                f"{path}: {record.other_patient_resources} resource(s) about another patient"
-                " than context.patientId were left out"
-            )
+            _say(f"{path}: {other_patient_summary(record.other_patient_resources)}")
         try:
             result = check_record(
                 record,

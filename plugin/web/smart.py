@@ -31,6 +31,7 @@ from starlette.concurrency import run_in_threadpool
 
 from cds_hooks.fhir_client import redact_httpx_logs, server_allowed
 from fhir_mappings import map_cds_hooks
+from plugin.cards import other_patient_summary
 from plugin.pipeline import TooManyProceduresError, check_record, require_procedures_within
 from plugin.services import not_pooled_note, pooled_record
 from plugin.settings import Settings
@@ -415,7 +416,9 @@ def smart_router(app_state: SmartApp) -> APIRouter:
                 if session.need_patient_banner
                 else None,
                 "notes": [n for n in (not_pooled_note(same_day),) if n is not None],
-                "other_patient_resources": record.other_patient_resources,
+                "other_patient": other_patient_summary(record.other_patient_resources)
+                if record.other_patient_resources
+                else None,
             },
             embeddable=True,
         )
