@@ -37,12 +37,11 @@ from typing import Any, NamedTuple
 
 from fhir_mappings import codes
 from fhir_mappings.model import (
-    CPT_SYSTEM,
+    BILLING_SYSTEMS,
     EXT_BILLED_UNITS,
     EXT_BILLING_MODIFIER,
     EXT_DELIVERY_MODE,
     EXT_PLAN_CERTIFICATION,
-    HCPCS_SYSTEM,
     Charge,
     ChargeSource,
     DeliveryMode,
@@ -83,7 +82,6 @@ from fhir_mappings.times import (
 from fhir_mappings.version import decide, shape_version
 
 JsonObject = Mapping[str, Any]
-BILLING_SYSTEMS = frozenset({CPT_SYSTEM, HCPCS_SYSTEM})
 _MAPPED_TYPES = frozenset(
     {"Procedure", "ServiceRequest", "Claim", "ExplanationOfBenefit", "CarePlan", "Encounter"}
 )
@@ -621,7 +619,7 @@ class _Mapper:
                 if not isinstance(display, str):
                     text = concept.get("text")
                     display = text if isinstance(text, str) else None
-                return system, code, display
+                return BILLING_SYSTEMS[system], code, display
         chosen: tuple[str, str, str | None] | None = None
         for coding in codings:
             if not isinstance(coding, dict):
@@ -639,7 +637,7 @@ class _Mapper:
                 if not isinstance(display, str):
                     text = concept.get("text")
                     display = text if isinstance(text, str) else None
-                chosen = (str(system), code, display)
+                chosen = (BILLING_SYSTEMS[system], code, display)
             elif chosen[1] != code:
                 self._issue(
                     location,

@@ -19,6 +19,16 @@ from typing import Any, ParamSpec, TypeVar, cast
 
 CPT_SYSTEM = "http://www.ama-assn.org/go/cpt"
 HCPCS_SYSTEM = "http://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets"
+#: Every spelling of the two billing code systems that is read, to its canonical URI: the URIs
+#: above and the systems' HL7 OIDs (HL7 Terminology, NamingSystem cpt and hcpcs-Level-II, read
+#: 2026-12-02): CPT-4 2.16.840.1.113883.6.12, HCPCS Level II 2.16.840.1.113883.6.285. Some EHRs
+#: send the OID form; codes under it are the same codes.
+BILLING_SYSTEMS: dict[str, str] = {
+    CPT_SYSTEM: CPT_SYSTEM,
+    "urn:oid:2.16.840.1.113883.6.12": CPT_SYSTEM,
+    HCPCS_SYSTEM: HCPCS_SYSTEM,
+    "urn:oid:2.16.840.1.113883.6.285": HCPCS_SYSTEM,
+}
 EXTENSION_BASE = "https://therapy-cds.github.io/fhir/StructureDefinition/"
 EXT_BILLING_MODIFIER = EXTENSION_BASE + "billing-modifier"
 EXT_BILLED_UNITS = EXTENSION_BASE + "billed-units"

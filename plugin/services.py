@@ -43,7 +43,7 @@ from cds_hooks import (
 from cds_hooks.errors import PrefetchUnavailable
 from cds_hooks.service import FhirAccess
 from fhir_mappings import CODE_LIST, map_cds_hooks
-from fhir_mappings.model import CPT_SYSTEM, HCPCS_SYSTEM, TherapyRecord
+from fhir_mappings.model import BILLING_SYSTEMS, TherapyRecord
 from plugin.cards import CardOptions, DraftOrders, cards_for, other_patient_card
 from plugin.pipeline import TooManyProceduresError, check_record, require_procedures_within
 from plugin.rules import Finding, PairRule, PayerRule
@@ -68,8 +68,6 @@ _USAGE = (
     " Rule overrides per call: request extension "
     f'"{EXTENSION_KEY}": {{"payerRule": "cms|ama", "pairRule": "cms|strict"}}.'
 )
-
-_THERAPY_SYSTEMS = frozenset({CPT_SYSTEM, HCPCS_SYSTEM})
 
 #: The prefetch-like key the same-day search is read under (never declared in discovery: a CDS
 #: Hooks 2.0 template has no token for the visit's date, see the README).
@@ -142,7 +140,7 @@ def bills_therapy(draft_requests: Mapping[str, Mapping[str, Any]]) -> bool:
             system, code = coding.get("system"), coding.get("code")
             if not (isinstance(system, str) and isinstance(code, str)):
                 continue  # JSON arrays or objects here are not codes (and not hashable)
-            if system in _THERAPY_SYSTEMS and code in CODE_LIST.codes:
+            if system in BILLING_SYSTEMS and code in CODE_LIST.codes:
                 return True
     return False
 

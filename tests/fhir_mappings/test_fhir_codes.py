@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from fhir_mappings import codes
 from fhir_mappings.codes import Attendance
+from fhir_mappings.mapper import map_bundle
 from fhir_mappings.model import CPT_SYSTEM, HCPCS_SYSTEM, Discipline
 
 
@@ -114,3 +118,49 @@ def test_discipline_of_concept(
     shape: str, system: str | None, code: str | None, text: str | None, discipline: Discipline
 ) -> None:
     assert codes.discipline_of_concept(system, code, text) is discipline, shape
+
+
+SAMPLES = Path(__file__).resolve().parents[2] / "sample_bundles"
+OIDS = {
+    CPT_SYSTEM: "urn:oid:2.16.840.1.113883.6.12",
+    HCPCS_SYSTEM: "urn:oid:2.16.840.1.113883.6.285",
+}
+
+
+@pytest.mark.parametrize(
+    "sample", sorted(p.name for p in SAMPLES.glob("*.json") if p.name != "scenarios.json")
+)
+def test_codes_under_the_systems_oids_read_as_under_their_uris(sample: str) -> None:
+    """An EHR that codes CPT and HCPCS with the HL7 OIDs gets the same analysis as one that
+    uses the URIs: every sample, with each system rewritten to its OID, maps to the same record."""
+    text = (SAMPLES / sample).read_text(encoding="utf-8")
+    as_oids = text
+    for uri, oid in OIDS.items():
+        as_oids = as_oids.replace(f'"{uri}"', f'"{oid}"')
+    assert as_oids != text or CPT_SYSTEM not in text
+    assert map_bundle(json.loads(as_oids)) == map_bundle(json.loads(text))
+
+
+def test_an_unknown_system_is_still_not_read_as_cpt() -> None:
+    concept = {"coding": [{"system": "urn:oid:2.16.840.1.113883.6.96", "code": "97530"}]}
+    assert codes.code_info("97530") is not None
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [
+            {
+                "resource": {
+                    "resourceType": "Procedure",
+                    "id": "p1",
+                    "status": "completed",
+                    "subject": {"reference": "Patient/P1"},
+                    "code": concept,
+                    "performedPeriod": {
+                        "start": "2025-03-04T09:00:00Z",
+                        "end": "2025-03-04T09:20:00Z",
+                    },
+                }
+            }
+        ],
+    }
+    assert not map_bundle(bundle).services

@@ -438,3 +438,21 @@ async def test_a_draft_order_note_nested_250_deep_is_a_400_not_a_500(
     ]
     assert resources
     assert all("note" in resource for resource in resources)
+
+
+def test_draft_orders_coded_with_the_cpt_oid_are_therapy_charges() -> None:
+    """Order-sign answers for charges coded under CPT's HL7 OID as it does under its URI."""
+    from plugin.services import bills_therapy
+
+    def draft(system: str) -> dict[str, object]:
+        return {
+            "resourceType": "ServiceRequest",
+            "id": "a",
+            "status": "draft",
+            "intent": "order",
+            "code": {"coding": [{"system": system, "code": "97530"}]},
+        }
+
+    assert bills_therapy({"ServiceRequest/a": draft("urn:oid:2.16.840.1.113883.6.12")})
+    assert bills_therapy({"ServiceRequest/a": draft("http://www.ama-assn.org/go/cpt")})
+    assert not bills_therapy({"ServiceRequest/a": draft("http://snomed.info/sct")})
