@@ -365,7 +365,7 @@ def test_deep_nesting_in_feedback(client: Caller, depth: int, kind: str) -> None
 
 @FUZZ
 @given(
-    st.sampled_from(["/sandbox/api/timeline", "/sandbox/api/request"]),
+    st.sampled_from(["/sandbox/api/timeline", "/sandbox/api/request", "/sandbox/api/apply"]),
     st.one_of(
         st.integers(20, 3000).map(lambda d: _nested(d, "list")),
         st.integers(20, 3000).map(lambda d: _nested(d, "dict")),
@@ -390,11 +390,53 @@ def test_sandbox_helpers_on_hostile_json(client: Caller, path: str, value: bytes
     ],
     ids=["lone-surrogate", "nan", "infinity"],
 )
-@pytest.mark.parametrize("path", ["/sandbox/api/timeline", "/sandbox/api/request"])
+@pytest.mark.parametrize(
+    "path", ["/sandbox/api/timeline", "/sandbox/api/request", "/sandbox/api/apply"]
+)
 def test_sandbox_helpers_on_json_python_would_accept(
     client: Caller, path: str, body: bytes
 ) -> None:
     response = _timed_post(client, path, body)
+    assert response.status_code in ANSWERED
+
+
+#: Any JSON value, small: what a hostile suggestion may hold where an id or a member should be.
+ANY_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**6), 10**6)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@FUZZ
+@given(
+    st.sampled_from(SEEDS),
+    st.sampled_from(["create", "update", "delete", "remove", 7]),
+    st.sampled_from(["id", "status", "code", "quantityQuantity", "orderDetail", "extension"]),
+    ANY_JSON,
+)
+def test_sandbox_apply_with_hostile_actions(
+    client: Caller, seed: tuple[str, dict[str, Any]], kind: Any, member: str, value: Any
+) -> None:
+    """The apply helper applies, or refuses with a reason, whatever the action holds."""
+    bundle = _bundle_of(seed[1])
+    drafts = [
+        e["resource"]
+        for e in bundle["entry"]
+        if e["resource"].get("resourceType") == "ServiceRequest"
+        and e["resource"].get("status") == "draft"
+    ]
+    resource = dict(drafts[0]) if drafts else {"resourceType": "ServiceRequest", "status": "draft"}
+    resource[member] = value
+    action = {"type": kind, "description": "d", "resource": resource, "resourceId": value}
+    body = _dumps({"bundle": bundle, "actions": [action, value]})
+    response = _timed_post(client, "/sandbox/api/apply", body)
     assert response.status_code in ANSWERED
 
 

@@ -1,6 +1,10 @@
 /* The sandbox page: build a CDS Hooks request from a bundle, call the service as an EHR does,
  * render the cards (indicator, summary, detail, source, suggestions, dismiss with reasons,
- * links) and the visit timeline, and send feedback. No framework, no build step.
+ * links) and the visit timeline, and send feedback. Accepting a suggestion applies its actions
+ * to the bundle's draft orders (/sandbox/api/apply), lists the changed charge lines, and fires
+ * again, as an EHR would; each applied suggestion can be undone. No framework, no build step.
+ * Text from the service or the bundle only ever reaches the page as text (textContent), or as
+ * HTML made by the escaping Markdown renderer (markdown.js).
  */
 (function () {
   "use strict";
@@ -12,6 +16,11 @@
   var INDICATOR_LABEL = { critical: "Critical", warning: "Warning", info: "Info" };
   var INDICATOR_ORDER = { critical: 0, warning: 1, info: 2 };
   var feedbackLog = [];
+  // What the cards on screen were computed from: {text, bundle, hook}; set by each fire.
+  var lastFired = null;
+  // Suggestions applied since the bundle was loaded: [{text (the bundle before), label, changes}].
+  var applied = [];
+  var applying = false;
 
   function el(tag, attrs, children) {
     var node = document.createElement(tag);
@@ -97,6 +106,7 @@
       .then(function (bundle) {
         $("bundle").value = pretty(bundle);
         bundleStatus(file + " · " + (bundle.entry || []).length + " entries");
+        forgetApplied();
       });
   }
 
@@ -110,6 +120,7 @@
     var reader = new FileReader();
     reader.onload = function () {
       $("bundle").value = String(reader.result);
+      forgetApplied();
       $("scenario").value = "";
       $("scenario-shows").textContent = "";
       bundleStatus(file.name);
@@ -139,6 +150,7 @@
           note.className = "card-feedback error";
           node.querySelectorAll("button, select, input").forEach(function (b) { b.disabled = false; });
         }
+        return result.ok;
       });
   }
 
@@ -185,13 +197,19 @@
       var changes = (suggestion.actions || []).map(function (a) { return a.description; }).join("\n");
       if (changes) { button.title = changes; }
       button.addEventListener("click", function () {
-        if (!card.uuid || !suggestion.uuid) { return; }
-        sendFeedback(serviceId, {
-          card: card.uuid,
-          outcome: "accepted",
-          acceptedSuggestions: [{ id: suggestion.uuid }],
-          outcomeTimestamp: nowIso()
-        }, card, node, "Accepted: " + suggestion.label + ". Feedback recorded.");
+        var stale = staleReason();
+        if (stale) { cardNote(node, stale, "error"); return; }
+        // Feedback first (as the public CDS Hooks Sandbox, only when both uuids exist), then
+        // the change, so a refused feedback call never leaves a half-taken suggestion.
+        var recorded = card.uuid && suggestion.uuid
+          ? sendFeedback(serviceId, {
+            card: card.uuid,
+            outcome: "accepted",
+            acceptedSuggestions: [{ id: suggestion.uuid }],
+            outcomeTimestamp: nowIso()
+          }, card, node, "Accepted: " + suggestion.label + ". Feedback recorded.")
+          : Promise.resolve(true);
+        recorded.then(function (ok) { if (ok) { return applySuggestion(suggestion, node); } });
       });
       actions.appendChild(button);
     });
@@ -258,6 +276,146 @@
       (cards.length ? " · " + Object.keys(counts).map(function (k) { return counts[k] + " " + k; }).join(", ") : "");
   }
 
+  // ------------------------------------------------------------------ applying suggestions
+
+  function cardNote(node, text, kind) {
+    var note = node.querySelector(".card-feedback");
+    note.textContent = text;
+    note.className = "card-feedback " + (kind || "");
+  }
+
+  // Why a suggestion on the cards shown cannot be applied now, or "" when it can.
+  function staleReason() {
+    if (applying) { return "Another suggestion is being applied: wait for the new cards."; }
+    if (!lastFired) { return "Fire the hook first."; }
+    if ($("bundle").value.trim() !== lastFired.text) {
+      return "The bundle changed after these cards were shown: fire again, then accept the suggestion.";
+    }
+    return "";
+  }
+
+  // One change as text: "97530 · ServiceRequest/x: units 2 → 1; modifier 59 added".
+  function lineText(line) {
+    if (!line) { return "not a therapy charge"; }
+    var units = line.units === null || line.units === undefined ? "no units" : "×" + line.units;
+    return line.code + " " + units + (line.modifiers.length ? " · " + line.modifiers.join(", ") : "");
+  }
+
+  function changeText(change) {
+    var before = change.before, after = change.after;
+    if (change.change === "removed") { return "removed " + lineText(before); }
+    if (change.change === "added") { return "added " + lineText(after); }
+    if (!before || !after) { return lineText(before) + " → " + lineText(after); }
+    var parts = [];
+    if (before.code !== after.code) { parts.push("code " + before.code + " → " + after.code); }
+    if (before.units !== after.units) {
+      parts.push("units " + (before.units === null ? "none" : before.units) + " → " +
+        (after.units === null ? "none" : after.units));
+    }
+    var added = after.modifiers.filter(function (m) { return before.modifiers.indexOf(m) < 0; });
+    var removed = before.modifiers.filter(function (m) { return after.modifiers.indexOf(m) < 0; });
+    if (added.length) { parts.push("modifier " + added.join(", ") + " added"); }
+    if (removed.length) { parts.push("modifier " + removed.join(", ") + " removed"); }
+    return after.code + ": " + (parts.length ? parts.join("; ") : "updated (code, units and modifiers unchanged)");
+  }
+
+  function renderApplied() {
+    var box = $("applied"), list = $("applied-list");
+    list.innerHTML = "";
+    box.hidden = applied.length === 0;
+    applied.forEach(function (step) {
+      var changes = el("ul", { className: "applied-changes" }, step.changes.map(function (change) {
+        return el("li", { className: "change change-" + change.change, "data-ref": change.ref, "data-change": change.change }, [
+          el("span", { text: changeText(change) }),
+          el("span", { className: "muted mono", text: " " + change.ref })
+        ]);
+      }));
+      list.appendChild(el("li", {}, [el("strong", { text: step.label }), changes]));
+    });
+  }
+
+  function forgetApplied() {
+    applied = [];
+    renderApplied();
+  }
+
+  // Put a bundle back (undo) and fire again.
+  function restore(text, status) {
+    $("bundle").value = text;
+    bundleStatus(status);
+    renderApplied();
+    refire(status.charAt(0).toUpperCase() + status.slice(1));
+  }
+
+  // Fire again after the bundle changed, saying why. With client authentication on each call
+  // needs a fresh JWT, so the page waits for one.
+  function refire(why) {
+    if (authOn) {
+      setStatus(why + ". Paste a fresh JWT for the service and fire again to see the new cards.", "ok");
+      return Promise.resolve();
+    }
+    return fire().then(function () {
+      var status = $("fire-status");
+      var said = status.textContent;
+      if (status.classList.contains("status-ok")) {
+        status.textContent = why + "; " + said.charAt(0).toLowerCase() + said.slice(1);
+      }
+    });
+  }
+
+  function refusedText(result, actions) {
+    var data = result.data;
+    if (data && data.refused && data.refused.length) {
+      return "Not applied: " + data.refused.map(function (r) {
+        var action = actions[r.action - 1];
+        var what = action && typeof action.description === "string" ? action.description : "action " + r.action;
+        return what + " (" + r.reason + ")";
+      }).join("; ");
+    }
+    return "Not applied: " + problem(result);
+  }
+
+  function applySuggestion(suggestion, node) {
+    var actions = suggestion.actions || [];
+    var done = node.querySelector(".card-feedback").textContent;
+    if (!actions.length) {
+      cardNote(node, (done ? done + " " : "") + "This suggestion carries no change to apply.", "ok");
+      return Promise.resolve();
+    }
+    var stale = staleReason();
+    if (stale) { cardNote(node, stale, "error"); return Promise.resolve(); }
+    var from = lastFired;
+    applying = true;
+    setStatus("Applying the suggestion…", "busy");
+    return postJson("/sandbox/api/apply", { bundle: from.bundle, hook: from.hook, actions: actions })
+      .then(function (result) {
+        applying = false;
+        if (!result.ok) {
+          cardNote(node, (done ? done + " " : "") + refusedText(result, actions), "error");
+          setStatus("The suggestion was not applied.", "error");
+          return;
+        }
+        applied.push({ text: from.text, label: suggestion.label, changes: result.data.changes || [] });
+        $("bundle").value = pretty(result.data.bundle);
+        bundleStatus("suggestion applied");
+        renderApplied();
+        return refire("Suggestion applied");
+      }, function (error) {
+        applying = false;
+        cardNote(node, "Not applied: " + error.message, "error");
+      });
+  }
+
+  $("undo-applied").addEventListener("click", function () {
+    var step = applied.pop();
+    if (step) { restore(step.text, "suggestion undone"); }
+  });
+  $("restore-original").addEventListener("click", function () {
+    var first = applied[0];
+    applied = [];
+    if (first) { restore(first.text, "original bundle"); }
+  });
+
   // ------------------------------------------------------------------ timeline
 
   function renderTimeline(view) {
@@ -299,6 +457,7 @@
     }
     var hook = selectedHook();
     var rules = { payerRule: $("payer-rule").value, pairRule: $("pair-rule").value };
+    lastFired = { text: text, bundle: bundle, hook: hook };
     setStatus("Building the request…", "busy");
     $("fire").disabled = true;
     var timeline = postJson("/sandbox/api/timeline", { bundle: bundle, payerRule: rules.payerRule, pairRule: rules.pairRule })

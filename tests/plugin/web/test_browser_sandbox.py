@@ -99,26 +99,130 @@ def test_firing_a_hook_shows_the_cards_and_the_timeline(
     screenshot(page, "sandbox-overlapping-time-blocks.png")
 
 
-def test_accepting_a_suggestion_posts_feedback_that_is_stored(
+def _critical_with_suggestion(page: Any) -> Any:
+    """The first critical card on the page that offers a suggestion (whatever its rule)."""
+    card = page.locator('#cards .card[data-indicator="critical"]:has(button.suggestion)').first
+    assert card.count() == 1, "no critical card with a suggestion"
+    return card
+
+
+def _response_suggestion(page: Any, card_uuid: str) -> dict[str, Any]:
+    """The suggestion of card ``card_uuid`` as the service sent it (the page's response JSON)."""
+    response = json.loads(page.text_content("#response-json"))
+    (card,) = [c for c in response["cards"] if c["uuid"] == card_uuid]
+    suggestion: dict[str, Any] = card["suggestions"][0]
+    return suggestion
+
+
+def _drafts(page: Any) -> dict[str, dict[str, Any]]:
+    bundle = json.loads(page.input_value("#bundle"))
+    return {
+        e["resource"]["id"]: e["resource"]
+        for e in bundle["entry"]
+        if e["resource"]["resourceType"] == "ServiceRequest" and e["resource"]["status"] == "draft"
+    }
+
+
+def test_accepting_a_suggestion_applies_it_and_the_critical_card_is_gone_after_the_refire(
     service: tuple[LiveServer, FastAPI], page: Any
 ) -> None:
     server, app = service
     _fire(page, server.url, "pair-no-modifier.json")
-    card = page.locator('.card[data-topic="E-PAIR-NO-MODIFIER"]')
-    assert card.get_attribute("data-indicator") == "critical"
-    button = card.locator("button.suggestion")
-    assert button.inner_text() == "Add modifier 59 to 97530"
-    suggestion_uuid = button.get_attribute("data-suggestion")
+    card = _critical_with_suggestion(page)
+    topic = card.get_attribute("data-topic")
     card_uuid = card.get_attribute("data-uuid")
+    button = card.locator("button.suggestion").first
+    suggestion_uuid = button.get_attribute("data-suggestion")
+    suggestion = _response_suggestion(page, card_uuid)
+    (action,) = suggestion["actions"]
+    assert action["type"] == "update"
+    target = action["resource"]["id"]
+    assert _drafts(page)[target] != action["resource"]
+
     button.click()
-    page.wait_for_selector('.card[data-topic="E-PAIR-NO-MODIFIER"][data-feedback="accepted"]')
-    assert "Feedback recorded" in card.locator(".card-feedback").inner_text()
+    page.wait_for_selector("body[data-fired='2']")
+    # The automatic re-fire answered on the changed bundle: the card's finding is gone.
+    assert topic not in _topics(page)
+    assert page.locator('#cards .card[data-indicator="critical"]').count() == 0
+    # The changed line is shown, and the bundle editor holds the change for the next fire.
+    change = page.locator(f'#applied-list li.change[data-ref="ServiceRequest/{target}"]')
+    assert page.is_visible("#applied")
+    assert change.get_attribute("data-change") == "updated"
+    assert "modifier 59 added" in change.inner_text()
+    assert page.inner_text("#applied-list > li > strong") == suggestion["label"]
+    assert _drafts(page)[target] == action["resource"]
+    assert "suggestion applied" in page.inner_text("#bundle-status")
+    assert page.inner_text("#fire-status").startswith("Suggestion applied; hook fired")
+    # The feedback went to the real store before the change was applied.
     rows = [r for r in app.state.feedback_store.outcomes() if r["card_uuid"] == card_uuid]
     assert len(rows) == 1
     assert rows[0]["outcome"] == "accepted"
     assert rows[0]["service_id"] == "therapy-timed-codes"
     assert json.loads(rows[0]["accepted_suggestions"]) == [suggestion_uuid]
-    screenshot(page, "sandbox-suggestion-accepted.png")
+    screenshot(page, "sandbox-suggestion-applied.png")
+
+
+def test_a_delete_suggestion_removes_the_charge_and_undo_brings_it_back(
+    service: tuple[LiveServer, FastAPI], page: Any
+) -> None:
+    server, _ = service
+    _fire(page, server.url, "under-8-minutes.json")
+    card = _critical_with_suggestion(page)
+    topic = card.get_attribute("data-topic")
+    (action,) = _response_suggestion(page, card.get_attribute("data-uuid"))["actions"]
+    assert action["type"] == "delete"
+    ref = action["resourceId"]
+    assert ref.split("/")[-1] in _drafts(page)
+
+    card.locator("button.suggestion").first.click()
+    page.wait_for_selector("body[data-fired='2']")
+    assert topic not in _topics(page)
+    change = page.locator(f'#applied-list li.change[data-ref="{ref}"]')
+    assert change.get_attribute("data-change") == "removed"
+    assert change.inner_text().startswith("removed ")
+    assert ref.split("/")[-1] not in _drafts(page)
+
+    page.click("#undo-applied")
+    page.wait_for_selector("body[data-fired='3']")
+    assert _topics(page)[topic] == "critical"
+    assert ref.split("/")[-1] in _drafts(page)
+    assert not page.is_visible("#applied")
+
+
+def test_cards_from_an_edited_bundle_are_not_applied_and_the_original_comes_back(
+    service: tuple[LiveServer, FastAPI], page: Any
+) -> None:
+    """A suggestion applies to the bundle its cards were computed from: after an edit the page
+    refuses it (no feedback, no change) until the hook is fired again; then it applies, and
+    "Back to the original bundle" restores the bundle as it was before the first suggestion."""
+    server, app = service
+    _fire(page, server.url, "billed-units-exceed.json")
+    original = page.input_value("#bundle")
+    topic = _critical_with_suggestion(page).get_attribute("data-topic")
+    stored = app.state.feedback_store.count()
+    page.click("#bundle-editor summary")
+    edited = original.replace("{", '{"id": "edited", ', 1)
+    page.fill("#bundle", edited)
+    card = _critical_with_suggestion(page)
+    card.locator("button.suggestion").first.click()
+    assert "fire again" in card.locator(".card-feedback").inner_text()
+    assert app.state.feedback_store.count() == stored
+    assert not page.is_visible("#applied")
+
+    page.click("#fire")
+    page.wait_for_selector("body[data-fired='2']")
+    _critical_with_suggestion(page).locator("button.suggestion").first.click()
+    page.wait_for_selector("body[data-fired='3']")
+    assert topic not in _topics(page)
+    assert app.state.feedback_store.count() == stored + 1
+    assert page.locator("#applied-list li.change").count() == 1
+    assert "units 2 → 1" in page.inner_text("#applied-list li.change")
+
+    page.click("#restore-original")
+    page.wait_for_selector("body[data-fired='4']")
+    assert json.loads(page.input_value("#bundle")) == json.loads(edited)
+    assert not page.is_visible("#applied")
+    assert _topics(page)[topic] == "critical"
 
 
 def test_dismissing_with_a_reason_stores_an_overridden_outcome(
@@ -265,5 +369,13 @@ def test_with_authentication_on_the_page_sends_one_pasted_jwt_per_call(
         card.locator("button.suggestion").click()
         page.wait_for_selector('.card[data-feedback="accepted"]')
         assert app.state.feedback_store.count() == 1
+        # Applied to the bundle, but the re-fire waits for a fresh JWT for the service.
+        page.wait_for_selector("#applied:not([hidden])")
+        assert "fresh JWT" in page.inner_text("#fire-status")
+        assert page.get_attribute("body", "data-fired") == "2"
+        page.fill("#jwt", signer.token(service_url))
+        page.click("#fire")
+        page.wait_for_selector("body[data-fired='3']")
+        assert "E-PAIR-NO-MODIFIER" not in _topics(page)
         screenshot(page, "sandbox-authentication-on.png")
         page.close()

@@ -167,7 +167,7 @@ def _message(response: httpx.Response) -> str:
     return "; ".join(issue["diagnostics"] for issue in body["issue"])
 
 
-HELPERS = ["/sandbox/api/request", "/sandbox/api/timeline"]
+HELPERS = ["/sandbox/api/request", "/sandbox/api/timeline", "/sandbox/api/apply"]
 BUNDLE_HEAD = '{"bundle": {"resourceType": "Bundle", "entry": [{"resource": '
 
 
@@ -227,6 +227,10 @@ async def test_the_helpers_log_no_patient_data(
     bundle = _bundle("pair-no-modifier.json")
     await client.post("/sandbox/api/timeline", json={"bundle": bundle})
     await client.post("/sandbox/api/request", json={"bundle": bundle})
+    draft = next(e["resource"] for e in bundle["entry"] if e["resource"].get("status") == "draft")
+    update = {"type": "update", "description": "d", "resource": draft}
+    applied = await client.post("/sandbox/api/apply", json={"bundle": bundle, "actions": [update]})
+    assert applied.status_code == 200
     text = caplog.text
     assert "pat-bram-nomod" not in text
     assert "proc-bram-nomod" not in text
