@@ -26,6 +26,11 @@ def distribution_version() -> str:
         return "unknown (not installed)"
 
 
+def browsable_host(host: str) -> str:
+    """The host to print in a URL for a server bound to ``host`` (a wildcard is not one)."""
+    return "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 (compared, not bound)
+
+
 def _print_version(value: bool) -> None:
     if value:
         typer.echo(f"therapy-cds {distribution_version()}")

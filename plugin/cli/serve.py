@@ -8,7 +8,7 @@ import sys
 import typer
 from pydantic import ValidationError
 
-from plugin.cli._app import app
+from plugin.cli._app import app, browsable_host
 
 
 @app.command()
@@ -68,8 +68,9 @@ def _announce_sandbox(require_auth: bool, host: str, port: int) -> None:
         return  # the application reports its own configuration errors at start-up
     if not web.sandbox_enabled(require_auth=require_auth):
         return
-    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 (compared, not bound)
-    typer.echo(f"therapy-cds: sandbox page at http://{shown}:{port}/sandbox", err=True)
+    typer.echo(
+        f"therapy-cds: sandbox page at http://{browsable_host(host)}:{port}/sandbox", err=True
+    )
     count = len(scenarios(web.sample_bundles_dir))
     if count:
         typer.echo(f"therapy-cds: {count} sample bundles offered on the sandbox page", err=True)
