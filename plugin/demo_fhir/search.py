@@ -10,11 +10,14 @@ modifier is refused (400). Prefixes on dates: ``eq`` (default), ``ne``, ``gt``, 
 **Dates** follow FHIR's range semantics: the search value is the range its precision implies
 (``2025-03`` is the whole month), the target is the range of the element (a Period's start to
 end, an open end reaching forever; a dateTime the range of its own precision), and ``eq`` means
-the target lies inside the search range, ``gt`` that the target reaches past its end, ``ge``
-either, and so on. A search value **without a time zone** (``date=2025-03-04``) is read in
-each resource's own offset, the clinic's local time, which is how a date of service is counted
-(R-H10, I-2.4); FHIR leaves the zone of such values to the server. A value with a zone compares
-instants; a resource time without a zone is then read as UTC.
+the target lies inside the search range, ``gt`` that the target reaches past its end, ``lt``
+that it starts before its start, ``ge`` that it reaches past the search range's start, ``le``
+that it starts before its end, ``sa`` / ``eb`` that it starts after / ends before it.
+
+A search value **without a time zone** (``date=2025-03-04``) is read in each resource's own
+offset, the clinic's local time, which is how a date of service is counted (R-H10, I-2.4); FHIR
+leaves the zone of such values to the server. A value with a zone compares instants; a resource
+time without a zone is then read as UTC.
 """
 
 from __future__ import annotations
@@ -150,10 +153,10 @@ def date_matches(prefix: str, search: Span, target: Span) -> bool:
         return t_high > s_high
     if prefix == "lt":
         return t_low < s_low
-    if prefix == "ge":
-        return t_high > s_high or inside
-    if prefix == "le":
-        return t_low < s_low or inside
+    if prefix == "ge":  # the range from the search value's start on meets the target
+        return t_high > s_low
+    if prefix == "le":  # the range up to the search value's end meets the target
+        return t_low < s_high
     if prefix == "sa":
         return t_low >= s_high
     if prefix == "eb":

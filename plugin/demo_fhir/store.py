@@ -8,7 +8,8 @@ resources, CDS Hooks requests, NDJSON, gzip, with its size cap); nested Bundles 
   start-up note: serving it as R4 would hand R4 clients fields they do not know.
 - **Ids shared between files.** Samples are written one visit per file and may repeat a resource
   (every sample carries the same Practitioner). Copies with identical content are served once.
-  Copies that differ are each renamed ``<id>-<8 hex digits of SHA-256 of the file's name>``
+  Copies that differ (in content, or in referring to a resource of their file that is renamed)
+  are each renamed ``<id>-<8 hex digits of SHA-256 of the file's name>``
   (the id cut to 55 characters first, so the result is a valid FHIR id), and every reference to
   that resource *inside the same file* is rewritten to the new id. The new id depends only on
   the id and the file name, so it is the same at every start whatever the other files are.
@@ -172,6 +173,21 @@ def _read(path: Path, named: bool, store: Store) -> _File | None:
     return _File(source, path.name, entries)
 
 
+def _references(node: Any, found: list[str]) -> None:
+    """Every ``reference`` string under ``node``."""
+    if isinstance(node, dict):
+        reference = node.get("reference")
+        if isinstance(reference, str):
+            found.append(reference)
+        for value in node.values():
+            if isinstance(value, dict | list):
+                _references(value, found)
+    elif isinstance(node, list):
+        for value in node:
+            if isinstance(value, dict | list):
+                _references(value, found)
+
+
 def _rewrite(node: Any, index: ReferenceIndex, container: str, keys: dict[str, str]) -> None:
     """Point every reference to a resource of the same file at its served ``Type/id``."""
     if isinstance(node, dict):
@@ -189,35 +205,71 @@ def _rewrite(node: Any, index: ReferenceIndex, container: str, keys: dict[str, s
                 _rewrite(value, index, container, keys)
 
 
+def _differing(read: list[_File], indexes: list[ReferenceIndex]) -> set[str]:
+    """The keys whose copies differ between files: by content, or because a copy refers to a
+    resource of its file that is itself renamed (its served references then differ)."""
+    contents: dict[str, set[bytes]] = {}
+    holders: dict[str, int] = {}
+    for file in read:
+        for entry in file.entries:
+            key = f"{entry.resource_type}/{entry.ident}"
+            contents.setdefault(key, set()).add(entry.canonical)
+            holders[key] = holders.get(key, 0) + 1
+    differing = {key for key, copies in contents.items() if len(copies) > 1}
+    if not differing:
+        return differing
+    refers: list[tuple[str, set[str]]] = []  # a shared key and what it refers to in its file
+    for file, index in zip(read, indexes, strict=True):
+        keys = {f"{e.resource_type}/{e.ident}" for e in file.entries}
+        for entry in file.entries:
+            key = f"{entry.resource_type}/{entry.ident}"
+            if holders[key] < 2 or key in differing:
+                continue
+            found: list[str] = []
+            _references(entry.resource, found)
+            named = {n for r in found if (n := index.normalise(r, key)) is not None} & keys
+            if named:
+                refers.append((key, named))
+    changed = True
+    while changed:  # a chain of references is followed one link per pass
+        changed = False
+        for key, named in refers:
+            if key not in differing and named & differing:
+                differing.add(key)
+                changed = True
+    return differing
+
+
 def load_store(files: Iterable[tuple[Path, bool]]) -> Store:
     """Read ``(path, named)`` files into a :class:`Store`. A file named on the command line
     that cannot be read raises :class:`DemoFhirError`; one found in a folder is noted."""
     store = Store()
     read = [found for path, named in files if (found := _read(path, named, store)) is not None]
-    contents: dict[str, set[bytes]] = {}
-    for file in read:
-        for entry in file.entries:
-            contents.setdefault(f"{entry.resource_type}/{entry.ident}", set()).add(entry.canonical)
-    taken: set[str] = set()
+    indexes = []
     for file in read:
         index = ReferenceIndex()
+        for entry in file.entries:
+            if entry.full_url:
+                index.add_full_url(entry.full_url, f"{entry.resource_type}/{entry.ident}")
+        indexes.append(index)
+    differing = _differing(read, indexes)
+    taken: set[str] = set()
+    for file, index in zip(read, indexes, strict=True):
         keys: dict[str, str] = {}  # key in the file -> served key
         for entry in file.entries:
             key = f"{entry.resource_type}/{entry.ident}"
             served = entry.ident
-            if len(contents[key]) > 1:
+            if key in differing:
                 served = renamed_id(entry.ident, file.name)
                 if f"{entry.resource_type}/{served}" in taken:  # same file name in two folders
                     served = renamed_id(entry.ident, file.source)
                 store.renamed.append((key, served, file.source))
             keys[key] = f"{entry.resource_type}/{served}"
-            if entry.full_url:
-                index.add_full_url(entry.full_url, key)
+            taken.add(keys[key])
         for entry in file.entries:
             key = f"{entry.resource_type}/{entry.ident}"
-            served_key = keys[key]
             _rewrite(entry.resource, index, key, keys)
-            served = served_key.partition("/")[2]
+            served = keys[key].partition("/")[2]
             entry.resource["id"] = served
             group = store.by_type.setdefault(entry.resource_type, {})
             existing = group.get(served)
@@ -228,6 +280,5 @@ def load_store(files: Iterable[tuple[Path, bool]]) -> Store:
                         "once its references are rewritten, left out"
                     )
                 continue
-            taken.add(served_key)
             group[served] = Held(entry.resource, file.source)
     return store
