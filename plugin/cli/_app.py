@@ -26,6 +26,16 @@ def distribution_version() -> str:
         return "unknown (not installed)"
 
 
+def browsable_host(host: str) -> str:
+    """The host to print in a URL for a server bound to ``host``: a wildcard bind address is not
+    one, loopback reaches the server from this machine; IPv6 addresses go in brackets."""
+    if host in ("0.0.0.0", ""):  # noqa: S104 (compared, not bound)
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
 def _print_version(value: bool) -> None:
     if value:
         typer.echo(f"therapy-cds {distribution_version()}")

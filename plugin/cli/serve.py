@@ -8,7 +8,7 @@ import sys
 import typer
 from pydantic import ValidationError
 
-from plugin.cli._app import app
+from plugin.cli._app import app, browsable_host
 
 
 @app.command()
@@ -43,9 +43,9 @@ def serve(
             bold=True,
             err=True,
         )
-    shown = _browsable(host)
+    shown = browsable_host(host)
     typer.echo(f"therapy-cds: discovery at http://{shown}:{port}/cds-services", err=True)
-    _announce_sandbox(settings.require_auth, shown, port)
+    _announce_sandbox(settings.require_auth, host, port)
     sys.stderr.flush()
     uvicorn.run(
         "plugin.app:create_app",
@@ -56,16 +56,6 @@ def serve(
         log_level=settings.log_level.lower(),
         access_log=False,
     )
-
-
-def _browsable(host: str) -> str:
-    """The host to print in a URL someone opens: a wildcard bind address is not one; loopback
-    reaches the service from this machine (IPv6 hosts go in brackets)."""
-    if host in ("0.0.0.0", ""):  # noqa: S104 (compared, not bound)
-        return "127.0.0.1"
-    if host == "::":
-        return "[::1]"
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
 def _announce_sandbox(require_auth: bool, host: str, port: int) -> None:
@@ -79,7 +69,9 @@ def _announce_sandbox(require_auth: bool, host: str, port: int) -> None:
         return  # the application reports its own configuration errors at start-up
     if not web.sandbox_enabled(require_auth=require_auth):
         return
-    typer.echo(f"therapy-cds: sandbox page at http://{host}:{port}/sandbox", err=True)
+    typer.echo(
+        f"therapy-cds: sandbox page at http://{browsable_host(host)}:{port}/sandbox", err=True
+    )
     count = len(scenarios(web.sample_bundles_dir))
     if count:
         typer.echo(f"therapy-cds: {count} sample bundles offered on the sandbox page", err=True)

@@ -15,7 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from plugin.cli import app
-from plugin.cli.serve import _announce_sandbox, _browsable
+from plugin.cli._app import browsable_host
+from plugin.cli.serve import _announce_sandbox
 from plugin.web.settings import default_sample_bundles_dir
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -77,7 +78,7 @@ def test_serve_announces_the_sandbox_url_and_its_samples(
 ) -> None:
     monkeypatch.delenv("THERAPY_CDS_SAMPLE_BUNDLES_DIR", raising=False)
     monkeypatch.delenv("THERAPY_CDS_SANDBOX", raising=False)
-    _announce_sandbox(False, _browsable("0.0.0.0"), 18123)
+    _announce_sandbox(False, "0.0.0.0", 18123)
     err = capsys.readouterr().err
     assert "sandbox page at http://127.0.0.1:18123/sandbox" in err
     count = len(json.loads((SAMPLES / "scenarios.json").read_text(encoding="utf-8"))["scenarios"])
@@ -96,7 +97,7 @@ def test_serve_announces_the_sandbox_url_and_its_samples(
 )
 def test_printed_urls_name_a_host_a_browser_can_open(bound: str, shown: str) -> None:
     """``serve --host 0.0.0.0`` binds every interface; the URLs it prints use loopback."""
-    assert _browsable(bound) == shown
+    assert browsable_host(bound) == shown
 
 
 def test_serve_says_when_there_are_no_samples(
