@@ -84,3 +84,21 @@ def test_missing_issuers_file_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_pa
     monkeypatch.setenv("THERAPY_CDS_PUBLIC_BASE_URL", "https://cds.example.org")
     with pytest.raises(ValidationError, match="not a readable file"):
         Settings()
+
+
+def test_every_setting_is_in_the_readme() -> None:
+    """Each environment variable the service reads has a row (or a mention) in the README, so a
+    new setting cannot ship undocumented."""
+    from pathlib import Path
+
+    from plugin.settings import Settings
+    from plugin.web.settings import WebSettings
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    missing = [
+        name.upper()
+        for model in (Settings, WebSettings)
+        for name in model.model_fields
+        if f"`{name.upper()}`" not in readme and f"THERAPY_CDS_{name.upper()}" not in readme
+    ]
+    assert not missing, f"settings missing from README.md: {missing}"
