@@ -11,7 +11,7 @@ import hmac
 from collections.abc import Iterable, Mapping
 
 from plugin.audit.accounting import Rejection
-from plugin.rules import Finding, VisitAnalysis
+from plugin.rules import CodeBilling, Finding, VisitAnalysis, billed_vs_allowed
 
 VISIT_COLUMNS = (
     "patient",
@@ -22,6 +22,9 @@ VISIT_COLUMNS = (
     "units_allowed_total",
     "units",
     "minutes",
+    "units_billed",
+    "units_over_billed",
+    "units_under_billed",
     "pair",
     "findings",
     "errors",
@@ -85,7 +88,27 @@ class Pseudonyms:
         return known
 
 
+def over_under(billing: Iterable[CodeBilling]) -> tuple[int, int]:
+    """(units over-billed, units under-billed) summed over the codes of a visit."""
+    over = under = 0
+    for line in billing:
+        if line.difference > 0:
+            over += line.difference
+        else:
+            under -= line.difference
+    return over, under
+
+
 def visit_row(visit: VisitAnalysis, patient: str, source: str) -> list[str]:
+    """One ``visits.csv`` row. The billed columns are empty when no charge line was read for
+    the visit (nothing says what was billed); ``units_billed`` lists the codes whose billed
+    units are known (:func:`~plugin.rules.billed_vs_allowed`)."""
+    billing = billed_vs_allowed(visit)
+    if billing is None:
+        billed_cells = ["", "", ""]
+    else:
+        over, under = over_under(billing)
+        billed_cells = [per_code({b.code: b.billed for b in billing}), str(over), str(under)]
     errors = sum(1 for f in visit.findings if f.severity.value == "error")
     warnings = sum(1 for f in visit.findings if f.severity.value == "warning")
     return [
@@ -97,6 +120,7 @@ def visit_row(visit: VisitAnalysis, patient: str, source: str) -> list[str]:
         str(visit.units_allowed_total),
         per_code(visit.units),
         per_code(visit.minutes),
+        *billed_cells,
         visit.pair.status.value,
         str(len(visit.findings)),
         str(errors),

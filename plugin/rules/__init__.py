@@ -16,10 +16,12 @@ from plugin.rules.code_catalog import CodeCatalog, StaticCodeCatalog, default_co
 from plugin.rules.counts import CodeCounts
 from plugin.rules.engine import (
     Analysis,
+    CodeBilling,
     VisitAnalysis,
     analysis_to_json,
     analyze,
     analyze_visit,
+    billed_vs_allowed,
     finding_to_json,
 )
 from plugin.rules.findings import Finding, FindingFacts, Fix
@@ -39,6 +41,7 @@ __all__ = [
     "CATALOGUE",
     "Analysis",
     "CatalogueEntry",
+    "CodeBilling",
     "CodeCatalog",
     "CodeCounts",
     "Finding",
@@ -59,6 +62,7 @@ __all__ = [
     "analysis_to_json",
     "analyze",
     "analyze_visit",
+    "billed_vs_allowed",
     "catalogue_markdown",
     "cms_allocations",
     "default_code_catalog",
