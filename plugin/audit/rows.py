@@ -11,7 +11,7 @@ import hmac
 from collections.abc import Iterable, Mapping
 
 from plugin.audit.accounting import Rejection
-from plugin.rules import CodeBilling, Finding, VisitAnalysis, billed_vs_allowed
+from plugin.rules import Finding, VisitAnalysis, billed_vs_allowed, over_under_billed
 
 VISIT_COLUMNS = (
     "patient",
@@ -88,17 +88,6 @@ class Pseudonyms:
         return known
 
 
-def over_under(billing: Iterable[CodeBilling]) -> tuple[int, int]:
-    """(units over-billed, units under-billed) summed over the codes of a visit."""
-    over = under = 0
-    for line in billing:
-        if line.difference > 0:
-            over += line.difference
-        else:
-            under -= line.difference
-    return over, under
-
-
 def visit_row(visit: VisitAnalysis, patient: str, source: str) -> list[str]:
     """One ``visits.csv`` row. The billed columns are empty when no charge line was read for
     the visit (nothing says what was billed); ``units_billed`` lists the codes whose billed
@@ -107,7 +96,7 @@ def visit_row(visit: VisitAnalysis, patient: str, source: str) -> list[str]:
     if billing is None:
         billed_cells = ["", "", ""]
     else:
-        over, under = over_under(billing)
+        over, under = over_under_billed(billing)
         billed_cells = [per_code({b.code: b.billed for b in billing}), str(over), str(under)]
     errors = sum(1 for f in visit.findings if f.severity.value == "error")
     warnings = sum(1 for f in visit.findings if f.severity.value == "warning")

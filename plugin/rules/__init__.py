@@ -23,6 +23,7 @@ from plugin.rules.engine import (
     analyze_visit,
     billed_vs_allowed,
     finding_to_json,
+    over_under_billed,
 )
 from plugin.rules.findings import Finding, FindingFacts, Fix
 from plugin.rules.pair import PairResult, PairRule, PairStatus
@@ -71,5 +72,6 @@ __all__ = [
     "load_cms_ptp_file",
     "load_ptp_csv",
     "load_ptp_file",
+    "over_under_billed",
     "units",
 ]

@@ -128,6 +128,18 @@ def billed_vs_allowed(visit: VisitAnalysis) -> tuple[CodeBilling, ...] | None:
     return tuple(rows)
 
 
+def over_under_billed(billing: Sequence[CodeBilling]) -> tuple[int, int]:
+    """(units over-billed, units under-billed) of a visit: its positive differences summed,
+    and its negative ones (as a positive number)."""
+    over = under = 0
+    for line in billing:
+        if line.difference > 0:
+            over += line.difference
+        else:
+            under -= line.difference
+    return over, under
+
+
 _new_visit_analysis = fast_builder(VisitAnalysis)
 
 
