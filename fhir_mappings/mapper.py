@@ -152,13 +152,31 @@ def _human_name(value: object) -> str:
     return ""
 
 
-def _party_name(res: JsonObject, known: Mapping[str, str], index: ReferenceIndex, key: str) -> str:
+PARTY_TYPES = frozenset({"Practitioner", "PractitionerRole", "Location", "Organization"})
+"""Resource types read for their names only (:attr:`TherapyRecord.parties`, issue 18)."""
+
+
+def party_name(
+    res: JsonObject,
+    known: Mapping[str, str] | None = None,
+    index: ReferenceIndex | None = None,
+    key: str = "",
+) -> str:
+    """The display name of a Practitioner (HumanName), PractitionerRole (its practitioner's
+    name from ``known``, else the reference's display, else its code's text), Location or
+    Organization (``name``); "" when none can be read. At most 120 characters."""
+    return _party_name(res, known or {}, index, key)[:120]
+
+
+def _party_name(
+    res: JsonObject, known: Mapping[str, str], index: ReferenceIndex | None, key: str
+) -> str:
     rtype = res.get("resourceType")
     if rtype == "Practitioner":
         return _human_name(res.get("name"))
     if rtype == "PractitionerRole":
         practitioner = res.get("practitioner")
-        target = index.of(practitioner, key) if practitioner is not None else None
+        target = index.of(practitioner, key) if index and practitioner is not None else None
         if target is not None and known.get(target):
             return known[target]
         if type(practitioner) is dict and type(practitioner.get("display")) is str:
@@ -351,9 +369,9 @@ class _Mapper:
         and PractitionerRole (its practitioner's name, else its code), Location and
         Organization (``name``); "" when a resource names nothing readable."""
         names: dict[str, str] = {}
-        for rtype in ("Practitioner", "Location", "Organization", "PractitionerRole"):
+        for rtype in ("Practitioner", "Location", "Organization", "PractitionerRole"):  # roles last
             for _, _, key, res in self.by_type.get(rtype, ()):
-                names[key] = _party_name(res, names, self.index, key)[:120]
+                names[key] = party_name(res, names, self.index, key)
         return names
 
     def _index(self) -> list[_Item]:

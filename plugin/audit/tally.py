@@ -173,7 +173,7 @@ class Tally:
                 row["units_under_billed"] += under
                 name = (names or {}).get(key)
                 if name:
-                    self._name(key, name)
+                    self.add_name(key, name)
         raw, counted = visit.raw_minutes, visit.minutes
         for code in raw.keys() | units.keys():
             totals = self.codes.get(code)
@@ -184,8 +184,11 @@ class Tally:
             totals.counted_minutes += counted.get(code, 0)
             totals.units += units.get(code, 0)
 
-    def _name(self, key: str, name: str) -> None:
-        # the same key named differently in two inputs: the smallest name, in any merge order
+    def add_name(self, key: str, name: str) -> None:
+        """The display name of a practitioner or site; the same key named differently in two
+        inputs keeps the smallest name, so any merge order gives the same table."""
+        if not name:
+            return
         known = self.names.get(key)
         if known is None or name < known:
             self.names[key] = name
@@ -266,7 +269,7 @@ class Tally:
             for key, counts in theirs.items():
                 mine.setdefault(key, Counter()).update(counts)
         for key, name in other.names.items():
-            self._name(key, name)
+            self.add_name(key, name)
 
     # ---- summary.json
 

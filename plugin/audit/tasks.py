@@ -51,7 +51,7 @@ from fhir_mappings import (
     read_line,
 )
 from fhir_mappings.loader import format_size
-from fhir_mappings.mapper import _MAPPED_TYPES, map_collected
+from fhir_mappings.mapper import _MAPPED_TYPES, PARTY_TYPES, map_collected, party_name
 from fhir_mappings.model import MappingIssue
 from fhir_mappings.references import ReferenceIndex
 from fhir_mappings.sources import Collected, SourcedResource, collect_resources
@@ -641,6 +641,12 @@ def split_chunk(task: ChunkTask) -> TaskResult:
             key = f"bundle:{task.chunk_id}:{line_no}"  # a record of its own (pass 2)
         elif rtype in ROUTED_TYPES:
             key = _patient_key(resource, index)
+        elif rtype in PARTY_TYPES and isinstance(resource.get("id"), str):
+            # read for its name only (the by-practitioner and by-site tables): used, not copied
+            tally.resources_read += 1
+            tally.used += 1
+            tally.add_name(f"{rtype}/{resource['id']}", party_name(resource))
+            continue
         else:
             tally.resources_read += 1
             tally.out_of_scope += 1

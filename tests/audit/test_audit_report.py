@@ -186,3 +186,25 @@ def test_headers_and_patient_ids_keep_their_words(samples_out: Path) -> None:
     assert "word-break:break-all" not in css
     assert re.search(r"\.pid\{[^}]*white-space:nowrap", css)
     assert '<span class="pid" title="Patient/' in html
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_an_export_names_its_practitioners_too(tmp_path: Path, jobs: str) -> None:
+    """Bulk Data NDJSON: Practitioner lines name no patient; pass 1 reads their names."""
+    data = json.loads((SAMPLES / "group-delivery-97530.json").read_text())
+    export = tmp_path / "export"
+    export.mkdir()
+    by_type: dict[str, list[str]] = {}
+    for entry in data["entry"]:
+        resource = entry["resource"]
+        by_type.setdefault(resource["resourceType"], []).append(json.dumps(resource))
+    for rtype, lines in by_type.items():
+        (export / f"{rtype}.ndjson").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    assert audit(str(export), "--out", str(out), "-q", "-j", jobs).exit_code == 0
+    body = summary(out)
+    (key,) = body["by_practitioner"]
+    assert body["by_practitioner"][key]["name"] == "Morgan Achebe"
+    assert body["by_practitioner"][key]["visits"] == 1
+    assert "Practitioner" not in body["reconciliation"]["out_of_scope_by_type"]
+    assert body["reconciliation"]["balanced"] is True
