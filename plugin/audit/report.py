@@ -69,8 +69,8 @@ color:#fff;white-space:nowrap}
 vertical-align:-1px}
 .two{display:grid;grid-template-columns:1fr 1fr;gap:18px}
 @media (max-width:860px){.two{grid-template-columns:1fr}}
-.visits .head,.visits summary{display:grid;grid-template-columns:minmax(120px,1.3fr) 88px 78px
-70px minmax(110px,1fr) minmax(110px,1fr) 118px minmax(150px,1.4fr);gap:12px;align-items:center;
+.visits .head,.visits summary{display:grid;grid-template-columns:minmax(150px,2fr) 88px 72px
+64px minmax(100px,1fr) minmax(90px,.9fr) 118px minmax(150px,1.3fr);gap:12px;align-items:center;
 padding:7px 8px}
 .visits .head{color:var(--muted);font-size:12px;font-weight:600;
 border-bottom:1px solid var(--line)}
@@ -302,7 +302,8 @@ def _units(summary: Mapping[str, Any]) -> str:
     for code, c in ordered:
         info = code_info(code)
         descriptor = info.descriptor if info else ""
-        bars.append(Bar(code, c["units"], "#1a73e8", descriptor))
+        short = descriptor.split(",")[0].split("(")[0].strip()[:30]
+        bars.append(Bar(f"{short} ({code})" if short else code, c["units"], "#1a73e8", descriptor))
         rows.append(
             f'<tr><td class="ref">{_e(code)}</td><td>{_e(descriptor)}</td>'
             f'<td class="num">{_n(c["visits"])}</td><td class="num">{_n(c["documented_minutes"])}'
@@ -313,7 +314,7 @@ def _units(summary: Mapping[str, Any]) -> str:
         '<section id="units-by-code"><h2>Units by code</h2>'
         '<p class="hint">Timed units the documentation supports under the payer rule, per code. '
         "Counted minutes are documented minutes after overlaps are attributed to one code.</p>"
-        + bar_chart(bars, label_width=90, css="units-by-code")
+        + bar_chart(bars, label_width=280, css="units-by-code")
         + '<table style="margin-top:10px"><thead><tr><th>code</th><th>descriptor</th>'
         '<th class="num">visits</th><th class="num">documented min</th>'
         '<th class="num">counted min</th><th class="num">units</th></tr></thead><tbody>'
@@ -322,8 +323,9 @@ def _units(summary: Mapping[str, Any]) -> str:
     )
 
 
-def _signed(value: int) -> str:
-    return f"+{_n(value)}" if value > 0 else _n(value)
+def _count_cell(value: int, css: str) -> str:
+    """A number cell, coloured (over red, under blue) only when it is not zero."""
+    return f'<td class="num {css if value else ""}">{_n(value)}</td>'
 
 
 def _billing(summary: Mapping[str, Any]) -> str:
@@ -334,9 +336,9 @@ def _billing(summary: Mapping[str, Any]) -> str:
         f'<td class="num">{_n(b["visits_with_charges"])}</td>'
         f'<td class="num">{_n(b["visits_without_charges"])}</td>'
         f'<td class="num">{_n(b["units_billed"])}</td><td class="num">{_n(b["units_allowed"])}</td>'
-        f'<td class="num over">{_n(b["units_over_billed"])}</td>'
+        f"{_count_cell(b['units_over_billed'], 'over')}"
         f'<td class="num">{_n(b["visits_over_billed"])}</td>'
-        f'<td class="num under">{_n(b["units_under_billed"])}</td>'
+        f"{_count_cell(b['units_under_billed'], 'under')}"
         f'<td class="num">{_n(b["visits_under_billed"])}</td></tr>'
         for rule, b in by_rule.items()
     )
@@ -354,8 +356,8 @@ def _billing(summary: Mapping[str, Any]) -> str:
     month_rows = "".join(
         f'<tr><td>{_e(month)}</td><td class="num">{_n(m["visits"])}</td>'
         f'<td class="num">{_n(m["visits_without_charges"])}</td>'
-        f'<td class="num over">{_n(m["units_over_billed"])}</td>'
-        f'<td class="num under">{_n(m["units_under_billed"])}</td></tr>'
+        f"{_count_cell(m['units_over_billed'], 'over')}"
+        f"{_count_cell(m['units_under_billed'], 'under')}</tr>"
         for month, m in months.items()
     )
     return (
@@ -402,8 +404,8 @@ def _parties(summary: Mapping[str, Any], member: str, title: str, what: str, hin
         f'<td class="ref">{_e(key)}</td><td class="num">{_n(row["visits"])}</td>'
         f'<td class="num">{_n(row["findings"])}</td><td class="num">{_n(row["errors"])}</td>'
         f'<td class="num">{_n(row["warnings"])}</td>'
-        f'<td class="num over">{_n(row["units_over_billed"])}</td>'
-        f'<td class="num under">{_n(row["units_under_billed"])}</td></tr>'
+        f"{_count_cell(row['units_over_billed'], 'over')}"
+        f"{_count_cell(row['units_under_billed'], 'under')}</tr>"
         for key, row in shown
     )
     more = (
