@@ -4,7 +4,6 @@ visit opens onto its timeline. Screenshots go to tests/artifacts/ (git-ignored).
 from __future__ import annotations
 
 import itertools
-
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
