@@ -129,7 +129,64 @@ _GROUP_CODES = frozenset(c for c in codes.CODE_LIST.codes if codes.is_group_code
 _LISTED_CODES = frozenset(codes.CODE_LIST.codes)  # written as the list writes them: no cleaning
 # GP/GO/GN and the NCCI modifiers, as written when nothing needs cleaning or reporting
 _PLAIN_MODIFIERS = frozenset(codes.CODE_LIST.discipline_modifiers) | codes.CODE_LIST.ncci_modifiers
+
+
 # The domain values are frozen dataclasses; these build the same instances several times faster.
+def _human_name(value: object) -> str:
+    """The first readable HumanName: ``text``, else given names and family."""
+    if type(value) is not list:
+        return ""
+    for item in value:
+        if type(item) is not dict:
+            continue
+        if type(item.get("text")) is str and item["text"].strip():
+            return str(item["text"]).strip()
+        given = item.get("given")
+        parts = [g for g in given if type(g) is str] if type(given) is list else []
+        if type(item.get("family")) is str:
+            parts.append(item["family"])
+        if parts:
+            return " ".join(p.strip() for p in parts if p.strip())
+    return ""
+
+
+PARTY_TYPES = frozenset({"Practitioner", "PractitionerRole", "Location", "Organization"})
+"""Resource types read for their names only (:attr:`TherapyRecord.parties`, issue 18)."""
+
+
+def party_name(
+    res: JsonObject,
+    known: Mapping[str, str] | None = None,
+    index: ReferenceIndex | None = None,
+    key: str = "",
+) -> str:
+    """The display name of a Practitioner (HumanName), PractitionerRole (its practitioner's
+    name from ``known``, else the reference's display, else its code's text), Location or
+    Organization (``name``); "" when none can be read. At most 120 characters."""
+    return _party_name(res, known or {}, index, key)[:120]
+
+
+def _party_name(
+    res: JsonObject, known: Mapping[str, str], index: ReferenceIndex | None, key: str
+) -> str:
+    rtype = res.get("resourceType")
+    if rtype == "Practitioner":
+        return _human_name(res.get("name"))
+    if rtype == "PractitionerRole":
+        practitioner = res.get("practitioner")
+        target = index.of(practitioner, key) if index and practitioner is not None else None
+        if target is not None and known.get(target):
+            return known[target]
+        if type(practitioner) is dict and type(practitioner.get("display")) is str:
+            return str(practitioner["display"]).strip()
+        for concept in res.get("code") or ():
+            if type(concept) is dict and type(concept.get("text")) is str:
+                return str(concept["text"]).strip()
+        return ""
+    name = res.get("name")
+    return name.strip() if type(name) is str else ""
+
+
 _new_service = fast_builder(TimedService)
 _new_charge = fast_builder(Charge)
 _new_plan = fast_builder(PlanOfCare)
@@ -302,7 +359,18 @@ class _Mapper:
             context_patient=self.found.context_patient,
             patients=tuple(self.patients),
             other_patient_resources=self.other_patient,
+            parties=self._parties(),
         )
+
+    def _parties(self) -> dict[str, str]:
+        """Display names of the care providers and places present (issue 18): Practitioner
+        and PractitionerRole (its practitioner's name, else its code), Location and
+        Organization (``name``); "" when a resource names nothing readable."""
+        names: dict[str, str] = {}
+        for rtype in ("Practitioner", "Location", "Organization", "PractitionerRole"):  # roles last
+            for _, _, key, res in self.by_type.get(rtype, ()):
+                names[key] = party_name(res, names, self.index, key)
+        return names
 
     def _index(self) -> list[_Item]:
         """Key every resource (the first copy of a key wins), group by type, note its shape."""
@@ -772,6 +840,15 @@ class _Mapper:
         patient, _ = self._subject(res, "subject", loc, key)
         if type(status) is str:
             status = _R4_ENCOUNTER_STATUS.get(status, status)
+        locations: list[str] = []
+        raw_locations = res.get("location")
+        if type(raw_locations) is list:
+            for entry in raw_locations:
+                if type(entry) is dict:
+                    found = self.index.of(entry.get("location"), key)
+                    if found is not None and found not in locations:
+                        locations.append(found)
+        provider = res.get("serviceProvider")
         self.encounters[key] = _new_encounter(
             ref=key,
             status=status if isinstance(status, str) else None,
@@ -779,6 +856,8 @@ class _Mapper:
             end=end_utc,
             service_date=day,
             patient=patient,
+            locations=tuple(locations),
+            service_provider=self.index.of(provider, key) if provider is not None else None,
         )
 
     # ---- CarePlan (R-H9) and plans
@@ -1235,6 +1314,7 @@ class _Mapper:
             plan_refs,
             bool(res.get("reasonCode") or res.get("reasonReference") or res.get("reason")),
             display,
+            index.of(res.get("location"), key) if "location" in res else None,
         )
 
     def _timing(self, res: JsonObject, loc: str, key: str) -> _Span:

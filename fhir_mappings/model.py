@@ -107,6 +107,9 @@ class TimedService:
     plan_refs: tuple[str, ...] = ()  # basedOn references, normalised ("CarePlan/cp1")
     has_reason: bool = False  # reasonCode / reasonReference (R4) or reason (R5) present
     display: str | None = None
+    # Added for issue 18 (additive, defaulted): Procedure.location ("Location/x"), for the
+    # audit's by-site table; the rules do not read it.
+    location: str | None = None
 
     @property
     def minutes(self) -> int | None:
@@ -163,6 +166,9 @@ class EncounterInfo:
     end: datetime | None
     service_date: date | None
     patient: str | None = None
+    # Added for issue 18 (additive, defaulted), for the audit's by-site table (not the rules):
+    locations: tuple[str, ...] = ()  # Encounter.location[].location references, in order
+    service_provider: str | None = None  # Encounter.serviceProvider ("Organization/x")
 
 
 class IssueCode(StrEnum):
@@ -234,6 +240,11 @@ class TherapyRecord:
     # Added for issue 14 (additive, defaulted): resources left out because they are not shown to
     # be about ``context_patient`` (a count only: their ids are never kept).
     other_patient_resources: int = 0
+    # Added for issue 18 (additive, defaulted): display names of the Practitioner,
+    # PractitionerRole, Location and Organization resources present in the input, by key
+    # ("Practitioner/x" -> "Jordan Reyes, PT"), for the audit's by-practitioner and by-site
+    # tables; names of people who provide care, never of patients.
+    parties: Mapping[str, str] = field(default_factory=dict)
 
 
 class SetAsideReason(StrEnum):

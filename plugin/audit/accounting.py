@@ -8,11 +8,13 @@ split of a record's resources is computed from their keys, so that the audit's r
 (``resources read = used + out of scope + duplicates + rejected``) is a count of things, not a
 difference of totals:
 
-* used -- the key of a service, a charge, a plan or an encounter the rules received;
+* used -- the key of a service, a charge, a plan or an encounter the rules received, and of
+  every Practitioner, PractitionerRole, Location and Organization (read for their names: the
+  report's by-practitioner and by-site tables);
 * rejected -- a resource the mapper skipped as unusable, the second, different copy of a resource
   (the first is used), or a container entry that held no resource;
 * duplicates -- identical copies of a resource already read (nothing is lost);
-* out of scope -- everything else: Patients, Conditions, Practitioners ..., and Procedures,
+* out of scope -- everything else: Patients, Conditions ..., and Procedures,
   ServiceRequests and Claims coded outside CPT/HCPCS.
 """
 
@@ -65,11 +67,13 @@ class RecordAccount:
 
 
 def used_keys(record: TherapyRecord) -> set[str]:
-    """Keys of the resources the rules received (services, charges, plans, encounters)."""
+    """Keys of the resources the rules received (services, charges, plans, encounters) and of
+    the care providers and places read for the report's tables (see the module docstring)."""
     keys = {s.ref for s in record.services}
     keys.update(c.ref.split("#", 1)[0] for c in record.charges)
     keys.update(k for k in record.plans if "#" not in k)  # contained plans live in a Procedure
     keys.update(record.encounters)
+    keys.update(record.parties)
     return keys
 
 

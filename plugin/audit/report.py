@@ -16,6 +16,7 @@ from typing import Any
 
 from fhir_mappings.codes import code_info
 from plugin.audit.charts import Bar, Series, bar_chart, stacked_bar, trend_chart
+from plugin.audit.tally import NOT_RECORDED
 from plugin.audit.tasks import ReportVisit
 from plugin.rules import CATALOGUE, RuleId
 
@@ -58,7 +59,7 @@ margin:18px 0}
 .tile.error .value{color:#c5221f}.tile.ok .value{color:#188038}
 table{border-collapse:collapse;width:100%;font-size:13px}
 th,td{text-align:left;padding:6px 8px;border-bottom:1px solid #eceff1;vertical-align:top}
-th{color:var(--muted);font-weight:600;font-size:12px;text-transform:uppercase;letter-spacing:.03em}
+th{color:var(--muted);font-weight:600;font-size:12px;letter-spacing:.02em}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 .sev{display:inline-block;border-radius:10px;padding:0 8px;font-size:11px;font-weight:600;
 color:#fff;white-space:nowrap}
@@ -68,10 +69,12 @@ color:#fff;white-space:nowrap}
 vertical-align:-1px}
 .two{display:grid;grid-template-columns:1fr 1fr;gap:18px}
 @media (max-width:860px){.two{grid-template-columns:1fr}}
-.visits .head,.visits summary{display:grid;grid-template-columns:190px 92px 64px 64px 200px
-118px 1fr;gap:8px;align-items:center;padding:7px 8px}
-.visits .head{color:var(--muted);font-size:12px;font-weight:600;text-transform:uppercase;
+.visits .head,.visits summary{display:grid;grid-template-columns:minmax(150px,2fr) 88px 72px
+64px minmax(100px,1fr) minmax(90px,.9fr) 118px minmax(150px,1.3fr);gap:12px;align-items:center;
+padding:7px 8px}
+.visits .head{color:var(--muted);font-size:12px;font-weight:600;
 border-bottom:1px solid var(--line)}
+.visits .head span,.visits summary>span{min-width:0}
 .visits details{border-bottom:1px solid #eceff1}
 .visits summary{cursor:pointer;list-style:none}
 .visits summary::-webkit-details-marker{display:none}
@@ -80,7 +83,19 @@ border-bottom:1px solid var(--line)}
 .visits .body{padding:10px 12px 16px;background:var(--soft)}
 .visits .body svg.timeline{background:#fff;border:1px solid var(--line);border-radius:6px;
 max-width:100%;height:auto}
-.ref{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:12px;word-break:break-all}
+.ref{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:12px;overflow-wrap:anywhere}
+.pid{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:12px;white-space:nowrap;
+overflow:hidden;text-overflow:ellipsis}
+.chip{display:inline-block;font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:11px;
+border-radius:4px;padding:0 5px;margin:1px 3px 1px 0;white-space:nowrap;border:1px solid}
+.chip.error{color:#c5221f;border-color:#f1b5b1;background:#fce8e6}
+.chip.warning{color:#b55b00;border-color:#f7cfa3;background:#fef3e5}
+.chip.info{color:#1967d2;border-color:#aecbfa;background:#e8f0fe}
+.hbar td{vertical-align:middle}
+.hbar .track{background:#f1f3f4;border-radius:3px;height:14px;min-width:60px}
+.hbar .fill{height:14px;border-radius:3px}
+.over{color:#c5221f;font-weight:600}.under{color:#1967d2;font-weight:600}
+a{color:var(--accent)}
 .rule{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:12px;white-space:nowrap}
 .badges .sev{margin:1px 3px 1px 0}
 .pair{font-size:12px;font-weight:600}
@@ -129,7 +144,8 @@ def _header(summary: Mapping[str, Any]) -> str:
         f"{_e(rules['ptp_version'])}{_e(pseudo)}</p>"
         f'<p class="run">{_n(inputs["document_files"])} document file(s), '
         f"{_n(inputs['export_files'])} export file(s) · started {_e(run['started'])} · "
-        f"{_e(run['seconds'])} s with {_e(run['jobs'])} process(es)</p></div></header>"
+        f"{_e(run['seconds'])} s with {_e(run['jobs'])} process(es)</p>"
+        f'<p class="run">Beside this page: {_links()}</p></div></header>'
     )
 
 
@@ -171,38 +187,45 @@ def _totals(summary: Mapping[str, Any]) -> str:
 def _findings_by_rule(summary: Mapping[str, Any]) -> str:
     by_rule: Mapping[str, int] = summary["findings_by_rule"]
     not_on_visit: Mapping[str, int] = summary["findings_not_on_a_visit_by_rule"]
-    bars = []
+    top = max(by_rule.values(), default=0) or 1
     rows = []
     for rule, count in by_rule.items():
         severity, meaning = _meaning(rule)
-        bars.append(Bar(rule, count, SEVERITY_COLOUR.get(severity, "#5f6368"), meaning))
+        colour = SEVERITY_COLOUR.get(severity, "#5f6368")
+        share = max(1.0, 100 * count / top)
         rows.append(
-            f'<tr><td><span class="sev {_e(severity)}">{_e(severity)}</span></td>'
-            f'<td class="rule">{_e(rule)}</td><td class="num">{_n(count)}</td>'
-            f'<td class="num">{_n(not_on_visit.get(rule, 0))}</td><td>{_e(meaning)}</td></tr>'
+            f'<tr><td>{_e(_sentence(meaning) or rule)} <span class="chip {_e(severity)}">'
+            f"{_e(rule)}</span></td>"
+            f'<td style="width:32%"><div class="track"><div class="fill" style="width:'
+            f'{share:.1f}%;background:{colour}" title="{_e(rule)}: {_n(count)}"></div></div></td>'
+            f'<td class="num">{_n(count)}</td>'
+            f'<td class="num">{_n(not_on_visit.get(rule, 0))}</td></tr>'
         )
     legend = "".join(
         f'<span><span class="swatch" style="background:{c}"></span>{_e(s)}</span>'
         for s, c in SEVERITY_COLOUR.items()
     )
     table = (
-        '<table><thead><tr><th>severity</th><th>rule</th><th class="num">findings</th>'
-        '<th class="num">not on a visit</th><th>meaning</th></tr></thead><tbody>'
+        '<table class="hbar"><thead><tr><th>finding (rule id)</th><th></th>'
+        '<th class="num">findings</th><th class="num">not on a visit</th></tr></thead><tbody>'
         + "".join(rows)
         + "</tbody></table>"
         if rows
-        else ""
+        else '<p class="hint">No finding.</p>'
     )
     return (
         '<section id="findings-by-rule"><h2>Findings by rule</h2>'
         '<p class="hint">Every finding of every visit, and those not tied to a visit (services '
-        "set aside for their status or a missing date, charges no visit supports).</p>"
-        + bar_chart(bars, css="findings-by-rule")
-        + f'<div class="legend">{legend}</div>'
-        + '<details style="margin-top:12px"><summary>What each rule means</summary>'
+        "set aside for their status or a missing date, charges no visit supports), most "
+        "frequent first; each line says what the finding means, its rule id beside it.</p>"
         + table
-        + "</details></section>"
+        + f'<div class="legend">{legend}</div></section>'
     )
+
+
+def _sentence(meaning: str) -> str:
+    """A catalogue meaning as a label: its first letter capitalised."""
+    return meaning[:1].upper() + meaning[1:]
 
 
 def _pair(summary: Mapping[str, Any]) -> str:
@@ -279,7 +302,8 @@ def _units(summary: Mapping[str, Any]) -> str:
     for code, c in ordered:
         info = code_info(code)
         descriptor = info.descriptor if info else ""
-        bars.append(Bar(code, c["units"], "#1a73e8", descriptor))
+        short = descriptor.split(",")[0].split("(")[0].strip()[:30]
+        bars.append(Bar(f"{short} ({code})" if short else code, c["units"], "#1a73e8", descriptor))
         rows.append(
             f'<tr><td class="ref">{_e(code)}</td><td>{_e(descriptor)}</td>'
             f'<td class="num">{_n(c["visits"])}</td><td class="num">{_n(c["documented_minutes"])}'
@@ -290,11 +314,114 @@ def _units(summary: Mapping[str, Any]) -> str:
         '<section id="units-by-code"><h2>Units by code</h2>'
         '<p class="hint">Timed units the documentation supports under the payer rule, per code. '
         "Counted minutes are documented minutes after overlaps are attributed to one code.</p>"
-        + bar_chart(bars, label_width=90, css="units-by-code")
+        + bar_chart(bars, label_width=280, css="units-by-code")
         + '<table style="margin-top:10px"><thead><tr><th>code</th><th>descriptor</th>'
         '<th class="num">visits</th><th class="num">documented min</th>'
         '<th class="num">counted min</th><th class="num">units</th></tr></thead><tbody>'
         + "".join(rows)
+        + "</tbody></table></section>"
+    )
+
+
+def _count_cell(value: int, css: str) -> str:
+    """A number cell, coloured (over red, under blue) only when it is not zero."""
+    return f'<td class="num {css if value else ""}">{_n(value)}</td>'
+
+
+def _billing(summary: Mapping[str, Any]) -> str:
+    by_rule: Mapping[str, Mapping[str, int]] = summary["billing_by_payer_rule"]
+    months: Mapping[str, Mapping[str, int]] = summary["by_month"]
+    rows = "".join(
+        f"<tr><td>{_e(PAYER_RULE_NAME.get(rule, rule))}</td>"
+        f'<td class="num">{_n(b["visits_with_charges"])}</td>'
+        f'<td class="num">{_n(b["visits_without_charges"])}</td>'
+        f'<td class="num">{_n(b["units_billed"])}</td><td class="num">{_n(b["units_allowed"])}</td>'
+        f"{_count_cell(b['units_over_billed'], 'over')}"
+        f'<td class="num">{_n(b["visits_over_billed"])}</td>'
+        f"{_count_cell(b['units_under_billed'], 'under')}"
+        f'<td class="num">{_n(b["visits_under_billed"])}</td></tr>'
+        for rule, b in by_rule.items()
+    )
+    chart = trend_chart(
+        list(months),
+        [
+            Series(
+                "units over-billed", [m["units_over_billed"] for m in months.values()], "#c5221f"
+            ),
+            Series(
+                "units under-billed", [m["units_under_billed"] for m in months.values()], "#1a73e8"
+            ),
+        ],
+    )
+    month_rows = "".join(
+        f'<tr><td>{_e(month)}</td><td class="num">{_n(m["visits"])}</td>'
+        f'<td class="num">{_n(m["visits_without_charges"])}</td>'
+        f"{_count_cell(m['units_over_billed'], 'over')}"
+        f"{_count_cell(m['units_under_billed'], 'under')}</tr>"
+        for month, m in months.items()
+    )
+    return (
+        '<section id="billed-vs-allowed"><h2>Billed beside allowed</h2>'
+        '<p class="hint">Per visit and timed code, the units billed (charges: ServiceRequests, '
+        "Claim or EOB items, billed-units extensions) beside the units the documented minutes "
+        "allow under the payer rule. Over-billed: billed above allowed, a repayment risk; "
+        "under-billed: documented time not billed. Visits without any charge line are counted "
+        "apart and not compared. Per visit in "
+        '<a href="visits.csv">visits.csv</a> (units_billed, units_over_billed, '
+        "units_under_billed).</p>"
+        '<table><thead><tr><th>payer rule</th><th class="num">visits with charges</th>'
+        '<th class="num">without charges</th><th class="num">units billed</th>'
+        '<th class="num">units allowed</th><th class="num">units over-billed</th>'
+        '<th class="num">visits over</th><th class="num">units under-billed</th>'
+        '<th class="num">visits under</th></tr></thead><tbody>'
+        + rows
+        + "</tbody></table>"
+        + f'<div style="margin-top:14px">{chart}</div>'
+        + '<details style="margin-top:12px"><summary>Month by month</summary><table><thead>'
+        '<tr><th>month</th><th class="num">visits</th><th class="num">without charges</th>'
+        '<th class="num">units over-billed</th><th class="num">units under-billed</th></tr>'
+        "</thead><tbody>" + month_rows + "</tbody></table></details></section>"
+    )
+
+
+def _name_cell(name: str, key: str) -> str:
+    if name:
+        return _e(name)
+    if key == NOT_RECORDED:
+        return '<span class="hint">none named in the input</span>'
+    return '<span class="hint">no name in the input</span>'
+
+
+#: Rows shown in the by-practitioner and by-site tables (all of them are in summary.json).
+PARTY_ROWS = 50
+
+
+def _parties(summary: Mapping[str, Any], member: str, title: str, what: str, hint: str) -> str:
+    table: Mapping[str, Mapping[str, Any]] = summary[member]
+    shown = list(table.items())[:PARTY_ROWS]
+    rows = "".join(
+        f"<tr><td>{_name_cell(row['name'], key)}</td>"
+        f'<td class="ref">{_e(key)}</td><td class="num">{_n(row["visits"])}</td>'
+        f'<td class="num">{_n(row["findings"])}</td><td class="num">{_n(row["errors"])}</td>'
+        f'<td class="num">{_n(row["warnings"])}</td>'
+        f"{_count_cell(row['units_over_billed'], 'over')}"
+        f"{_count_cell(row['units_under_billed'], 'under')}</tr>"
+        for key, row in shown
+    )
+    more = (
+        f" The {_n(len(shown))} with the most findings of {_n(len(table))}; all are in "
+        '<a href="summary.json">summary.json</a>.'
+        if len(table) > len(shown)
+        else ""
+    )
+    return (
+        f'<section id="{_e(member.replace("_", "-"))}"><h2>{_e(title)}</h2>'
+        f'<p class="hint">{hint}{more}</p>'
+        f"<table><thead><tr><th>{_e(what)}</th><th>reference</th>"
+        '<th class="num">visits</th><th class="num">findings</th><th class="num">errors</th>'
+        '<th class="num">warnings</th><th class="num">units over-billed</th>'
+        '<th class="num">units under-billed</th></tr></thead><tbody>'
+        + (rows or '<tr><td colspan="8">No visit.</td></tr>')
         + "</tbody></table></section>"
     )
 
@@ -349,33 +476,66 @@ def _reconciliation(summary: Mapping[str, Any], rejected_sample: Sequence[Sequen
     )
 
 
+def _billed_cell(visit: ReportVisit) -> str:
+    if visit.over_billed is None or visit.under_billed is None:
+        return '<span class="hint" title="no charge line was read for this visit">no charges</span>'
+    parts = []
+    if visit.over_billed:
+        parts.append(f'<span class="over">+{_n(visit.over_billed)} over</span>')
+    if visit.under_billed:
+        parts.append(f'<span class="under">−{_n(visit.under_billed)} under</span>')
+    shown = " ".join(parts) or "as allowed"
+    return f'<span title="billed {_e(visit.billed.replace(";", " "))}">{shown}</span>'
+
+
 def _visit(index: int, visit: ReportVisit) -> str:
-    counts: dict[str, int] = {}
+    severity_of: dict[str, str] = {}
     for finding in visit.findings:
-        counts[finding[1]] = counts.get(finding[1], 0) + 1
-    badges = "".join(
-        f'<span class="sev {s}">{counts[s]} {s}{"s" if counts[s] > 1 and s != "info" else ""}'
-        "</span>"
-        for s in ("error", "warning", "info")
-        if s in counts
+        severity_of.setdefault(finding[0], finding[1])
+    chips = "".join(
+        f'<span class="chip {_e(sev)}" title="{_e(_sentence(_meaning(rule)[1]))}">{_e(rule)}</span>'
+        for rule, sev in sorted(
+            severity_of.items(),
+            key=lambda kv: (
+                ("error", "warning", "info").index(kv[1])
+                if kv[1] in ("error", "warning", "info")
+                else 3,
+                kv[0],
+            ),
+        )
     )
-    ids = ", ".join(sorted({f[0] for f in visit.findings}))
     pair_css = {"SUPPORTED": "ok", "NOT_SUPPORTED": "bad"}.get(visit.pair, "")
     findings = "".join(
-        f'<tr><td><span class="sev {_e(f[1])}">{_e(f[1])}</span></td><td class="rule">{_e(f[0])}'
-        f'</td><td>{_e(f[4])}</td><td class="ref">{_e(f[3])}</td></tr>'
+        f'<tr><td><span class="sev {_e(f[1])}">{_e(f[1])}</span></td><td class="rule" '
+        f'title="{_e(_sentence(_meaning(f[0])[1]))}">{_e(f[0])}</td><td>{_e(f[4])}</td>'
+        f'<td class="ref">{_e(f[3])}</td></tr>'
         for f in visit.findings
     )
     timeline = visit.svg or "<p>No timeline for this visit.</p>"
+    zone = (
+        f'<p class="hint">Clock times in {_e(visit.zone)}, the offset the visit was recorded '
+        "in (as the sandbox shows it).</p>"
+        if visit.svg and visit.zone
+        else ""
+    )
+    billed = (
+        f'<p class="hint">Units billed: {_e(visit.billed.replace(";", " ")) or "none"} · '
+        f"allowed: {_e(visit.units.replace(';', ' ')) or 'none'}</p>"
+        if visit.over_billed is not None
+        else '<p class="hint">No charge line was read for this visit: billed units not '
+        "compared.</p>"
+    )
     source = f'<p class="hint ref">Source: {_e(visit.source)}</p>' if visit.source else ""
     return (
         f'<details class="visit" id="visit-{index}"><summary>'
-        f'<span class="ref">{_e(visit.patient)}</span><span>{_e(visit.date)}</span>'
+        f'<span class="pid" title="{_e(visit.patient)}">{_e(visit.patient)}</span>'
+        f"<span>{_e(visit.date)}</span>"
         f"<span>{_e(visit.discipline)}</span><span>{_n(visit.total_timed_minutes)} min</span>"
         f'<span class="ref">{_e(visit.units.replace(";", " "))}</span>'
+        f"<span>{_billed_cell(visit)}</span>"
         f'<span class="pair {pair_css}">{_e(visit.pair)}</span>'
-        f'<span class="badges" title="{_e(ids)}">{badges}</span></summary>'
-        f'<div class="body">{timeline}'
+        f'<span class="badges">{chips}</span></summary>'
+        f'<div class="body">{zone}{timeline}{billed}'
         '<table style="margin-top:10px"><thead><tr><th>severity</th><th>rule</th><th>finding</th>'
         f"<th>resources</th></tr></thead><tbody>{findings}</tbody></table>{source}</div></details>"
     )
@@ -388,17 +548,33 @@ def _visits(summary: Mapping[str, Any], visits: Sequence[ReportVisit]) -> str:
         f"All {_n(total)} visits with findings, most serious first."
         if shown >= total
         else f"The {_n(shown)} most serious of {_n(total)} visits with findings; all of them are "
-        "in visits.csv and findings.csv."
+        'in <a href="visits.csv">visits.csv</a> and <a href="findings.csv">findings.csv</a>.'
     )
     body = "".join(_visit(i, v) for i, v in enumerate(visits, start=1))
     return (
         '<section id="visits" class="visits"><h2>Visits with findings</h2>'
-        f'<p class="hint">{note} Open a visit to see its timeline: one lane per code, overlaps '
-        "in red.</p>"
+        f'<p class="hint">{note} The rules each visit hit are listed (point at one for its '
+        "meaning). Open a visit to see its timeline, in the clock the visit was recorded in: "
+        "one lane per code, overlaps in red.</p>"
         '<div class="head"><span>patient</span><span>date</span><span>discipline</span>'
-        "<span>minutes</span><span>units</span><span>pair</span><span>findings</span></div>"
+        "<span>minutes</span><span>units allowed</span><span>billed</span><span>pair</span>"
+        "<span>rules hit</span></div>"
         + (body or '<p class="hint">No visit has a finding.</p>')
         + "</section>"
+    )
+
+
+_OUTPUT_LINKS = (
+    ("visits.csv", "one row per visit"),
+    ("findings.csv", "one row per finding"),
+    ("rejected.csv", "what could not be read"),
+    ("summary.json", "every number on this page"),
+)
+
+
+def _links() -> str:
+    return " · ".join(
+        f'<a href="{name}" title="{_e(what)}">{name}</a>' for name, what in _OUTPUT_LINKS
     )
 
 
@@ -420,11 +596,30 @@ def render_report(
         + _findings_by_rule(summary)
         + _pair(summary)
         + _by_month(summary)
+        + _billing(summary)
         + _units(summary)
+        + _parties(
+            summary,
+            "by_practitioner",
+            "By practitioner",
+            "practitioner",
+            "The therapists who performed each visit's services (Procedure.performer: "
+            "Practitioner or PractitionerRole); a visit with two counts under both. "
+            f"{_e(NOT_RECORDED)}: no performer recorded.",
+        )
+        + _parties(
+            summary,
+            "by_site",
+            "By site",
+            "site",
+            "Where each visit took place: the Procedure's location, else the Encounter's "
+            f"location, else its service provider. {_e(NOT_RECORDED)}: none recorded.",
+        )
         + _visits(summary, visits)
         + _reconciliation(summary, rejected_sample)
         + "<footer>therapy-cds audit · the same rules as <code>therapy-cds check</code> · "
-        "visits.csv, findings.csv, rejected.csv and summary.json sit beside this page</footer>"
+        + _links()
+        + " sit beside this page</footer>"
         + "</main></body></html>\n"
     )
 

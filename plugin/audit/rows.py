@@ -11,7 +11,7 @@ import hmac
 from collections.abc import Iterable, Mapping
 
 from plugin.audit.accounting import Rejection
-from plugin.rules import Finding, VisitAnalysis
+from plugin.rules import Finding, VisitAnalysis, billed_vs_allowed, over_under_billed
 
 VISIT_COLUMNS = (
     "patient",
@@ -22,6 +22,9 @@ VISIT_COLUMNS = (
     "units_allowed_total",
     "units",
     "minutes",
+    "units_billed",
+    "units_over_billed",
+    "units_under_billed",
     "pair",
     "findings",
     "errors",
@@ -86,6 +89,15 @@ class Pseudonyms:
 
 
 def visit_row(visit: VisitAnalysis, patient: str, source: str) -> list[str]:
+    """One ``visits.csv`` row. The billed columns are empty when no charge line was read for
+    the visit (nothing says what was billed); ``units_billed`` lists the codes whose billed
+    units are known (:func:`~plugin.rules.billed_vs_allowed`)."""
+    billing = billed_vs_allowed(visit)
+    if billing is None:
+        billed_cells = ["", "", ""]
+    else:
+        over, under = over_under_billed(billing)
+        billed_cells = [per_code({b.code: b.billed for b in billing}), str(over), str(under)]
     errors = sum(1 for f in visit.findings if f.severity.value == "error")
     warnings = sum(1 for f in visit.findings if f.severity.value == "warning")
     return [
@@ -97,6 +109,7 @@ def visit_row(visit: VisitAnalysis, patient: str, source: str) -> list[str]:
         str(visit.units_allowed_total),
         per_code(visit.units),
         per_code(visit.minutes),
+        *billed_cells,
         visit.pair.status.value,
         str(len(visit.findings)),
         str(errors),

@@ -421,16 +421,14 @@ def _draw(
     if not tasks:
         return visits
     progress.phase("Drawing timelines", len(visits))
-    svgs: dict[tuple[Any, str, str, str], str] = {}
+    svgs: dict[tuple[Any, str, str, str], tuple[str, str]] = {}
     result: DrawResult
     sizes = {task.task_id: task.size for task in tasks}
     for result in pool.run(tasks):
         svgs.update(result.svgs)
         progress.advance(sizes[result.task_id], 0)
-    return [
-        replace(v, svg=svgs.get((v.locator, v.patient_ref, v.date, v.discipline), ""))
-        for v in visits
-    ]
+    drawn = [(v, svgs.get((v.locator, v.patient_ref, v.date, v.discipline))) for v in visits]
+    return [v if found is None else replace(v, svg=found[0], zone=found[1]) for v, found in drawn]
 
 
 def _largest_first(tasks: list[Any]) -> list[Any]:

@@ -1,17 +1,48 @@
 """Running totals of an audit: small, mergeable counters (one per task, summed by the runner).
 
 Nothing here grows with the number of visits: counts are keyed by rule id, pair status, month,
-discipline, code, resource type and rejection code, all of them bounded vocabularies.
+discipline, code, resource type and rejection code, all of them bounded vocabularies, and by
+practitioner and site (one entry per therapist or place named in the input: a clinic's staff
+list, not its visits).
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from plugin.audit.accounting import RESOURCE_KINDS, RecordAccount, Rejection
-from plugin.rules import Finding, PairStatus, Severity, VisitAnalysis
+from plugin.rules import (
+    Finding,
+    PairStatus,
+    Severity,
+    VisitAnalysis,
+    billed_vs_allowed,
+    over_under_billed,
+)
+
+#: The by-practitioner / by-site bucket of visits whose input names no therapist or place.
+NOT_RECORDED = "(not recorded)"
+_BILLING_KEYS = (
+    "visits_with_charges",
+    "visits_without_charges",
+    "units_billed",
+    "units_allowed",
+    "units_over_billed",
+    "units_under_billed",
+    "visits_over_billed",
+    "visits_under_billed",
+)
+_PARTY_KEYS = (
+    "visits",
+    "findings",
+    "errors",
+    "warnings",
+    "units_over_billed",
+    "units_under_billed",
+)
 
 PAIR_ORDER = tuple(status.value for status in PairStatus)
 SEVERITIES = tuple(s.value for s in Severity)
@@ -48,6 +79,10 @@ class Tally:
     disciplines: Counter[str] = field(default_factory=Counter)
     months: dict[str, Counter[str]] = field(default_factory=dict)
     codes: dict[str, CodeTotals] = field(default_factory=dict)
+    billing: dict[str, Counter[str]] = field(default_factory=dict)  # by payer rule
+    practitioners: dict[str, Counter[str]] = field(default_factory=dict)
+    sites: dict[str, Counter[str]] = field(default_factory=dict)
+    names: dict[str, str] = field(default_factory=dict)  # practitioner / site key -> name
     # reconciliation
     files_read: int = 0
     files_rejected: int = 0
@@ -66,7 +101,16 @@ class Tally:
 
     # ---- visits and findings
 
-    def add_visit(self, visit: VisitAnalysis) -> None:
+    def add_visit(
+        self,
+        visit: VisitAnalysis,
+        practitioners: Sequence[str] = (),
+        site: str = "",
+        names: Mapping[str, str] | None = None,
+    ) -> None:
+        """Count ``visit``; ``practitioners`` (its performers) and ``site`` key the
+        by-practitioner and by-site tables (a visit counts under each of its performers),
+        ``names`` gives their display names when the input holds them."""
         self.visits += 1
         self.timed_minutes += visit.total_timed_minutes
         units = visit.units
@@ -92,6 +136,44 @@ class Tally:
             if errors:
                 self.visits_with_errors += 1
                 month["visits_with_errors"] += 1
+        over = under = 0
+        billing = billed_vs_allowed(visit)
+        by_rule = self.billing.get(visit.payer_rule)
+        if by_rule is None:
+            by_rule = self.billing[visit.payer_rule] = Counter()
+        if billing is None:
+            by_rule["visits_without_charges"] += 1
+            month["visits_without_charges"] += 1
+        else:
+            over, under = over_under_billed(billing)
+            by_rule["visits_with_charges"] += 1
+            by_rule["units_billed"] += sum(b.billed for b in billing)
+            by_rule["units_allowed"] += sum(b.allowed for b in billing)
+            by_rule["units_over_billed"] += over
+            by_rule["units_under_billed"] += under
+            by_rule["visits_over_billed"] += over > 0
+            by_rule["visits_under_billed"] += under > 0
+            month["units_over_billed"] += over
+            month["units_under_billed"] += under
+        errors_here = sum(1 for f in visit.findings if f.severity is Severity.ERROR)
+        warnings_here = sum(1 for f in visit.findings if f.severity is Severity.WARNING)
+        for table, keys in (
+            (self.practitioners, practitioners or (NOT_RECORDED,)),
+            (self.sites, (site or NOT_RECORDED,)),
+        ):
+            for key in keys:
+                row = table.get(key)
+                if row is None:
+                    row = table[key] = Counter()
+                row["visits"] += 1
+                row["findings"] += len(visit.findings)
+                row["errors"] += errors_here
+                row["warnings"] += warnings_here
+                row["units_over_billed"] += over
+                row["units_under_billed"] += under
+                name = (names or {}).get(key)
+                if name:
+                    self.add_name(key, name)
         raw, counted = visit.raw_minutes, visit.minutes
         for code in raw.keys() | units.keys():
             totals = self.codes.get(code)
@@ -101,6 +183,15 @@ class Tally:
             totals.documented_minutes += raw.get(code, 0)
             totals.counted_minutes += counted.get(code, 0)
             totals.units += units.get(code, 0)
+
+    def add_name(self, key: str, name: str) -> None:
+        """The display name of a practitioner or site; the same key named differently in two
+        inputs keeps the smallest name, so any merge order gives the same table."""
+        if not name:
+            return
+        known = self.names.get(key)
+        if known is None or name < known:
+            self.names[key] = name
 
     def add_input_finding(self, finding: Finding) -> None:
         """A finding not tied to a visit (a set-aside service, an unattached charge)."""
@@ -170,8 +261,27 @@ class Tally:
             self.months.setdefault(month, Counter()).update(counts)
         for code, totals in other.codes.items():
             self.codes.setdefault(code, CodeTotals()).merge(totals)
+        for mine, theirs in (
+            (self.billing, other.billing),
+            (self.practitioners, other.practitioners),
+            (self.sites, other.sites),
+        ):
+            for key, counts in theirs.items():
+                mine.setdefault(key, Counter()).update(counts)
+        for key, name in other.names.items():
+            self.add_name(key, name)
 
     # ---- summary.json
+
+    def _parties(self, table: Mapping[str, Counter[str]]) -> dict[str, dict[str, Any]]:
+        """Most findings first, then most visits, then by key; the name when one is known."""
+        ordered = sorted(
+            table.items(), key=lambda kv: (-kv[1]["findings"], -kv[1]["visits"], kv[0])
+        )
+        return {
+            key: {"name": self.names.get(key, ""), **{k: c[k] for k in _PARTY_KEYS}}
+            for key, c in ordered
+        }
 
     def reconciliation(self) -> dict[str, Any]:
         accounted = self.used + self.out_of_scope + self.duplicates + self.rejected
@@ -225,9 +335,18 @@ class Tally:
                     "errors": c["error"],
                     "warnings": c["warning"],
                     "infos": c["info"],
+                    "visits_without_charges": c["visits_without_charges"],
+                    "units_over_billed": c["units_over_billed"],
+                    "units_under_billed": c["units_under_billed"],
                 }
                 for month, c in sorted(self.months.items())
             },
+            "billing_by_payer_rule": {
+                rule: {key: c[key] for key in _BILLING_KEYS}
+                for rule, c in sorted(self.billing.items())
+            },
+            "by_practitioner": self._parties(self.practitioners),
+            "by_site": self._parties(self.sites),
             "units_by_code": {
                 code: {
                     "visits": t.visits,

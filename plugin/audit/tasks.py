@@ -42,6 +42,7 @@ from fhir_mappings import (
     InputError,
     InputProblem,
     TherapyRecord,
+    TherapyVisit,
     group_visits,
     load_path,
     map_document,
@@ -50,7 +51,7 @@ from fhir_mappings import (
     read_line,
 )
 from fhir_mappings.loader import format_size
-from fhir_mappings.mapper import _MAPPED_TYPES, map_collected
+from fhir_mappings.mapper import _MAPPED_TYPES, PARTY_TYPES, map_collected, party_name
 from fhir_mappings.model import MappingIssue
 from fhir_mappings.references import ReferenceIndex
 from fhir_mappings.sources import Collected, SourcedResource, collect_resources
@@ -58,9 +59,17 @@ from plugin.audit.accounting import Rejection, account_record
 from plugin.audit.rows import Pseudonyms, finding_rows, per_code, rejected_row, visit_row
 from plugin.audit.tally import Tally
 from plugin.pipeline import TooManyProceduresError, check_record
-from plugin.rules import PairRule, PayerRule, Severity, VisitAnalysis
+from plugin.rules import (
+    PairRule,
+    PayerRule,
+    Severity,
+    VisitAnalysis,
+    billed_vs_allowed,
+    over_under_billed,
+)
 from plugin.settings import MAX_PROCEDURES_PER_VISIT
 from plugin.web.timeline import build_timeline, render_svg
+from plugin.web.visits import describe_zone, recorded_offset
 
 # The resource types fhir_mappings maps; every other type is out of scope wherever it appears,
 # so pass 1 counts it and does not copy it. Taken from the mapper so that the two never drift.
@@ -138,7 +147,11 @@ class ReportVisit:
     patient_ref: str  # as in the input; never written out
     unit_counts: tuple[tuple[str, int], ...]
     minute_counts: tuple[tuple[str, int], ...]
+    billed: str = ""  # billed units per code ("97140=2;97530=2"), "" when no charge was read
+    over_billed: int | None = None  # None when no charge was read
+    under_billed: int | None = None
     svg: str = ""
+    zone: str = ""  # the clock the timeline is drawn in ("UTC-05:00"), as the sandbox shows it
 
 
 # (patient reference, date, discipline, units, minutes, pair status) of a visit to draw
@@ -159,7 +172,7 @@ class DrawTask:
 @dataclass(slots=True)
 class DrawResult:
     task_id: int
-    svgs: dict[tuple[Locator, str, str, str], str]
+    svgs: dict[tuple[Locator, str, str, str], tuple[str, str]]  # -> (svg, time zone shown)
 
 
 @dataclass(slots=True)
@@ -272,8 +285,12 @@ class RecordAuditor:
         visits = self.parts.writer("visits")
         findings = self.parts.writer("findings")
         patients_here: set[str] = set()
+        grouped = {(v.patient, v.service_date, v.discipline): v for v in result.grouping.visits}
         for visit in result.analysis.visits:
-            self.tally.add_visit(visit)
+            practitioners, site = visit_parties(
+                grouped.get((visit.patient, visit.date, visit.discipline))
+            )
+            self.tally.add_visit(visit, practitioners, site, record.parties)
             patients_here.add(visit.patient)
             patient = self.pseudonym(visit.patient)
             visits.writerow(visit_row(visit, patient, source))
@@ -342,9 +359,39 @@ class RecordAuditor:
         )
 
 
+_PRACTITIONER_TYPES = ("Practitioner/", "PractitionerRole/")
+
+
+def visit_parties(visit: TherapyVisit | None) -> tuple[tuple[str, ...], str]:
+    """(practitioners, site) of a visit for the audit's tables: the distinct Practitioner and
+    PractitionerRole performers of its services, in service order; the site is the first
+    Procedure.location, else the first Encounter.location, else the Encounter's
+    serviceProvider ("" when none is recorded)."""
+    if visit is None:
+        return (), ""
+    practitioners: list[str] = []
+    site = ""
+    for service in visit.services:
+        for actor in service.performers:
+            if actor.startswith(_PRACTITIONER_TYPES) and actor not in practitioners:
+                practitioners.append(actor)
+        if not site and service.location:
+            site = service.location
+    if not site:
+        for encounter in visit.encounters:
+            if encounter.locations:
+                site = encounter.locations[0]
+                break
+    if not site:
+        site = next((e.service_provider for e in visit.encounters if e.service_provider), "")
+    return tuple(practitioners), site
+
+
 def _report_visit(
     key: SortKey, visit: VisitAnalysis, patient: str, source: str, locator: Locator
 ) -> ReportVisit:
+    billing = billed_vs_allowed(visit)
+    over, under = (None, None) if billing is None else over_under_billed(billing)
     return ReportVisit(
         sort_key=key,
         patient=patient,
@@ -363,6 +410,9 @@ def _report_visit(
         patient_ref=visit.patient,
         unit_counts=tuple(visit.units.items()),
         minute_counts=tuple(visit.minutes.items()),
+        billed="" if billing is None else per_code({b.code: b.billed for b in billing}),
+        over_billed=over,
+        under_billed=under,
     )
 
 
@@ -373,14 +423,14 @@ def draw_timelines(task: DrawTask) -> DrawResult:
     wanted: dict[Locator, dict[tuple[str, str, str], VisitToDraw]] = {}
     for locator, to_draw in task.visits:
         wanted.setdefault(locator, {})[to_draw[:3]] = to_draw
-    records: list[tuple[Locator, TherapyRecord]] = []
+    records: list[tuple[Locator, TherapyRecord, Sequence[SourcedResource]]] = []
     shard_keys: dict[int, set[bytes]] = {}
     for locator in wanted:
         kind, shard, key = locator
         if kind == "file":
             with contextlib.suppress(InputError):  # read before; if it went away, no picture
                 document = load_path(key.decode(), max_bytes=task.max_file_bytes)
-                records.append((locator, map_document(document)))
+                records.append((locator, map_document(document), document.resources))
         else:
             shard_keys.setdefault(shard, set()).add(key)
     for shard, keys in sorted(shard_keys.items()):
@@ -388,19 +438,45 @@ def draw_timelines(task: DrawTask) -> DrawResult:
         for key, lines in groups.items():
             found = Collected()
             collect_resources(_parsed(lines), found)
-            records.append((("shard", shard, key), map_collected(found)))
-    svgs: dict[tuple[Locator, str, str, str], str] = {}
-    for locator, record in records:
+            records.append((("shard", shard, key), map_collected(found), found.resources))
+    svgs: dict[tuple[Locator, str, str, str], tuple[str, str]] = {}
+    for locator, record, resources in records:
         here = wanted[locator]
+        by_key: dict[str, dict[str, Any]] | None = None
         for visit in group_visits(record).visits:
             ident = (visit.patient, visit.service_date.isoformat(), visit.discipline.value)
             found_visit = here.get(ident)
             if found_visit is None:
                 continue
+            if by_key is None:
+                by_key = _timed_resources(resources)
             units, minutes, pair = found_visit[3:]
             timeline = build_timeline(visit, units=dict(units), minutes=dict(minutes), pair=pair)
-            svgs[(locator, *ident)] = render_svg(timeline)
+            tz = recorded_offset(_visit_resources(visit, by_key))
+            svgs[(locator, *ident)] = (render_svg(timeline, tz=tz), describe_zone(tz))
     return DrawResult(task.task_id, svgs)
+
+
+def _timed_resources(resources: Sequence[SourcedResource]) -> dict[str, dict[str, Any]]:
+    """The record's Procedures and Encounters by reference ("Procedure/p1"), as read."""
+    found: dict[str, dict[str, Any]] = {}
+    for item in resources:
+        resource = item.resource
+        rtype = resource.get("resourceType")
+        if rtype in ("Procedure", "Encounter") and isinstance(resource.get("id"), str):
+            found.setdefault(f"{rtype}/{resource['id']}", dict(resource))
+    return found
+
+
+def _visit_resources(
+    visit: TherapyVisit, by_key: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The visit's own Procedures and Encounters: the sandbox's clock rule
+    (:func:`~plugin.web.visits.recorded_offset`, the offset the first timed Procedure was
+    recorded in) applied to each visit, so a year of visits across a daylight-saving change
+    reads each in its own clock."""
+    refs = [s.ref for s in visit.services] + [e.ref for e in visit.encounters]
+    return [by_key[r] for r in refs if r in by_key]
 
 
 # ------------------------------------------------------------------------------ documents
@@ -565,6 +641,12 @@ def split_chunk(task: ChunkTask) -> TaskResult:
             key = f"bundle:{task.chunk_id}:{line_no}"  # a record of its own (pass 2)
         elif rtype in ROUTED_TYPES:
             key = _patient_key(resource, index)
+        elif rtype in PARTY_TYPES and isinstance(resource.get("id"), str):
+            # read for its name only (the by-practitioner and by-site tables): used, not copied
+            tally.resources_read += 1
+            tally.used += 1
+            tally.add_name(f"{rtype}/{resource['id']}", party_name(resource))
+            continue
         else:
             tally.resources_read += 1
             tally.out_of_scope += 1

@@ -29,7 +29,7 @@ from plugin.cards import other_patient_summary
 from plugin.cli._app import app
 from plugin.cli._inputs import MaxFileSize, max_file_bytes
 from plugin.pipeline import CheckResult, TooManyProceduresError, check_record
-from plugin.rules import PairRule, PayerRule, VisitAnalysis, analysis_to_json
+from plugin.rules import PairRule, PayerRule, VisitAnalysis, analysis_to_json, billed_vs_allowed
 
 
 class OutputFormat(StrEnum):
@@ -223,6 +223,11 @@ def _code_label(code: str) -> str:
     return f"{code} {short[:28]}"
 
 
+def _signed(difference: int) -> str:
+    """``+2`` over-billed, ``-1`` under-billed, ``0`` as billed."""
+    return f"{difference:+d}" if difference else "0"
+
+
 def _print_visit(console: Console, visit: VisitAnalysis) -> None:
     title = (
         f"{visit.patient} · {visit.date.isoformat()} · {visit.discipline.value} · "
@@ -233,15 +238,26 @@ def _print_visit(console: Console, visit: VisitAnalysis) -> None:
     table.add_column("code")
     table.add_column("documented min", justify="right")
     table.add_column("counted min", justify="right")
-    table.add_column("units", justify="right")
-    for code in sorted(set(visit.raw_minutes) | set(visit.units)):
-        table.add_row(
+    table.add_column("units allowed", justify="right")
+    billing = billed_vs_allowed(visit)
+    by_code = {b.code: b for b in billing or ()}
+    if billing is not None:
+        table.add_column("billed", justify="right")
+        table.add_column("over (+) / under (−)", justify="right")
+    for code in sorted(set(visit.raw_minutes) | set(visit.units) | set(by_code)):
+        row = [
             _code_label(code),
             str(visit.raw_minutes.get(code, 0)),
             str(visit.minutes.get(code, 0)),
             str(visit.units.get(code, 0)),
-        )
+        ]
+        if billing is not None:
+            found = by_code.get(code)
+            row += ["?", ""] if found is None else [str(found.billed), _signed(found.difference)]
+        table.add_row(*row)
     console.print(table)
+    if billing is None:
+        _indented(console, Text("billed units: no charge line read for this visit"))
     if len(visit.allocations) > 1:
         options = " or ".join(
             ", ".join(f"{c}×{n}" for c, n in allocation.items()) for allocation in visit.allocations

@@ -16,11 +16,14 @@ from plugin.rules.code_catalog import CodeCatalog, StaticCodeCatalog, default_co
 from plugin.rules.counts import CodeCounts
 from plugin.rules.engine import (
     Analysis,
+    CodeBilling,
     VisitAnalysis,
     analysis_to_json,
     analyze,
     analyze_visit,
+    billed_vs_allowed,
     finding_to_json,
+    over_under_billed,
 )
 from plugin.rules.findings import Finding, FindingFacts, Fix
 from plugin.rules.pair import PairResult, PairRule, PairStatus
@@ -39,6 +42,7 @@ __all__ = [
     "CATALOGUE",
     "Analysis",
     "CatalogueEntry",
+    "CodeBilling",
     "CodeCatalog",
     "CodeCounts",
     "Finding",
@@ -59,6 +63,7 @@ __all__ = [
     "analysis_to_json",
     "analyze",
     "analyze_visit",
+    "billed_vs_allowed",
     "catalogue_markdown",
     "cms_allocations",
     "default_code_catalog",
@@ -67,5 +72,6 @@ __all__ = [
     "load_cms_ptp_file",
     "load_ptp_csv",
     "load_ptp_file",
+    "over_under_billed",
     "units",
 ]

@@ -69,6 +69,75 @@ class VisitAnalysis:
     pair: PairResult
     findings: tuple[Finding, ...]
     unverified_plan_refs: tuple[str, ...] = ()
+    # Added for issue 13 (additive, defaulted): billed units per timed code (see
+    # :func:`billed_units_of`); None when no charge line could be read for the visit.
+    billed_units: CodeCounts | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CodeBilling:
+    """One timed code of a visit: units billed, units allowed, and billed minus allowed."""
+
+    code: str
+    billed: int
+    allowed: int
+
+    @property
+    def difference(self) -> int:
+        """Positive: over-billed by that many units; negative: under-billed."""
+        return self.billed - self.allowed
+
+
+def billed_units_of(view: VisitView) -> CodeCounts | None:
+    """Units billed per timed code of the visit, from its charges (ServiceRequests, Claim/EOB
+    items) or its services' billed units (I-3, :func:`~plugin.rules.billing.billing_lines`).
+
+    None when the visit holds no charge line at all (I-CHARGES-NOT-AVAILABLE): nothing says
+    what was billed, so no 0 is invented. Otherwise a timed code with a billing line that states
+    its units gets them; a timed code nothing bills on the visit (no charge, no billed units,
+    no modifier) gets 0; a code whose billing line states no units (a charge without a
+    quantity) is left out: its billed units are not known.
+    """
+    if not view.visit.charge_lines_read:
+        return None
+    billed: dict[str, int] = {}
+    for code, line in view.lines.items():  # sorted by code
+        if code not in view.timed_codes:
+            continue
+        if line.billed_units is not None:
+            billed[code] = line.billed_units
+        elif not line.has_billing:
+            billed[code] = 0
+    return CodeCounts.from_sorted(billed)
+
+
+def billed_vs_allowed(visit: VisitAnalysis) -> tuple[CodeBilling, ...] | None:
+    """Per timed code, billed and allowed units and their difference (the one definition
+    ``check``, ``visits.csv`` and the audit report use). Allowed units are :attr:`units` (the
+    billed allocation when it is acceptable). Codes: every timed code whose billed units are
+    known (see :func:`billed_units_of`), sorted. None when no charge line was read."""
+    billed = visit.billed_units
+    if billed is None:
+        return None
+    rows = []
+    for code in sorted(billed.keys() | visit.units.keys()):
+        count = billed.get(code)
+        if count is None:  # billed, but the number of units is not stated
+            continue
+        rows.append(CodeBilling(code, count, visit.units.get(code, 0)))
+    return tuple(rows)
+
+
+def over_under_billed(billing: Sequence[CodeBilling]) -> tuple[int, int]:
+    """(units over-billed, units under-billed) of a visit: its positive differences summed,
+    and its negative ones (as a positive number)."""
+    over = under = 0
+    for line in billing:
+        if line.difference > 0:
+            over += line.difference
+        else:
+            under -= line.difference
+    return over, under
 
 
 _new_visit_analysis = fast_builder(VisitAnalysis)
@@ -156,6 +225,7 @@ def _analyze_view(
         pair=pair,
         findings=sort_findings(findings),
         unverified_plan_refs=review.unverified_plan_refs,
+        billed_units=billed_units_of(view),
     )
 
 
@@ -316,6 +386,8 @@ def visit_to_json(visit: VisitAnalysis) -> dict[str, Any]:
         "allocations": [dict(a) for a in visit.allocations],
         "pair": visit.pair.status.value,
         "findings": [finding_to_json(f) for f in visit.findings],
+        # issue 13 (added member): billed units per timed code, null when no charge was read
+        "billed_units": None if visit.billed_units is None else dict(visit.billed_units),
     }
 
 

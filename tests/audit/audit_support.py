@@ -86,8 +86,20 @@ def check_counts(document: dict[str, Any]) -> dict[str, Any]:
     pair: Counter[str] = Counter()
     units: Counter[str] = Counter()
     months: Counter[str] = Counter()
+    billing: Counter[str] = Counter()
     with_findings = 0
     for visit in document["visits"]:
+        billed = visit["billed_units"]
+        if billed is None:
+            billing["visits_without_charges"] += 1
+        else:
+            billing["visits_with_charges"] += 1
+            for code, count in billed.items():
+                difference = count - visit["units"].get(code, 0)
+                billing["units_billed"] += count
+                billing["units_allowed"] += visit["units"].get(code, 0)
+                billing["units_over_billed"] += max(0, difference)
+                billing["units_under_billed"] += max(0, -difference)
         pair[visit["pair"]] += 1
         months[visit["date"][:7]] += 1
         with_findings += bool(visit["findings"])
@@ -105,6 +117,7 @@ def check_counts(document: dict[str, Any]) -> dict[str, Any]:
         "units_by_code": {k: v for k, v in units.items() if v},
         "visits_by_month": dict(months),
         "findings_not_on_a_visit": len(document["findings"]),
+        "billing": {k: v for k, v in billing.items() if v},
     }
 
 
@@ -117,6 +130,12 @@ def audit_counts(body: dict[str, Any]) -> dict[str, Any]:
         "units_by_code": {k: v["units"] for k, v in body["units_by_code"].items() if v["units"]},
         "visits_by_month": {k: v["visits"] for k, v in body["by_month"].items()},
         "findings_not_on_a_visit": body["totals"]["findings_not_on_a_visit"],
+        "billing": {  # one payer rule per audit
+            k: v
+            for rule in body["billing_by_payer_rule"].values()
+            for k, v in rule.items()
+            if v and k not in ("visits_over_billed", "visits_under_billed")
+        },
     }
 
 

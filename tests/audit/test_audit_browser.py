@@ -3,6 +3,7 @@ visit opens onto its timeline. Screenshots go to tests/artifacts/ (git-ignored).
 
 from __future__ import annotations
 
+import itertools
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -64,18 +65,46 @@ def test_the_report_needs_nothing_but_itself(page: Any, report: Path) -> None:
 
 
 def test_the_charts_are_drawn(page: Any) -> None:
-    rule_bars = page.locator("svg.findings-by-rule g.bar-row")
+    rule_bars = page.locator("#findings-by-rule .fill")
     assert rule_bars.count() >= 5
-    assert page.locator("svg.findings-by-rule rect").first.bounding_box()["width"] > 20
+    assert rule_bars.first.bounding_box()["width"] > 20
     assert page.locator("svg.stacked rect.segment").count() >= 3
-    assert page.locator("svg.trend rect.column").count() >= 12
-    assert page.locator("svg.trend polyline.line").count() == 2
+    assert page.locator("#by-month svg.trend rect.column").count() >= 12
+    assert page.locator("#by-month svg.trend polyline.line").count() == 2
+    assert page.locator("#billed-vs-allowed svg.trend polyline.line").count() == 2
     assert page.locator("svg.units-by-code g.bar-row").count() >= 5
-    for section in ("findings-by-rule", "pair-status", "by-month", "units-by-code"):
+    for section in (
+        "findings-by-rule",
+        "pair-status",
+        "by-month",
+        "billed-vs-allowed",
+        "units-by-code",
+        "by-practitioner",
+        "by-site",
+    ):
         assert page.locator(f"#{section}").is_visible()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "audit-report.png"), full_page=False)
     page.locator("#by-month").screenshot(path=str(ARTIFACTS / "audit-report-trend.png"))
+
+
+def test_visit_list_headers_stand_apart_and_patient_ids_keep_one_line(page: Any) -> None:
+    boxes = [
+        page.locator(".visits .head span").nth(i).bounding_box()
+        for i in range(page.locator(".visits .head span").count())
+    ]
+    assert len(boxes) == 8
+    for left, right in itertools.pairwise(boxes):
+        assert left["x"] + left["width"] < right["x"], (left, right)  # a gap between headers
+    texts = page.locator(".visits .head span").all_inner_texts()
+    widths = page.evaluate(
+        "() => [...document.querySelectorAll('.visits .head span')]"
+        ".map(e => [e.scrollWidth, e.clientWidth])"
+    )
+    assert all(scroll <= client for scroll, client in widths), (texts, widths)
+    line = page.locator(".visits summary .sev, .visits summary .chip").first.bounding_box()
+    for pid in page.locator(".visits summary .pid").all()[:10]:
+        assert pid.bounding_box()["height"] <= line["height"] * 1.6  # one line, never wrapped
 
 
 def test_a_visit_opens_onto_its_timeline(page: Any) -> None:

@@ -3,6 +3,7 @@ timelines (the sandbox page's picture)."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -18,10 +19,8 @@ from audit_support import (
 )
 
 import plugin.audit.runner as runner
-from fhir_mappings import group_visits, load_path, map_document
 from plugin.audit import OUTPUT_FILES
-from plugin.pipeline import check_record
-from plugin.web.timeline import build_timeline, render_svg
+from plugin.web.visits import analyse_bundle
 
 
 @pytest.fixture(scope="module")
@@ -118,19 +117,16 @@ def test_pseudonyms_replace_patient_references_everywhere(export: Path, tmp_path
 
 
 def test_the_report_timeline_is_the_sandbox_picture(tmp_path: Path) -> None:
+    """The same picture, clock times in the same zone, as the sandbox shows the bundle."""
     bundle = SAMPLES / "overlapping-time-blocks.json"
     out = tmp_path / "out"
     assert audit(str(bundle), "--out", str(out), "-q").exit_code == 0
-    record = map_document(load_path(bundle))
-    result = check_record(record, payer_rule="cms", pair_rule="cms")
-    (visit,) = group_visits(record).visits
-    (analysis,) = result.analysis.visits
-    svg = render_svg(
-        build_timeline(
-            visit, units=analysis.units, minutes=analysis.minutes, pair=analysis.pair.status.value
-        )
-    )
-    assert svg in (out / "report.html").read_text()
+    shown = analyse_bundle(json.loads(bundle.read_text()), payer_rule="cms", pair_rule="cms")
+    (visit,) = shown.visits
+    assert shown.time_zone != "UTC"  # the sample is recorded with an offset
+    html = (out / "report.html").read_text()
+    assert visit.svg in html
+    assert f"Clock times in {shown.time_zone}" in html
 
 
 def test_report_escapes_what_comes_from_the_input(tmp_path: Path) -> None:

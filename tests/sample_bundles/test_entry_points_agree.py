@@ -21,6 +21,9 @@ exactly the data that entry point is given, and the difference is stated:
   authorization and FHIR server over the sample's resources) for the hook's patient and
   encounter, reads the visit, its charges and the patient's Procedures of the day itself, so it
   equals ``check`` on the whole bundle;
+* the bulk audit (``therapy-cds audit``) over the samples folder gives every visit of every
+  sample ``check``'s billed units per code (``visits.csv`` ``units_billed`` and ``check``'s
+  ``billed_units``), its allowed units and the difference (over- and under-billed units);
 * encounter-discharge carries no draft orders (they belong to order-sign), so it equals
   ``check`` on the bundle without its draft ServiceRequests: for the order-sign scenarios no
   charge line can be read there, and the answer says so (I-CHARGES-NOT-AVAILABLE) instead of
@@ -30,6 +33,7 @@ exactly the data that entry point is given, and the difference is stated:
 from __future__ import annotations
 
 import copy
+import csv
 import json
 import re
 import sys
@@ -42,9 +46,11 @@ import pytest
 import respx
 from fastapi import FastAPI
 from scenario_support import BUNDLES, bundle, scenarios
+from typer.testing import CliRunner
 
 from fhir_mappings import map_bundle
 from plugin.app import cds_config, create_app
+from plugin.cli import app as cli_app
 from plugin.hook_request import build_hook_request
 from plugin.pipeline import check_record
 from plugin.rules import analysis_to_json
@@ -396,6 +402,52 @@ async def test_every_entry_point_gives_the_same_answer(
         assert all("I-CHARGES-NOT-AVAILABLE" in visit[5] for visit in answer[0])
     else:
         assert answer == (whole if fhir else check(_without(data, _elsewhere(encounter))))
+
+
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, str]]]:
+    """``therapy-cds audit`` over the samples folder: ``visits.csv`` rows by sample file."""
+    out = tmp_path_factory.mktemp("audit") / "out"
+    result = CliRunner().invoke(cli_app, ["audit", str(BUNDLES), "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    rows: dict[str, list[dict[str, str]]] = {}
+    with (out / "visits.csv").open(encoding="utf-8", newline="") as handle:
+        for row in csv.DictReader(handle):
+            rows.setdefault(Path(row["source"]).name, []).append(row)
+    return rows
+
+
+@pytest.mark.parametrize("sample", SAMPLES)
+def test_billed_units_agree_between_check_and_audit(
+    sample: str, audited: dict[str, list[dict[str, str]]]
+) -> None:
+    result = check_record(map_bundle(bundle(sample)), payer_rule="cms", pair_rule="cms")
+    visits = analysis_to_json(result.analysis)["visits"]
+
+    def per_code(cell: str) -> dict[str, int]:
+        return {c: int(n) for c, _, n in (p.partition("=") for p in cell.split(";") if p)}
+
+    from_check = sorted(
+        (
+            v["date"],
+            v["discipline"],
+            v["billed_units"],
+            sum(max(0, n - v["units"].get(c, 0)) for c, n in (v["billed_units"] or {}).items()),
+            sum(max(0, v["units"].get(c, 0) - n) for c, n in (v["billed_units"] or {}).items()),
+        )
+        for v in visits
+    )
+    from_audit = sorted(
+        (
+            r["date"],
+            r["discipline"],
+            per_code(r["units_billed"]) if r["units_over_billed"] else None,
+            int(r["units_over_billed"] or 0),
+            int(r["units_under_billed"] or 0),
+        )
+        for r in audited[sample]
+    )
+    assert from_audit == from_check
 
 
 def test_the_table_covers_every_sample() -> None:

@@ -92,12 +92,42 @@ def test_json_is_the_contract_shape() -> None:
         "allocations",
         "pair",
         "findings",
+        "billed_units",  # issue 13: billed units per timed code, null without charges
         "source",  # issue 18: the file the visit came from, as given, the last member
     ]
     assert visit["source"] == str(SAMPLES / "clean-pair-59-on-97530.json")
     assert visit["units"] == {"97140": 1, "97530": 2}
     assert visit["pair"] == "SUPPORTED"
+    assert visit["billed_units"] == {"97140": 1, "97530": 2}
     assert body["findings"] == []
+
+
+def test_billed_units_beside_allowed_in_json_and_text() -> None:
+    sample = str(SAMPLES / "billed-units-exceed.json")
+    body = json.loads(runner.invoke(app, ["check", sample, "--format", "json"]).stdout)
+    (visit,) = body["visits"]
+    assert visit["units"] == {"97140": 1, "97530": 2}
+    assert visit["billed_units"] == {"97140": 2, "97530": 2}
+    result = runner.invoke(app, ["check", sample], env={"COLUMNS": "140"})
+    rows = [line for line in result.stdout.splitlines() if line.startswith("│ 97")]
+    cells = [[c.strip() for c in row.strip("│").split("│")] for row in rows]
+    assert [c[0].split()[0] for c in cells] == ["97140", "97530"]
+    assert [c[3:] for c in cells] == [["1", "2", "+1"], ["2", "2", "0"]]
+    assert "over (+) / under (−)" in result.stdout
+
+
+def test_billed_units_are_null_when_no_charge_was_read(tmp_path: Path) -> None:
+    data = json.loads((SAMPLES / "clean-pair-59-on-97530.json").read_text())
+    data["entry"] = [e for e in data["entry"] if e["resource"]["resourceType"] != "ServiceRequest"]
+    path = tmp_path / "no-charges.json"
+    path.write_text(json.dumps(data))
+    body = json.loads(runner.invoke(app, ["check", str(path), "--format", "json"]).stdout)
+    (visit,) = body["visits"]
+    assert visit["billed_units"] is None
+    assert "I-CHARGES-NOT-AVAILABLE" in {f["rule"] for f in visit["findings"]}
+    text = runner.invoke(app, ["check", str(path)], env={"COLUMNS": "140"}).stdout
+    assert "billed units: no charge line read for this visit" in text
+    assert "over (+)" not in text
 
 
 def test_text_output_is_a_table_per_visit_with_findings() -> None:

@@ -127,6 +127,7 @@ def test_json_shape_is_the_contract() -> None:
         "allocations",
         "pair",
         "findings",
+        "billed_units",  # issue 13 (added member)
     ]
     assert main["patient"] == "Patient/P1"
     assert main["payer_rule"] == "cms"
