@@ -14,15 +14,18 @@ samples whose hook it is, where the same property holds for any suggestion its c
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from scenario_support import bundle, scenarios
 from suggestion_support import apply_suggestion, fix_problems, problem_cards
 
+from fhir_mappings import map_bundle
 from plugin.app import create_app
 from plugin.hook_request import Hook, build_hook_request
 from plugin.services import DISCHARGE_SERVICE, ORDER_SIGN_SERVICE
@@ -149,6 +152,61 @@ async def test_the_listed_samples_exist() -> None:
     assert any(s["file"] == R5_SAMPLE and s["fhir_version"] == "R5" for s in scenarios())
 
 
+def modifiers(draft: Json) -> set[str]:
+    """The modifiers the mapper reads from one draft ServiceRequest."""
+    record = map_bundle(
+        {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": draft}]}
+    )
+    return {m for charge in record.charges for m in charge.modifiers}
+
+
+def _strings(node: object, key: str = "") -> list[str]:
+    if isinstance(node, dict):
+        return [s for k, v in node.items() for s in _strings(v, k)]
+    if isinstance(node, list):
+        return [s for v in node for s in _strings(v, key)]
+    return [node] if isinstance(node, str) and key not in ("url", "system") else []
+
+
+def mentions(draft: Json, modifier: str) -> int:
+    """How many strings where modifiers are kept (orderDetail, extension) name ``modifier``."""
+    kept = [draft.get("orderDetail"), draft.get("extension")]
+    return sum(modifier in re.findall(r"[A-Z0-9]+", s.upper()) for s in _strings(kept))
+
+
+def coded(draft: Json, modifier: str) -> int:
+    """How many codings where modifiers are kept carry ``modifier`` as their code."""
+    kept = orjson.dumps([draft.get("orderDetail"), draft.get("extension")]).decode()
+    return kept.count(f'"code":"{modifier}"')
+
+
+def check_modifier_edits(request: Json, suggestion: Json) -> list[str]:
+    """An updated draft keeps no trace of a removed modifier, carries an added one once, and
+    leaves every other modifier as it was."""
+    drafts = {
+        e["resource"]["id"]: e["resource"]
+        for e in request["context"].get("draftOrders", {}).get("entry", ())
+    }
+    problems = []
+    for action in suggestion["actions"]:
+        if action["type"] != "update" or action["resource"]["id"] not in drafts:
+            continue
+        old, new = drafts[action["resource"]["id"]], action["resource"]
+        was, now = modifiers(old), modifiers(new)
+        for gone in sorted(was - now):
+            if mentions(new, gone):
+                problems.append(f"{new['id']}: removed modifier {gone} still shows")
+        for added in sorted(now - was):
+            if coded(new, added) != 1:
+                problems.append(
+                    f"{new['id']}: added modifier {added} is there {coded(new, added)} times"
+                )
+        for same in sorted(was & now):
+            if mentions(new, same) != mentions(old, same):
+                problems.append(f"{new['id']}: modifier {same} was changed")
+    return problems
+
+
 @pytest.mark.parametrize(("hook", "sample"), CASES)
 async def test_every_suggestion_fixes_its_finding(
     client: httpx.AsyncClient, hook: Hook, sample: str
@@ -160,6 +218,7 @@ async def test_every_suggestion_fixes_its_finding(
     for card in problem_cards(before):
         for suggestion in card.get("suggestions", ()):
             tried += 1
+            failures += check_modifier_edits(request, suggestion)
             after = await call(client, apply_suggestion(request, suggestion))
             failures += [
                 f"{card['source']['topic']['code']} / {suggestion['label']!r}: {problem}"
