@@ -213,6 +213,10 @@ def _group_findings(
             # finding asks for is done (its accepted suggestion must not raise it again)
             continue
         refs = line.fix_refs if line else ()
+        if line is not None and not set(line.service_refs) <= {s.ref for s in services}:
+            # the code's charge also bills one-on-one services of the code: replacing or
+            # dropping it would un-bill those, so no charge is named (no suggestion)
+            refs = ()
         fix = (
             new_fix(line_code=code, charge_refs=refs, set_units=0)
             if has_group_code

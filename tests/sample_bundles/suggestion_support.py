@@ -129,14 +129,39 @@ def apply_suggestion(request: Json, suggestion: Mapping[str, Any]) -> Json:
     return changed
 
 
+def replaced_drafts(request: Json, cards: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """The drafts a suggestion bills under another code, by reference, with the topic of the
+    card that does it. The other cards leave those drafts alone (``plugin.cards.cards_for``:
+    two cards never propose conflicting edits of one charge), so their suggestions may fix
+    only part of their finding until that one is accepted."""
+    codes = {
+        _ref(e.get("resource")): orjson.dumps(e["resource"].get("code"))
+        for e in _entries(request.get("context", {}).get("draftOrders"))
+    }
+    found = {}
+    for card in problem_cards(cards):
+        for suggestion in card.get("suggestions", ()):
+            for action in suggestion.get("actions", ()):
+                ref = _ref(action.get("resource"))
+                if ref in codes and orjson.dumps(action["resource"].get("code")) != codes[ref]:
+                    found[ref] = card_key(card)[0]
+    return found
+
+
 def fix_problems(
-    card: Mapping[str, Any], before: Iterable[Mapping[str, Any]], after: Iterable[Mapping[str, Any]]
+    card: Mapping[str, Any],
+    before: Iterable[Mapping[str, Any]],
+    after: Iterable[Mapping[str, Any]],
+    *,
+    partial: bool = False,
 ) -> list[str]:
-    """What is wrong with the answer ``after`` accepting ``card``'s suggestion (empty: fixed)."""
+    """What is wrong with the answer ``after`` accepting ``card``'s suggestion (empty: fixed).
+    ``partial``: the suggestion leaves a draft to another card (:func:`replaced_drafts`), so
+    only "no new error or warning" is asked of it."""
     was, now = keys(before), keys(after)
     topic = card_key(card)
     problems = []
-    if now[topic] >= was[topic]:
+    if now[topic] >= was[topic] and not partial:
         problems.append(f"{topic[0]} ({topic[1]}) is still there")
     for key, count in now.items():
         if key != topic and count > was[key]:
