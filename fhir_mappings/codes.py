@@ -143,6 +143,12 @@ def is_ncci_modifier(modifier: str) -> bool:
     return modifier in CODE_LIST.ncci_modifiers
 
 
+def split_modifiers(code: str) -> list[str]:
+    """The modifiers one modifier code names, as the mapper reads them: several may share a
+    code separated by commas or blanks, in any case (``"59, xu"`` -> ``["59", "XU"]``)."""
+    return [part.upper() for part in code.replace(",", " ").split()]
+
+
 def discipline_of_concept(system: str | None, code: str | None, text: str | None) -> Discipline:
     """Discipline named by a category coding or text (I-2.5); UNKNOWN unless recognised."""
     if code is not None:

@@ -756,8 +756,7 @@ class _Mapper:
             if not isinstance(code, str) or not code.strip():
                 self._issue(location, "modifier coding without a code; ignored", key, field)
                 continue
-            for part in code.replace(",", " ").split():
-                value = part.upper()
+            for value in codes.split_modifiers(code):
                 if value not in out:
                     out.append(value)
         return out

@@ -8,7 +8,8 @@ Rules implemented (billing-rules.md):
   service with none is set aside (:attr:`SetAsideReason.NO_DATE`).
 * R-B2 / R-B2b — one visit per calendar day, across encounters (morning and afternoon are one).
 * R-B2a / I-2.5 — split by discipline: GP/GO/GN on the service's own modifiers, else on a charge
-  for the same code, patient and date, else the discipline of a plan the service is based on,
+  for the same code, patient and date (for a service delivered to a group, also a charge for the
+  group code 97150 that bills it, R-F2), else the discipline of a plan the service is based on,
   else ``UNKNOWN`` (one group; the rules raise W-DISCIPLINE-MODIFIER-MISSING).
 
 Patient (POLICY): a service without a patient (no subject, or a Group subject, R-H8) is given the
@@ -37,6 +38,7 @@ from operator import attrgetter
 from fhir_mappings import codes
 from fhir_mappings.model import (
     Charge,
+    DeliveryMode,
     Discipline,
     EncounterInfo,
     PlanOfCare,
@@ -170,6 +172,13 @@ def _in_start_order(services: list[TimedService]) -> tuple[TimedService, ...]:
     return tuple(sorted(services, key=_start_order))
 
 
+_GROUP_CODES = tuple(sorted(c for c in codes.CODE_LIST.codes if codes.is_group_code(c)))
+
+
+def _delivered_to_group(service: TimedService) -> bool:
+    return service.delivery_mode is DeliveryMode.GROUP or service.subject_is_group
+
+
 def _service_discipline(
     service: TimedService,
     patient: str,
@@ -180,11 +189,15 @@ def _service_discipline(
         found = modifier_discipline(service.modifiers)
         if found is not None:
             return found
-    for day in (service.service_date, None):
-        for procedure_refs, discipline in line_disciplines.get((patient, service.code, day), ()):
-            if procedure_refs and service.ref not in procedure_refs:
-                continue
-            return discipline
+    # a service delivered to a group is billed as the group code (R-F2, R-H8): its charge
+    # is one for that code as well as one for the code documented
+    billed_as = (service.code, *_GROUP_CODES) if _delivered_to_group(service) else (service.code,)
+    for code in billed_as:
+        for day in (service.service_date, None):
+            for procedure_refs, discipline in line_disciplines.get((patient, code, day), ()):
+                if procedure_refs and service.ref not in procedure_refs:
+                    continue
+                return discipline
     for ref in service.plan_refs:
         plan = record.plans.get(ref)
         if plan is not None and plan.discipline is not Discipline.UNKNOWN:

@@ -17,6 +17,7 @@ import copy
 import functools
 import hashlib
 import logging
+import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ import orjson
 from pydantic import ValidationError
 
 from cds_hooks.models import Action, Card, Coding, Link, Source, Suggestion
+from fhir_mappings.codes import split_modifiers
+from fhir_mappings.mapper import BILLING_SYSTEMS
 from fhir_mappings.model import CPT_SYSTEM, EXT_BILLING_MODIFIER, HCPCS_SYSTEM, FhirVersion
 from plugin.markdown import quote_markdown
 from plugin.rules import Analysis, Finding, Fix, VisitAnalysis
@@ -198,63 +201,256 @@ def _codings_of(concept: Any) -> list[JsonObject]:
     return []
 
 
+# A modifier sits in three places on a draft ServiceRequest, all read by the mapper
+# (fhir_mappings.mapper): R4/R4B ``orderDetail[]`` (a CodeableConcept), R5
+# ``orderDetail[].parameter[].valueCodeableConcept`` and the project ``billing-modifier``
+# extension. The mapper reads a coding's code split on commas and blanks, in any case
+# (codes.split_modifiers); an EHR also shows the concept's ``text`` and the codings' ``display``.
+# Removing a modifier takes away every trace of it there; anything else is left as it was.
+
+#: Words that may stand beside modifier codes in a text ("Modifier 59", "mod. XU").
+_MODIFIER_WORDS = frozenset({"MOD", "MODIFIER", "MODIFIERS", "CPT", "HCPCS"})
+_WORD = re.compile(r"[A-Za-z0-9]+")
+
+
+def _billing_system(system: object, *, allow_none: bool) -> bool:
+    return system in BILLING_SYSTEMS or (allow_none and system is None)
+
+
+def _coding_modifiers(coding: object, *, allow_none: bool) -> list[str]:
+    """The modifiers the mapper reads from ``coding`` (``allow_none``: a coding without a
+    system counts, as in the extension)."""
+    if not isinstance(coding, dict):
+        return []
+    code = coding.get("code")
+    if not isinstance(code, str) or not _billing_system(
+        coding.get("system"), allow_none=allow_none
+    ):
+        return []
+    return split_modifiers(code)
+
+
+def _modifier_list(text: str) -> list[str] | None:
+    """The 2-character codes of a text that lists modifiers only ("59", "Modifier 59, GP");
+    ``None`` for any other text (prose is never rewritten)."""
+    words = [w for w in _WORD.findall(text) if w.upper() not in _MODIFIER_WORDS]
+    return words if words and all(len(w) == 2 for w in words) else None
+
+
+def _names(text: object, modifier: str) -> bool:
+    """True when ``text`` mentions ``modifier`` as a word."""
+    return isinstance(text, str) and modifier in (w.upper() for w in _WORD.findall(text))
+
+
+def _text_without(text: str, modifier: str) -> str | None:
+    """``text`` without ``modifier`` (a modifier list loses that entry; prose naming it goes);
+    ``None`` when nothing is left."""
+    listed = _modifier_list(text)
+    if listed is None:
+        return None
+    rest = [w for w in listed if w.upper() != modifier]
+    return ", ".join(rest) if rest else None
+
+
+def _coding_without(coding: object, modifier: str) -> object | None:
+    """``coding`` without ``modifier``: ``None`` when it named that modifier only (by code, or
+    by display alone when it has no code), a copy with the other codes when it named several."""
+    if not isinstance(coding, dict) or not _billing_system(coding.get("system"), allow_none=True):
+        return coding
+    code = coding.get("code")
+    if code is None:
+        display = coding.get("display")
+        listed = _modifier_list(display) if isinstance(display, str) else None
+        named = listed is not None and [w.upper() for w in listed] == [modifier]
+        return None if named else coding
+    parts = split_modifiers(code) if isinstance(code, str) else []
+    if modifier not in parts:
+        return coding
+    rest = [p for p in parts if p != modifier]
+    if not rest:
+        return None
+    kept = {k: v for k, v in coding.items() if k != "display"}  # it described all the codes
+    kept["code"] = ", ".join(rest)
+    return kept
+
+
+def _concept_without(concept: JsonObject, modifier: str) -> JsonObject | None:
+    """A CodeableConcept without ``modifier``; ``None`` when nothing of it is left. A concept
+    with codings keeps its text unless the text names the modifier; a text-only concept is
+    changed only when its text is a list of modifiers."""
+    codings = concept.get("coding")
+    if isinstance(codings, list):
+        kept = [c for c in (_coding_without(c, modifier) for c in codings) if c is not None]
+        removed = kept != codings
+    else:
+        kept, removed = [], False
+    text = concept.get("text")
+    listed = isinstance(text, str) and _names(text, modifier) and _modifier_list(text)
+    if not removed and not listed:
+        # no coding named it; only a text listing modifiers would be a trace an EHR shows
+        return concept
+    out = dict(concept)
+    if isinstance(codings, list):
+        if kept:
+            out["coding"] = kept
+        else:
+            del out["coding"]
+    if isinstance(text, str) and _names(text, modifier):
+        rewritten = _text_without(text, modifier)
+        if rewritten is None:
+            del out["text"]
+        else:
+            out["text"] = rewritten
+    if "coding" not in out and "text" not in out:
+        return None
+    return out
+
+
+def _parameter_without(parameter: object, modifier: str) -> object | None:
+    """An R5 ``orderDetail.parameter`` without ``modifier``; ``None`` when its value was that
+    modifier only (its ``code`` says what the parameter is, never the modifier)."""
+    if not isinstance(parameter, dict):
+        return parameter
+    concept = parameter.get("valueCodeableConcept")
+    if isinstance(concept, dict):
+        rest = _concept_without(concept, modifier)
+        if rest is None:
+            return None
+        return parameter if rest is concept else {**parameter, "valueCodeableConcept": rest}
+    value = parameter.get("valueString")
+    if isinstance(value, str) and _names(value, modifier) and _modifier_list(value):
+        rewritten = _text_without(value, modifier)
+        return None if rewritten is None else {**parameter, "valueString": rewritten}
+    return parameter
+
+
+def _detail_without(detail: object, modifier: str) -> object | None:
+    """One ``orderDetail`` entry (R4 CodeableConcept or R5 parameter group) without
+    ``modifier``; ``None`` when nothing of it is left."""
+    if not isinstance(detail, dict):
+        return detail
+    parameters = detail.get("parameter")
+    if isinstance(parameters, list):  # R5
+        kept = [p for p in (_parameter_without(p, modifier) for p in parameters) if p is not None]
+        if len(kept) == len(parameters) and all(
+            a is b for a, b in zip(kept, parameters, strict=True)
+        ):
+            return detail
+        return {**detail, "parameter": kept} if kept else None
+    return _concept_without(detail, modifier)
+
+
 def _remove_modifier(resource: JsonObject, modifier: str) -> None:
+    """Take every trace of ``modifier`` off a draft ServiceRequest (see above)."""
+    modifier = modifier.strip().upper()
     details = resource.get("orderDetail")
     if isinstance(details, list):
-        for detail in details:
-            holders = [detail]
-            if isinstance(detail, dict):  # R5: orderDetail[].parameter[].valueCodeableConcept
-                holders += [
-                    p.get("valueCodeableConcept")
-                    for p in detail.get("parameter") or ()
-                    if isinstance(p, dict)
-                ]
-            for holder in holders:
-                if isinstance(holder, dict) and isinstance(holder.get("coding"), list):
-                    holder["coding"] = [
-                        c
-                        for c in holder["coding"]
-                        if not (isinstance(c, dict) and c.get("code") == modifier)
-                    ]
-        resource["orderDetail"] = [
-            d for d in details if not (isinstance(d, dict) and _is_empty_detail(d))
-        ]
-        if not resource["orderDetail"]:
+        kept = [d for d in (_detail_without(d, modifier) for d in details) if d is not None]
+        if kept:
+            resource["orderDetail"] = kept
+        else:
             del resource["orderDetail"]
     extensions = resource.get("extension")
     if isinstance(extensions, list):
-        resource["extension"] = [
-            e
-            for e in extensions
-            if not (
-                isinstance(e, dict)
-                and e.get("url") == EXT_BILLING_MODIFIER
-                and isinstance(e.get("valueCoding"), dict)
-                and e["valueCoding"].get("code") == modifier
-            )
-        ]
-        if not resource["extension"]:
+        rest = []
+        for ext in extensions:
+            if isinstance(ext, dict) and ext.get("url") == EXT_BILLING_MODIFIER:
+                value = _coding_without(ext.get("valueCoding"), modifier)
+                if value is None:
+                    continue
+                if value is not ext.get("valueCoding"):
+                    ext = {**ext, "valueCoding": value}
+            rest.append(ext)
+        if rest:
+            resource["extension"] = rest
+        else:
             del resource["extension"]
 
 
-def _is_empty_detail(detail: JsonObject) -> bool:
-    if "parameter" in detail:
-        return not any(
-            _codings_of(p.get("valueCodeableConcept"))
-            for p in detail["parameter"]
-            if isinstance(p, dict)
-        )
-    return not detail.get("coding") and not detail.get("text")
+def _r5_details(resource: JsonObject) -> list[JsonObject]:
+    details = resource.get("orderDetail")
+    if not isinstance(details, list):
+        return []
+    return [d for d in details if isinstance(d, dict) and isinstance(d.get("parameter"), list)]
+
+
+def _concepts(resource: JsonObject) -> list[JsonObject]:
+    """Every modifier CodeableConcept of ``orderDetail`` (R4 entries and R5 parameter values)."""
+    details = resource.get("orderDetail")
+    found: list[JsonObject] = []
+    for detail in details if isinstance(details, list) else ():
+        if not isinstance(detail, dict):
+            continue
+        parameters = detail.get("parameter")
+        if isinstance(parameters, list):
+            found += [
+                p["valueCodeableConcept"]
+                for p in parameters
+                if isinstance(p, dict) and isinstance(p.get("valueCodeableConcept"), dict)
+            ]
+        else:
+            found.append(detail)
+    return found
+
+
+def _has_modifier(resource: JsonObject, modifier: str) -> bool:
+    """True when the mapper reads ``modifier`` from the draft (orderDetail or extension)."""
+    for concept in _concepts(resource):
+        for coding in _codings_of(concept):
+            if modifier in _coding_modifiers(coding, allow_none=False):
+                return True
+    extensions = resource.get("extension")
+    return any(
+        isinstance(e, dict)
+        and e.get("url") == EXT_BILLING_MODIFIER
+        and modifier in _coding_modifiers(e.get("valueCoding"), allow_none=True)
+        for e in (extensions if isinstance(extensions, list) else ())
+    )
+
+
+def _is_modifier_parameter(parameter: object) -> bool:
+    if not isinstance(parameter, dict):
+        return False
+    return any(
+        _coding_modifiers(c, allow_none=False)
+        for c in _codings_of(parameter.get("valueCodeableConcept"))
+    )
 
 
 def _add_modifier(resource: JsonObject, modifier: str, version: FhirVersion | None) -> None:
+    """Add ``modifier`` where the draft keeps its modifiers, once: nothing is added when the
+    mapper already reads it; a leftover trace the mapper does not read (a text "59", a coding
+    without a system) is replaced by the one added."""
+    modifier = modifier.strip().upper()
+    if _has_modifier(resource, modifier):
+        return
+    _remove_modifier(resource, modifier)
     coding = {"system": _modifier_system(modifier), "code": modifier}
-    # R5 orderDetail is a parameter structure; the project extension is unambiguous there.
-    member, item = (
-        ("extension", {"url": EXT_BILLING_MODIFIER, "valueCoding": coding})
-        if version is FhirVersion.R5
-        else ("orderDetail", {"coding": [coding]})
+    r5_details = _r5_details(resource)
+    for detail in r5_details:  # R5: a parameter like the draft's other modifier parameters
+        siblings = [p for p in detail["parameter"] if _is_modifier_parameter(p)]
+        if siblings and isinstance(siblings[0].get("code"), dict):
+            concept: JsonObject = {"coding": [coding]}
+            if "text" in siblings[0]["valueCodeableConcept"]:
+                concept["text"] = modifier
+            detail["parameter"].append(
+                {"code": siblings[0]["code"], "valueCodeableConcept": concept}
+            )
+            return
+    extensions = resource.get("extension")
+    details = resource.get("orderDetail")
+    uses_extension = isinstance(extensions, list) and any(
+        isinstance(e, dict) and e.get("url") == EXT_BILLING_MODIFIER for e in extensions
     )
+    uses_details = isinstance(details, list) and bool(details) and not r5_details
+    item: JsonObject
+    if version is FhirVersion.R5 or r5_details or (uses_extension and not uses_details):
+        # R5 orderDetail is a parameter structure; the project extension is unambiguous there.
+        member, item = "extension", {"url": EXT_BILLING_MODIFIER, "valueCoding": coding}
+    else:
+        member, item = "orderDetail", {"coding": [coding]}
+        if isinstance(details, list) and any(isinstance(d, dict) and "text" in d for d in details):
+            item["text"] = modifier  # as the draft's other details show theirs
     existing = resource.setdefault(member, [])
     if isinstance(existing, list):
         existing.append(item)
@@ -293,7 +489,6 @@ def apply_fixes(
         if fix.remove_modifier is not None:
             _remove_modifier(updated, fix.remove_modifier)
         if fix.add_modifier is not None:
-            _remove_modifier(updated, fix.add_modifier)  # never twice
             _add_modifier(updated, fix.add_modifier, version)
     return updated
 

@@ -202,11 +202,21 @@ def _group_findings(
 ) -> list[Finding]:
     """E-GROUP-NOT-ONE-ON-ONE per code delivered to a group (R-F2, R-H8, I-2.6)."""
     has_group_code = GROUP_CODE in lines  # the lines hold every code documented or charged
+    group_line = lines.get(GROUP_CODE)
+    group_billed = group_line is not None and group_line.has_billing
     found = []
     for code in sorted({s.code for s in group}):
         services = [s for s in group if s.code == code]
         line = lines.get(code)
+        if group_billed and (line is None or not line.has_billing):
+            # the session is billed as 97150 and the one-on-one code is not billed: what the
+            # finding asks for is done (its accepted suggestion must not raise it again)
+            continue
         refs = line.fix_refs if line else ()
+        if line is not None and not set(line.service_refs) <= {s.ref for s in services}:
+            # the code's charge also bills one-on-one services of the code: replacing or
+            # dropping it would un-bill those, so no charge is named (no suggestion)
+            refs = ()
         fix = (
             new_fix(line_code=code, charge_refs=refs, set_units=0)
             if has_group_code

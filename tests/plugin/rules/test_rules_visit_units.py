@@ -292,6 +292,21 @@ def test_group_code_present_suggests_dropping_the_line() -> None:
     assert group.fixes[0].set_units == 0
 
 
+def test_group_session_billed_as_97150_only_is_not_flagged() -> None:
+    """The group suggestion accepted: 97150 billed, the one-on-one code not billed (R-F2)."""
+    v = visit(svc("97530", 0, 30, group=True), charges=[charge("97150", 1, "GP")])
+    analysis = run(v)
+    assert "E-GROUP-NOT-ONE-ON-ONE" not in rules_of(analysis)
+    assert dict(analysis.units) == {}, "group minutes stay out of the timed total"
+    both = visit(
+        svc("97530", 0, 30, group=True), charges=[charge("97150", 1, "GP"), charge("97530", 2)]
+    )
+    group = only(run(both), "E-GROUP-NOT-ONE-ON-ONE")
+    assert group.fixes == (
+        Fix(line_code="97530", charge_refs=("ServiceRequest/sr-97530",), set_units=0),
+    )
+
+
 @pytest.mark.parametrize(
     ("service", "expected", "source"),
     [
