@@ -28,8 +28,13 @@ from pydantic import ValidationError
 
 from cds_hooks.models import Action, Card, Coding, Link, Source, Suggestion
 from fhir_mappings.codes import split_modifiers
-from fhir_mappings.mapper import BILLING_SYSTEMS
-from fhir_mappings.model import CPT_SYSTEM, EXT_BILLING_MODIFIER, HCPCS_SYSTEM, FhirVersion
+from fhir_mappings.model import (
+    BILLING_SYSTEMS,
+    CPT_SYSTEM,
+    EXT_BILLING_MODIFIER,
+    HCPCS_SYSTEM,
+    FhirVersion,
+)
 from plugin.markdown import quote_markdown
 from plugin.rules import Analysis, Finding, Fix, VisitAnalysis
 from plugin.rules.catalogue import CATALOGUE, RuleId, Severity
