@@ -25,10 +25,12 @@ import asyncio
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import replace
 from datetime import UTC, datetime
+from itertools import islice
 from typing import Any, cast
 
 from anyio import to_thread
@@ -41,7 +43,7 @@ from plugin.storage import TOPIC_MAX, UNKNOWN_TOPIC, ShownCard, SqlCardStore, is
 
 logger = logging.getLogger("therapy_cds.cards_shown")
 
-#: Card uuids each worker remembers with their finding (about 150 bytes each, so about 1.5 MB),
+#: Card uuids each worker remembers with their finding (about 200 bytes each, so about 2 MB),
 #: and the most that wait for a flush while the database cannot be reached.
 CARDS_REMEMBERED = 10_000
 
@@ -62,8 +64,11 @@ class CardsShown:
         self._lock = threading.Lock()  # observe (event loop) against flush (a thread)
         self._flushing = threading.Lock()  # one flush at a time (periodic, then shutdown)
         self._counts: dict[tuple[str, str, str], int] = {}
-        self._pending: dict[str, ShownCard] = {}
-        self._recent: dict[str, str] = {}
+        # The last `remember` cards, oldest first; the newest `_unwritten` of them are not in
+        # the database yet. (OrderedDict: dropping the oldest is O(1); a plain dict finds its
+        # first key by skipping every slot deleted before it.)
+        self._recent: OrderedDict[str, ShownCard] = OrderedDict()
+        self._unwritten = 0
         self._day = -1
         self._week = ""
         self.dropped = 0  # card findings dropped while the database was unreachable
@@ -85,25 +90,30 @@ class CardsShown:
             return
         week = self.week()
         with self._lock:
-            counts, pending, recent = self._counts, self._pending, self._recent
+            counts, recent = self._counts, self._recent
             for card in cards:
                 topic_coding = card.source.topic
                 topic = topic_coding.code[:TOPIC_MAX] if topic_coding else UNKNOWN_TOPIC
                 key = (service_id, topic, week)
                 counts[key] = counts.get(key, 0) + 1
                 uuid = card.uuid
-                if uuid:
-                    recent[uuid] = topic
-                    pending[uuid] = (uuid, service_id, topic, week)
-            while len(recent) > self.remember:
-                del recent[next(iter(recent))]
-            while len(pending) > self.remember:
-                del pending[next(iter(pending))]
-                self.dropped += 1
+                if uuid and uuid not in recent:  # a retried call's cards are known already
+                    recent[uuid] = (uuid, service_id, topic, week)
+                    self._unwritten += 1
+            self._forget_oldest()
+
+    def _forget_oldest(self) -> None:
+        recent = self._recent
+        while len(recent) > self.remember:
+            recent.popitem(last=False)
+        if self._unwritten > len(recent):  # unwritten cards forgotten: their feedback is unknown
+            self.dropped += self._unwritten - len(recent)
+            self._unwritten = len(recent)
 
     def topic_of(self, card_uuid: str) -> str | None:
         """The finding of a card this worker returned recently, or None."""
-        return self._recent.get(card_uuid)
+        found = self._recent.get(card_uuid)
+        return found[2] if found is not None else None
 
     def wrap(self, registry: ServiceRegistry) -> ServiceRegistry:
         """The same services, each counting the cards it returns."""
@@ -131,27 +141,25 @@ class CardsShown:
         with self._flushing:
             with self._lock:
                 counts, self._counts = self._counts, {}
-                pending, self._pending = self._pending, {}
-            if not counts and not pending:
+                taken, self._unwritten = self._unwritten, 0
+                cards = list(islice(reversed(self._recent.values()), taken))
+            if not counts and not cards:
                 return 0
             try:
-                self.store.add(counts, pending.values())
+                self.store.add(counts, cards)
             except BaseException:
-                self._put_back(counts, pending)
+                self._put_back(counts, taken)
                 raise
             return sum(counts.values())
 
-    def _put_back(
-        self, counts: Mapping[tuple[str, str, str], int], pending: dict[str, ShownCard]
-    ) -> None:
+    def _put_back(self, counts: Mapping[tuple[str, str, str], int], taken: int) -> None:
+        """Counts are added back; the cards taken are the ones just older than those shown
+        since, so they become unwritten again (as far as they are still remembered)."""
         with self._lock:
             for key, count in counts.items():
                 self._counts[key] = self._counts.get(key, 0) + count
-            pending.update(self._pending)  # older first, then what came in meanwhile
-            self._pending = pending
-            while len(pending) > self.remember:
-                del pending[next(iter(pending))]
-                self.dropped += 1
+            self._unwritten += taken
+            self._forget_oldest()
 
     def unflushed(self) -> int:
         """Cards counted and not yet written."""
