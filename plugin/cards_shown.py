@@ -4,9 +4,9 @@ Each worker keeps, in memory:
 
 - the number of cards it returned per (service id, finding, ISO week) -- the finding is the
   card's ``source.topic.code``; a card without a topic counts under ``unknown``;
-- the finding of the cards it returned since the last flush, by card uuid, and of the last
-  :data:`CARDS_REMEMBERED` cards, so that feedback (which carries only the card uuid) is
-  attributed to its finding, even before the flush.
+- the last :data:`CARDS_REMEMBERED` cards it returned, by uuid, with their finding (the newest
+  of them not written yet), so that feedback (which carries only the card uuid) is attributed
+  to its finding, even before the flush.
 
 Every ``THERAPY_CDS_FEEDBACK_FLUSH_SECONDS`` (and at shutdown) a background task writes what
 was gathered in one transaction (:class:`plugin.storage.SqlCardStore`: additive upserts, so
