@@ -26,10 +26,11 @@ from sqlalchemy import text
 from cds_hooks import CdsHooksConfig, install_cds_hooks, load_trusted_issuers
 from cds_hooks.app import LOG_FIELDS
 from plugin.cards import warm_up as warm_up_cards
+from plugin.cards_shown import CardsShown
 from plugin.metrics import ServiceMetrics, install_metrics
 from plugin.services import RuleChoice, build_registry
 from plugin.settings import LogFormat, Settings
-from plugin.storage import SqlFeedbackStore, SqlReplayStore, make_engine
+from plugin.storage import SqlCardStore, SqlFeedbackStore, SqlReplayStore, make_engine
 
 logger = logging.getLogger("therapy_cds")
 
@@ -216,7 +217,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings if settings is not None else Settings()
     configure_logging(settings.log_level, settings.log_format)
     engine = make_engine(settings.database_url)
-    feedback_store = SqlFeedbackStore(engine)
+    # Cards shown per finding and week, counted in memory and flushed (plugin/cards_shown.py);
+    # feedback is stored with the finding of its card.
+    cards_shown = CardsShown(SqlCardStore(engine))
+    feedback_store = SqlFeedbackStore(engine, topic_of=cards_shown.topic_of)
     replay_store = SqlReplayStore(engine)
     config = cds_config(settings)
 
@@ -235,6 +239,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.feedback_store = feedback_store
+    app.state.cards_shown = cards_shown
 
     smart_launch = f"{settings.public_base_url}/smart/launch" if settings.public_base_url else None
     metrics = ServiceMetrics()  # metrics (plugin/metrics.py), mounted below
@@ -244,6 +249,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         on_findings=metrics.observe_findings,
         max_procedures_per_visit=settings.max_procedures_per_visit,
     )
+    registry = cards_shown.wrap(registry)
+    cards_shown.install(app, every_seconds=settings.feedback_flush_seconds)
     runtime = install_cds_hooks(app, registry, config, feedback_store, replay_store=replay_store)
     # ---- metrics: GET /metrics, latency per service, prefetch states, findings, feedback ----
     token = settings.metrics_token.get_secret_value() if settings.metrics_token else None

@@ -83,7 +83,12 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = None
     # /docs and /openapi.json. None: served in development only. true / false: always / never.
     api_docs: bool | None = None
+    # /rules/feedback (the feedback report page). None: served in development only.
+    # true / false: always / never (counts and reason codes, no patient data; see the README).
+    feedback_page: bool | None = None
     # ---
+    # Seconds between two writes of a worker's counts of cards shown (and at shutdown).
+    feedback_flush_seconds: float = Field(default=5.0, gt=0, le=3600)
 
     @property
     def development(self) -> bool:
@@ -99,6 +104,10 @@ class Settings(BaseSettings):
     def api_docs_served(self) -> bool:
         """Whether /docs and /openapi.json are served (see ``api_docs``)."""
         return self.api_docs if self.api_docs is not None else self.development
+
+    def feedback_page_served(self) -> bool:
+        """Whether /rules/feedback is served (see ``feedback_page``)."""
+        return self.feedback_page if self.feedback_page is not None else self.development
 
     @field_validator("metrics_token")
     @classmethod

@@ -1,9 +1,12 @@
 """Persistence through SQLAlchemy: SQLite by default, PostgreSQL for shared deployments.
 
-Holds card feedback (checklist F-1..F-9) and the JWT replay cache (S-11). Tables are created on
-start-up; nothing to install.
-Writes are idempotent (a repeated feedback item is stored once) and committed before the
-endpoint answers, so an acknowledged item is never lost.
+Holds card feedback (checklist F-1..F-9), the cards shown per finding and ISO week with the
+finding of each card shown (``plugin.cards_shown`` flushes them), and the JWT replay cache
+(S-11). Tables are created on start-up, and columns added since 0.1.0 are added to an older
+database; nothing to install.
+Feedback writes are idempotent (a repeated feedback item is stored once) and committed before
+the endpoint answers, so an acknowledged item is never lost. Nothing here is about a patient:
+card uuids, finding ids, weeks, counts and the reason codes a clinician chose.
 """
 
 from __future__ import annotations
@@ -11,12 +14,14 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Column,
+    Connection,
     DateTime,
     Engine,
     Float,
@@ -30,8 +35,10 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     select,
     text,
+    update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
@@ -45,6 +52,19 @@ from cds_hooks.models import (
 )
 
 metadata = MetaData()
+
+#: Longest finding id stored (``source.topic.code`` of a card; the rule ids are far shorter).
+TOPIC_MAX = 64
+#: The finding that feedback is counted under when its card was never seen (or is forgotten).
+UNKNOWN_TOPIC = "unknown"
+
+
+def iso_week(day: date) -> str:
+    """``2025-W10``: the ISO 8601 week of ``day`` (the week-based year, so 2024-12-30 is
+    ``2025-W01``). Sorts as text in time order."""
+    year, week, _ = day.isocalendar()
+    return f"{year:04d}-W{week:02d}"
+
 
 feedback_table = Table(
     "feedback",
@@ -63,7 +83,38 @@ feedback_table = Table(
     Column("override_reason_code", String(FEEDBACK_ID_MAX), nullable=True),
     Column("user_comment", Text, nullable=True),  # at most FEEDBACK_COMMENT_MAX characters
     Column("received_at", DateTime(timezone=True), nullable=False),
+    # Added after 0.1.0 (see _add_missing_columns): the finding of the card, when the card was
+    # seen by this service (else NULL, and the report looks in card_topics), and the ISO week
+    # the item was received.
+    Column("topic", String(TOPIC_MAX), nullable=True),
+    Column("week", String(8), nullable=True, index=True),
 )
+
+#: Cards returned, per service, finding (``source.topic.code``) and ISO week: additive counts,
+#: one row per key, written by every worker's periodic flush.
+cards_shown_table = Table(
+    "cards_shown",
+    metadata,
+    Column("service_id", String(128), primary_key=True),
+    Column("topic", String(TOPIC_MAX), primary_key=True),
+    Column("week", String(8), primary_key=True),
+    Column("shown", BigInteger, nullable=False),
+)
+
+#: The finding of each card returned, so that feedback (which carries the card uuid only) is
+#: attributed to it whichever worker receives it. Kept :data:`CARD_TOPICS_KEEP_WEEKS` weeks.
+card_topics_table = Table(
+    "card_topics",
+    metadata,
+    Column("card_uuid", String(FEEDBACK_ID_MAX), primary_key=True),
+    Column("service_id", String(128), nullable=False),
+    Column("topic", String(TOPIC_MAX), nullable=False),
+    Column("week", String(8), nullable=False, index=True),
+)
+
+#: card_topics rows older than this many ISO weeks are dropped (feedback comes within minutes
+#: of a card; what still lacks a finding then is written into its feedback row first).
+CARD_TOPICS_KEEP_WEEKS = 8
 
 
 def _fingerprint(service_id: str, item: FeedbackItem) -> tuple[str, dict[str, Any]]:
@@ -110,29 +161,71 @@ _SCHEMA_LOCK = 7_305_112
 
 
 def create_tables(engine: Engine) -> None:
-    """Create the tables when missing. Several workers start together and race on
-    ``CREATE TABLE``: on PostgreSQL under an advisory lock, on SQLite with a second pass."""
+    """Create the tables when missing, and add the columns an older database lacks. Several
+    workers start together and race on ``CREATE TABLE``: on PostgreSQL under an advisory lock,
+    on SQLite with a second pass."""
     if engine.dialect.name == "postgresql":
         with engine.begin() as connection:
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
             metadata.create_all(connection)
+            _add_missing_columns(connection)
         return
     for attempt in range(3):
         try:
-            metadata.create_all(engine)
+            with engine.begin() as connection:
+                metadata.create_all(connection)
+                _add_missing_columns(connection)
             return
         except OperationalError:
-            # SQLite: another worker created a table between the check and the CREATE; the
-            # next pass sees it and creates only what is still missing.
+            # SQLite: another worker created a table (or added a column) between the check and
+            # the CREATE; the next pass sees it and creates only what is still missing.
             if attempt == 2:
                 raise
 
 
-class SqlFeedbackStore:
-    """:class:`cds_hooks.feedback.FeedbackStore` on SQLAlchemy."""
+#: Rows updated per statement when filling in a new column (well under SQLite's parameter cap).
+_CHUNK = 500
 
-    def __init__(self, engine: Engine) -> None:
+
+def _chunks(values: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(values), _CHUNK):
+        yield values[start : start + _CHUNK]
+
+
+def _add_missing_columns(connection: Connection) -> None:
+    """A feedback table from 0.1.0 gets ``topic`` and ``week`` (with its index); the week of its
+    rows is filled in from ``received_at``, once, in the same transaction."""
+    present = {column["name"] for column in inspect(connection).get_columns("feedback")}
+    for name in ("topic", "week"):
+        if name not in present:
+            kind = feedback_table.c[name].type.compile(dialect=connection.dialect)
+            connection.execute(text(f"ALTER TABLE feedback ADD COLUMN {name} {kind}"))
+    if "week" in present:
+        return
+    connection.execute(text("CREATE INDEX IF NOT EXISTS ix_feedback_week ON feedback (week)"))
+    table = feedback_table
+    by_week: dict[str, list[int]] = {}
+    for ident, received in connection.execute(select(table.c.id, table.c.received_at)):
+        if received.tzinfo is not None:
+            received = received.astimezone(UTC)
+        by_week.setdefault(iso_week(received.date()), []).append(ident)
+    for week, idents in by_week.items():
+        for chunk in _chunks(idents):
+            connection.execute(update(table).where(table.c.id.in_(chunk)).values(week=week))
+
+
+class SqlFeedbackStore:
+    """:class:`cds_hooks.feedback.FeedbackStore` on SQLAlchemy.
+
+    Each item is stored with the ISO week it was received and, when the card is known, its
+    finding: ``topic_of(card_uuid)`` (this worker's memory of the cards it returned) first,
+    then the cards other workers have flushed (``card_topics``)."""
+
+    def __init__(
+        self, engine: Engine, *, topic_of: Callable[[str], str | None] | None = None
+    ) -> None:
         self.engine = engine
+        self._topic_of = topic_of
         create_tables(engine)
 
     def _insert(self) -> Any:
@@ -149,14 +242,28 @@ class SqlFeedbackStore:
 
     def record(self, service_id: str, items: Sequence[FeedbackItem]) -> int:
         now = datetime.now(UTC)
+        week = iso_week(now.date())
+        topic_of = self._topic_of
+        topics = {item.card: topic_of(item.card) if topic_of else None for item in items}
         new = 0
         with self.engine.begin() as connection:
+            unknown = [card for card, topic in topics.items() if topic is None]
+            for chunk in _chunks(unknown):
+                cards = card_topics_table.c
+                found = select(cards.card_uuid, cards.topic).where(cards.card_uuid.in_(chunk))
+                topics.update((card, topic) for card, topic in connection.execute(found))
             for item in items:
                 fingerprint, row = _fingerprint(service_id, item)
                 # RETURNING, not rowcount: psycopg reports -1 for ON CONFLICT DO NOTHING.
                 result = connection.execute(
                     self._insert()
-                    .values(fingerprint=fingerprint, received_at=now, **row)
+                    .values(
+                        fingerprint=fingerprint,
+                        received_at=now,
+                        topic=topics[item.card],
+                        week=week,
+                        **row,
+                    )
                     .returning(feedback_table.c.id)
                 )
                 new += len(result.fetchall())
@@ -176,6 +283,80 @@ class SqlFeedbackStore:
             query = query.where(feedback_table.c.service_id == service_id)
         with self.engine.connect() as connection:
             return [dict(row._mapping) for row in connection.execute(query)]
+
+
+#: One card returned: (card uuid, service id, finding, ISO week).
+ShownCard = tuple[str, str, str, str]
+
+
+class SqlCardStore:
+    """Where the workers' counts of cards shown land (``plugin.cards_shown`` flushes them).
+
+    :meth:`add` is one transaction of additive upserts (``shown = shown + n``: several workers
+    add to the same row without losing a count) and insert-or-ignore of the cards' findings;
+    at most once an hour it also drops ``card_topics`` rows older than
+    :data:`CARD_TOPICS_KEEP_WEEKS` weeks, after writing their finding into any feedback row
+    that still lacks it."""
+
+    def __init__(self, engine: Engine, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.engine = engine
+        self._clock = clock
+        self._last_prune: float | None = None
+        name = engine.dialect.name
+        if name == "postgresql":
+            self._dialect_insert: Any = postgresql.insert
+        elif name == "sqlite":
+            self._dialect_insert = sqlite.insert
+        else:
+            raise RuntimeError(f"unsupported database dialect {name!r}: use SQLite or PostgreSQL")
+        create_tables(engine)
+
+    def add(self, counts: Mapping[tuple[str, str, str], int], cards: Iterable[ShownCard]) -> None:
+        rows = [
+            {"service_id": service, "topic": topic, "week": week, "shown": shown}
+            for (service, topic, week), shown in counts.items()
+        ]
+        shown = [
+            {"card_uuid": card, "service_id": service, "topic": topic, "week": week}
+            for card, service, topic, week in cards
+        ]
+        with self.engine.begin() as connection:
+            if rows:
+                upsert = self._dialect_insert(cards_shown_table)
+                connection.execute(
+                    upsert.on_conflict_do_update(
+                        index_elements=["service_id", "topic", "week"],
+                        set_={"shown": cards_shown_table.c.shown + upsert.excluded.shown},
+                    ),
+                    rows,
+                )
+            if shown:
+                connection.execute(
+                    self._dialect_insert(card_topics_table).on_conflict_do_nothing(
+                        index_elements=["card_uuid"]
+                    ),
+                    shown,
+                )
+            now = self._clock()
+            if self._last_prune is None or now - self._last_prune >= 3600:
+                self._prune(connection)
+                self._last_prune = now
+
+    @staticmethod
+    def _prune(connection: Connection) -> None:
+        cutoff = iso_week(datetime.now(UTC).date() - timedelta(weeks=CARD_TOPICS_KEEP_WEEKS))
+        cards = card_topics_table.c
+        old = select(cards.card_uuid).where(cards.week < cutoff)
+        connection.execute(
+            update(feedback_table)
+            .where(feedback_table.c.topic.is_(None), feedback_table.c.card_uuid.in_(old))
+            .values(
+                topic=select(cards.topic)
+                .where(cards.card_uuid == feedback_table.c.card_uuid)
+                .scalar_subquery()
+            )
+        )
+        connection.execute(delete(card_topics_table).where(cards.week < cutoff))
 
 
 jwt_replay_table = Table(

@@ -79,7 +79,7 @@ def rules_markdown(samples_dir: Path | None = None) -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def catalogue_router(web: WebSettings, *, sandbox_on: bool) -> APIRouter:
+def catalogue_router(web: WebSettings, *, sandbox_on: bool, feedback_on: bool = False) -> APIRouter:
     router = APIRouter(include_in_schema=False)
 
     @router.get("/rules")
@@ -93,6 +93,14 @@ def catalogue_router(web: WebSettings, *, sandbox_on: bool) -> APIRouter:
             }
             for entry in CATALOGUE.values()
         ]
-        return render("rules.html", {"page": "rules", "entries": entries, "sandbox_on": sandbox_on})
+        return render(
+            "rules.html",
+            {
+                "page": "rules",
+                "entries": entries,
+                "sandbox_on": sandbox_on,
+                "feedback_on": feedback_on,
+            },
+        )
 
     return router

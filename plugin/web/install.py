@@ -12,6 +12,7 @@ from fastapi.staticfiles import StaticFiles
 
 from plugin.settings import Settings
 from plugin.web.catalogue import catalogue_router
+from plugin.web.feedback import feedback_router
 from plugin.web.pages import ASSETS_PATH, STATIC
 from plugin.web.sandbox import sandbox_router
 from plugin.web.settings import WebSettings
@@ -29,14 +30,19 @@ def install_web(
     *,
     http_transport: httpx.AsyncBaseTransport | None = None,
 ) -> None:
-    """Mount ``/sandbox`` (when enabled), ``/smart/*``, ``/rules`` and their assets.
+    """Mount ``/sandbox`` (when enabled), ``/smart/*``, ``/rules``, ``/rules/feedback`` (when
+    enabled: ``settings.feedback_page_served()``, on ``app.state.engine``) and their assets.
 
     ``http_transport``: how the SMART app reaches other servers (tests pass an in-process one).
     """
     web = web if web is not None else WebSettings()
     app.mount(ASSETS_PATH, StaticFiles(directory=STATIC), name="web-assets")
     sandbox_on = web.sandbox_enabled(require_auth=settings.require_auth)
-    app.include_router(catalogue_router(web, sandbox_on=sandbox_on))
+    # The report reads the service's database; an app with pages only (tests) has none.
+    feedback_on = settings.feedback_page_served() and hasattr(app.state, "engine")
+    if feedback_on:
+        app.include_router(feedback_router(app.state.engine, sandbox_on=sandbox_on))
+    app.include_router(catalogue_router(web, sandbox_on=sandbox_on, feedback_on=feedback_on))
     smart = SmartApp(settings, web, transport=http_transport)
     app.state.smart = smart
     app.include_router(smart_router(smart))
