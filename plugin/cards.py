@@ -133,12 +133,15 @@ def _fit(text: str) -> str:
 
 
 def _codes_text(codes: Sequence[str], most: int = 4) -> str:
-    shown = ", ".join(codes[:most])
+    """Codes for a summary; they came from the request, so they are quoted like any data."""
+    shown = ", ".join(quote_markdown(code) for code in codes[:most])
     return shown + (f" +{len(codes) - most} more" if len(codes) > most else "")
 
 
 def _allocation_text(allocation: Mapping[str, int]) -> str:
-    return " + ".join(f"{code}×{n}" for code, n in allocation.items() if n) or "none"
+    return (
+        " + ".join(f"{quote_markdown(code)}×{n}" for code, n in allocation.items() if n) or "none"
+    )
 
 
 def _units_word(n: int) -> str:
@@ -185,7 +188,9 @@ def _summary(finding: Finding, visit: VisitAnalysis | None) -> str:
     on = f" on {visit.date.isoformat()}" if visit is not None else ""
     facts = finding.facts
     codes = _codes_text(finding.codes)
-    col1, col2 = facts.column1 or "97140", facts.column2 or "97530"
+    col1, col2 = (
+        quote_markdown(c or d) for c, d in ((facts.column1, "97140"), (facts.column2, "97530"))
+    )
     minutes = facts.minutes if facts.minutes is not None else 0
     rule = finding.rule
     text: str
@@ -221,7 +226,7 @@ def _summary(finding: Finding, visit: VisitAnalysis | None) -> str:
     elif rule is RuleId.W_NO_PLAN_OF_CARE:
         text = f"{codes}{on}: not linked to a plan of care"
     elif rule is RuleId.E_PLAN_NOT_ACTIVE:
-        status = f" ({facts.plan_status})" if facts.plan_status else ""
+        status = f" ({quote_markdown(facts.plan_status)})" if facts.plan_status else ""
         text = f"{codes}{on}: the linked plan of care is not active{status}"
     elif rule is RuleId.E_PLAN_PERIOD:
         period = (
@@ -1049,7 +1054,7 @@ def cards_for(analysis: Analysis, options: CardOptions) -> tuple[Card, ...]:
                 detail="\n".join(
                     f"- **{f.rule.value}**: {quote_markdown(f.message)}" for f in loose
                 ),
-                source=_source("units-summary", "Findings outside any visit"),
+                source=_source(loose[0].rule.value, "Findings outside any visit"),
             )
         )
     if options.policy == "all":

@@ -373,7 +373,6 @@ def build_registry(
             payer_rule=choice.payer_rule,
             pair_rule=choice.pair_rule,
             card_policy=choice.card_policy,
-            cards=len(cards),
             analysis_ms=round((time.perf_counter() - started) * 1000, 2),
         )
         return CdsResponse(cards=cards)
