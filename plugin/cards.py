@@ -298,10 +298,18 @@ def _pair_reading(finding: Finding) -> str | None:
     return "Pair rule: strict (each code needs 15 minutes of its own)."
 
 
-def _listed(findings: Sequence[Finding]) -> str:
-    """The findings a card groups under its primary one, or informational ones riding on it:
-    ``**ID** (what it is about)`` each, so the id stays searchable."""
-    return "; ".join(f"**{f.rule.value}** ({_TITLES.get(f.rule, '')})" for f in findings)
+def _listed(primary: Finding, findings: Sequence[Finding]) -> str:
+    """The findings a card groups under its primary one, each as ``**ID**`` (so the id stays
+    searchable) with what it is about; a time cause (missing times, group delivery, an
+    overlap the primary does not already describe) with its message, which says what to
+    correct in the documentation."""
+    said = primary.rule in _OVERLAP
+    return "; ".join(
+        f"**{f.rule.value}**: {quote_markdown(f.message)}"
+        if f.rule in _TIME_CAUSES and not (said and f.rule in _OVERLAP)
+        else f"**{f.rule.value}** ({_TITLES.get(f.rule, '')})"
+        for f in findings
+    )
 
 
 def _detail(group: Sequence[Finding], riding: Sequence[Finding], extra: Sequence[str]) -> str:
@@ -311,7 +319,7 @@ def _detail(group: Sequence[Finding], riding: Sequence[Finding], extra: Sequence
     primary = group[0]
     parts = [quote_markdown(primary.message)]
     if len(group) > 1:
-        parts.append("Same cause: " + _listed(group[1:]) + ".")
+        parts.append("Same cause: " + _listed(primary, group[1:]))
     for info in riding:
         parts.append(f"Note ({info.rule.value}): {quote_markdown(info.message)}")
     resources = sorted({r for f in group for r in f.resources})

@@ -298,7 +298,7 @@
       return Promise.resolve();
     }
     var hook = selectedHook();
-    var rules = { payerRule: $("payer-rule").value, pairRule: $("pair-rule").value };
+    var rules = { payerRule: $("payer-rule").value, pairRule: $("pair-rule").value, cardPolicy: $("card-policy").value };
     setStatus("Building the request…", "busy");
     $("fire").disabled = true;
     var timeline = postJson("/sandbox/api/timeline", { bundle: bundle, payerRule: rules.payerRule, pairRule: rules.pairRule })
@@ -306,7 +306,7 @@
         if (result.ok) { renderTimeline(result.data); }
         else { $("timeline").innerHTML = ""; $("timeline").appendChild(el("p", { className: "empty error", text: problem(result) })); }
       });
-    var exchange = postJson("/sandbox/api/request", { bundle: bundle, hook: hook, payerRule: rules.payerRule, pairRule: rules.pairRule })
+    var exchange = postJson("/sandbox/api/request", { bundle: bundle, hook: hook, payerRule: rules.payerRule, pairRule: rules.pairRule, cardPolicy: rules.cardPolicy })
       .then(function (built) {
         if (!built.ok) { throw new Error("Could not build the request: " + problem(built)); }
         var serviceId = built.data.serviceId;
