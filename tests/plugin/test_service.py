@@ -259,6 +259,32 @@ async def test_payer_rule_override_per_call(client: httpx.AsyncClient) -> None:
 
 
 @pytest.mark.anyio
+async def test_a_bad_card_policy_is_a_400_naming_it(client: httpx.AsyncClient) -> None:
+    body = build_hook_request(_bundle("clean-pair-59-on-97530.json"), hook="order-sign")
+    body["extension"] = {EXTENSION_KEY: {"cardPolicy": PAYLOAD_MARKER}}
+    response = await client.post(f"/cds-services/{ORDER_SIGN_SERVICE}", json=body)
+    assert response.status_code == 400
+    assert "cardPolicy" in response.text
+    assert PAYLOAD_MARKER not in response.text
+
+
+@pytest.mark.anyio
+async def test_the_setting_chooses_the_default_policy(tmp_path: Path) -> None:
+    settings = Settings(
+        require_auth=False,
+        dev_mode=True,
+        card_policy="summary",
+        database_url=f"sqlite:///{tmp_path / 'policy.db'}",
+        log_level="WARNING",
+    )
+    transport = httpx.ASGITransport(app=create_app(settings))
+    async with httpx.AsyncClient(transport=transport, base_url="http://cds.test") as c:
+        cards = await _invoke(c, "clean-pair-59-on-97530.json")
+        assert _topics(cards, "info") == ["units-summary"]
+        assert await _invoke(c, "clean-pair-59-on-97530.json", cardPolicy="problems") == []
+
+
+@pytest.mark.anyio
 async def test_bad_override_is_a_400_without_echo(client: httpx.AsyncClient) -> None:
     body = build_hook_request(_bundle("clean-pair-59-on-97530.json"), hook="order-sign")
     body["extension"] = {EXTENSION_KEY: {"payerRule": PAYLOAD_MARKER}}
