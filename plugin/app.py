@@ -244,8 +244,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     smart_launch = f"{settings.public_base_url}/smart/launch" if settings.public_base_url else None
     metrics = ServiceMetrics()  # metrics (plugin/metrics.py), mounted below
     registry = build_registry(
-        RuleChoice(payer_rule=settings.payer_rule, pair_rule=settings.pair_interval_rule),
+        RuleChoice(
+            payer_rule=settings.payer_rule,
+            pair_rule=settings.pair_interval_rule,
+            card_policy=settings.card_policy,
+        ),
         smart_launch_url=smart_launch,
+        rules_url=f"{settings.public_base_url}/rules" if settings.public_base_url else None,
         on_findings=metrics.observe_findings,
         max_procedures_per_visit=settings.max_procedures_per_visit,
     )

@@ -20,8 +20,8 @@ import logging
 import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, cast
+from dataclasses import dataclass, replace
+from typing import Any, Literal, cast
 
 import orjson
 from pydantic import ValidationError
@@ -37,7 +37,8 @@ from fhir_mappings.model import (
 )
 from plugin.markdown import quote_markdown
 from plugin.rules import Analysis, Finding, Fix, VisitAnalysis
-from plugin.rules.catalogue import CATALOGUE, RuleId, Severity
+from plugin.rules.catalogue import CATALOGUE, SEVERITY_RANK, RuleId, Severity
+from plugin.settings import CardPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -99,46 +100,175 @@ OVERRIDE_REASONS: Mapping[RuleId, tuple[Coding, ...]] = {
 
 # ------------------------------------------------------------------------------- summaries
 
+#: What each finding id is about, in a few words: the card source's topic display and the line
+#: naming the findings a card groups under its primary one.
 _TITLES: Mapping[RuleId, str] = {
-    RuleId.E_PAIR_NO_MODIFIER: "97530 billed with 97140 but neither line has modifier 59/X{EPSU}",
-    RuleId.W_MODIFIER_ON_COL1: "Modifier is on 97140; it belongs on the 97530 line",
-    RuleId.E_PAIR_SAME_TIMEBLOCK: "97140 and 97530 overlap in time: 97530 is not billable for it",
-    RuleId.W_OVERLAP: "One-on-one services overlap in time; shared minutes counted once",
-    RuleId.W_MODIFIER_MISMATCH_XE: "XE used but both services are on the same encounter",
-    RuleId.W_MODIFIER_MISMATCH_XP: "XP used but the same practitioner performed both services",
-    RuleId.W_MODIFIER_MISMATCH_XS: "XS used but separate body sites are not documented",
-    RuleId.W_59_WITH_X: "Modifier 59 and an X modifier on the same line; report only one",
-    RuleId.W_CODE_ZERO_UNITS: "A documented code earns 0 units today; do not bill it",
-    RuleId.W_MIN_UNDER_8: "Under 8 timed minutes: no timed units are billable",
-    RuleId.E_UNITS_EXCEED: "Billed units exceed what the documented minutes support",
-    RuleId.W_MISSING_END: "A timed service has no end time; its minutes cannot be counted",
-    RuleId.W_MISSING_START: "A timed service has no start time; its minutes cannot be counted",
-    RuleId.W_NO_DURATION: "A timed service has a time but no duration; minutes cannot be counted",
-    RuleId.W_SPANS_MIDNIGHT: "A service crosses midnight; all of it counts on the start date",
-    RuleId.E_GROUP_NOT_ONE_ON_ONE: "One-on-one code delivered to a group: bill 97150 instead",
-    RuleId.W_NO_PLAN_OF_CARE: "Services are not linked to a plan of care",
-    RuleId.E_PLAN_NOT_ACTIVE: "The linked plan of care is not active",
-    RuleId.E_PLAN_PERIOD: "The date of service is outside the plan of care's period",
-    RuleId.W_RECERT_DUE: "Plan of care recertification is due (over 90 days)",
-    RuleId.W_NO_REASON: "Services have no diagnosis or reason linked",
-    RuleId.W_DISCIPLINE_MODIFIER_MISSING: "Timed line without GP/GO/GN discipline modifier",
+    RuleId.E_PAIR_NO_MODIFIER: "97140 with 97530 and no NCCI modifier",
+    RuleId.W_MODIFIER_ON_COL1: "NCCI modifier on 97140 instead of 97530",
+    RuleId.E_PAIR_SAME_TIMEBLOCK: "97140 and 97530 in the same time block",
+    RuleId.W_OVERLAP: "one-on-one services overlap; shared minutes counted once",
+    RuleId.W_MODIFIER_MISMATCH_XE: "XE used on one encounter",
+    RuleId.W_MODIFIER_MISMATCH_XP: "XP used with one practitioner",
+    RuleId.W_MODIFIER_MISMATCH_XS: "XS used without separate body sites",
+    RuleId.W_59_WITH_X: "59 and an X modifier on one line",
+    RuleId.W_CODE_ZERO_UNITS: "a documented code earns no unit",
+    RuleId.W_MIN_UNDER_8: "under 8 timed minutes",
+    RuleId.I_TIE: "tied allocations",
+    RuleId.E_UNITS_EXCEED: "billed units over what the minutes support",
+    RuleId.W_MISSING_END: "no end time",
+    RuleId.W_MISSING_START: "no start time",
+    RuleId.W_NO_DURATION: "no duration",
+    RuleId.W_SPANS_MIDNIGHT: "service crosses midnight",
+    RuleId.I_COMBINE_LINES: "one code in several services: one line",
+    RuleId.E_GROUP_NOT_ONE_ON_ONE: "one-on-one code delivered to a group",
+    RuleId.W_NO_PLAN_OF_CARE: "no plan of care linked",
+    RuleId.E_PLAN_NOT_ACTIVE: "plan of care not active",
+    RuleId.E_PLAN_PERIOD: "date outside the plan of care",
+    RuleId.W_RECERT_DUE: "plan of care recertification due",
+    RuleId.W_NO_REASON: "no diagnosis or reason linked",
+    RuleId.W_DISCIPLINE_MODIFIER_MISSING: "no GP/GO/GN discipline modifier",
+    RuleId.I_IGNORED_STATUS: "service not analysed",
+    RuleId.I_OTHER_PTP: "another NCCI edit may apply",
+    RuleId.I_CHARGES_NOT_AVAILABLE: "billed units not checked: no charge line",
 }
+
+#: A card summary is plain text under 140 characters (CDS Hooks 2.0).
+SUMMARY_LIMIT = 139
+
+
+def _fit(text: str) -> str:
+    return text if len(text) <= SUMMARY_LIMIT else text[: SUMMARY_LIMIT - 1] + "…"
+
+
+def _codes_text(codes: Sequence[str], most: int = 4) -> str:
+    """Codes for a summary; they came from the request, so they are quoted like any data."""
+    shown = ", ".join(quote_markdown(code) for code in codes[:most])
+    return shown + (f" +{len(codes) - most} more" if len(codes) > most else "")
+
+
+def _allocation_text(allocation: Mapping[str, int]) -> str:
+    return (
+        " + ".join(f"{quote_markdown(code)}×{n}" for code, n in allocation.items() if n) or "none"
+    )
+
+
+def _units_word(n: int) -> str:
+    return "1 unit" if n == 1 else f"{n} units"
+
+
+def _exceed_summary(finding: Finding, visit: VisitAnalysis | None, on: str) -> str:
+    """E-UNITS-EXCEED: the code, the billed units and where the limit comes from."""
+    facts = finding.facts
+    billed = facts.units_billed if facts.units_billed is not None else 0
+    code = _codes_text(finding.codes)
+    if visit is None or facts.detail == "unattached":
+        return f"{code}{on}: {_units_word(billed)} billed; no documented service supports them"
+    if visit.payer_rule == "cms":
+        allocation = visit.allocations[0] if visit.allocations else visit.units
+        who = code if facts.detail == "code" else "Timed codes"
+        return (
+            f"{who}{on}: {_units_word(billed)} billed; {visit.total_timed_minutes} pooled"
+            f" minutes support {_units_word(visit.units_allowed_total)}:"
+            f" {_allocation_text(allocation)}"
+        )
+    minutes = visit.minutes.get(finding.codes[0], 0) if finding.codes else 0
+    allowed = facts.units_allowed if facts.units_allowed is not None else 0
+    return (
+        f"{code}{on}: {_units_word(billed)} billed; its {minutes} minutes support"
+        f" {_units_word(allowed)} (AMA per-code rule)"
+    )
+
+
+def _group_summary(group: Sequence[Finding], visit: VisitAnalysis | None) -> str:
+    """The summary of a card's primary finding, and the cause when another finding of the
+    group changed the minutes (missing times, group delivery, overlap), space permitting."""
+    text = _summary(group[0], visit)
+    causes = [f for f in group[1:] if f.rule in _TIME_CAUSES and f.rule is not group[0].rule]
+    if causes:
+        with_cause = f"{text} ({_TITLES[causes[0].rule]})"
+        if len(with_cause) <= SUMMARY_LIMIT:
+            return with_cause
+    return text
 
 
 def _summary(finding: Finding, visit: VisitAnalysis | None) -> str:
-    title = _TITLES.get(finding.rule) or CATALOGUE[finding.rule].meaning
-    if visit is not None:
-        candidate = f"{title} ({visit.date.isoformat()})"
-        if len(candidate) < 140:
-            return candidate
-    return title if len(title) < 140 else title[:136] + "..."
+    """The card summary: the code(s), the date and the numbers, under 140 characters."""
+    on = f" on {visit.date.isoformat()}" if visit is not None else ""
+    facts = finding.facts
+    codes = _codes_text(finding.codes)
+    col1, col2 = (
+        quote_markdown(c or d) for c, d in ((facts.column1, "97140"), (facts.column2, "97530"))
+    )
+    minutes = facts.minutes if facts.minutes is not None else 0
+    rule = finding.rule
+    text: str
+    if rule is RuleId.E_UNITS_EXCEED:
+        text = _exceed_summary(finding, visit, on)
+    elif rule is RuleId.E_PAIR_NO_MODIFIER:
+        text = f"{col2} with {col1}{on}: no modifier 59/XU on {col2}; {col2} will be denied"
+    elif rule is RuleId.W_MODIFIER_ON_COL1:
+        text = f"{col1}/{col2}{on}: the NCCI modifier is on {col1}; move it to {col2}"
+    elif rule is RuleId.E_PAIR_SAME_TIMEBLOCK:
+        text = (
+            f"{col1} and {col2}{on} overlap by {minutes} min: those minutes count for {col1} only"
+        )
+    elif rule is RuleId.W_OVERLAP:
+        text = f"{codes}{on}: services overlap by {minutes} min; shared minutes counted once"
+    elif rule in _MISMATCH:
+        text = f"{_MISMATCH[rule]} on {col2}{on}, not shown by the record; use 59 or XU"
+    elif rule is RuleId.W_59_WITH_X:
+        text = f"{codes}{on}: 59 and an X modifier on one line; report only one"
+    elif rule is RuleId.W_CODE_ZERO_UNITS:
+        text = f"{codes}{on}: {minutes} minutes earn no unit of the day's; do not bill it"
+    elif rule is RuleId.W_MIN_UNDER_8:
+        text = f"{codes}{on}: {minutes} timed minutes, under the 8 for one unit; nothing billable"
+    elif rule in (RuleId.W_MISSING_END, RuleId.W_MISSING_START):
+        which = "end" if rule is RuleId.W_MISSING_END else "start"
+        text = f"{codes}{on}: no {which} time recorded; its minutes cannot be counted"
+    elif rule is RuleId.W_NO_DURATION:
+        text = f"{codes}{on}: no start and end recorded; its minutes cannot be counted"
+    elif rule is RuleId.W_SPANS_MIDNIGHT:
+        text = f"{codes}{on}: the service crosses midnight; all of it counts on the start date"
+    elif rule is RuleId.E_GROUP_NOT_ONE_ON_ONE:
+        text = f"{codes}{on} was delivered to a group: bill 97150×1 instead"
+    elif rule is RuleId.W_NO_PLAN_OF_CARE:
+        text = f"{codes}{on}: not linked to a plan of care"
+    elif rule is RuleId.E_PLAN_NOT_ACTIVE:
+        status = f" ({quote_markdown(facts.plan_status)})" if facts.plan_status else ""
+        text = f"{codes}{on}: the linked plan of care is not active{status}"
+    elif rule is RuleId.E_PLAN_PERIOD:
+        period = (
+            f" ({facts.plan_start or '…'} to {facts.plan_end or '…'})"
+            if facts.plan_start or facts.plan_end
+            else ""
+        )
+        text = f"{codes}{on}: outside the plan of care's period{period}"
+    elif rule is RuleId.W_RECERT_DUE:
+        days = facts.days_since_certification
+        since = f" {days} days after certification" if days is not None else ""
+        text = f"{codes}{on}:{since} the plan of care is due for recertification"
+    elif rule is RuleId.W_NO_REASON:
+        text = f"{codes}{on}: no diagnosis or reason linked"
+    elif rule is RuleId.W_DISCIPLINE_MODIFIER_MISSING:
+        text = f"{codes}{on}: no GP/GO/GN discipline modifier on the line"
+    elif rule is RuleId.I_CHARGES_NOT_AVAILABLE:
+        text = f"{codes}{on}: no charge line to read; billed units and modifiers not checked"
+    else:
+        text = f"{codes}{on}: {_TITLES.get(rule) or CATALOGUE[rule].meaning}"
+    return _fit(text)
 
+
+_MISMATCH: Mapping[RuleId, str] = {
+    RuleId.W_MODIFIER_MISMATCH_XE: "XE (separate encounter)",
+    RuleId.W_MODIFIER_MISMATCH_XP: "XP (separate practitioner)",
+    RuleId.W_MODIFIER_MISMATCH_XS: "XS (separate structure)",
+}
 
 # ---------------------------------------------------------------------------------- detail
 
 
 def _units_table(visit: VisitAnalysis) -> str:
-    """The visit's units table (markdown); :func:`cards_for` builds it once per visit."""
+    """The visit's units table (markdown); shown at most once per visit."""
     rows = [
         "| code | documented min | counted min | units |",
         "|---|---:|---:|---:|",
@@ -149,19 +279,13 @@ def _units_table(visit: VisitAnalysis) -> str:
             f"| {visit.minutes.get(code, 0)} "
             f"| {visit.units.get(code, 0)} |"
         )
-    rule = "CMS 8-minute rule (pooled)" if visit.payer_rule == "cms" else "AMA per-code rule"
+    rule = "CMS 8-minute rule, pooled" if visit.payer_rule == "cms" else "AMA per-code rule"
     rows.append("")
     rows.append(
         f"Total timed minutes: **{visit.total_timed_minutes}** · units allowed: "
         f"**{visit.units_allowed_total}** ({rule})"
     )
     return "\n".join(rows)
-
-
-def _source_line(finding: Finding) -> str:
-    entry = CATALOGUE[finding.rule]
-    implements = ", ".join(entry.implements)
-    return f"*Rule {finding.rule.value} ({implements}): {entry.document}.*"
 
 
 def _documentation(resources: Sequence[str]) -> str:
@@ -174,20 +298,45 @@ def _documentation(resources: Sequence[str]) -> str:
     )
 
 
-def _detail(finding: Finding, units_table: str | None) -> str:
-    parts = [quote_markdown(finding.message)]
-    if finding.resources:
-        parts.append(_documentation(finding.resources))
-    if finding.facts.pair_rule and finding.rule.value.startswith(("E-PAIR", "W-MODIFIER")):
-        reading = (
-            "CMS reading: distinct, non-overlapping time blocks (split blocks allowed)"
-            if finding.facts.pair_rule == "cms"
-            else "strict reading: each code needs 15 minutes of its own distinct time"
-        )
-        parts.append(f"Pair rule applied: {reading}.")
-    if units_table is not None:
-        parts.append(units_table)
-    parts.append(_source_line(finding))
+def _pair_reading(finding: Finding) -> str | None:
+    if not (finding.facts.pair_rule and finding.rule.value.startswith(("E-PAIR", "W-MODIFIER"))):
+        return None
+    if finding.facts.pair_rule == "cms":
+        return "Pair rule: CMS (distinct blocks, split blocks allowed)."
+    return "Pair rule: strict (each code needs 15 minutes of its own)."
+
+
+def _listed(primary: Finding, findings: Sequence[Finding]) -> str:
+    """The findings a card groups under its primary one, each as ``**ID**`` (so the id stays
+    searchable) with what it is about; a time cause (missing times, group delivery, an
+    overlap the primary does not already describe) with its message, which says what to
+    correct in the documentation."""
+    said = primary.rule in _OVERLAP
+    return "; ".join(
+        f"**{f.rule.value}**: {quote_markdown(f.message)}"
+        if f.rule in _TIME_CAUSES and not (said and f.rule in _OVERLAP)
+        else f"**{f.rule.value}** ({_TITLES.get(f.rule, '')})"
+        for f in findings
+    )
+
+
+def _detail(group: Sequence[Finding], riding: Sequence[Finding], extra: Sequence[str]) -> str:
+    """The card detail: the primary finding's message, the findings grouped with it, the
+    informational ones that concern it, the documentation, then ``extra`` (the units table and
+    notes, when this card carries them)."""
+    primary = group[0]
+    parts = [quote_markdown(primary.message)]
+    if len(group) > 1:
+        parts.append("Same cause: " + _listed(primary, group[1:]))
+    for info in riding:
+        parts.append(f"Note ({info.rule.value}): {quote_markdown(info.message)}")
+    resources = sorted({r for f in group for r in f.resources})
+    if resources:
+        parts.append(_documentation(resources))
+    reading = _pair_reading(primary)
+    if reading:
+        parts.append(reading)
+    parts.extend(extra)
     return "\n\n".join(parts)
 
 
@@ -708,12 +857,18 @@ def _suggestion(
 
 @dataclass(frozen=True, slots=True)
 class CardOptions:
-    """Per-call inputs to card building."""
+    """Per-call inputs to card building.
+
+    ``policy``: which cards to answer with (:data:`plugin.settings.CardPolicy`);
+    ``rules_url``: the absolute URL of the finding catalogue page, each card links to its
+    findings' entries (``None``: no link, CDS Hooks links must be absolute)."""
 
     hook_instance: str
     drafts: DraftOrders | None = None
     links: tuple[Link, ...] = ()
-    notes: tuple[str, ...] = ()  # one-line caveats every visit's summary card ends with
+    notes: tuple[str, ...] = ()  # one-line caveats on the card carrying the visit's units table
+    policy: CardPolicy = "problems"
+    rules_url: str | None = None
 
 
 @functools.cache
@@ -749,39 +904,186 @@ def _uuid_factory(hook_instance: str, *parts: str) -> Callable[[str], str]:
     return make
 
 
-def finding_card(
-    finding: Finding,
+# ---------------------------------------------------------------------- one card per problem
+
+#: Findings about how a service's documented time counts: overlapping blocks.
+_OVERLAP = frozenset({RuleId.E_PAIR_SAME_TIMEBLOCK, RuleId.W_OVERLAP})
+#: Findings saying the visit could not be fully checked: told once, in one card.
+NOT_CHECKED = frozenset(
+    {
+        RuleId.W_MISSING_END,
+        RuleId.W_MISSING_START,
+        RuleId.W_NO_DURATION,
+        RuleId.I_CHARGES_NOT_AVAILABLE,
+    }
+)
+#: Findings whose time facts change the minutes a visit's units come from.
+_TIME_CAUSES = _OVERLAP | NOT_CHECKED | {RuleId.E_GROUP_NOT_ONE_ON_ONE}
+#: Findings about the units the minutes support: consequences of a time cause.
+_UNITS_FINDINGS = frozenset({RuleId.E_UNITS_EXCEED, RuleId.W_CODE_ZERO_UNITS, RuleId.W_MIN_UNDER_8})
+_CATALOGUE_ORDER = {rule: i for i, rule in enumerate(CATALOGUE)}
+
+
+def _problem_key(f: Finding) -> tuple[int, int]:
+    """Most severe first, then the catalogue's order: the primary finding of a group."""
+    return SEVERITY_RANK[f.severity], _CATALOGUE_ORDER[f.rule]
+
+
+def _touches(fix: Fix) -> frozenset[str]:
+    """What of a charge a fix changes: its units, its code, a modifier."""
+    touched = set()
+    if fix.replace_code is not None:
+        touched |= {"code", "units"}
+    if fix.set_units is not None:
+        touched.add("units")
+    for modifier in (fix.add_modifier, fix.remove_modifier):
+        if modifier is not None:
+            touched.add(f"modifier {modifier}")
+    return frozenset(touched)
+
+
+def _edits(finding: Finding) -> set[tuple[str, str]]:
+    return {
+        (ref, what) for fix in finding.fixes for ref in fix.charge_refs for what in _touches(fix)
+    }
+
+
+def _same_cause(a: Finding, b: Finding) -> bool:
+    """Whether two findings of one visit have one cause, so one card says both:
+
+    - their fixes change the same thing of the same charge (the same removal proposed twice,
+      a code replacement and a units change of that line): one suggestion must carry both;
+    - both are about the same overlapping time blocks (a shared resource);
+    - both say the visit could not be checked (times or charges missing): told once;
+    - one changes the minutes (overlap, missing times, group delivery) and the other is about
+      the units those minutes support, on a service or code they share.
+    """
+    if _edits(a) & _edits(b):
+        return True
+    if a.rule in NOT_CHECKED and b.rule in NOT_CHECKED:
+        return True
+    shares = not set(a.resources).isdisjoint(b.resources)
+    if a.rule in _OVERLAP and b.rule in _OVERLAP and shares:
+        return True
+    return any(
+        cause.rule in _TIME_CAUSES
+        and effect.rule in _UNITS_FINDINGS
+        and (shares or not set(cause.codes).isdisjoint(effect.codes))
+        for cause, effect in ((a, b), (b, a))
+    )
+
+
+def _is_problem(f: Finding) -> bool:
+    return f.severity is not Severity.INFO or f.rule in NOT_CHECKED
+
+
+def problem_groups(findings: Sequence[Finding]) -> list[tuple[Finding, ...]]:
+    """The findings to act on (errors, warnings, and what says the visit was not checked), in
+    groups of one cause (:func:`_same_cause`, transitively), each ordered primary first; the
+    groups ordered by their primary. Quadratic in the visit's findings, which the rules keep
+    to a few per rule id (never one per pair of services)."""
+    problems = sorted((f for f in findings if _is_problem(f)), key=_problem_key)
+    parent = list(range(len(problems)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, a in enumerate(problems):
+        for j in range(i + 1, len(problems)):
+            if _same_cause(a, problems[j]):
+                parent[root(j)] = root(i)
+    groups: dict[int, list[Finding]] = {}
+    for i, f in enumerate(problems):
+        groups.setdefault(root(i), []).append(f)
+    return sorted((tuple(g) for g in groups.values()), key=lambda g: _problem_key(g[0]))
+
+
+def _merged_fixes(group: Sequence[Finding]) -> tuple[Fix, ...]:
+    """Every fix of the group, one charge each; where two change the same thing of a charge
+    the first wins, code replacements before anything else (a replaced line is not re-sized)."""
+    ordered = sorted(
+        (fix for f in group for fix in f.fixes), key=lambda fix: fix.replace_code is None
+    )
+    taken: set[tuple[str, str]] = set()
+    merged: list[Fix] = []
+    for fix in ordered:
+        for ref in fix.charge_refs:
+            touched = {(ref, what) for what in _touches(fix)}
+            if touched & taken:
+                continue
+            taken |= touched
+            merged.append(replace(fix, charge_refs=(ref,)))
+    return tuple(merged)
+
+
+def _catalogue_links(group: Sequence[Finding], options: CardOptions) -> tuple[Link, ...]:
+    if options.rules_url is None:
+        return options.links
+    return options.links + tuple(
+        Link(
+            label=f"{f.rule.value} in the rule catalogue",
+            url=f"{options.rules_url}#{f.rule.value}",
+            type="absolute",
+        )
+        for f in group
+    )
+
+
+def _visit_key(visit: VisitAnalysis | None) -> str:
+    return f"{visit.patient}|{visit.date}|{visit.discipline.value}" if visit else "-"
+
+
+def problem_card(
+    group: Sequence[Finding],
     visit: VisitAnalysis | None,
     options: CardOptions,
+    *,
     claimed: frozenset[str] = frozenset(),
-    units_table: str | None = None,
+    riding: Sequence[Finding] = (),
+    extra: Sequence[str] = (),
 ) -> Card:
-    """The card for one error or warning finding (``claimed``: drafts another card replaces;
-    ``units_table``: the visit's table, built by the caller once for all the visit's cards)."""
-    visit_key = f"{visit.patient}|{visit.date}|{visit.discipline.value}" if visit else "-"
+    """The card for one problem: ``group`` (primary finding first) with every fix of the group
+    in one suggestion. ``claimed``: drafts another card's suggestion replaces; ``riding``:
+    informational findings shown with it; ``extra``: the visit's units table and notes when
+    this card carries them."""
+    primary = group[0]
     make_uuid = _uuid_factory(
         options.hook_instance,
-        visit_key,
-        finding.rule.value,
-        ",".join(finding.resources),
-        ",".join(finding.codes),
+        _visit_key(visit),
+        primary.rule.value,
+        ",".join(primary.resources),
+        ",".join(primary.codes),
     )
+    combined = replace(primary, fixes=_merged_fixes(group)) if len(group) > 1 else primary
     suggestion = (
-        _suggestion(finding, options.drafts, make_uuid, claimed)
+        _suggestion(combined, options.drafts, make_uuid, claimed)
         if options.drafts is not None
         else None
     )
-    entry = CATALOGUE[finding.rule]
+    severities = {f.severity for f in group}
+    indicator: Literal["critical", "warning", "info"] = (
+        "critical"
+        if Severity.ERROR in severities
+        else "warning"
+        if Severity.WARNING in severities
+        else "info"
+    )
+    reasons = dict.fromkeys(
+        reason for f in group for reason in OVERRIDE_REASONS.get(f.rule, (WILL_CORRECT,))
+    )
     return Card(
         uuid=make_uuid("card"),
-        summary=_summary(finding, visit),
-        indicator="critical" if finding.severity is Severity.ERROR else "warning",
-        detail=_detail(finding, units_table),
-        source=_source(finding.rule.value, _TITLES.get(finding.rule) or entry.meaning),
+        summary=_group_summary(group, visit),
+        indicator=indicator,
+        detail=_detail(group, riding, extra),
+        source=_source(primary.rule.value, _TITLES.get(primary.rule)),
         suggestions=(suggestion,) if suggestion else (),
         selection_behavior="at-most-one" if suggestion else None,
-        override_reasons=OVERRIDE_REASONS.get(finding.rule, (WILL_CORRECT,)),
-        links=options.links,
+        override_reasons=tuple(reasons),
+        links=_catalogue_links(group, options),
     )
 
 
@@ -794,16 +1096,16 @@ def _units_summary(visit: VisitAnalysis) -> str:
         f"{visit.discipline.value} {visit.date.isoformat()}: {units} "
         f"({visit.total_timed_minutes} timed min, {visit.payer_rule.upper()})"
     )
-    return text if len(text) < 140 else text[:136] + "..."
+    return _fit(text)
 
 
-def summary_card(visit: VisitAnalysis, options: CardOptions, units_table: str) -> Card:
-    """The per-visit ``info`` card: units per code (``units_table``), pair status and every
-    informational finding."""
-    make_uuid = _uuid_factory(
-        options.hook_instance, f"{visit.patient}|{visit.date}|{visit.discipline.value}", "summary"
-    )
-    lines = [units_table]
+def summary_card(
+    visit: VisitAnalysis, options: CardOptions, groups: Sequence[Sequence[Finding]]
+) -> Card:
+    """The per-visit ``info`` card: the units table, the acceptable allocations, the pair
+    status, the visit's problem cards by id and every informational finding."""
+    make_uuid = _uuid_factory(options.hook_instance, _visit_key(visit), "summary")
+    lines = [_units_table(visit)]
     if len(visit.allocations) > 1:
         options_text = " **or** ".join(
             ", ".join(f"{quote_markdown(c)}×{n}" for c, n in allocation.items())
@@ -811,18 +1113,41 @@ def summary_card(visit: VisitAnalysis, options: CardOptions, units_table: str) -
         )
         lines.append(f"Acceptable allocations (any may be billed): {options_text}")
     lines.append(f"97140/97530 pair: **{visit.pair.status.value}**")
-    infos = [f for f in visit.findings if f.severity is Severity.INFO]
+    if groups:
+        lines.append(
+            "Problems: " + "; ".join(" + ".join(f"**{f.rule.value}**" for f in g) for g in groups)
+        )
+    grouped = {id(f) for g in groups for f in g}
+    infos = [f for f in visit.findings if f.severity is Severity.INFO and id(f) not in grouped]
     if infos:
         lines.append("\n".join(f"- **{f.rule.value}**: {quote_markdown(f.message)}" for f in infos))
     lines.extend(options.notes)
-    topic = infos[0].rule.value if len(infos) == 1 else "units-summary"
     return Card(
         uuid=make_uuid("card"),
         summary=_units_summary(visit),
         indicator="info",
         detail="\n\n".join(lines),
-        source=_source(topic, "Units per code for the visit"),
+        source=_source("units-summary", "Units per code for the visit"),
         links=options.links,
+    )
+
+
+def info_card(finding: Finding, visit: VisitAnalysis | None, options: CardOptions) -> Card:
+    """One informational finding as its own ``info`` card (policy ``all``)."""
+    make_uuid = _uuid_factory(
+        options.hook_instance,
+        _visit_key(visit),
+        finding.rule.value,
+        ",".join(finding.resources),
+        ",".join(finding.codes),
+    )
+    return Card(
+        uuid=make_uuid("card"),
+        summary=_summary(finding, visit),
+        indicator="info",
+        detail=_detail((finding,), (), ()),
+        source=_source(finding.rule.value, _TITLES.get(finding.rule)),
+        links=_catalogue_links((finding,), options),
     )
 
 
@@ -854,40 +1179,93 @@ def other_patient_card(count: int, options: CardOptions) -> Card:
     )
 
 
-def cards_for(analysis: Analysis, options: CardOptions) -> tuple[Card, ...]:
-    """Every card for an analysis: per visit, its error and warning cards then its summary;
-    findings outside any visit (e.g. a Procedure ignored for its status) in one info card."""
-    cards: list[Card] = []
-    for visit in analysis.visits:
-        table = _units_table(visit)
-        replaced = frozenset(
-            ref
-            for f in visit.findings
-            for fix in f.fixes
-            if fix.replace_code
-            for ref in fix.charge_refs
+_INDICATOR_RANK = {"critical": 0, "warning": 1, "info": 2}
+
+
+def _visit_cards(visit: VisitAnalysis, options: CardOptions) -> list[Card]:
+    groups = problem_groups(visit.findings)
+    with_summary = options.policy != "problems"
+    replaced = frozenset(
+        ref
+        for f in visit.findings
+        for fix in f.fixes
+        if fix.replace_code
+        for ref in fix.charge_refs
+    )
+    infos = [f for f in visit.findings if not _is_problem(f)]
+    # Without a summary card, an informational finding rides on the first problem card that
+    # shares a code with it; the units table goes on the first card about minutes or units.
+    riding: dict[int, list[Finding]] = {}
+    if not with_summary:
+        for info in infos:
+            for i, group in enumerate(groups):
+                if any(not set(info.codes).isdisjoint(f.codes) for f in group):
+                    riding.setdefault(i, []).append(info)
+                    break
+    table_at = (
+        None
+        if with_summary
+        else next(
+            (
+                i
+                for i, g in enumerate(groups)
+                if any(f.rule in _TIME_CAUSES or f.rule in _UNITS_FINDINGS for f in g)
+            ),
+            None,
         )
-        for finding in visit.findings:
-            if finding.severity is not Severity.INFO:
-                replaces = any(fix.replace_code for fix in finding.fixes)
-                claimed = frozenset() if replaces else replaced
-                cards.append(finding_card(finding, visit, options, claimed, table))
-        cards.append(summary_card(visit, options, table))
-    loose: Sequence[Finding] = analysis.findings
-    for finding in (f for f in loose if f.severity is not Severity.INFO):
-        cards.append(finding_card(finding, None, options))
-    infos = [f for f in loose if f.severity is Severity.INFO]
-    if infos:
-        make_uuid = _uuid_factory(options.hook_instance, "outside-visits")
+    )
+    cards = []
+    for i, group in enumerate(groups):
+        replaces = any(fix.replace_code for f in group for fix in f.fixes)
+        extra = (_units_table(visit), *options.notes) if i == table_at else ()
         cards.append(
-            Card(
-                uuid=make_uuid("card"),
-                summary=f"{len(infos)} service(s) not counted toward any visit",
-                indicator="info",
-                detail="\n".join(
-                    f"- **{f.rule.value}**: {quote_markdown(f.message)}" for f in infos
-                ),
-                source=_source(infos[0].rule.value, None),
+            problem_card(
+                group,
+                visit,
+                options,
+                claimed=frozenset() if replaces else replaced,
+                riding=riding.get(i, ()),
+                extra=extra,
             )
         )
+    if with_summary:
+        cards.append(summary_card(visit, options, groups))
+    if options.policy == "all":
+        cards.extend(info_card(f, visit, options) for f in infos)
+    return cards
+
+
+def cards_for(analysis: Analysis, options: CardOptions) -> tuple[Card, ...]:
+    """The cards for an analysis under ``options.policy``, ordered critical, warning, info
+    (stable: visit by visit within an indicator).
+
+    - ``problems``: one card per problem (:func:`problem_groups`) -- errors, warnings, and a
+      visit that could not be checked -- with the informational findings that concern it; a
+      visit with nothing to act on gets no card;
+    - ``summary``: also each visit's ``info`` summary card (units per code, allocations, pair
+      status, its informational findings) and, when findings are outside any visit (a service
+      set aside, a charge no visit took), one ``info`` card listing them;
+    - ``all``: also one ``info`` card per informational finding.
+    """
+    cards: list[Card] = []
+    for visit in analysis.visits:
+        cards.extend(_visit_cards(visit, options))
+    loose: Sequence[Finding] = analysis.findings
+    for group in problem_groups(loose):
+        cards.append(problem_card(group, None, options))
+    if options.policy != "problems" and loose:
+        cards.append(
+            Card(
+                uuid=_uuid_factory(options.hook_instance, "outside-visits")("card"),
+                summary=f"{len(loose)} finding(s) not tied to any visit",
+                indicator="info",
+                detail="\n".join(
+                    f"- **{f.rule.value}**: {quote_markdown(f.message)}" for f in loose
+                ),
+                source=_source(loose[0].rule.value, "Findings outside any visit"),
+            )
+        )
+    if options.policy == "all":
+        cards.extend(info_card(f, None, options) for f in loose if not _is_problem(f))
+    cards.sort(key=lambda c: _INDICATOR_RANK[c.indicator])
     return tuple(cards)

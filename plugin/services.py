@@ -47,7 +47,7 @@ from fhir_mappings.model import BILLING_SYSTEMS, TherapyRecord
 from plugin.cards import CardOptions, DraftOrders, cards_for, other_patient_card
 from plugin.pipeline import TooManyProceduresError, check_record, require_procedures_within
 from plugin.rules import Finding, PairRule, PayerRule
-from plugin.settings import MAX_PROCEDURES_PER_VISIT
+from plugin.settings import CARD_POLICIES, MAX_PROCEDURES_PER_VISIT, CardPolicy
 
 ORDER_SIGN_SERVICE = "therapy-timed-codes"
 DISCHARGE_SERVICE = "therapy-timed-codes-discharge"
@@ -66,7 +66,8 @@ _USAGE = (
     "Needs the visit's Procedures with performedPeriod (R4/R4B) or occurrencePeriod (R5), coded "
     "in CPT; charges as draft ServiceRequests (quantityQuantity = units, modifiers in orderDetail)."
     " Rule overrides per call: request extension "
-    f'"{EXTENSION_KEY}": {{"payerRule": "cms|ama", "pairRule": "cms|strict"}}.'
+    f'"{EXTENSION_KEY}": {{"payerRule": "cms|ama", "pairRule": "cms|strict",'
+    ' "cardPolicy": "problems|summary|all"}.'
 )
 
 #: The prefetch-like key the same-day search is read under (never declared in discovery: a CDS
@@ -86,6 +87,7 @@ _NOT_POOLED = {
 class RuleChoice:
     payer_rule: PayerRule
     pair_rule: PairRule
+    card_policy: CardPolicy = "problems"
 
 
 def _rule_choice(invocation: Invocation, defaults: RuleChoice) -> RuleChoice:
@@ -98,11 +100,16 @@ def _rule_choice(invocation: Invocation, defaults: RuleChoice) -> RuleChoice:
         raise InvalidRequest(f"extension '{EXTENSION_KEY}' must be an object")
     payer = ours.get("payerRule", defaults.payer_rule)
     pair = ours.get("pairRule", defaults.pair_rule)
+    policy = ours.get("cardPolicy", defaults.card_policy)
     if payer not in ("cms", "ama"):
         raise InvalidRequest(f"extension '{EXTENSION_KEY}'.payerRule must be 'cms' or 'ama'")
     if pair not in ("cms", "strict"):
         raise InvalidRequest(f"extension '{EXTENSION_KEY}'.pairRule must be 'cms' or 'strict'")
-    return RuleChoice(payer_rule=payer, pair_rule=pair)
+    if policy not in CARD_POLICIES:
+        raise InvalidRequest(
+            f"extension '{EXTENSION_KEY}'.cardPolicy must be 'problems', 'summary' or 'all'"
+        )
+    return RuleChoice(payer_rule=payer, pair_rule=pair, card_policy=policy)
 
 
 def _codings(resource: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -262,11 +269,15 @@ def build_registry(
     defaults: RuleChoice,
     *,
     smart_launch_url: str | None = None,
+    rules_url: str | None = None,
     on_findings: Callable[[str, Sequence[Finding]], None] | None = None,
     max_procedures_per_visit: int = MAX_PROCEDURES_PER_VISIT,
 ) -> ServiceRegistry:
     """The registry with both services, using ``defaults`` unless a call overrides them.
 
+    ``rules_url``: the absolute URL of the finding catalogue page (``/rules``); each card links
+    to its findings' entries there. ``None`` (no public base URL configured): no such link, as
+    CDS Hooks links must be absolute.
     ``on_findings(service_id, findings)`` is told every finding of each analysis (metrics).
     A call is one visit: one carrying more than ``max_procedures_per_visit`` therapy Procedures
     (in all, or on one visit) is answered 413 before any rule runs.
@@ -344,6 +355,8 @@ def build_registry(
             drafts=DraftOrders(drafts, record.fhir_version),
             links=links_for(invocation),
             notes=tuple(n for n in (not_pooled_note(same_day),) if n is not None),
+            policy=choice.card_policy,
+            rules_url=rules_url,
         )
         cards = cards_for(result.analysis, options)
         if record.other_patient_resources:
@@ -357,6 +370,7 @@ def build_registry(
             mapping_issues=len(record.issues),
             payer_rule=choice.payer_rule,
             pair_rule=choice.pair_rule,
+            card_policy=choice.card_policy,
             analysis_ms=round((time.perf_counter() - started) * 1000, 2),
         )
         return CdsResponse(cards=cards)

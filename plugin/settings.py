@@ -18,6 +18,12 @@ from fhir_mappings import DEFAULT_MAX_FILE_BYTES
 PayerRule = Literal["cms", "ama"]
 PairRule = Literal["cms", "strict"]
 LogFormat = Literal["text", "json"]
+#: Which cards a call answers with (``THERAPY_CDS_CARD_POLICY``, request extension
+#: ``cardPolicy``): ``problems`` -- only what to act on (a visit with nothing to act on gets no
+#: card); ``summary`` -- also each visit's ``info`` summary card; ``all`` -- also one ``info``
+#: card per informational finding (README, "Cards").
+CardPolicy = Literal["problems", "summary", "all"]
+CARD_POLICIES: tuple[CardPolicy, ...] = ("problems", "summary", "all")
 
 SANDBOX_ORIGIN = "https://sandbox.cds-hooks.org"
 
@@ -49,6 +55,9 @@ class Settings(BaseSettings):
 
     payer_rule: PayerRule = "cms"
     pair_interval_rule: PairRule = "cms"
+    # Beyond the contract (issue 13): which cards a call answers with; a call may choose
+    # another with the request extension member `cardPolicy`.
+    card_policy: CardPolicy = "problems"
     database_url: str = "sqlite:///./therapy-cds.db"
     require_auth: bool = True
     trusted_issuers_file: Path | None = None

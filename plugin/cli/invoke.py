@@ -40,6 +40,7 @@ from fhir_mappings import DEFAULT_MAX_FILE_BYTES, InputError, read_input
 from plugin.cli._app import app
 from plugin.cli._inputs import MaxFileSize, max_file_bytes
 from plugin.hook_request import BundleError, Hook, build_hook_request
+from plugin.services import EXTENSION_KEY
 
 JsonObject = dict[str, Any]
 
@@ -54,6 +55,12 @@ _MAX_MESSAGE = 300
 class HookName(StrEnum):
     ORDER_SIGN = "order-sign"
     ENCOUNTER_DISCHARGE = "encounter-discharge"
+
+
+class CardPolicyName(StrEnum):
+    PROBLEMS = "problems"
+    SUMMARY = "summary"
+    ALL = "all"
 
 
 class InvokeError(Exception):
@@ -383,13 +390,35 @@ DISCHARGE_HINT = (
 )
 
 
+NOTHING_TO_ACT_ON_HINT = (
+    "no card: nothing to act on under the card policy 'problems' (the default);"
+    " --card-policy summary also shows each visit's units summary"
+)
+
+
 def hook_hint(request: Mapping[str, Any], answer: Mapping[str, Any]) -> str | None:
-    """What to try when order-sign answered no card because nothing was being signed."""
-    if request.get("hook") != "order-sign" or answer.get("cards"):
+    """What to try when the answer holds no card: order-sign with nothing being signed, or a
+    visit with nothing to act on under the default card policy."""
+    if answer.get("cards"):
         return None
     context = _mapping(request.get("context"))
     drafts = _mapping(context.get("draftOrders")).get("entry")
-    return DISCHARGE_HINT if not drafts else None
+    if request.get("hook") == "order-sign" and not drafts:
+        return DISCHARGE_HINT
+    policy = _mapping(_mapping(request.get("extension")).get(EXTENSION_KEY)).get("cardPolicy")
+    return NOTHING_TO_ACT_ON_HINT if policy in (None, "problems") else None
+
+
+def with_card_policy(request: JsonObject, policy: str | None) -> JsonObject:
+    """The request asking for ``policy`` in the ``io.github.therapy-cds`` extension (other
+    members of the extension kept); unchanged when ``policy`` is None."""
+    if policy is None:
+        return request
+    extension = request.get("extension")
+    extension = dict(extension) if isinstance(extension, dict) else {}
+    ours = extension.get(EXTENSION_KEY)
+    extension[EXTENSION_KEY] = {**(ours if isinstance(ours, dict) else {}), "cardPolicy": policy}
+    return {**request, "extension": extension}
 
 
 def run_invoke(
@@ -401,6 +430,7 @@ def run_invoke(
     signer: Signer | None = None,
     timeout: float = 30.0,
     max_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    card_policy: str | None = None,
 ) -> tuple[str, Any]:
     """Build (or load) the request, find the service, post it; return (service URL, answer)."""
     service_url, answer, _ = _run_invoke(
@@ -411,6 +441,7 @@ def run_invoke(
         signer=signer,
         timeout=timeout,
         max_bytes=max_bytes,
+        card_policy=card_policy,
     )
     return service_url, answer
 
@@ -424,9 +455,10 @@ def _run_invoke(
     signer: Signer | None,
     timeout: float,
     max_bytes: int,
+    card_policy: str | None = None,
 ) -> tuple[str, Any, JsonObject]:
     endpoints = resolve_endpoints(url, service)
-    request = load_request(path, hook, max_bytes=max_bytes)
+    request = with_card_policy(load_request(path, hook, max_bytes=max_bytes), card_policy)
     service_url = endpoints.service_url
     with Client(signer, timeout) as client:
         if service_url is None:
@@ -469,6 +501,14 @@ def invoke(
         float, typer.Option("--timeout", min=0.1, help="Seconds to wait for each answer.")
     ] = 30.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON answer.")] = False,
+    card_policy: Annotated[
+        CardPolicyName | None,
+        typer.Option(
+            "--card-policy",
+            help="Ask for these cards (request extension cardPolicy): problems, summary or all"
+            " (default: the service's THERAPY_CDS_CARD_POLICY).",
+        ),
+    ] = None,
     max_file_size: MaxFileSize = None,
 ) -> None:
     """Build a CDS Hooks request from a bundle, post it to a running service, print the cards."""
@@ -488,6 +528,7 @@ def invoke(
             signer=signer,
             timeout=timeout,
             max_bytes=max_file_size,
+            card_policy=card_policy.value if card_policy else None,
         )
     except InvokeError as exc:
         typer.echo(f"therapy-cds invoke: {exc}", err=True)

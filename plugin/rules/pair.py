@@ -174,9 +174,8 @@ def evaluate_pair(
             resources=shared.refs,
             message=(
                 f"{col1} and {col2} were documented in the same time block (they overlap by"
-                f" {describe_minutes(shared_total)}); {col2} must not be reported for that time"
-                " and no"
-                f" modifier can make it separate. The shared minutes count for {col1} only."
+                f" {describe_minutes(shared_total)}): the shared minutes count for {col1} only,"
+                f" and no modifier can make them separate for {col2}."
             ),
             facts=new_finding_facts(
                 minutes=minutes,

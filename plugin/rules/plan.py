@@ -16,7 +16,7 @@ raised; the links are returned as ``unverified_plan_refs`` for the caller to sho
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 
@@ -97,6 +97,11 @@ def _message(problem: PlanProblem, codes: Iterable[str], on: date) -> str:
     )
 
 
+def _services(codes: Sequence[str]) -> str:
+    """``"97140: the service is"`` or ``"97140, 97530: the services are"``."""
+    return f"{', '.join(codes)}: " + ("the service is" if len(codes) == 1 else "the services are")
+
+
 def review_plan_of_care(view: VisitView) -> PlanReview:
     """I-5 findings for one visit."""
     visit = view.visit
@@ -133,8 +138,8 @@ def review_plan_of_care(view: VisitView) -> PlanReview:
                 codes=listed,
                 resources=[s.ref for s in no_plan],
                 message=(
-                    f"{', '.join(listed)}: the service is not linked to a plan of care (no"
-                    " basedOn CarePlan or ServiceRequest); therapy must be furnished under one."
+                    f"{_services(listed)} not linked to a plan of care (no basedOn CarePlan or"
+                    " ServiceRequest); therapy must be furnished under one."
                 ),
             )
         )
@@ -165,8 +170,9 @@ def review_plan_of_care(view: VisitView) -> PlanReview:
                 codes=listed,
                 resources=[s.ref for s in no_reason],
                 message=(
-                    f"{', '.join(listed)}: no reason (diagnosis or condition) is recorded for the"
-                    " service; medical necessity must be documented."
+                    f"{', '.join(listed)}: no reason (diagnosis or condition) is recorded for"
+                    f" {'the service' if len(listed) == 1 else 'these services'}; medical"
+                    " necessity must be documented."
                 ),
             )
         )
@@ -204,7 +210,9 @@ def _discipline_findings(view: VisitView) -> list[Finding]:
             codes=listed,
             resources=[r for line in missing for r in (*line.charge_refs, *line.service_refs)],
             message=(
-                f"{', '.join(listed)}: the line carries no therapy discipline modifier; {advice}."
+                f"{', '.join(listed)}:"
+                f" {'the line carries' if len(listed) == 1 else 'the lines carry'} no therapy"
+                f" discipline modifier; {advice}."
             ),
             fixes=tuple(
                 new_fix(line_code=line.code, charge_refs=line.fix_refs, add_modifier=wanted)

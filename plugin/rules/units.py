@@ -181,7 +181,9 @@ def assess_units(
             )
         )
     if billed:
-        findings += _exceed_findings(payer_rule, allocations, chosen, allowed_total, billed, lines)
+        findings += _exceed_findings(
+            payer_rule, allocations, chosen, allowed_total, billed, lines, (total, minutes)
+        )
     return UnitAssessment(
         payer_rule=payer_rule,
         raw_minutes=raw,
@@ -400,6 +402,29 @@ def _threshold_findings(
     return found
 
 
+def _exceed_message(
+    payer_rule: PayerRule,
+    code: str,
+    billed: int,
+    allowed: int,
+    allocations: Sequence[Allocation],
+    allowed_total: int,
+    counted: tuple[int, Mapping[str, int]],
+) -> str:
+    total, minutes = counted
+    if payer_rule == "ama":
+        return (
+            f"{code} is billed for {plural_units(billed)} but its {minutes.get(code, 0)} minutes"
+            f" support at most {allowed} under the per-code (AMA) rule."
+        )
+    options = " or ".join(_describe(a) for a in allocations) or "no timed unit"
+    return (
+        f"{code} is billed for {plural_units(billed)} but the day's {total} pooled timed minutes"
+        f" support {plural_units(allowed_total)} in all ({options}), so at most {allowed} for"
+        f" {code} (CMS 8-minute rule)."
+    )
+
+
 def _exceed_findings(
     payer_rule: PayerRule,
     allocations: Sequence[Allocation],
@@ -407,8 +432,13 @@ def _exceed_findings(
     allowed_total: int,
     billed: Mapping[str, int],
     lines: Mapping[str, BillingLine],
+    counted: tuple[int, Mapping[str, int]],
 ) -> list[Finding]:
     """E-UNITS-EXCEED per code and in total (I-3; R-B4, R-B6, R-B7, R-C2).
+
+    ``counted``: the day's timed minutes and each code's. The message says where a code's
+    limit comes from: under CMS the day's pooled minutes and their allocation (a code's own
+    minutes may support more on their own), under AMA the code's own minutes.
 
     Per code: billed units above the most any acceptable allocation gives the code. Total
     (CMS only): billed units above ``units(T)`` even after capping each code at its own
@@ -424,9 +454,8 @@ def _exceed_findings(
                     RuleId.E_UNITS_EXCEED,
                     codes=(code,),
                     resources=(*line.charge_refs, *line.service_refs),
-                    message=(
-                        f"{code} is billed for {plural_units(n)} but its documented minutes"
-                        f" support at most {max_allowed[code]}."
+                    message=_exceed_message(
+                        payer_rule, code, n, max_allowed[code], allocations, allowed_total, counted
                     ),
                     facts=new_finding_facts(
                         units_allowed=max_allowed[code], units_billed=n, detail="code"

@@ -28,11 +28,11 @@ Every finding the rules can raise, generated from the rule data (`plugin/rules/c
 and the sample-bundle manifest (`sample_bundles/scenarios.json`). Do not edit by hand:
 run `make docs` to regenerate; a test fails when this page and the rule data disagree.
 
-Errors become `critical` cards, warnings `warning` cards; informational findings are gathered
-into the visit's `info` summary card. Each card carries the finding id as `source.topic.code`
-in the system `https://therapy-cds.github.io/fhir/CodeSystem/finding`. The visit's summary card,
-which states the units per code, carries the code of its one informational finding, or
-`units-summary` when it has none or several.
+Errors become `critical` cards, warnings `warning` cards; findings of one cause share one card,
+whose `source.topic.code` (system `https://therapy-cds.github.io/fhir/CodeSystem/finding`) is
+the primary finding's id, the others listed in it. Informational findings ride in the card they
+concern, or in the visit's `info` summary card (topic `units-summary`) when the card policy asks
+for it (README, "Cards"). With a public base URL, each card links here, to `#<finding id>`.
 
 Source ids (S1a, S7, ...) are listed with their documents in [sources.md](sources.md).
 

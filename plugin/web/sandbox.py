@@ -39,7 +39,7 @@ from plugin.services import (
     ORDER_SIGN_SERVICE,
     draft_service_requests,
 )
-from plugin.settings import Settings
+from plugin.settings import CARD_POLICIES, Settings
 from plugin.web.pages import BodyError, json_error, render
 from plugin.web.samples import scenario_bundle, scenarios
 from plugin.web.settings import WebSettings
@@ -258,6 +258,7 @@ def sandbox_router(settings: Settings, web: WebSettings) -> APIRouter:
                 "services": SERVICE_FOR_HOOK,
                 "payer_rule": settings.payer_rule,
                 "pair_rule": settings.pair_interval_rule,
+                "card_policy": settings.card_policy,
                 "auth_required": settings.require_auth,
                 "extension_key": EXTENSION_KEY,
             },
@@ -272,12 +273,14 @@ def sandbox_router(settings: Settings, web: WebSettings) -> APIRouter:
 
     @router.post("/sandbox/api/request")
     async def hook_request(request: Request) -> Response:
-        """Body ``{bundle, hook, payerRule, pairRule}`` -> ``{serviceId, request}``."""
+        """Body ``{bundle, hook, payerRule, pairRule, cardPolicy}`` -> ``{serviceId, request}``;
+        the choices travel in the request extension, as any EHR may send them."""
         try:
             data = await read_json_object(request, max_bytes=web.sandbox_max_bytes)
             hook = _choice(data, "hook", HOOKS, "order-sign")
             payer = _choice(data, "payerRule", PAYER_RULES, settings.payer_rule)
             pair = _choice(data, "pairRule", PAIR_RULES, settings.pair_interval_rule)
+            policy = _choice(data, "cardPolicy", CARD_POLICIES, settings.card_policy)
             built = build_hook_request(
                 _bundle(data), cast(Literal["order-sign", "encounter-discharge"], hook)
             )
@@ -287,7 +290,9 @@ def sandbox_router(settings: Settings, web: WebSettings) -> APIRouter:
             return json_error(exc.status_code, exc.message)
         except BundleError as exc:  # says which entry and what is missing, never the content
             return json_error(422, str(exc))
-        built["extension"] = {EXTENSION_KEY: {"payerRule": payer, "pairRule": pair}}
+        built["extension"] = {
+            EXTENSION_KEY: {"payerRule": payer, "pairRule": pair, "cardPolicy": policy}
+        }
         return JSONResponse({"serviceId": SERVICE_FOR_HOOK[hook], "request": built})
 
     @router.post("/sandbox/api/apply")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from plugin.app import create_app
 from plugin.hook_request import build_hook_request
 from plugin.pipeline import check_record
 from plugin.rules import analysis_to_json
-from plugin.services import DISCHARGE_SERVICE, ORDER_SIGN_SERVICE
+from plugin.services import DISCHARGE_SERVICE, EXTENSION_KEY, ORDER_SIGN_SERVICE
 from plugin.settings import Settings
 
 pytestmark = pytest.mark.anyio
@@ -189,7 +190,10 @@ TWO = "two-encounters-same-day.json"
 
 
 def _afternoon_only(request: Json) -> Json:
-    """prefetch.procedures as the EHR fills ``Procedure?patient=..&encounter=..``."""
+    """prefetch.procedures as the EHR fills ``Procedure?patient=..&encounter=..``; the call
+    asks for each visit's summary card (``cardPolicy: summary``), which says how the day was
+    covered."""
+    request["extension"] = {EXTENSION_KEY: {"cardPolicy": "summary"}}
     encounter = f"Encounter/{request['context']['encounterId']}"
     procedures = request["prefetch"]["procedures"]
     procedures["entry"] = [
@@ -225,6 +229,15 @@ def _day_search(data: Json) -> Json:
     }
 
 
+def _shown(cards: list[Json]) -> set[str]:
+    """The finding ids the cards show: their topics and the findings grouped under them."""
+    shown = set(_topics(cards))
+    for card in cards:
+        same = re.search(r"^Same cause: (.*)$", card.get("detail", ""), re.MULTILINE)
+        shown.update(re.findall(r"\*\*([EWI]-[A-Z0-9-]+)\*\*", same[1]) if same else ())
+    return shown
+
+
 def _summary(cards: list[Json]) -> Json:
     (card,) = [c for c in cards if c["indicator"] == "info" and "timed min" in c["summary"]]
     return card
@@ -241,9 +254,17 @@ async def test_without_fhir_access_the_afternoon_is_alone_and_says_so(
     cards = response.json()["cards"]
     summary = _summary(cards)
     assert "(19 timed min, CMS)" in summary["summary"]
-    assert "W-CODE-ZERO-UNITS" in _topics(cards)
+    assert "W-CODE-ZERO-UNITS" in _shown(cards)
     assert summary["detail"].count("Count covers this encounter only") == 1
     assert "(no FHIR access was given)" in summary["detail"]
+    # without the summary card the note rides once, on the card carrying the units table
+    del request["extension"]
+    response = await client.post(f"/cds-services/{_service(hook)}", json=request)
+    cards = response.json()["cards"]
+    assert "units-summary" not in _topics(cards)
+    noted = [c for c in cards if "Count covers this encounter only" in c["detail"]]
+    assert len(noted) == 1
+    assert "| code |" in noted[0]["detail"]
 
 
 @pytest.mark.parametrize("hook", ["order-sign", "encounter-discharge"])
@@ -263,7 +284,7 @@ async def test_with_fhir_access_the_day_is_pooled_as_check_pools_it(
     cards = response.json()["cards"]
     summary = _summary(cards)
     assert summary["summary"] == "PT 2025-03-13: 97110×1, 97530×2 (39 timed min, CMS)"
-    assert "W-CODE-ZERO-UNITS" not in _topics(cards)
+    assert "W-CODE-ZERO-UNITS" not in _shown(cards)
     assert "Count covers this encounter only" not in summary["detail"]
     # the same as check over the whole bundle
     document = analysis_to_json(

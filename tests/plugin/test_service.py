@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -83,6 +84,16 @@ def _topics(cards: list[dict[str, Any]], *indicators: str) -> list[str]:
     return sorted(c["source"]["topic"]["code"] for c in cards if c["indicator"] in indicators)
 
 
+_SAME_CAUSE = re.compile(r"^Same cause: (.*)$", re.MULTILINE)
+
+
+def _card_rules(card: dict[str, Any]) -> list[str]:
+    """The finding ids a card shows: its topic (the primary) and those grouped with it."""
+    grouped = _SAME_CAUSE.search(card.get("detail", ""))
+    listed = re.findall(r"\*\*([EWI]-[A-Z0-9-]+)\*\*", grouped[1]) if grouped else []
+    return [card["source"]["topic"]["code"], *listed]
+
+
 # ------------------------------------------------------------------------------ discovery
 
 
@@ -126,8 +137,8 @@ async def test_one_log_line_per_call_carries_the_analysis(
 
 @pytest.mark.anyio
 async def test_clean_pair_with_59_gives_no_warning(client: httpx.AsyncClient) -> None:
-    cards = await _invoke(client, "clean-pair-59-on-97530.json")
-    assert _topics(cards, "critical", "warning") == []
+    assert await _invoke(client, "clean-pair-59-on-97530.json") == []  # nothing to act on
+    cards = await _invoke(client, "clean-pair-59-on-97530.json", cardPolicy="summary")
     (summary,) = cards
     assert summary["indicator"] == "info"
     assert "97140×1" in summary["summary"]
@@ -146,11 +157,16 @@ async def test_overlapping_blocks_give_a_critical_pair_card(client: httpx.AsyncC
             "display": critical[0]["source"]["topic"]["display"],
         }
     ]
-    assert "W-OVERLAP" in _topics(cards, "warning")
-    # Every card of the visit carries the same units table.
-    tables = {c["detail"].split("| code |", 1)[1].split("Total timed minutes")[0] for c in cards}
-    assert len(tables) == 1
-    assert "| 97140 |" in next(iter(tables))
+    # one cause, one card: the overlap warning is listed in it, not a card of its own
+    (card,) = cards
+    assert _card_rules(card) == ["E-PAIR-SAME-TIMEBLOCK", "W-OVERLAP"]
+    # the units table once per visit: on this card, or only on the summary card when asked for
+    assert card["detail"].count("| code |") == 1
+    assert "| 97140 |" in card["detail"]
+    with_summary = await _invoke(client, "overlapping-time-blocks.json", cardPolicy="summary")
+    assert [c["indicator"] for c in with_summary] == ["critical", "info"]
+    assert sum(c["detail"].count("| code |") for c in with_summary) == 1
+    assert "| code |" in with_summary[-1]["detail"]
 
 
 # ------------------------------------------------------- same findings: check vs service
@@ -169,15 +185,35 @@ async def test_service_and_check_agree_on_every_sample(
     client: httpx.AsyncClient, scenario: dict[str, Any]
 ) -> None:
     payer, pair = scenario["payer_rule"], scenario["pair_rule"]
-    cards = await _invoke(
-        client, scenario["file"], scenario["hook"], payerRule=payer, pairRule=pair
-    )
     expected = _expected_rules(scenario["file"], payer, pair)
-    assert Counter(_topics(cards, "critical", "warning")) == expected
     visits = scenario["expected"][payer]["visits"]
-    summaries = [c for c in cards if c["indicator"] == "info" and "timed min" in c["summary"]]
-    assert len(summaries) == len(visits)
-    for card in cards:  # card hygiene on every card of every scenario
+    by_policy = {
+        policy: await _invoke(
+            client,
+            scenario["file"],
+            scenario["hook"],
+            payerRule=payer,
+            pairRule=pair,
+            cardPolicy=policy,
+        )
+        for policy in ("problems", "summary", "all")
+    }
+    for policy, cards in by_policy.items():
+        # every error and warning is on exactly one card, as its topic or grouped under it
+        problems = [c for c in cards if c["indicator"] != "info"]
+        shown = Counter(r for c in problems for r in _card_rules(c) if r[0] in "EW")
+        assert shown == expected, policy
+        summaries = [c for c in cards if c["source"]["topic"]["code"] == "units-summary"]
+        assert len(summaries) == (0 if policy == "problems" else len(visits)), policy
+        ranks = [{"critical": 0, "warning": 1, "info": 2}[c["indicator"]] for c in cards]
+        assert ranks == sorted(ranks), policy
+    # the default shows what to act on; `summary` adds a card per visit, `all` one per info
+    problems, summary, everything = by_policy.values()
+    outside = 1 if scenario["expected"][payer]["findings"] else 0  # one card lists them
+    assert len(summary) == len(problems) + len(visits) + outside
+    infos = {r for v in visits for r in v["findings"] if r.startswith("I-")}
+    assert {r for c in everything for r in _card_rules(c)} >= infos
+    for card in [c for cards in by_policy.values() for c in cards]:  # hygiene, every card
         assert card["uuid"]
         assert 0 < len(card["summary"]) < 140
         assert card["source"]["topic"]["system"] == FINDING_SYSTEM
@@ -213,13 +249,39 @@ async def test_missing_modifier_card_suggests_adding_59_to_the_97530_draft(
 
 @pytest.mark.anyio
 async def test_payer_rule_override_per_call(client: httpx.AsyncClient) -> None:
-    cms = await _invoke(client, "cms-vs-ama-24-plus-23.json", payerRule="cms")
-    ama = await _invoke(client, "cms-vs-ama-24-plus-23.json", payerRule="ama")
+    cms = await _invoke(client, "cms-vs-ama-24-plus-23.json", payerRule="cms", cardPolicy="summary")
+    ama = await _invoke(client, "cms-vs-ama-24-plus-23.json", payerRule="ama", cardPolicy="summary")
     cms_summary = next(c for c in cms if c["indicator"] == "info")["summary"]
     ama_summary = next(c for c in ama if c["indicator"] == "info")["summary"]
     assert "CMS" in cms_summary
     assert "AMA" in ama_summary
     assert cms_summary != ama_summary
+
+
+@pytest.mark.anyio
+async def test_a_bad_card_policy_is_a_400_naming_it(client: httpx.AsyncClient) -> None:
+    body = build_hook_request(_bundle("clean-pair-59-on-97530.json"), hook="order-sign")
+    body["extension"] = {EXTENSION_KEY: {"cardPolicy": PAYLOAD_MARKER}}
+    response = await client.post(f"/cds-services/{ORDER_SIGN_SERVICE}", json=body)
+    assert response.status_code == 400
+    assert "cardPolicy" in response.text
+    assert PAYLOAD_MARKER not in response.text
+
+
+@pytest.mark.anyio
+async def test_the_setting_chooses_the_default_policy(tmp_path: Path) -> None:
+    settings = Settings(
+        require_auth=False,
+        dev_mode=True,
+        card_policy="summary",
+        database_url=f"sqlite:///{tmp_path / 'policy.db'}",
+        log_level="WARNING",
+    )
+    transport = httpx.ASGITransport(app=create_app(settings))
+    async with httpx.AsyncClient(transport=transport, base_url="http://cds.test") as c:
+        cards = await _invoke(c, "clean-pair-59-on-97530.json")
+        assert _topics(cards, "info") == ["units-summary"]
+        assert await _invoke(c, "clean-pair-59-on-97530.json", cardPolicy="problems") == []
 
 
 @pytest.mark.anyio
@@ -340,7 +402,10 @@ async def test_two_cards_never_suggest_conflicting_edits_of_one_charge(
                 ] += 1
     assert edited
     assert max(edited.values()) == 1
-    group = next(c for c in cards if c["source"]["topic"]["code"] == "E-GROUP-NOT-ONE-ON-ONE")
+    # E-UNITS-EXCEED and E-GROUP-NOT-ONE-ON-ONE change the same charge: one card, and its
+    # suggestion replaces the code rather than re-sizing the line
+    (group,) = cards
+    assert _card_rules(group) == ["E-UNITS-EXCEED", "E-GROUP-NOT-ONE-ON-ONE"]
     resource = group["suggestions"][0]["actions"][0]["resource"]
     assert resource["code"]["coding"][0]["code"] == "97150"
     assert resource["quantityQuantity"]["value"] == 1

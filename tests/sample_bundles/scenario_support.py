@@ -83,7 +83,9 @@ def _units_text(units: Mapping[str, int]) -> str:
 
 
 def cards_text(result: Mapping[str, Any]) -> str:
-    """Which cards a scenario's result produces: one per error/warning, one info summary."""
+    """What a scenario's result shows: the errors and warnings (on the problem cards of the
+    default card policy, findings of one cause sharing a card), then what the visit summary
+    card (card policy ``summary``) says."""
     parts: list[str] = []
     for visit in result["visits"]:
         rules: list[str] = visit["findings"]
@@ -97,10 +99,15 @@ def cards_text(result: Mapping[str, Any]) -> str:
         summary = _units_text(visit["units"])
         if infos:
             summary += "; " + ", ".join(infos)
-        parts.append(f"info summary ({summary})")
+        parts.append(f"summary ({summary})")
     if result["findings"]:
         parts.append("not tied to a visit: " + ", ".join(result["findings"]))
     return "; ".join(parts)
+
+
+def _budget_text(budget: Mapping[str, int]) -> str:
+    count = budget["count"]
+    return "no card" if count == 0 else f"{count} card{'s' if count > 1 else ''}"
 
 
 def _cell(text: str) -> str:
@@ -116,7 +123,7 @@ def readme_table(items: Iterable[Mapping[str, Any]]) -> str:
         expected = s["expected"]
         main = expected[s["payer_rule"]]
         pair = ", ".join(v["pair"] for v in main["visits"])
-        cards = cards_text(main)
+        cards = f"**{_budget_text(s['cards'])}** by default. {cards_text(main)}"
         for rule, other in expected.items():
             if rule != s["payer_rule"]:
                 cards += f". With `--payer-rule {rule}`: {cards_text(other)}"

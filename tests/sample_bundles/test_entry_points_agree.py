@@ -55,7 +55,7 @@ from plugin.hook_request import build_hook_request
 from plugin.pipeline import check_record
 from plugin.rules import analysis_to_json
 from plugin.rules.catalogue import RuleId
-from plugin.services import DISCHARGE_SERVICE, ORDER_SIGN_SERVICE
+from plugin.services import DISCHARGE_SERVICE, EXTENSION_KEY, ORDER_SIGN_SERVICE
 from plugin.settings import Settings
 from plugin.web.install import install_web
 from plugin.web.settings import WebSettings
@@ -129,23 +129,27 @@ _SUMMARY = re.compile(r"^(\w+) (\d{4}-\d{2}-\d{2}): .*\((\d+) timed min, (?:CMS|
 _ROW = re.compile(r"^\| (\w+) \| \d+ \| \d+ \| (\d+) \|$", re.MULTILINE)
 _PAIR = re.compile(r"97140/97530 pair: \*\*(\w+)\*\*")
 _LISTED = re.compile(r"^- \*\*([EWI]-[A-Z0-9-]+)\*\*:", re.MULTILINE)
+_PROBLEMS = re.compile(r"^Problems: (.*)$", re.MULTILINE)
+_ID = re.compile(r"\*\*([EWI]-[A-Z0-9-]+)\*\*")
+_SAME_CAUSE = re.compile(r"^Same cause: (.*)$", re.MULTILINE)
 
 
 def from_cards(cards: Iterable[Mapping[str, Any]]) -> Answer:
-    """A visit's error and warning cards come before its info summary card (units table, pair
-    status, informational findings); findings outside visits come after the last summary."""
+    """The answer under the card policy ``all``: each visit's ``info`` summary card gives its
+    units table, pair status, its problems (``Problems:``, by id) and informational findings;
+    the card for findings outside any visit lists them. The problem cards themselves are
+    checked against these lists (:func:`shown_by_problem_cards`)."""
     visits: list[Visit] = []
-    pending: set[str] = set()
     outside: set[str] = set()
     for card in cards:
-        topic = card["source"].get("topic", {}).get("code")
         summary = _SUMMARY.match(card["summary"])
+        detail = card.get("detail", "")
         if card["indicator"] == "info" and summary:
-            detail = card["detail"]
             pair = _PAIR.search(detail)
             assert pair is not None, detail
             units = tuple(sorted((code, int(n)) for code, n in _ROW.findall(detail)))
-            found = pending | set(_LISTED.findall(detail))
+            problems = _PROBLEMS.search(detail)
+            found = set(_LISTED.findall(detail)) | set(_ID.findall(problems[1] if problems else ""))
             visits.append(
                 (
                     summary[2],
@@ -156,13 +160,23 @@ def from_cards(cards: Iterable[Mapping[str, Any]]) -> Answer:
                     tuple(sorted(found)),
                 )
             )
-            pending = set()
-        elif card["indicator"] == "info":
-            outside.update(_LISTED.findall(card.get("detail", "")))
-        elif topic in RULE_IDS:
-            pending.add(topic)
-    outside |= pending
+        elif card["indicator"] == "info" and card["summary"].endswith("not tied to any visit"):
+            outside.update(_LISTED.findall(detail))
     return tuple(sorted(visits)), tuple(sorted(outside))
+
+
+def shown_by_problem_cards(cards: Iterable[Mapping[str, Any]]) -> set[str]:
+    """The finding ids the problem cards show: their topics and the findings grouped under."""
+    shown: set[str] = set()
+    for card in cards:
+        topic = card["source"].get("topic", {}).get("code")
+        if topic not in RULE_IDS or card["summary"].endswith("not tied to any visit"):
+            continue
+        if card["indicator"] == "info" and topic != "I-CHARGES-NOT-AVAILABLE":
+            continue  # policy `all`: an informational finding's own card
+        same = _SAME_CAUSE.search(card.get("detail", ""))
+        shown |= {topic, *(_ID.findall(same[1]) if same else ())}
+    return shown
 
 
 # ---------------------------------------------------------------- the data each entry point gets
@@ -248,10 +262,13 @@ def _with_fhir_access(request: Json) -> Json:
 
 
 async def call_service(
-    client: httpx.AsyncClient, data: Json, hook: str, *, fhir: bool
+    client: httpx.AsyncClient, data: Json, hook: str, *, fhir: bool, policy: str | None = "all"
 ) -> tuple[list[Json], int]:
-    """POST the hook request for ``data``; returns the cards and the FHIR searches made."""
+    """POST the hook request for ``data`` asking for the cards of ``policy`` (None: the
+    service's default); returns the cards and the FHIR searches made."""
     request = _per_encounter(build_hook_request(data, hook))  # type: ignore[arg-type]
+    if policy is not None:
+        request["extension"] = {EXTENSION_KEY: {"cardPolicy": policy}}
     service = ORDER_SIGN_SERVICE if hook == "order-sign" else DISCHARGE_SERVICE
     if not fhir:
         response = await client.post(f"/cds-services/{service}", json=request)
@@ -370,11 +387,25 @@ async def test_every_entry_point_gives_the_same_answer(
     fhir = access == "fhir"
     has_drafts = any(_is_draft(e["resource"]) for e in data["entry"])
     cards, searches = await call_service(client, data, hook, fhir=fhir)
+    default, _ = await call_service(client, data, hook, fhir=fhir, policy=None)
     if hook == "order-sign" and not has_drafts:
         # the encounter-discharge scenarios sign nothing: order-sign gives no guidance (R-2)
         assert cards == []
+        assert default == []
         return
     answer = from_cards(cards)
+    # every error and warning is on a problem card, under `all` and under the default policy,
+    # which shows nothing else: no card at all for a visit with nothing to act on
+    raised = {r for visit in answer[0] for r in visit[5]} | set(answer[1])
+    to_act_on = {r for r in raised if r[0] in "EW" or r == "I-CHARGES-NOT-AVAILABLE"}
+    assert {r for r in shown_by_problem_cards(cards) if r[0] in "EW"} == {
+        r for r in to_act_on if r[0] in "EW"
+    }
+    assert {r for r in shown_by_problem_cards(default) if r[0] in "EW"} == {
+        r for r in to_act_on if r[0] in "EW"
+    }
+    assert bool(default) == bool(to_act_on)
+    assert all(c["source"]["topic"]["code"] != "units-summary" for c in default)
     given = data if hook == "order-sign" else _without(data, _is_draft)
     encounter = build_hook_request(data, hook)["context"]["encounterId"]  # type: ignore[arg-type]
     if fhir:

@@ -456,7 +456,7 @@
       return Promise.resolve();
     }
     var hook = selectedHook();
-    var rules = { payerRule: $("payer-rule").value, pairRule: $("pair-rule").value };
+    var rules = { payerRule: $("payer-rule").value, pairRule: $("pair-rule").value, cardPolicy: $("card-policy").value };
     lastFired = { text: text, bundle: bundle, hook: hook };
     setStatus("Building the request…", "busy");
     $("fire").disabled = true;
@@ -465,7 +465,7 @@
         if (result.ok) { renderTimeline(result.data); }
         else { $("timeline").innerHTML = ""; $("timeline").appendChild(el("p", { className: "empty error", text: problem(result) })); }
       });
-    var exchange = postJson("/sandbox/api/request", { bundle: bundle, hook: hook, payerRule: rules.payerRule, pairRule: rules.pairRule })
+    var exchange = postJson("/sandbox/api/request", { bundle: bundle, hook: hook, payerRule: rules.payerRule, pairRule: rules.pairRule, cardPolicy: rules.cardPolicy })
       .then(function (built) {
         if (!built.ok) { throw new Error("Could not build the request: " + problem(built)); }
         var serviceId = built.data.serviceId;

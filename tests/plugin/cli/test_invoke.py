@@ -485,8 +485,13 @@ def test_render_tolerates_sparse_cards() -> None:
     assert "1 system action(s) proposed" in text
 
 
-def test_hook_hint_only_for_order_sign_without_drafts_and_without_cards() -> None:
-    from plugin.cli.invoke import DISCHARGE_HINT, hook_hint
+def test_hook_hint_only_when_no_card() -> None:
+    from plugin.cli.invoke import (
+        DISCHARGE_HINT,
+        NOTHING_TO_ACT_ON_HINT,
+        hook_hint,
+        with_card_policy,
+    )
 
     no_drafts = {"hook": "order-sign", "context": {"draftOrders": {"resourceType": "Bundle"}}}
     drafts = {
@@ -496,5 +501,20 @@ def test_hook_hint_only_for_order_sign_without_drafts_and_without_cards() -> Non
     discharge = {"hook": "encounter-discharge", "context": {}}
     assert hook_hint(no_drafts, {"cards": []}) == DISCHARGE_HINT
     assert hook_hint(no_drafts, {"cards": [{"summary": "x"}]}) is None
-    assert hook_hint(drafts, {"cards": []}) is None
-    assert hook_hint(discharge, {"cards": []}) is None
+    # charges were checked and nothing is to act on: said, under the default policy only
+    assert hook_hint(drafts, {"cards": []}) == NOTHING_TO_ACT_ON_HINT
+    assert hook_hint(discharge, {"cards": []}) == NOTHING_TO_ACT_ON_HINT
+    assert hook_hint(with_card_policy(discharge, "all"), {"cards": []}) is None
+    assert hook_hint(with_card_policy(discharge, "problems"), {"cards": []}) is not None
+    assert hook_hint(discharge, {"cards": [{"summary": "x"}]}) is None
+
+
+def test_card_policy_goes_in_the_extension_beside_the_other_members() -> None:
+    from plugin.cli.invoke import with_card_policy
+
+    request = {"hook": "order-sign", "extension": {"io.github.therapy-cds": {"payerRule": "ama"}}}
+    assert with_card_policy(request, None) is request
+    assert with_card_policy(request, "summary")["extension"] == {
+        "io.github.therapy-cds": {"payerRule": "ama", "cardPolicy": "summary"}
+    }
+    assert request["extension"] == {"io.github.therapy-cds": {"payerRule": "ama"}}

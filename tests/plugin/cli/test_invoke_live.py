@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -141,8 +142,19 @@ def _cards(result: Any) -> list[dict[str, Any]]:
     return cards
 
 
-def _rule_ids(cards: list[dict[str, Any]], indicator: str) -> set[str]:
-    return {c["source"]["topic"]["code"] for c in cards if c["indicator"] == indicator}
+_SAME_CAUSE = re.compile(r"^Same cause: (.*)$", re.MULTILINE)
+
+
+def _card_rule_ids(card: dict[str, Any]) -> set[str]:
+    """The card's primary finding (its topic) and the findings it groups with it."""
+    grouped = _SAME_CAUSE.search(card.get("detail", ""))
+    listed = set(re.findall(r"\*\*([EWI]-[A-Z0-9-]+)\*\*", grouped[1])) if grouped else set()
+    return {card["source"]["topic"]["code"], *listed}
+
+
+def _rule_ids(cards: list[dict[str, Any]], prefix: str) -> set[str]:
+    """The finding ids starting with ``prefix`` that the cards show, primary or grouped."""
+    return {r for c in cards for r in _card_rule_ids(c) if r.startswith(prefix)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,14 +165,22 @@ def _rule_ids(cards: list[dict[str, Any]], indicator: str) -> set[str]:
 def test_every_scenario_gives_the_manifest_cards(
     dev_server: LiveServer, item: dict[str, Any]
 ) -> None:
-    result = _invoke(dev_server.url, str(BUNDLES / item["file"]), "--hook", item["hook"], "--json")
-    cards = _cards(result)
+    path = str(BUNDLES / item["file"])
+    cards = _cards(_invoke(dev_server.url, path, "--hook", item["hook"], "--json"))
+    everything = _cards(
+        _invoke(dev_server.url, path, "--hook", item["hook"], "--json", "--card-policy", "all")
+    )
     expected = item["expected"]["cms"]  # the server runs with the default payer rule
     visit_rules = {r for v in expected["visits"] for r in v["findings"]}
-    assert _rule_ids(cards, "critical") == {r for r in visit_rules if r.startswith("E-")}
-    assert _rule_ids(cards, "warning") == {r for r in visit_rules if r.startswith("W-")}
-    assert sum(c["indicator"] == "info" for c in cards) >= len(expected["visits"])
-    for card in cards:
+    for shown in (cards, everything):  # every error and warning, under any policy
+        assert _rule_ids(shown, "E-") == {r for r in visit_rules if r.startswith("E-")}
+        assert _rule_ids(shown, "W-") == {r for r in visit_rules if r.startswith("W-")}
+    # the default policy shows only what to act on; `all` adds each visit's summary
+    to_act_on = {r for r in visit_rules if r[0] in "EW" or r == "I-CHARGES-NOT-AVAILABLE"}
+    assert bool(cards) == bool(to_act_on)
+    summaries = [c for c in everything if c["source"]["topic"]["code"] == "units-summary"]
+    assert len(summaries) >= len(expected["visits"])
+    for card in cards + everything:
         assert card["source"]["topic"]["system"] == (
             "https://therapy-cds.github.io/fhir/CodeSystem/finding"
         )
@@ -184,10 +204,22 @@ def test_a_discharge_sample_on_order_sign_hints_the_discharge_hook(
     assert result.exit_code == 0, result.output
     assert "0 cards from" in result.stdout
     assert "use --hook encounter-discharge" in result.stderr
+    # the right hook: the visit is clean, so the default policy answers no card and says why
     discharge = _invoke(dev_server.url, str(BUNDLES / file), "--hook", "encounter-discharge")
     assert discharge.exit_code == 0, discharge.output
-    assert "0 cards" not in discharge.stdout
-    assert "hint" not in discharge.stderr
+    assert "0 cards" in discharge.stdout
+    assert "use --hook encounter-discharge" not in discharge.stderr
+    assert "nothing to act on" in discharge.stderr
+    summary = _invoke(
+        dev_server.url,
+        str(BUNDLES / file),
+        *("--hook", "encounter-discharge", "--card-policy", "summary"),
+    )
+    assert summary.exit_code == 0, summary.output
+    assert "1 card from" in summary.stdout
+    assert "units-summary" in summary.stdout
+    assert "hint" not in summary.stderr
+    assert "nothing to act on" not in summary.stderr
 
 
 def test_no_hint_when_order_sign_had_drafts_to_check(dev_server: LiveServer) -> None:
@@ -203,7 +235,13 @@ def test_discovery_url_and_service_url_forms(dev_server: LiveServer) -> None:
         f"{dev_server.url}/cds-services/therapy-timed-codes",
     ):
         assert _cards(_invoke(url, bundle, "--json")) is not None
-    assert _cards(_invoke(dev_server.url, bundle, "--service", "therapy-timed-codes", "--json"))
+    assert _cards(
+        _invoke(
+            dev_server.url,
+            bundle,
+            *("--service", "therapy-timed-codes", "--card-policy", "summary", "--json"),
+        )
+    )
 
 
 def test_unknown_service_is_a_4xx(dev_server: LiveServer) -> None:
@@ -228,7 +266,7 @@ def test_signed_call_is_accepted(auth_server: AuthServer) -> None:
         auth_server.kid,
         "--json",
     )
-    assert "E-PAIR-NO-MODIFIER" in _rule_ids(_cards(result), "critical")
+    assert "E-PAIR-NO-MODIFIER" in _rule_ids(_cards(result), "E-")
 
 
 def test_unsigned_call_is_401(auth_server: AuthServer) -> None:

@@ -51,14 +51,16 @@ def page(browser: Any) -> Iterator[Any]:
     assert errors == [], errors
 
 
-def _fire(page: Any, base: str, scenario: str) -> None:
-    """Choose the scenario in the page, fire, and wait for the cards and the timeline."""
+def _fire(page: Any, base: str, scenario: str, policy: str = "problems") -> None:
+    """Choose the scenario and the card policy in the page, fire, and wait for the cards (or
+    the page saying there are none) and the timeline."""
     page.goto(f"{base}/sandbox")
     page.select_option("#scenario", scenario)
+    page.select_option("#card-policy", policy)
     page.wait_for_selector("#bundle-status:has-text('entries')")
     page.click("#fire")
     page.wait_for_selector("body[data-fired]")
-    page.wait_for_selector("#cards .card")
+    page.wait_for_selector("#cards .card, #cards p.empty")
 
 
 def _topics(page: Any) -> dict[str, str]:
@@ -80,21 +82,25 @@ def test_firing_a_hook_shows_the_cards_and_the_timeline(
     server, _ = service
     _fire(page, server.url, "overlapping-time-blocks.json")
     topics = _topics(page)
-    assert topics["E-PAIR-SAME-TIMEBLOCK"] == "critical"
-    assert topics["W-OVERLAP"] == "warning"
-    assert topics["units-summary"] == "info"
+    # one problem, one card (the overlap warning listed in it); no summary by default
+    assert topics == {"E-PAIR-SAME-TIMEBLOCK": "critical"}
     assert _bars(page) == {"Procedure/proc-dario-overlap-1", "Procedure/proc-dario-overlap-2"}
     assert page.locator("#timeline svg rect.bar.overlapped").count() == 2
     assert page.locator("#timeline svg rect.overlap").count() == 1
     # Detail Markdown rendered as HTML: the minutes table and the bold totals.
     critical = page.locator('.card[data-topic="E-PAIR-SAME-TIMEBLOCK"]')
     assert critical.locator(".card-detail table tbody tr").count() == 2
-    assert critical.locator(".card-detail strong").first.inner_text() == "35"
+    assert critical.locator(".card-detail strong").nth(1).inner_text() == "35"  # after W-OVERLAP
+    assert "W-OVERLAP" in critical.locator(".card-detail").inner_text()
     assert critical.locator(".override-reason option").count() == 3  # placeholder + 2 reasons
     page.click("#exchange summary")
     request = json.loads(page.inner_text("#request-json"))
     assert request["hook"] == "order-sign"
-    assert request["extension"]["io.github.therapy-cds"] == {"payerRule": "cms", "pairRule": "cms"}
+    assert request["extension"]["io.github.therapy-cds"] == {
+        "payerRule": "cms",
+        "pairRule": "cms",
+        "cardPolicy": "problems",
+    }
     assert json.loads(page.inner_text("#response-json"))["cards"]
     screenshot(page, "sandbox-overlapping-time-blocks.png")
 
@@ -252,6 +258,9 @@ def test_the_discharge_hook_and_the_ama_rule_from_the_controls(
 ) -> None:
     server, _ = service
     _fire(page, server.url, "discharge-procedure-extensions.json")
+    assert _topics(page) == {}  # a clean visit: nothing to act on, no card
+    assert "No cards" in page.inner_text("#cards")
+    _fire(page, server.url, "discharge-procedure-extensions.json", policy="summary")
     assert page.is_checked('input[name="hook"][value="encounter-discharge"]')
     assert page.inner_text("#service-id") == "therapy-timed-codes-discharge"
     assert "units-summary" in _topics(page)
@@ -281,6 +290,7 @@ def test_a_pasted_bundle_and_a_broken_one(
     )
     page.set_input_files("#bundle-file", str(upload))
     page.wait_for_selector("#bundle-status:has-text('visit.json')")
+    page.select_option("#card-policy", "summary")  # the visit is clean: ask for its summary
     page.click("#fire")
     page.wait_for_selector("#cards .card")
     assert page.locator("#timeline svg rect.bar").count() == 3

@@ -75,7 +75,9 @@ async def test_request_helper_builds_the_hook_request_with_the_rule_extension(
     request = body["request"]
     assert request["hook"] == "order-sign"
     assert set(request["prefetch"]) == {"patient", "encounter", "procedures", "carePlans"}
-    assert request["extension"] == {EXTENSION_KEY: {"payerRule": "ama", "pairRule": "cms"}}
+    assert request["extension"] == {
+        EXTENSION_KEY: {"payerRule": "ama", "pairRule": "cms", "cardPolicy": "problems"}
+    }
 
     discharge = await client.post(
         "/sandbox/api/request",
@@ -94,8 +96,26 @@ async def test_what_the_page_sends_the_service_answers_with_the_expected_cards(
         f"/cds-services/{built.json()['serviceId']}", json=built.json()["request"]
     )
     assert answer.status_code == 200
-    topics = {card["source"]["topic"]["code"] for card in answer.json()["cards"]}
-    assert {"E-PAIR-SAME-TIMEBLOCK", "W-OVERLAP"} <= topics
+    # the service's default policy, said in the request: one card for the one problem
+    assert built.json()["request"]["extension"][EXTENSION_KEY]["cardPolicy"] == "problems"
+    (card,) = answer.json()["cards"]
+    assert card["source"]["topic"]["code"] == "E-PAIR-SAME-TIMEBLOCK"
+    assert "Same cause: **W-OVERLAP**" in card["detail"]
+    built = await client.post(
+        "/sandbox/api/request",
+        json={"bundle": _bundle("overlapping-time-blocks.json"), "cardPolicy": "summary"},
+    )
+    answer = await client.post(
+        f"/cds-services/{built.json()['serviceId']}", json=built.json()["request"]
+    )
+    topics = [card["source"]["topic"]["code"] for card in answer.json()["cards"]]
+    assert topics == ["E-PAIR-SAME-TIMEBLOCK", "units-summary"]
+    bad = await client.post(
+        "/sandbox/api/request",
+        json={"bundle": _bundle("overlapping-time-blocks.json"), "cardPolicy": "loud"},
+    )
+    assert bad.status_code == 400
+    assert "cardPolicy" in bad.text
 
 
 async def test_the_extension_switches_the_payer_rule(client: httpx.AsyncClient) -> None:
