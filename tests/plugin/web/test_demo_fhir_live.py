@@ -29,7 +29,7 @@ from plugin.app import cds_config, create_app
 from plugin.cli.check import expand_paths
 from plugin.demo_fhir import create_demo_app, load_store
 from plugin.hook_request import build_hook_request
-from plugin.services import DISCHARGE_SERVICE, ORDER_SIGN_SERVICE
+from plugin.services import DISCHARGE_SERVICE, EXTENSION_KEY, ORDER_SIGN_SERVICE
 from plugin.web.install import install_web
 from plugin.web.settings import WebSettings
 
@@ -79,6 +79,9 @@ async def test_cds_service_without_prefetch_reads_the_visit_from_demo_fhir(
     request = build_hook_request(data, hook)  # type: ignore[arg-type]
     del request["prefetch"]  # type: ignore[misc]
     request["fhirServer"] = demo  # type: ignore[typeddict-unknown-key]
+    # Every card, so that the visits' summary cards can be compared with check (by default a
+    # visit with nothing to act on gets no card).
+    request["extension"] = {EXTENSION_KEY: {"cardPolicy": "all"}}
     service = ORDER_SIGN_SERVICE if hook == "order-sign" else DISCHARGE_SERVICE
     transport = httpx.ASGITransport(app=create_app(settings))
     async with httpx.AsyncClient(transport=transport, base_url="http://cds.test") as client:
