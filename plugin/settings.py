@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     # Largest answer read from a FHIR or authorization server (prefetch fallback and the SMART
     # app): streamed, and refused at the first byte over the cap.
     fhir_max_response_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    # `serve --workers N` (N > 1): how long a worker may take to answer the supervisor's health
+    # check, start-up included, before it is replaced. uvicorn's own default (5 s) kills workers
+    # that are still importing on a busy machine, over and over.
+    worker_healthcheck_seconds: int = Field(default=30, ge=1, le=600)
     # Development mode: set by `therapy-cds serve --dev` (and so `make serve`); announced loudly.
     dev_mode: bool = False
     log_level: str = "INFO"

@@ -53,6 +53,7 @@ def serve(
         host=host,
         port=port,
         workers=workers,
+        timeout_worker_healthcheck=settings.worker_healthcheck_seconds,
         log_level=settings.log_level.lower(),
         access_log=False,
     )
