@@ -345,7 +345,7 @@ _ENTRIES: tuple[CatalogueEntry, ...] = (
         " care started or since the last progress report, and no progress report was written;"
         " not checked when the visit history is not available",
         ("R-E6",),
-        ("S2", "S33"),
+        ("S2", "S33", "S35"),
         _BPM_CH15 + " (§220.3 D)",
     ),
 )
