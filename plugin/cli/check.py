@@ -179,17 +179,15 @@ def check(
         results.append((path, result))
     if output is OutputFormat.json:
         merged: dict[str, list[Any]] = {"visits": [], "findings": []}
-        notes: list[str] = []
         for path, result in results:
             body = analysis_to_json(result.analysis)
             for visit in body["visits"]:
                 visit["source"] = str(path)  # the file as given; the last member (issue 18)
             merged["visits"].extend(body["visits"])
             merged["findings"].extend(body["findings"])
-            if not result.analysis.visit_history:
-                notes.append(f"{path}: {HISTORY_NOT_CHECKED}")
-        if notes:  # issue 15 (added member, only when there is something to say)
-            merged["notes"] = notes
+            if result.analysis.visits and not result.analysis.visit_history:
+                # the contract's document stays as it is: the note goes with the others
+                _say(f"{path}: {HISTORY_NOT_CHECKED}")
         sys.stdout.write(orjson.dumps(merged, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         # The terminal's width (80 when not a terminal, or $COLUMNS).
