@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
 from importlib import resources
+from types import MappingProxyType
 from typing import Any
 
 from fhir_mappings.model import CPT_SYSTEM, HCPCS_SYSTEM, Discipline
@@ -166,3 +167,23 @@ def discipline_of_concept(system: str | None, code: str | None, text: str | None
             if phrase in lowered:
                 return discipline
     return Discipline.UNKNOWN
+
+
+LOINC_SYSTEM = "http://loinc.org"
+
+#: The LOINC document types read as a therapy progress report (R-E6), with the discipline each
+#: names. Source: HL7 C-CDA on FHIR v1.2.0, ValueSet ProgressNoteDocumentTypeCode
+#: (2.16.840.1.113883.11.20.8.1, active as of 2018-05-18),
+#: https://hl7.org/fhir/us/ccda/ValueSet-2.16.840.1.113883.11.20.8.1.html (read 2026-12-02):
+#: 11506-3 "Progress note", 11507-1 "Occupational therapy Progress note", 11508-9 "Physical
+#: therapy Progress note", 11512-1 "Speech-language pathology Progress note". POLICY: only
+#: these four codes, in the LOINC system, on a DocumentReference's ``type``; the generic
+#: 11506-3 names no discipline (UNKNOWN) and counts for every discipline of the patient.
+PROGRESS_NOTE_TYPES: Mapping[str, Discipline] = MappingProxyType(
+    {
+        "11506-3": Discipline.UNKNOWN,
+        "11507-1": Discipline.OT,
+        "11508-9": Discipline.PT,
+        "11512-1": Discipline.SLP,
+    }
+)

@@ -51,6 +51,7 @@ from fhir_mappings.model import (
     IssueCode,
     MappingIssue,
     PlanOfCare,
+    ProgressReport,
     TherapyRecord,
     TimedService,
     TimingKind,
@@ -83,7 +84,15 @@ from fhir_mappings.version import decide, shape_version
 
 JsonObject = Mapping[str, Any]
 _MAPPED_TYPES = frozenset(
-    {"Procedure", "ServiceRequest", "Claim", "ExplanationOfBenefit", "CarePlan", "Encounter"}
+    {
+        "Procedure",
+        "ServiceRequest",
+        "Claim",
+        "ExplanationOfBenefit",
+        "CarePlan",
+        "Encounter",
+        "DocumentReference",
+    }
 )
 # The element naming the patient, per resource type the patient filter reads (issue 14).
 _PATIENT_FIELD = {
@@ -93,6 +102,7 @@ _PATIENT_FIELD = {
     "Encounter": "subject",
     "Claim": "patient",
     "ExplanationOfBenefit": "patient",
+    "DocumentReference": "subject",
 }
 _PERIOD_FIELDS = (
     ("performedPeriod", True),
@@ -191,6 +201,7 @@ _new_service = fast_builder(TimedService)
 _new_charge = fast_builder(Charge)
 _new_plan = fast_builder(PlanOfCare)
 _new_encounter = fast_builder(EncounterInfo)
+_new_progress_report = fast_builder(ProgressReport)
 _new_issue = fast_builder(MappingIssue)
 _new_record = fast_builder(TherapyRecord)
 
@@ -346,6 +357,11 @@ class _Mapper:
         for item in by_type.get("ServiceRequest", ()):
             self._service_request(item, plan_targets)
         self._contained_plans(procedures)
+        reports = [
+            report
+            for item in by_type.get("DocumentReference", ())
+            if (report := self._progress_report(item)) is not None
+        ]
         return _new_record(
             fhir_version=version,
             services=tuple(services),
@@ -360,6 +376,7 @@ class _Mapper:
             patients=tuple(self.patients),
             other_patient_resources=self.other_patient,
             parties=self._parties(),
+            progress_reports=tuple(reports),
         )
 
     def _parties(self) -> dict[str, str]:
@@ -857,6 +874,76 @@ class _Mapper:
             patient=patient,
             locations=tuple(locations),
             service_provider=self.index.of(provider, key) if provider is not None else None,
+            discipline=self._encounter_discipline(res),
+        )
+
+    def _encounter_discipline(self, res: JsonObject) -> Discipline:
+        """The discipline Encounter.serviceType (R4 CodeableConcept, R5 CodeableReference list)
+        or Encounter.type names (R-E6 treatment days); UNKNOWN when neither names one."""
+        concepts: list[object] = []
+        service_type = res.get("serviceType")
+        for item in service_type if type(service_type) is list else [service_type]:
+            if type(item) is dict:
+                concept = item.get("concept")
+                concepts.append(concept if type(concept) is dict else item)
+        kinds = res.get("type")
+        if type(kinds) is list:
+            concepts.extend(kinds)
+        return self._discipline(concepts) if concepts else _UNKNOWN_DISCIPLINE
+
+    # ---- DocumentReference: progress reports (R-E6)
+
+    def _progress_report(self, item: _Item) -> ProgressReport | None:
+        """A DocumentReference typed with a progress-note LOINC code (``PROGRESS_NOTE_TYPES``)
+        and not withdrawn, on the date it covers; ``None`` for any other document.
+
+        Date: R4 ``context.period`` / R5 ``period`` (its end, else its start), else ``date``
+        (when the document was made). POLICY: ``status`` entered-in-error and ``docStatus``
+        preliminary or entered-in-error are not a written report.
+        """
+        source, _, key, res = item
+        doc_type = res.get("type")
+        codings = doc_type.get("coding") if type(doc_type) is dict else None
+        found: str | None = None
+        for coding in codings if type(codings) is list else ():
+            if type(coding) is dict and coding.get("system") == codes.LOINC_SYSTEM:
+                code = coding.get("code")
+                if type(code) is str and code in codes.PROGRESS_NOTE_TYPES:
+                    found = code
+                    break
+        if found is None:
+            self.out_of_scope += 1
+            return None
+        if res.get("status") == "entered-in-error" or res.get("docStatus") in (
+            "preliminary",
+            "entered-in-error",
+        ):
+            return None
+        loc = source.location
+        context = res.get("context")
+        period = res.get("period")
+        if period is None and type(context) is dict:
+            period = context.get("period")
+        day: date | None = None
+        if type(period) is dict:
+            start, end = self._period(period, loc, key, "period")
+            for point in (end, start):
+                if point is not None and point[1] is not None:
+                    day = point[1]
+                    break
+        if day is None and res.get("date") is not None:
+            point = self._point(res.get("date"), loc, key, "date")
+            day = point[1] if point is not None else None
+        if day is None:
+            self._issue(loc, "progress report without a usable date; not used", key, "date")
+            return None
+        patient, _ = self._subject(res, "subject", loc, key)
+        return _new_progress_report(
+            ref=key,
+            date=day,
+            discipline=codes.PROGRESS_NOTE_TYPES[found],
+            code=found,
+            patient=patient,
         )
 
     # ---- CarePlan (R-H9) and plans

@@ -169,6 +169,22 @@ class EncounterInfo:
     # Added for issue 18 (additive, defaulted), for the audit's by-site table (not the rules):
     locations: tuple[str, ...] = ()  # Encounter.location[].location references, in order
     service_provider: str | None = None  # Encounter.serviceProvider ("Organization/x")
+    # Added for issue 15 (additive, defaulted), for the progress-report interval (R-E6): the
+    # discipline Encounter.serviceType / Encounter.type names (the discipline concepts of
+    # ``therapy_codes.json``); UNKNOWN when they name none.
+    discipline: Discipline = Discipline.UNKNOWN
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressReport:
+    """A therapy progress report (R-E6): a DocumentReference typed with a LOINC progress-note
+    code (:data:`fhir_mappings.codes.PROGRESS_NOTE_TYPES`), on the date it covers."""
+
+    ref: str  # "DocumentReference/d1"
+    date: date  # local date of context.period (R4) / period (R5) end or start, else ``date``
+    discipline: Discipline  # from the LOINC code; UNKNOWN for the generic progress note
+    code: str  # the LOINC code
+    patient: str | None = None
 
 
 class IssueCode(StrEnum):
@@ -245,6 +261,8 @@ class TherapyRecord:
     # ("Practitioner/x" -> "Jordan Reyes, PT"), for the audit's by-practitioner and by-site
     # tables; names of people who provide care, never of patients.
     parties: Mapping[str, str] = field(default_factory=dict)
+    # Added for issue 15 (additive, defaulted): the patient's therapy progress reports (R-E6).
+    progress_reports: tuple[ProgressReport, ...] = ()
 
 
 class SetAsideReason(StrEnum):

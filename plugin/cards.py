@@ -96,6 +96,7 @@ OVERRIDE_REASONS: Mapping[RuleId, tuple[Coding, ...]] = {
     RuleId.W_RECERT_DUE: _PLAN,
     RuleId.W_NO_REASON: (DOCUMENTED_SEPARATELY, WILL_CORRECT),
     RuleId.W_DISCIPLINE_MODIFIER_MISSING: (PAYER_EXCEPTION, WILL_CORRECT),
+    RuleId.W_PROGRESS_REPORT_DUE: (DOCUMENTED_SEPARATELY, WILL_CORRECT),
 }
 
 # ------------------------------------------------------------------------------- summaries
@@ -130,6 +131,7 @@ _TITLES: Mapping[RuleId, str] = {
     RuleId.I_IGNORED_STATUS: "service not analysed",
     RuleId.I_OTHER_PTP: "another NCCI edit may apply",
     RuleId.I_CHARGES_NOT_AVAILABLE: "billed units not checked: no charge line",
+    RuleId.W_PROGRESS_REPORT_DUE: "progress report due (every 10 treatment days)",
 }
 
 #: A card summary is plain text under 140 characters (CDS Hooks 2.0).
@@ -251,6 +253,13 @@ def _summary(finding: Finding, visit: VisitAnalysis | None) -> str:
         text = f"{codes}{on}: no diagnosis or reason linked"
     elif rule is RuleId.W_DISCIPLINE_MODIFIER_MISSING:
         text = f"{codes}{on}: no GP/GO/GN discipline modifier on the line"
+    elif rule is RuleId.W_PROGRESS_REPORT_DUE:
+        days = facts.treatment_days
+        since = f"report of {facts.last_report}" if facts.last_report else "plan of care start"
+        text = (
+            f"{codes}{on}: treatment day {days} since the {since}; a progress report is due"
+            " (every 10 treatment days)"
+        )
     elif rule is RuleId.I_CHARGES_NOT_AVAILABLE:
         text = f"{codes}{on}: no charge line to read; billed units and modifiers not checked"
     else:

@@ -30,6 +30,9 @@ request member                from the bundle
                               read: non-draft ServiceRequests (a plan of care), Claims,
                               Conditions and the other Encounters of the day
 ``prefetch.carePlans``        ``searchset`` Bundle of the CarePlans (``match``)
+``prefetch.therapyHistory``   ``searchset`` Bundle of every Encounter (the visit history)
+``prefetch.progressReports``  ``searchset`` Bundle of the DocumentReferences typed with a
+                              LOINC progress-note code (what the declared template returns)
 ============================  ==============================================================
 
 Entries keep their ``fullUrl`` when the bundle has one. Resources of other types (Practitioner,
@@ -45,6 +48,8 @@ import copy
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal
+
+from fhir_mappings.codes import LOINC_SYSTEM, PROGRESS_NOTE_TYPES
 
 JsonObject = dict[str, Any]
 Hook = Literal["order-sign", "encounter-discharge"]
@@ -113,6 +118,10 @@ def build_hook_request(
             [(e, "match") for e in procedures] + [(e, "include") for e in included]
         ),
         "carePlans": _searchset([(e, "match") for e in care_plans]),
+        "therapyHistory": _searchset([(e, "match") for e in encounters]),
+        "progressReports": _searchset(
+            [(e, "match") for e in _of_type(entries, "DocumentReference") if _progress_note(e)]
+        ),
     }
 
     request: JsonObject = {
@@ -141,6 +150,18 @@ def _entries(bundle: Mapping[str, Any]) -> list[JsonObject]:
             raise BundleError(f"Bundle.entry[{index}] has no resource with a resourceType")
         entries.append(dict(item))
     return entries
+
+
+def _progress_note(entry: JsonObject) -> bool:
+    """A DocumentReference typed with a LOINC progress-note code (``PROGRESS_NOTE_TYPES``)."""
+    doc_type = entry["resource"].get("type")
+    codings = doc_type.get("coding") if isinstance(doc_type, Mapping) else None
+    return any(
+        isinstance(c, Mapping)
+        and c.get("system") == LOINC_SYSTEM
+        and c.get("code") in PROGRESS_NOTE_TYPES
+        for c in (codings if isinstance(codings, list) else ())
+    )
 
 
 def _of_type(entries: Sequence[JsonObject], resource_type: str) -> list[JsonObject]:

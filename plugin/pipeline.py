@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from fhir_mappings import group_visits
 from fhir_mappings.model import TherapyRecord, VisitGrouping
 from plugin.rules import Analysis, PairRule, PayerRule, PtpTable, analyze
+from plugin.rules.progress import therapy_history
 from plugin.settings import MAX_PROCEDURES_PER_VISIT
 
 
@@ -54,8 +55,13 @@ def check_record(
     pair_rule: PairRule,
     ptp: PtpTable | None = None,
     max_procedures_per_visit: int = MAX_PROCEDURES_PER_VISIT,
+    visit_history: bool = True,
 ) -> CheckResult:
     """Group the record's services into visits (I-2) and run the rule book over them.
+
+    ``visit_history``: the record holds the patient's visit history (a bundle or export is
+    read as the record of care; a CDS call only when its history was had); when False the
+    progress-report interval (R-E6) is not checked and the analysis says so.
 
     A visit with more than ``max_procedures_per_visit`` Procedures raises
     :class:`TooManyProceduresError` before any rule runs.
@@ -67,5 +73,12 @@ def check_record(
             max_procedures_per_visit,
             f"the {visit.discipline.value} visit of {visit.service_date.isoformat()}",
         )
-    analysis = analyze(grouping, payer_rule=payer_rule, pair_rule=pair_rule, ptp=ptp)
+    analysis = analyze(
+        grouping,
+        payer_rule=payer_rule,
+        pair_rule=pair_rule,
+        ptp=ptp,
+        history=therapy_history(record, grouping.visits) if visit_history else None,
+        visit_history=visit_history,
+    )
     return CheckResult(record=record, grouping=grouping, analysis=analysis)

@@ -41,12 +41,15 @@ from cds_hooks import (
     ServiceRegistry,
 )
 from cds_hooks.errors import PrefetchUnavailable
+from cds_hooks.prefetch import Prefetch
 from cds_hooks.service import FhirAccess
 from fhir_mappings import CODE_LIST, map_cds_hooks
+from fhir_mappings.codes import PROGRESS_NOTE_TYPES
 from fhir_mappings.model import BILLING_SYSTEMS, TherapyRecord
 from plugin.cards import CardOptions, DraftOrders, cards_for, other_patient_card
 from plugin.pipeline import TooManyProceduresError, check_record, require_procedures_within
 from plugin.rules import Finding, PairRule, PayerRule
+from plugin.rules.progress import HISTORY_NOT_CHECKED
 from plugin.settings import CARD_POLICIES, MAX_PROCEDURES_PER_VISIT, CardPolicy
 
 ORDER_SIGN_SERVICE = "therapy-timed-codes"
@@ -60,7 +63,15 @@ PREFETCH: Mapping[str, str] = {
     "encounter": "Encounter/{{context.encounterId}}",
     "procedures": "Procedure?patient={{context.patientId}}&encounter={{context.encounterId}}",
     "carePlans": "CarePlan?patient={{context.patientId}}",
+    # issue 15, the progress-report interval (R-E6): the patient's encounters (treatment days)
+    # and progress reports (the LOINC progress-note types of fhir_mappings.codes)
+    "therapyHistory": "Encounter?patient={{context.patientId}}",
+    # (codes without their system: a 2.0 template is a relative URL with no "://" in it)
+    "progressReports": "DocumentReference?patient={{context.patientId}}&type="
+    + ",".join(PROGRESS_NOTE_TYPES),
 }
+#: The prefetch keys of the visit history (R-E6): both must be had, or it is not checked.
+HISTORY_KEYS = ("therapyHistory", "progressReports")
 
 _USAGE = (
     "Needs the visit's Procedures with performedPeriod (R4/R4B) or occurrencePeriod (R5), coded "
@@ -222,6 +233,20 @@ def on_dates_of(record: TherapyRecord, pooled: TherapyRecord) -> TherapyRecord:
     )
 
 
+def history_available(prefetch: Prefetch) -> bool:
+    """True when every :data:`HISTORY_KEYS` key was had in full: sent or fetched (``null``:
+    none exist), all pages. Otherwise the progress-report interval is not checked (R-E6)."""
+    return all(
+        prefetch.is_null(key) or (prefetch.is_present(key) and prefetch.entry(key).complete)
+        for key in HISTORY_KEYS
+    )
+
+
+def history_note(checked: bool) -> str | None:
+    """The line a visit's summary ends with when the progress-report interval was not checked."""
+    return None if checked else HISTORY_NOT_CHECKED
+
+
 def not_pooled_note(same_day: str) -> str | None:
     """The line a visit's summary ends with when its count covers this encounter only."""
     why = _NOT_POOLED.get(same_day)
@@ -313,6 +338,9 @@ def build_registry(
             "encounter": prefetch.get("encounter"),
             "carePlans": prefetch.get("carePlans"),
         }
+        with_history = history_available(prefetch)
+        if with_history:
+            resolved.update({key: prefetch.get(key) for key in HISTORY_KEYS})
         patient = invocation.context.get("patientId")
         patient_id = patient if isinstance(patient, str) else None
         record, same_day = await pooled_record(
@@ -337,6 +365,7 @@ def build_registry(
                 payer_rule=choice.payer_rule,
                 pair_rule=choice.pair_rule,
                 max_procedures_per_visit=max_procedures_per_visit,
+                visit_history=with_history,
             )
         except TooManyProceduresError as exc:
             raise PayloadTooLarge(
@@ -354,7 +383,9 @@ def build_registry(
             hook_instance=invocation.hook_instance,
             drafts=DraftOrders(drafts, record.fhir_version),
             links=links_for(invocation),
-            notes=tuple(n for n in (not_pooled_note(same_day),) if n is not None),
+            notes=tuple(
+                n for n in (not_pooled_note(same_day), history_note(with_history)) if n is not None
+            ),
             policy=choice.card_policy,
             rules_url=rules_url,
         )
@@ -420,6 +451,7 @@ def build_registry(
 __all__ = [
     "DISCHARGE_SERVICE",
     "EXTENSION_KEY",
+    "HISTORY_KEYS",
     "ORDER_SIGN_SERVICE",
     "PREFETCH",
     "SAME_DAY_KEY",
@@ -428,6 +460,8 @@ __all__ = [
     "bills_therapy",
     "build_registry",
     "draft_service_requests",
+    "history_available",
+    "history_note",
     "not_pooled_note",
     "on_dates_of",
     "pooled_record",

@@ -23,13 +23,22 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from fhir_mappings import InputError, IssueCode, NotFhirError, load_path, map_document
+from fhir_mappings import (
+    InputDocument,
+    InputError,
+    InputKind,
+    IssueCode,
+    NotFhirError,
+    load_path,
+    map_document,
+)
 from fhir_mappings.codes import code_info
 from plugin.cards import other_patient_summary
 from plugin.cli._app import app
 from plugin.cli._inputs import MaxFileSize, max_file_bytes
 from plugin.pipeline import CheckResult, TooManyProceduresError, check_record
 from plugin.rules import PairRule, PayerRule, VisitAnalysis, analysis_to_json, billed_vs_allowed
+from plugin.rules.progress import HISTORY_NOT_CHECKED
 
 
 class OutputFormat(StrEnum):
@@ -161,6 +170,7 @@ def check(
                 payer_rule=payer,
                 pair_rule=pair,
                 max_procedures_per_visit=defaults.max_procedures_per_visit,
+                visit_history=has_visit_history(document),
             )
         except TooManyProceduresError as exc:
             _say(f"{path}: {exc}; check the input, or raise the limit for visits this large")
@@ -175,6 +185,9 @@ def check(
                 visit["source"] = str(path)  # the file as given; the last member (issue 18)
             merged["visits"].extend(body["visits"])
             merged["findings"].extend(body["findings"])
+            if result.analysis.visits and not result.analysis.visit_history:
+                # the contract's document stays as it is: the note goes with the others
+                _say(f"{path}: {HISTORY_NOT_CHECKED}")
         sys.stdout.write(orjson.dumps(merged, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         # The terminal's width (80 when not a terminal, or $COLUMNS).
@@ -186,6 +199,18 @@ def check(
     if fail_on is not None and _has_severity(results, FAIL_SEVERITIES[fail_on]):
         raise typer.Exit(1)
     raise typer.Exit(0)
+
+
+def has_visit_history(document: InputDocument) -> bool:
+    """A bundle, resource or export is read as the patient's record of care; a CDS Hooks
+    request file holds the visit history only when its prefetch carries the history key's
+    resources (``plugin.services.HISTORY_KEYS``), as the service would be sent them (R-E6)."""
+    if document.kind is not InputKind.CDS_HOOKS_REQUEST:
+        return True
+    from plugin.services import HISTORY_KEYS
+
+    encounters = f"prefetch.{HISTORY_KEYS[0]}"  # the key of the patient's encounters
+    return any(r.location.startswith(encounters) for r in document.resources)
 
 
 def _has_severity(results: list[tuple[Path, CheckResult]], severities: set[str]) -> bool:
@@ -284,6 +309,9 @@ def _print_text(console: Console, path: Path, result: CheckResult) -> None:
         console.print()
     for visit in analysis.visits:
         _print_visit(console, visit)
+    if analysis.visits and not analysis.visit_history:
+        _indented(console, Text(HISTORY_NOT_CHECKED))
+        console.print()
     if analysis.findings:
         console.print("[bold]Not part of any visit[/bold]")
         for finding in analysis.findings:

@@ -383,6 +383,13 @@ PARAMETERS: Mapping[str, Mapping[str, Param]] = {
         "status": _status(),
         "category": Param("category", "token", "The plan's category", concepts_of("category")),
     },
+    "DocumentReference": {
+        "patient": _patient(),
+        "subject": _subject(),
+        "date": Param("date", "date", "DocumentReference.date", dates_of("date")),
+        "status": _status(),
+        "type": Param("type", "token", "The document type (system|code)", concepts_of("type")),
+    },
     "Claim": {
         "patient": _patient("patient"),
         "encounter": _encounter("item.encounter"),

@@ -57,6 +57,7 @@ class RuleId(StrEnum):
     I_IGNORED_STATUS = "I-IGNORED-STATUS"
     I_OTHER_PTP = "I-OTHER-PTP"
     I_CHARGES_NOT_AVAILABLE = "I-CHARGES-NOT-AVAILABLE"
+    W_PROGRESS_REPORT_DUE = "W-PROGRESS-REPORT-DUE"
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,6 +334,19 @@ _ENTRIES: tuple[CatalogueEntry, ...] = (
         ("R-H7", "I-3", "I-4.4"),
         ("S24", "S25"),
         _POLICY,
+    ),
+    # Issue 15: R-E6 is CONFIRMED-P (S2, §220.3 D); what counts as a treatment day and as a
+    # progress report in FHIR is POLICY (plugin/rules/progress.py; the LOINC progress-note
+    # codes are those of HL7 C-CDA on FHIR's ProgressNoteDocumentTypeCode value set).
+    _entry(
+        RuleId.W_PROGRESS_REPORT_DUE,
+        _W,
+        "the visit is the 10th (or later) treatment day of its discipline since the plan of"
+        " care started or since the last progress report, and no progress report was written;"
+        " not checked when the visit history is not available",
+        ("R-E6",),
+        ("S2", "S33", "S35"),
+        _BPM_CH15 + " (§220.3 D)",
     ),
 )
 

@@ -45,6 +45,7 @@ from plugin.rules.pair import (
     pair_edit,
 )
 from plugin.rules.plan import review_plan_of_care
+from plugin.rules.progress import TherapyHistory, progress_report_due
 from plugin.rules.ptp import PtpTable, default_ptp_table
 from plugin.rules.timing import timing_findings
 from plugin.rules.units import Allocation, PayerRule, assess_units, plural_units
@@ -152,6 +153,9 @@ class Analysis:
     payer_rule: PayerRule
     pair_rule: PairRule
     ptp_version: str
+    # Added for issue 15 (additive, defaulted): False when the visit history was not available,
+    # so the progress-report interval (R-E6) was not checked.
+    visit_history: bool = True
 
 
 def analyze_visit(
@@ -162,17 +166,24 @@ def analyze_visit(
     ptp: PtpTable | None = None,
     codes: CodeCatalog | None = None,
     same_day: Sequence[TherapyVisit] = (),
+    history: TherapyHistory | None = None,
 ) -> VisitAnalysis:
     """All rules for one visit (I-2 .. I-5).
 
     ``same_day``: the patient's other visits on the same date (other disciplines), for the
-    cross-discipline PTP note (R-D1).
+    cross-discipline PTP note (R-D1). ``history``: the patient's treatment days and progress
+    reports (R-E6); ``None``: the progress-report interval is not checked.
     """
     table = ptp if ptp is not None else default_ptp_table()
     catalog = codes if codes is not None else default_code_catalog()
     others = [visit_view(o, catalog) for o in same_day if o is not visit]
     return _analyze_view(
-        visit_view(visit, catalog), others, payer_rule=payer_rule, pair_rule=pair_rule, ptp=table
+        visit_view(visit, catalog),
+        others,
+        payer_rule=payer_rule,
+        pair_rule=pair_rule,
+        ptp=table,
+        history=history,
     )
 
 
@@ -183,6 +194,7 @@ def _analyze_view(
     payer_rule: PayerRule,
     pair_rule: PairRule,
     ptp: PtpTable,
+    history: TherapyHistory | None = None,
 ) -> VisitAnalysis:
     """:func:`analyze_visit` on a visit's :class:`VisitView` (``same_day``: the other visits)."""
     visit = view.visit
@@ -195,6 +207,9 @@ def _analyze_view(
     pair = evaluate_pair(view, assessment=assessment, edit=edit, pair_rule=pair_rule)
     lines, present = view.lines, view.billable_codes
     review = review_plan_of_care(view)
+    progress = (
+        progress_report_due(visit, history, tuple(view.lines)) if history is not None else None
+    )
     findings = (
         *(f for s in view.timing_suspects for f in timing_findings(s)),
         *assessment.findings,
@@ -208,6 +223,7 @@ def _analyze_view(
             ptp=ptp,
         ),
         *review.findings,
+        *((progress,) if progress is not None else ()),
         *(() if visit.charge_lines_read else (charges_not_available_finding(view, pair),)),
     )
     return _new_visit_analysis(
@@ -314,13 +330,17 @@ def analyze(
     pair_rule: PairRule = "cms",
     ptp: PtpTable | None = None,
     codes: CodeCatalog | None = None,
+    history: TherapyHistory | None = None,
+    visit_history: bool = True,
 ) -> Analysis:
     """Analyse every visit of ``grouping`` (I-2 .. I-5); set-asides become top-level findings.
 
     ``payer_rule``: ``cms`` (8-minute rule, pooled; R-B) or ``ama`` (per code; R-C2).
     ``pair_rule``: ``cms`` (distinct, non-overlapping blocks) or ``strict`` (each pair code
     needs 15 minutes of its own time). ``ptp`` defaults to the shipped fallback table, ``codes``
-    to ``fhir_mappings.codes``.
+    to ``fhir_mappings.codes``. ``history``: the patient's treatment days and progress reports
+    (R-E6; ``None``: not checked), ``visit_history``: whether the input held that history at all
+    (recorded on the result, for the "not checked" note).
     """
     table = ptp if ptp is not None else default_ptp_table()
     catalog = codes if codes is not None else default_code_catalog()
@@ -340,6 +360,7 @@ def analyze(
                 payer_rule=payer_rule,
                 pair_rule=pair_rule,
                 ptp=table,
+                history=history,
             )
             for view in views
         ),
@@ -360,6 +381,7 @@ def analyze(
         payer_rule=payer_rule,
         pair_rule=pair_rule,
         ptp_version=table.version,
+        visit_history=visit_history,
     )
 
 

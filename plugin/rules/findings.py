@@ -53,6 +53,7 @@ class FindingFacts:
       I-OTHER-PTP); ``pair_rule``: the reading applied (``cms`` / ``strict``).
     - ``plan_refs`` / ``plan_status`` / ``plan_start`` / ``plan_end`` / ``certified_on`` /
       ``days_since_certification``: plan-of-care findings.
+    - ``treatment_days`` / ``last_report``: W-PROGRESS-REPORT-DUE (R-E6).
     - ``status``: the ignored status (I-IGNORED-STATUS); ``detail``: a short machine tag for
       the variant of a finding (e.g. ``"total"`` vs ``"code"`` for E-UNITS-EXCEED).
     """
@@ -75,6 +76,10 @@ class FindingFacts:
     days_since_certification: int | None = None
     status: str | None = None
     detail: str | None = None
+    # Added for issue 15 (additive, defaulted), W-PROGRESS-REPORT-DUE: treatment days since
+    # the episode's start or the last progress report, and that report's date.
+    treatment_days: int | None = None
+    last_report: date | None = None
 
 
 new_finding_facts = fast_builder(FindingFacts)

@@ -33,7 +33,7 @@ from cds_hooks.fhir_client import redact_httpx_logs, server_allowed
 from fhir_mappings import map_cds_hooks
 from plugin.cards import other_patient_summary
 from plugin.pipeline import TooManyProceduresError, check_record, require_procedures_within
-from plugin.services import not_pooled_note, pooled_record
+from plugin.services import history_note, not_pooled_note, pooled_record
 from plugin.settings import Settings
 from plugin.web.pages import render
 from plugin.web.settings import WebSettings
@@ -372,6 +372,7 @@ def smart_router(app_state: SmartApp) -> APIRouter:
                     payer_rule=cast(Literal["cms", "ama"], payer),
                     pair_rule=cast(Literal["cms", "strict"], pair),
                     max_procedures_per_visit=cap,
+                    visit_history=visit.visit_history,
                 )
                 return analysis_view(result, tz=recorded_offset(visit.resources))
 
@@ -415,7 +416,11 @@ def smart_router(app_state: SmartApp) -> APIRouter:
                 "banner": _banner(visit.patient, patient_id)
                 if session.need_patient_banner
                 else None,
-                "notes": [n for n in (not_pooled_note(same_day),) if n is not None],
+                "notes": [
+                    n
+                    for n in (not_pooled_note(same_day), history_note(visit.visit_history))
+                    if n is not None
+                ],
                 "other_patient": other_patient_summary(record.other_patient_resources)
                 if record.other_patient_resources
                 else None,

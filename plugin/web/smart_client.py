@@ -24,6 +24,8 @@ import orjson
 
 from cds_hooks.errors import PrefetchUnavailable
 from cds_hooks.fhir_client import ResponseTooLarge, read_capped, url_within
+from fhir_mappings.codes import PROGRESS_NOTE_TYPES
+from plugin.services import HISTORY_KEYS
 
 JsonObject = dict[str, Any]
 FHIR_JSON = "application/fhir+json"
@@ -466,6 +468,7 @@ class VisitRead:
     patient: JsonObject | None
     claims: list[JsonObject]  # the patient's recent Claims, for the same day's other visits
     resources: list[JsonObject]  # the Encounter and its Procedures (the clock's offset)
+    visit_history: bool = False  # the patient's encounters and progress reports were read
 
 
 async def read_visit(
@@ -483,6 +486,7 @@ async def read_visit(
     patient: JsonObject | None = None
     care_plans: list[JsonObject] = []
     claims: list[JsonObject] = []
+    history: dict[str, object] | None = None
     if patient_id is not None:
         patient = await read_patient(reader, patient_id)
         care_plans = await reader.search("CarePlan", {"patient": f"Patient/{patient_id}"})
@@ -498,6 +502,7 @@ async def read_visit(
             )
         )
         claims = claims[:MAX_CLAIMS]
+        history = await _history(reader, patient_id)
     return VisitRead(
         resolved={
             "patient": patient,
@@ -507,11 +512,30 @@ async def read_visit(
             "charges": searchset(
                 [*requests, *claims_about(claims, _ids(procedures), [encounter_id])]
             ),
+            **(history or {}),
         },
         patient=patient,
         claims=claims,
         resources=[encounter, *procedures],
+        visit_history=history is not None,
     )
+
+
+async def _history(reader: FhirReader, patient_id: str) -> dict[str, object] | None:
+    """The patient's encounters and progress reports under the services' history keys, as
+    their prefetch templates ask (R-E6); ``None`` when the server does not offer them to
+    this token: the progress-report interval is then not checked, and the page says so."""
+    patient = {"patient": f"Patient/{patient_id}"}
+    types = ",".join(PROGRESS_NOTE_TYPES)  # as the services' template asks
+    try:
+        encounters = await reader.search("Encounter", patient)
+        reports = await reader.search("DocumentReference", {**patient, "type": types})
+    except SmartError as exc:
+        if exc.upstream in NOT_OFFERED:
+            return None
+        raise
+    encounters_key, reports_key = HISTORY_KEYS
+    return {encounters_key: searchset(encounters), reports_key: searchset(reports)}
 
 
 async def same_day_charges(

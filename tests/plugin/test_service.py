@@ -107,7 +107,15 @@ async def test_discovery_lists_both_services_with_contract_prefetch_keys(
     assert services[ORDER_SIGN_SERVICE]["hook"] == "order-sign"
     assert services[DISCHARGE_SERVICE]["hook"] == "encounter-discharge"
     for service in services.values():
-        assert set(service["prefetch"]) == {"patient", "encounter", "procedures", "carePlans"}
+        # the contract's four keys, then the visit history (issue 15, R-E6)
+        assert set(service["prefetch"]) == {
+            "patient",
+            "encounter",
+            "procedures",
+            "carePlans",
+            "therapyHistory",
+            "progressReports",
+        }
         assert service["title"]
         assert service["description"]
 

@@ -46,8 +46,9 @@ I6_IDS = [
     "I-IGNORED-STATUS",
     "I-OTHER-PTP",
 ]
-# The product's own ids, after I-6 (issue 14: a visit without any charge line).
-PRODUCT_IDS = ["I-CHARGES-NOT-AVAILABLE"]
+# The product's own ids, after I-6 (issue 14: a visit without any charge line; issue 15: the
+# progress-report interval, rule book R-E6).
+PRODUCT_IDS = ["I-CHARGES-NOT-AVAILABLE", "W-PROGRESS-REPORT-DUE"]
 
 
 def test_catalogue_is_exactly_i6_then_the_product_ids() -> None:

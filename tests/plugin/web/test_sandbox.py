@@ -74,7 +74,14 @@ async def test_request_helper_builds_the_hook_request_with_the_rule_extension(
     assert body["serviceId"] == "therapy-timed-codes"
     request = body["request"]
     assert request["hook"] == "order-sign"
-    assert set(request["prefetch"]) == {"patient", "encounter", "procedures", "carePlans"}
+    assert set(request["prefetch"]) == {
+        "patient",
+        "encounter",
+        "procedures",
+        "carePlans",
+        "therapyHistory",
+        "progressReports",
+    }
     assert request["extension"] == {
         EXTENSION_KEY: {"payerRule": "ama", "pairRule": "cms", "cardPolicy": "problems"}
     }
