@@ -514,7 +514,7 @@ def evaluate_cotreatment(
     provider = (
         "same billing provider (Encounter.serviceProvider)"
         if all(p.provider_known for p in holders)
-        else "billing provider assumed to be the same (no Encounter.serviceProvider on both)"
+        else "same billing provider assumed (no Encounter.serviceProvider on both)"
     )
     context = (
         f"Co-treatment: {col1} on the {there} visit, {col2} on this {here} visit; {provider}. "
@@ -552,11 +552,10 @@ def evaluate_cotreatment(
             codes=(col1, col2),
             resources=shared.refs,
             message=(
-                f"{context}{col1} ({there}) and {col2} ({here}) were documented in the same"
-                f" time block (they overlap by {describe_minutes(shared.shared)}): the same"
-                f" one-on-one minutes cannot support both codes, and no modifier can make them"
-                f" separate for {col2}. Record which discipline delivered the shared time and"
-                " bill it once."
+                f"{context}{there} {col1} and {here} {col2} overlap by"
+                f" {describe_minutes(shared.shared)}: one-on-one"
+                f" time cannot support both codes, and no modifier makes it separate for {col2}."
+                " Record which discipline delivered that time and bill it once."
             ),
             facts=new_finding_facts(
                 minutes=whole_minutes(shared.shared),

@@ -141,7 +141,7 @@ def test_no_modifier_is_an_error_on_the_column_2_visit_with_xp_suggested() -> No
     assert result["PT"].pair.status is PairStatus.NOT_SUPPORTED, "the status shows on both"
     (finding,) = [f for f in result["OT"].findings if f.rule is RuleId.E_PAIR_NO_MODIFIER]
     assert finding.message.startswith("Co-treatment: 97140 on the PT visit, 97530 on this OT")
-    assert "assumed to be the same" in finding.message, "no serviceProvider: says so"
+    assert "same billing provider assumed" in finding.message, "no serviceProvider: says so"
     assert finding.facts.co_treatment == ("PT", "OT")
     assert set(finding.resources) == {"Procedure/pt", "Procedure/ot"}
     (fix,) = finding.fixes
