@@ -36,7 +36,7 @@ from fhir_mappings.model import (
     FhirVersion,
 )
 from plugin.markdown import quote_markdown
-from plugin.rules import Analysis, Finding, Fix, VisitAnalysis
+from plugin.rules import Analysis, Finding, Fix, PairResult, VisitAnalysis
 from plugin.rules.catalogue import CATALOGUE, SEVERITY_RANK, RuleId, Severity
 from plugin.settings import CardPolicy
 
@@ -201,15 +201,24 @@ def _summary(finding: Finding, visit: VisitAnalysis | None) -> str:
     col1, col2 = (
         quote_markdown(c or d) for c, d in ((facts.column1, "97140"), (facts.column2, "97530"))
     )
+    cotreat = len(facts.co_treatment) == 2
+    if cotreat:  # the pair across two disciplines' visits: name both disciplines
+        col1, col2 = (f"{d} {c}" for d, c in zip(facts.co_treatment, (col1, col2), strict=True))
     minutes = facts.minutes if facts.minutes is not None else 0
     rule = finding.rule
     text: str
     if rule is RuleId.E_UNITS_EXCEED:
         text = _exceed_summary(finding, visit, on)
+    elif rule is RuleId.E_PAIR_NO_MODIFIER and cotreat:
+        text = f"Co-treatment {col1} + {col2}{on}: no 59/XP/XU on {col2}; it will be denied"
     elif rule is RuleId.E_PAIR_NO_MODIFIER:
         text = f"{col2} with {col1}{on}: no modifier 59/XU on {col2}; {col2} will be denied"
     elif rule is RuleId.W_MODIFIER_ON_COL1:
         text = f"{col1}/{col2}{on}: the NCCI modifier is on {col1}; move it to {col2}"
+    elif rule is RuleId.E_PAIR_SAME_TIMEBLOCK and cotreat and facts.detail == "overlap":
+        text = f"Co-treatment {col1} and {col2}{on} overlap by {minutes} min: bill that time once"
+    elif rule is RuleId.E_PAIR_SAME_TIMEBLOCK and cotreat:
+        text = f"Co-treatment {col1} and {col2}{on}: each needs 15 min of its own (strict rule)"
     elif rule is RuleId.E_PAIR_SAME_TIMEBLOCK:
         text = (
             f"{col1} and {col2}{on} overlap by {minutes} min: those minutes count for {col1} only"
@@ -272,6 +281,16 @@ _MISMATCH: Mapping[RuleId, str] = {
     RuleId.W_MODIFIER_MISMATCH_XP: "XP (separate practitioner)",
     RuleId.W_MODIFIER_MISMATCH_XS: "XS (separate structure)",
 }
+
+
+def cotreatment_text(pair: PairResult) -> str:
+    """`` (co-treatment: PT 97140, OT 97530)`` after a pair status judged across two
+    disciplines' visits, else empty: what the summary card and ``check`` show."""
+    if len(pair.co_treatment) != 2:
+        return ""
+    one, two = pair.co_treatment
+    return f" (co-treatment: {one} {pair.column1}, {two} {pair.column2})"
+
 
 # ---------------------------------------------------------------------------------- detail
 
@@ -1121,7 +1140,7 @@ def summary_card(
             for allocation in visit.allocations
         )
         lines.append(f"Acceptable allocations (any may be billed): {options_text}")
-    lines.append(f"97140/97530 pair: **{visit.pair.status.value}**")
+    lines.append(f"97140/97530 pair: **{visit.pair.status.value}**{cotreatment_text(visit.pair)}")
     if groups:
         lines.append(
             "Problems: " + "; ".join(" + ".join(f"**{f.rule.value}**" for f in g) for g in groups)

@@ -48,7 +48,8 @@ from fhir_mappings.codes import PROGRESS_NOTE_TYPES
 from fhir_mappings.model import BILLING_SYSTEMS, TherapyRecord
 from plugin.cards import CardOptions, DraftOrders, cards_for, other_patient_card
 from plugin.pipeline import TooManyProceduresError, check_record, require_procedures_within
-from plugin.rules import Finding, PairRule, PayerRule
+from plugin.rules import Analysis, Finding, PairRule, PayerRule
+from plugin.rules.pair import FOCUS_PAIR
 from plugin.rules.progress import HISTORY_NOT_CHECKED
 from plugin.settings import CARD_POLICIES, MAX_PROCEDURES_PER_VISIT, CardPolicy
 
@@ -247,14 +248,25 @@ def history_note(checked: bool) -> str | None:
     return None if checked else HISTORY_NOT_CHECKED
 
 
-def not_pooled_note(same_day: str) -> str | None:
-    """The line a visit's summary ends with when its count covers this encounter only."""
+def not_pooled_note(same_day: str, analysis: Analysis | None = None) -> str | None:
+    """The line a visit's summary ends with when its count covers this encounter only.
+
+    With ``analysis``: when a visit bills 97140 or 97530 (a unit) without the other, whether another
+    discipline holds the other code that day (co-treatment, checked like a visit's own pair)
+    is not known, and the line says that pair was not checked rather than guess."""
     why = _NOT_POOLED.get(same_day)
     if why is None:
         return None
+    unchecked = analysis is not None and any(
+        visit.pair.reason == "absent"
+        and len(lone := set(visit.raw_minutes) & set(FOCUS_PAIR)) == 1
+        and any(a.get(code, 0) >= 1 for a in visit.allocations for code in lone)
+        for visit in analysis.visits
+    )
     return (
         "Count covers this encounter only: the patient's other visits of the same day were not"
-        f" read ({why})."
+        f" read ({why})"
+        + ("; a 97140/97530 pair with another discipline was not checked." if unchecked else ".")
     )
 
 
@@ -384,7 +396,12 @@ def build_registry(
             drafts=DraftOrders(drafts, record.fhir_version),
             links=links_for(invocation),
             notes=tuple(
-                n for n in (not_pooled_note(same_day), history_note(with_history)) if n is not None
+                n
+                for n in (
+                    not_pooled_note(same_day, result.analysis),
+                    history_note(with_history),
+                )
+                if n is not None
             ),
             policy=choice.card_policy,
             rules_url=rules_url,

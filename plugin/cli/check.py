@@ -33,7 +33,7 @@ from fhir_mappings import (
     map_document,
 )
 from fhir_mappings.codes import code_info
-from plugin.cards import other_patient_summary
+from plugin.cards import cotreatment_text, other_patient_summary
 from plugin.cli._app import app
 from plugin.cli._inputs import MaxFileSize, max_file_bytes
 from plugin.pipeline import CheckResult, TooManyProceduresError, check_record
@@ -290,6 +290,7 @@ def _print_visit(console: Console, visit: VisitAnalysis) -> None:
         _indented(console, Text(f"acceptable allocations: {options}"))
     pair = Text("97140/97530 pair: ")
     pair.append(visit.pair.status.value, style="bold")
+    pair.append(cotreatment_text(visit.pair))
     _indented(console, pair)
     if not visit.findings:
         _indented(console, Text("no findings"))

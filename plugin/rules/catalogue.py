@@ -105,7 +105,8 @@ _ENTRIES: tuple[CatalogueEntry, ...] = (
         RuleId.E_PAIR_NO_MODIFIER,
         _E,
         "97140 and 97530 both billable on the same date of service with no NCCI-associated"
-        " modifier (59, XE, XS, XP, XU) on either line",
+        " modifier (59, XE, XS, XP, XU) on either line; also across two disciplines' visits"
+        " of one billing provider (co-treatment, raised on the column-2 visit)",
         ("R-D1", "R-D2", "R-D3", "I-4.4"),
         ("S7", "S10a", "S14", "S29"),
         _NCCI_59,
@@ -123,7 +124,8 @@ _ENTRIES: tuple[CatalogueEntry, ...] = (
     _entry(
         RuleId.E_PAIR_SAME_TIMEBLOCK,
         _E,
-        "a 97140 interval and a 97530 interval overlap: they are not distinct time blocks",
+        "a 97140 interval and a 97530 interval overlap: they are not distinct time blocks"
+        " (also when the two are on different disciplines' visits: co-treatment)",
         ("R-D3", "R-F4", "I-4.2"),
         ("S5", "S7"),
         _NCCI_59,

@@ -37,18 +37,27 @@ from plugin.rules.findings import (
     sort_findings,
 )
 from plugin.rules.pair import (
+    PairPartner,
     PairResult,
     PairRule,
+    cotreatment_status,
     cross_discipline_ptp_findings,
+    evaluate_cotreatment,
     evaluate_pair,
     other_ptp_findings,
     pair_edit,
 )
 from plugin.rules.plan import review_plan_of_care
 from plugin.rules.progress import TherapyHistory, progress_report_due
-from plugin.rules.ptp import PtpTable, default_ptp_table
+from plugin.rules.ptp import PtpEdit, PtpTable, default_ptp_table
 from plugin.rules.timing import timing_findings
-from plugin.rules.units import Allocation, PayerRule, assess_units, plural_units
+from plugin.rules.units import (
+    Allocation,
+    PayerRule,
+    UnitAssessment,
+    assess_units,
+    plural_units,
+)
 from plugin.rules.view import VisitView, visit_view
 
 
@@ -171,24 +180,103 @@ def analyze_visit(
     """All rules for one visit (I-2 .. I-5).
 
     ``same_day``: the patient's other visits on the same date (other disciplines), for the
-    cross-discipline PTP note (R-D1). ``history``: the patient's treatment days and progress
-    reports (R-E6); ``None``: the progress-report interval is not checked.
+    co-treatment pair and the cross-discipline PTP note (R-D1). ``history``: the patient's
+    treatment days and progress reports (R-E6); ``None``: the progress-report interval is not
+    checked.
     """
     table = ptp if ptp is not None else default_ptp_table()
     catalog = codes if codes is not None else default_code_catalog()
-    others = [visit_view(o, catalog) for o in same_day if o is not visit]
-    return _analyze_view(
+    views = [
         visit_view(visit, catalog),
-        others,
-        payer_rule=payer_rule,
-        pair_rule=pair_rule,
-        ptp=table,
-        history=history,
-    )
+        *(visit_view(o, catalog) for o in same_day if o is not visit),
+    ]
+    return _analyze_day(
+        views, payer_rule=payer_rule, pair_rule=pair_rule, ptp=table, history=history
+    )[0]
 
 
-def _analyze_view(
-    view: VisitView,
+@dataclass(slots=True)
+class _Prepared:
+    """A visit's units and own pair status, before the co-treatment pass of its day."""
+
+    view: VisitView
+    edit: PtpEdit | None
+    assessment: UnitAssessment
+    pair: PairResult
+    providers: frozenset[str]
+
+
+def billing_providers(visit: TherapyVisit) -> frozenset[str]:
+    """The billing providers a visit records: its Encounters' serviceProvider (the only place
+    the mapped data names one; empty when none is recorded)."""
+    return frozenset(e.service_provider for e in visit.encounters if e.service_provider)
+
+
+def _same_provider(a: _Prepared, b: _Prepared) -> bool:
+    """Whether two visits of a day are billed by the same provider (R-D1): they share an
+    Encounter.serviceProvider, or either records none (POLICY: assumed the same, and the
+    co-treatment findings say so)."""
+    return not a.providers or not b.providers or not a.providers.isdisjoint(b.providers)
+
+
+def _analyze_day(
+    views: Sequence[VisitView],
+    *,
+    payer_rule: PayerRule,
+    pair_rule: PairRule,
+    ptp: PtpTable,
+    history: TherapyHistory | None = None,
+) -> list[VisitAnalysis]:
+    """The visits of one patient and date (one per discipline), in the order given: each
+    visit's own rules, and the 97140/97530 pair across two of them (co-treatment, R-D1)."""
+    prepared = []
+    for view in views:
+        edit = pair_edit(ptp, view.visit.service_date)
+        assessment = assess_units(
+            view,
+            payer_rule=payer_rule,
+            pair=(edit.column1, edit.column2) if edit else None,
+        )
+        pair = evaluate_pair(view, assessment=assessment, edit=edit, pair_rule=pair_rule)
+        prepared.append(_Prepared(view, edit, assessment, pair, billing_providers(view.visit)))
+    peers = {id(p): [o for o in prepared if o is not p and _same_provider(p, o)] for p in prepared}
+    if len(prepared) > 1:
+        judged: dict[int, list[PairResult]] = {}
+        for p in prepared:
+            co = evaluate_cotreatment(
+                p.view,
+                assessment=p.assessment,
+                partners=[
+                    PairPartner(o.view, o.assessment, bool(p.providers and o.providers))
+                    for o in peers[id(p)]
+                ],
+                edit=p.edit,
+                pair_rule=pair_rule,
+            )
+            if co is None:
+                continue
+            p.pair = co
+            for o in peers[id(p)]:
+                if co.column1 in o.view.counted_by_code:
+                    judged.setdefault(id(o), []).append(co)
+        for p in prepared:
+            if p.pair.reason == "absent" and id(p) in judged:
+                p.pair = cotreatment_status(p.pair, judged[id(p)], p.assessment)
+    return [
+        _finish(
+            p,
+            [o.view for o in peers[id(p)]],
+            payer_rule=payer_rule,
+            pair_rule=pair_rule,
+            ptp=ptp,
+            history=history,
+        )
+        for p in prepared
+    ]
+
+
+def _finish(
+    prepared: _Prepared,
     same_day: Sequence[VisitView],
     *,
     payer_rule: PayerRule,
@@ -196,15 +284,10 @@ def _analyze_view(
     ptp: PtpTable,
     history: TherapyHistory | None = None,
 ) -> VisitAnalysis:
-    """:func:`analyze_visit` on a visit's :class:`VisitView` (``same_day``: the other visits)."""
+    """The findings and outcome of a visit (``same_day``: its day's other visits at the same
+    billing provider)."""
+    view, assessment, pair = prepared.view, prepared.assessment, prepared.pair
     visit = view.visit
-    edit = pair_edit(ptp, visit.service_date)
-    assessment = assess_units(
-        view,
-        payer_rule=payer_rule,
-        pair=(edit.column1, edit.column2) if edit else None,
-    )
-    pair = evaluate_pair(view, assessment=assessment, edit=edit, pair_rule=pair_rule)
     lines, present = view.lines, view.billable_codes
     review = review_plan_of_care(view)
     progress = (
@@ -344,25 +427,16 @@ def analyze(
     """
     table = ptp if ptp is not None else default_ptp_table()
     catalog = codes if codes is not None else default_code_catalog()
-    views = [visit_view(v, catalog) for v in grouping.visits]
     by_day: dict[tuple[str, date], list[VisitView]] = {}
-    for view in views:
-        by_day.setdefault((view.visit.patient, view.visit.service_date), []).append(view)
+    for v in grouping.visits:
+        by_day.setdefault((v.patient, v.service_date), []).append(visit_view(v, catalog))
     visits = sorted(
         (
-            _analyze_view(
-                view,
-                [
-                    o
-                    for o in by_day[(view.visit.patient, view.visit.service_date)]
-                    if o.visit is not view.visit
-                ],
-                payer_rule=payer_rule,
-                pair_rule=pair_rule,
-                ptp=table,
-                history=history,
+            analysed
+            for day in by_day.values()
+            for analysed in _analyze_day(
+                day, payer_rule=payer_rule, pair_rule=pair_rule, ptp=table, history=history
             )
-            for view in views
         ),
         key=lambda v: (v.patient, v.date, v.discipline.value),
     )

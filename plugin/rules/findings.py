@@ -50,7 +50,9 @@ class FindingFacts:
     - ``allocations``: the acceptable allocations (I-TIE).
     - ``minutes_kept_by``: the code that keeps overlapping minutes (W-OVERLAP of one pair).
     - ``column1`` / ``column2`` / ``modifier_indicator``: the NCCI edit (pair findings,
-      I-OTHER-PTP); ``pair_rule``: the reading applied (``cms`` / ``strict``).
+      I-OTHER-PTP); ``pair_rule``: the reading applied (``cms`` / ``strict``);
+      ``co_treatment``: for a pair judged across two disciplines' visits of one date, their
+      disciplines (column-1 visit, column-2 visit), e.g. ``("PT", "OT")``.
     - ``plan_refs`` / ``plan_status`` / ``plan_start`` / ``plan_end`` / ``certified_on`` /
       ``days_since_certification``: plan-of-care findings.
     - ``treatment_days`` / ``last_report``: W-PROGRESS-REPORT-DUE (R-E6).
@@ -76,6 +78,7 @@ class FindingFacts:
     days_since_certification: int | None = None
     status: str | None = None
     detail: str | None = None
+    co_treatment: tuple[str, ...] = ()
     # Added for issue 15 (additive, defaulted), W-PROGRESS-REPORT-DUE: treatment days since
     # the episode's start or the last progress report, and that report's date.
     treatment_days: int | None = None

@@ -64,6 +64,10 @@ class PairResult:
     documented), ``no-interval``, ``same-timeblock``, ``units`` (not both codes earn a unit),
     ``no-charges`` (step 4 cannot be judged: the visit has no charge line; INDETERMINATE),
     ``modifier`` (step 4 failed), ``supported``.
+
+    ``co_treatment`` (co-treatment, :func:`evaluate_cotreatment`): the disciplines of the
+    visits holding column 1 and column 2 (e.g. ``("PT", "OT")``) when the status judges the
+    pair across two visits of the same patient and date; empty for a visit's own pair.
     """
 
     status: PairStatus
@@ -74,6 +78,7 @@ class PairResult:
     reason: str
     by_allocation: tuple[PairStatus, ...] = ()
     findings: tuple[Finding, ...] = ()
+    co_treatment: tuple[str, ...] = ()
 
 
 _new_pair_result = fast_builder(PairResult)
@@ -207,7 +212,13 @@ def evaluate_pair(
         # judged (INDETERMINATE, I-CHARGES-NOT-AVAILABLE from the engine), except the strict
         # reading, which rests on the documented minutes alone.
         strict = _strict_finding(
-            col1, col2, [s.ref for s in (*first, *second)], edit, pair_rule, assessment, caveat
+            col1,
+            col2,
+            [s.ref for s in (*first, *second)],
+            edit,
+            pair_rule,
+            {c: assessment.minutes.get(c, 0) for c in (col1, col2)},
+            caveat,
         )
         status = PairStatus.NOT_SUPPORTED if strict else PairStatus.INDETERMINATE
         return result(
@@ -216,8 +227,13 @@ def evaluate_pair(
             by_allocation=tuple(status if ok else PairStatus.NOT_APPLICABLE for ok in applicable),
             findings=(strict,) if strict else (),
         )
+    line1 = lines.get(col1)
     findings = _modifier_findings(
-        col1, col2, first, second, lines, edit, pair_rule, assessment, caveat
+        _Sides(col1, col2, first, second, (line1,) if line1 else (), lines.get(col2)),
+        edit,
+        pair_rule,
+        {c: assessment.minutes.get(c, 0) for c in (col1, col2)},
+        caveat,
     )
     failed = any(f.rule is not RuleId.W_59_WITH_X for f in findings)
     status = PairStatus.NOT_SUPPORTED if failed else PairStatus.SUPPORTED
@@ -230,30 +246,59 @@ def evaluate_pair(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Sides:
+    """The two codes of an edit as billed: the column-1 services and their billing lines (one
+    per visit: co-treatment may put column 1 on several), the column-2 services and line.
+    ``context``: what a co-treatment finding's message opens with (empty for a visit's own
+    pair); ``disciplines``: the co-treatment facts (:attr:`PairResult.co_treatment`)."""
+
+    col1: str
+    col2: str
+    first: Sequence[TimedService]
+    second: Sequence[TimedService]
+    lines1: Sequence[BillingLine]
+    line2: BillingLine | None
+    context: str = ""
+    disciplines: tuple[str, ...] = ()
+
+    @property
+    def resources(self) -> list[str]:
+        return [s.ref for s in (*self.first, *self.second)]
+
+    def bypass_modifier(self) -> str:
+        """The modifier a fix adds to the column-2 line: XP when the record shows different
+        practitioners on a co-treatment (R-D4: an X modifier is the more descriptive), else 59."""
+        if self.context and _x_condition_holds("XP", self.first, self.second):
+            return "XP"
+        return "59"
+
+
 def _modifier_findings(
-    col1: str,
-    col2: str,
-    first: Sequence[TimedService],
-    second: Sequence[TimedService],
-    lines: Mapping[str, BillingLine],
+    sides: _Sides,
     edit: PtpEdit,
     pair_rule: PairRule,
-    assessment: UnitAssessment,
+    minutes: Mapping[str, int],
     caveat: str,
 ) -> tuple[Finding, ...]:
     """Step 4 and the W-59-WITH-X check of step 5 (R-D3(1), R-D3(4), R-D4)."""
-    line1, line2 = lines.get(col1), lines.get(col2)
-    mods1 = (line1.modifiers if line1 else frozenset()) & NCCI_MODIFIERS
+    col1, col2, first, second = sides.col1, sides.col2, sides.first, sides.second
+    line2 = sides.line2
+    mods1 = frozenset(m for line in sides.lines1 for m in line.modifiers) & NCCI_MODIFIERS
     mods2 = (line2.modifiers if line2 else frozenset()) & NCCI_MODIFIERS
-    refs1 = line1.fix_refs if line1 else ()
+    refs1 = tuple(r for line in sides.lines1 for r in line.fix_refs)
     refs2 = line2.fix_refs if line2 else ()
-    resources = [s.ref for s in (*first, *second)]
+    resources = sides.resources
+    ctx = sides.context
     facts = new_finding_facts(
         column1=col1,
         column2=col2,
         modifier_indicator=edit.modifier_indicator,
         pair_rule=pair_rule,
+        co_treatment=sides.disciplines,
     )
+    bypass = sides.bypass_modifier()
+    usable = f"{bypass} (or 59/XU)" if bypass != "59" else "59 (or XU)"
     found: list[Finding] = []
     if edit.modifier_indicator == 0:
         found.append(
@@ -262,12 +307,16 @@ def _modifier_findings(
                 codes=(col1, col2),
                 resources=resources,
                 message=(
-                    f"The NCCI edit between {col1} and {col2} has modifier indicator 0: no"
+                    f"{ctx}The NCCI edit between {col1} and {col2} has modifier indicator 0: no"
                     f" modifier can bypass it, so {col2} is not payable with {col1} on the"
                     f" same date.{caveat}"
                 ),
                 facts=new_finding_facts(
-                    column1=col1, column2=col2, modifier_indicator=0, detail="indicator-0"
+                    column1=col1,
+                    column2=col2,
+                    modifier_indicator=0,
+                    detail="indicator-0",
+                    co_treatment=sides.disciplines,
                 ),
             )
         )
@@ -278,12 +327,12 @@ def _modifier_findings(
                 codes=(col1, col2),
                 resources=resources,
                 message=(
-                    f"{col1} and {col2} are both billed on this date without an NCCI modifier;"
-                    f" {col2} (column 2) will be denied. The documented time blocks are distinct,"
-                    f" so add modifier 59 (or XU) to the {col2} line.{caveat}"
+                    f"{ctx}{col1} and {col2} are both billed on this date without an NCCI"
+                    f" modifier; {col2} (column 2) will be denied. The documented time blocks"
+                    f" are distinct, so add modifier {usable} to the {col2} line.{caveat}"
                 ),
                 facts=facts,
-                fixes=(new_fix(line_code=col2, charge_refs=refs2, add_modifier="59"),),
+                fixes=(new_fix(line_code=col2, charge_refs=refs2, add_modifier=bypass),),
             )
         )
     elif not mods2:
@@ -294,7 +343,7 @@ def _modifier_findings(
                 codes=(col1, col2),
                 resources=resources,
                 message=(
-                    f"Modifier {moved} is on {col1} (column 1) but not on {col2} (column 2);"
+                    f"{ctx}Modifier {moved} is on {col1} (column 1) but not on {col2} (column 2);"
                     f" the edit is bypassed only by a modifier on {col2}. Move it to the {col2}"
                     f" line.{caveat}"
                 ),
@@ -314,8 +363,9 @@ def _modifier_findings(
                 codes=(col1, col2),
                 resources=resources,
                 message=(
-                    f"{_MISMATCH_TEXT[modifier]}; the record does not show that. Since the time"
-                    f" blocks are distinct, use 59 (or XU) on the {col2} line instead.{caveat}"
+                    f"{ctx}{_MISMATCH_TEXT[modifier]}; the record does not show that. Since the"
+                    f" time blocks are distinct, use 59 (or XU) on the {col2} line"
+                    f" instead.{caveat}"
                 ),
                 facts=facts,
                 fixes=(
@@ -328,16 +378,20 @@ def _modifier_findings(
                 ),
             )
         )
-    strict = _strict_finding(col1, col2, resources, edit, pair_rule, assessment, caveat)
+    strict = _strict_finding(
+        col1, col2, resources, edit, pair_rule, minutes, caveat, ctx, sides.disciplines
+    )
     if strict is not None:
         found.append(strict)
-    for code, line, services in ((col1, line1, first), (col2, line2, second)):
-        mods = (line.modifiers if line else frozenset()) & NCCI_MODIFIERS
+    checked = [(col2, line2, second)] if line2 else []
+    checked[:0] = [(col1, line, first) for line in sides.lines1]
+    for code, line, services in checked:
+        mods = line.modifiers & NCCI_MODIFIERS
         xs = sorted(mods & X_MODIFIERS)
         if "59" not in mods or not xs:
             continue
         evidenced = all(_x_condition_holds(x, first, second) for x in xs)
-        refs = line.fix_refs if line else ()
+        refs = line.fix_refs
         fixes = (
             (new_fix(line_code=code, charge_refs=refs, remove_modifier="59"),)
             if evidenced
@@ -349,8 +403,8 @@ def _modifier_findings(
                 codes=(code,),
                 resources=[s.ref for s in services],
                 message=(
-                    f"The {code} line carries both 59 and {', '.join(xs)}; an X modifier replaces"
-                    f" 59 and the two are not reported together. Keep one."
+                    f"{ctx}The {code} line carries both 59 and {', '.join(xs)}; an X modifier"
+                    f" replaces 59 and the two are not reported together. Keep one."
                 ),
                 facts=facts,
                 fixes=fixes,
@@ -365,13 +419,16 @@ def _strict_finding(
     resources: Sequence[str],
     edit: PtpEdit,
     pair_rule: PairRule,
-    assessment: UnitAssessment,
+    minutes: Mapping[str, int],
     caveat: str,
+    context: str = "",
+    disciplines: tuple[str, ...] = (),
 ) -> Finding | None:
-    """Under the ``strict`` pair rule: a pair code with under 15 minutes of its own time."""
+    """Under the ``strict`` pair rule: a pair code with under 15 minutes of its own time
+    (``minutes``: the attributed minutes of the two codes)."""
     if pair_rule != "strict":
         return None
-    short = {c: assessment.minutes.get(c, 0) for c in (col1, col2)}
+    short = {c: minutes.get(c, 0) for c in (col1, col2)}
     short = {c: m for c, m in short.items() if m < STRICT_MINUTES}
     if not short:
         return None
@@ -381,7 +438,7 @@ def _strict_finding(
         codes=(col1, col2),
         resources=resources,
         message=(
-            f"Under the strict pair rule each of {col1} and {col2} needs at least"
+            f"{context}Under the strict pair rule each of {col1} and {col2} needs at least"
             f" {STRICT_MINUTES} minutes of its own distinct time ({detail}); they"
             f" are not separate 15-minute blocks.{caveat}"
         ),
@@ -392,7 +449,199 @@ def _strict_finding(
             modifier_indicator=edit.modifier_indicator,
             pair_rule=pair_rule,
             detail="strict",
+            co_treatment=disciplines,
         ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PairPartner:
+    """Another visit of the patient on the same date (another discipline) at the same billing
+    provider, with its units, for the co-treatment pair (:func:`evaluate_cotreatment`).
+
+    ``provider_known``: both visits record their billing provider (Encounter.serviceProvider)
+    and share it; False when either records none and the provider is assumed to be the same.
+    """
+
+    view: VisitView
+    assessment: UnitAssessment
+    provider_known: bool
+
+
+_STATUS_WEIGHT = {
+    PairStatus.NOT_SUPPORTED: 0,
+    PairStatus.INDETERMINATE: 1,
+    PairStatus.SUPPORTED: 2,
+    PairStatus.NOT_APPLICABLE: 3,
+}
+
+
+def evaluate_cotreatment(
+    view: VisitView,
+    *,
+    assessment: UnitAssessment,
+    partners: Sequence[PairPartner],
+    edit: PtpEdit | None,
+    pair_rule: PairRule = "cms",
+) -> PairResult | None:
+    """The 97140/97530 pair across disciplines (co-treatment; R-D1: the edits apply to PT and
+    OT of the same provider together), judged on the visit holding the column-2 code.
+
+    It arises when ``view`` holds the column-2 code and not the column-1 code, and one of
+    ``partners`` (the patient's other visits of the date at the same billing provider) holds
+    the column-1 code. The steps are those of a visit's own pair (I-4): INDETERMINATE without
+    usable times; NOT_SUPPORTED + E-PAIR-SAME-TIMEBLOCK when a column-1 service of the other
+    visit overlaps a column-2 service of this one; NOT_APPLICABLE unless both codes earn a
+    unit on their own visit; then the modifier on this visit's column-2 line (59, XU, or an X
+    modifier whose condition the record shows: XP different performers, XE different
+    encounters). Findings go on this visit, their messages say it is a co-treatment; the
+    column-1 visit shows the status through :func:`cotreatment_status`. ``None`` when the
+    case does not arise (the visit's own pair status stands).
+    """
+    if edit is None or edit.modifier_indicator == 9:
+        return None
+    col1, col2 = edit.column1, edit.column2
+    second = view.counted_by_code.get(col2, ())
+    if not second or col1 in view.counted_by_code:
+        return None
+    holders = [p for p in partners if p.view.counted_by_code.get(col1)]
+    if not holders:
+        return None
+    first = tuple(s for p in holders for s in p.view.counted_by_code[col1])
+    here = view.visit.discipline.value
+    there = "/".join(sorted({p.view.visit.discipline.value for p in holders}))
+    disciplines = (there, here)
+    provider = (
+        "same billing provider (Encounter.serviceProvider)"
+        if all(p.provider_known for p in holders)
+        else "same billing provider assumed (no Encounter.serviceProvider on both)"
+    )
+    context = (
+        f"Co-treatment: {col1} on the {there} visit, {col2} on this {here} visit; {provider}. "
+    )
+
+    def result(
+        status: PairStatus,
+        reason: str,
+        by_allocation: tuple[PairStatus, ...] = (),
+        findings: tuple[Finding, ...] = (),
+    ) -> PairResult:
+        return _new_pair_result(
+            status,
+            pair_rule,
+            col1,
+            col2,
+            edit.modifier_indicator,
+            reason,
+            by_allocation,
+            findings,
+            disciplines,
+        )
+
+    # 1. INDETERMINATE (R-E8)
+    if col2 in view.codes_without_span or any(col1 in p.view.codes_without_span for p in holders):
+        return result(PairStatus.INDETERMINATE, "no-interval")
+    # 2. same time block (R-D3(2), R-F4)
+    shared = cross_overlap(
+        [sp for p in holders for sp in p.view.spans_by_code.get(col1, ())],
+        view.spans_by_code[col2],
+    )
+    if shared.refs:
+        finding = make_finding(
+            RuleId.E_PAIR_SAME_TIMEBLOCK,
+            codes=(col1, col2),
+            resources=shared.refs,
+            message=(
+                f"{context}{there} {col1} and {here} {col2} overlap by"
+                f" {describe_minutes(shared.shared)}: one-on-one"
+                f" time cannot support both codes, and no modifier makes it separate for {col2}."
+                " Record which discipline delivered that time and bill it once."
+            ),
+            facts=new_finding_facts(
+                minutes=whole_minutes(shared.shared),
+                column1=col1,
+                column2=col2,
+                modifier_indicator=edit.modifier_indicator,
+                pair_rule=pair_rule,
+                detail="overlap",
+                co_treatment=disciplines,
+            ),
+        )
+        return result(PairStatus.NOT_SUPPORTED, "same-timeblock", findings=(finding,))
+    # 3. both codes must earn a unit, each on its own visit (R-D3(3), I-4.3)
+    col1_earns = any(a.get(col1, 0) >= 1 for p in holders for a in p.assessment.chosen)
+    applicable = tuple(col1_earns and a.get(col2, 0) >= 1 for a in assessment.chosen)
+    if not any(applicable):
+        return result(
+            PairStatus.NOT_APPLICABLE,
+            "units",
+            by_allocation=tuple(PairStatus.NOT_APPLICABLE for _ in applicable),
+        )
+    caveat = (
+        ""
+        if all(applicable)
+        else " (This applies if both codes are billed; an acceptable allocation bills only one.)"
+    )
+    minutes = {
+        col1: sum(p.assessment.minutes.get(col1, 0) for p in holders),
+        col2: assessment.minutes.get(col2, 0),
+    }
+    sides = _Sides(
+        col1,
+        col2,
+        first,
+        second,
+        tuple(p.view.lines[col1] for p in holders if col1 in p.view.lines),
+        view.lines.get(col2),
+        context,
+        disciplines,
+    )
+    if not view.visit.charge_lines_read and edit.modifier_indicator != 0:
+        # 4. this visit holds no charge line: its column-2 modifier cannot be judged
+        strict = _strict_finding(
+            col1, col2, sides.resources, edit, pair_rule, minutes, caveat, context, disciplines
+        )
+        status = PairStatus.NOT_SUPPORTED if strict else PairStatus.INDETERMINATE
+        return result(
+            status,
+            "modifier" if strict else "no-charges",
+            by_allocation=tuple(status if ok else PairStatus.NOT_APPLICABLE for ok in applicable),
+            findings=(strict,) if strict else (),
+        )
+    findings = _modifier_findings(sides, edit, pair_rule, minutes, caveat)
+    failed = any(f.rule is not RuleId.W_59_WITH_X for f in findings)
+    status = PairStatus.NOT_SUPPORTED if failed else PairStatus.SUPPORTED
+    return result(
+        status,
+        "modifier" if failed else "supported",
+        by_allocation=tuple(status if ok else PairStatus.NOT_APPLICABLE for ok in applicable),
+        findings=findings,
+    )
+
+
+def cotreatment_status(
+    own: PairResult, judged: Sequence[PairResult], assessment: UnitAssessment
+) -> PairResult:
+    """The pair status of a visit holding the column-1 code of co-treatment pairs ``judged``
+    on other visits (:func:`evaluate_cotreatment`): the least favourable of them, without
+    their findings (they are on the column-2 visit). ``own`` when nothing was judged."""
+    if not judged:
+        return own
+    worst = min(judged, key=lambda r: _STATUS_WEIGHT[r.status])
+    disciplines = tuple(dict.fromkeys(d for r in judged for d in r.co_treatment))
+    return _new_pair_result(
+        worst.status,
+        worst.pair_rule,
+        worst.column1,
+        worst.column2,
+        worst.modifier_indicator,
+        worst.reason,
+        tuple(
+            worst.status if a.get(worst.column1, 0) >= 1 else PairStatus.NOT_APPLICABLE
+            for a in assessment.chosen
+        ),
+        (),
+        disciplines,
     )
 
 
@@ -456,10 +705,14 @@ def cross_discipline_ptp_findings(
     For each edit in effect whose column-2 code is on ``visit`` while its column-1 code is only
     on another visit of the same patient and date (another discipline), report it on ``visit``,
     the visit whose line would be denied. Informational: modifiers are not checked across visits.
+    The 97140/97530 pair is not reported here: it is checked in full as a co-treatment
+    (:func:`evaluate_cotreatment`).
     """
     found = []
     for other, other_codes in same_day:
         for e in ptp.edits_among(codes_present | other_codes, visit.service_date):
+            if (e.column1, e.column2) in _FOCUS_ORDERS:
+                continue
             if not (
                 e.column2 in codes_present
                 and e.column1 not in codes_present

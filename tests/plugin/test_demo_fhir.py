@@ -99,8 +99,8 @@ def test_capability_statement_lists_what_is_served(samples: Fhir) -> None:
     assert "security" in rest
     by_type = {r["type"]: r for r in rest["resource"]}
     assert set(by_type) == {
-        "CarePlan", "Claim", "DocumentReference", "Encounter", "Patient", "Practitioner",
-        "Procedure", "ServiceRequest",
+        "CarePlan", "Claim", "DocumentReference", "Encounter", "Organization", "Patient",
+        "Practitioner", "Procedure", "ServiceRequest",
     }  # fmt: skip
     for resource in by_type.values():
         assert [i["code"] for i in resource["interaction"]] == ["read", "search-type"]

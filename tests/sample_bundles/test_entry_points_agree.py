@@ -70,7 +70,13 @@ FHIR = "https://ehr.example.org/fhir"
 TOKEN = "fhir-access-token-i14"
 SAMPLES = [s["file"] for s in scenarios()]
 #: The samples whose Procedures sit in more than one encounter of the day.
-SEVERAL_ENCOUNTERS = {"two-encounters-same-day.json", "xe-separate-encounters.json"}
+SEVERAL_ENCOUNTERS = {
+    "two-encounters-same-day.json",
+    "xe-separate-encounters.json",
+    "co-treatment-pt-ot-xp.json",
+    "co-treatment-no-modifier.json",
+    "co-treatment-overlap.json",
+}
 ENTRY_POINTS = [
     "order-sign",
     "order-sign+fhir",

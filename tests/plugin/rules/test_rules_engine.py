@@ -160,7 +160,11 @@ def test_ama_payer_rule_in_output() -> None:
     doc = analysis_to_json(analyze(_grouping(), payer_rule="ama", codes=CODES))
     assert {v["payer_rule"] for v in doc["visits"]} == {"ama"}
     ot = doc["visits"][0]
-    assert [f["rule"] for f in ot["findings"]] == ["W-MIN-UNDER-8", "I-OTHER-PTP"]
+    # the OT 97530 (09:00-09:05) lies in the PT 97140 block (09:00-09:10): co-treatment in
+    # one time block (R-D1, R-D3(2)), reported on the OT visit that holds column 2
+    assert [f["rule"] for f in ot["findings"]] == ["E-PAIR-SAME-TIMEBLOCK", "W-MIN-UNDER-8"]
+    assert ot["pair"] == "NOT_SUPPORTED"
+    assert doc["visits"][1]["pair"] == "SUPPORTED", "the PT visit's own pair stands"
 
 
 def test_default_code_catalog_agrees_on_the_codes_used_here() -> None:
@@ -215,11 +219,13 @@ def test_set_aside_without_patient() -> None:
 
 
 def test_cross_discipline_pair_is_noted_on_the_column_2_visit() -> None:
-    # R-D1: NCCI edits apply across disciplines (PT 97140 and OT 97530 on one date).
-    pt = visit(svc("97140", 0, 20, ref="Procedure/pt"), charges=[charge("97140", 1, "GP")])
+    # R-D1: NCCI edits apply across disciplines. Another edit than 97140/97530 (which is
+    # checked in full as a co-treatment, tests/plugin/rules/test_rules_cotreatment.py) is noted
+    # on the visit holding its column 2: 97530 (PT, column 1) with 97116 (OT, column 2).
+    pt = visit(svc("97530", 0, 20, ref="Procedure/pt"), charges=[charge("97530", 1, "GP")])
     ot = visit(
-        svc("97530", 30, 20, ref="Procedure/ot"),
-        charges=[charge("97530", 1, "GO", ref="ServiceRequest/ot")],
+        svc("97116", 30, 20, ref="Procedure/ot"),
+        charges=[charge("97116", 1, "GO", ref="ServiceRequest/ot")],
         discipline=Discipline.OT,
     )
     analysis = analyze(VisitGrouping(visits=(pt, ot)), codes=CODES)
@@ -232,7 +238,7 @@ def test_cross_discipline_pair_is_noted_on_the_column_2_visit() -> None:
         "Procedure/ot",
         "Procedure/pt",
         "ServiceRequest/ot",
-        "ServiceRequest/sr-97140",
+        "ServiceRequest/sr-97530",
     )
     assert not [f for f in pt_result.findings if f.rule is RuleId.I_OTHER_PTP]
     assert ot_result.pair.status.value == "NOT_APPLICABLE"
