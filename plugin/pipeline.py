@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from fhir_mappings import group_visits
 from fhir_mappings.model import TherapyRecord, VisitGrouping
 from plugin.rules import Analysis, PairRule, PayerRule, PtpTable, analyze
+from plugin.rules.cms_data import RuleTables
 from plugin.settings import MAX_PROCEDURES_PER_VISIT
 
 
@@ -54,11 +55,13 @@ def check_record(
     pair_rule: PairRule,
     ptp: PtpTable | None = None,
     max_procedures_per_visit: int = MAX_PROCEDURES_PER_VISIT,
+    tables: RuleTables | None = None,
 ) -> CheckResult:
     """Group the record's services into visits (I-2) and run the rule book over them.
 
     A visit with more than ``max_procedures_per_visit`` Procedures raises
-    :class:`TooManyProceduresError` before any rule runs.
+    :class:`TooManyProceduresError` before any rule runs. ``tables``: the CMS data applied
+    (default: the process's, set at start-up by :func:`plugin.rules.cms_data.use_tables`).
     """
     grouping = group_visits(record)
     for visit in grouping.visits:
@@ -67,5 +70,5 @@ def check_record(
             max_procedures_per_visit,
             f"the {visit.discipline.value} visit of {visit.service_date.isoformat()}",
         )
-    analysis = analyze(grouping, payer_rule=payer_rule, pair_rule=pair_rule, ptp=ptp)
+    analysis = analyze(grouping, payer_rule=payer_rule, pair_rule=pair_rule, ptp=ptp, tables=tables)
     return CheckResult(record=record, grouping=grouping, analysis=analysis)

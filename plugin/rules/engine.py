@@ -27,6 +27,7 @@ from fhir_mappings.model import (
     fast_builder,
 )
 from plugin.rules.catalogue import RuleId
+from plugin.rules.cms_data import RuleTables, TableFile, active_tables
 from plugin.rules.code_catalog import CodeCatalog, default_code_catalog
 from plugin.rules.counts import CodeCounts
 from plugin.rules.findings import (
@@ -36,6 +37,7 @@ from plugin.rules.findings import (
     new_fix,
     sort_findings,
 )
+from plugin.rules.mue import mue_findings
 from plugin.rules.pair import (
     PairResult,
     PairRule,
@@ -45,7 +47,7 @@ from plugin.rules.pair import (
     pair_edit,
 )
 from plugin.rules.plan import review_plan_of_care
-from plugin.rules.ptp import PtpTable, default_ptp_table
+from plugin.rules.ptp import PtpTable
 from plugin.rules.timing import timing_findings
 from plugin.rules.units import Allocation, PayerRule, assess_units, plural_units
 from plugin.rules.view import VisitView, visit_view
@@ -72,6 +74,9 @@ class VisitAnalysis:
     # Added for issue 13 (additive, defaulted): billed units per timed code (see
     # :func:`billed_units_of`); None when no charge line could be read for the visit.
     billed_units: CodeCounts | None = None
+    # Added for issue 15 (additive, defaulted): the NCCI PTP table and the MUE table (when one
+    # is loaded) applied to the visit's date of service.
+    tables: tuple[TableFile, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +157,8 @@ class Analysis:
     payer_rule: PayerRule
     pair_rule: PairRule
     ptp_version: str
+    # issue 15: every table some visit used, PTP first (see plugin/rules/cms_data.py)
+    tables: tuple[TableFile, ...] = ()
 
 
 def analyze_visit(
@@ -162,17 +169,23 @@ def analyze_visit(
     ptp: PtpTable | None = None,
     codes: CodeCatalog | None = None,
     same_day: Sequence[TherapyVisit] = (),
+    tables: RuleTables | None = None,
 ) -> VisitAnalysis:
     """All rules for one visit (I-2 .. I-5).
 
     ``same_day``: the patient's other visits on the same date (other disciplines), for the
-    cross-discipline PTP note (R-D1).
+    cross-discipline PTP note (R-D1). ``tables``: the loaded CMS data (default: the process's,
+    :func:`~plugin.rules.cms_data.active_tables`); ``ptp``, when given, replaces its PTP table.
     """
-    table = ptp if ptp is not None else default_ptp_table()
     catalog = codes if codes is not None else default_code_catalog()
     others = [visit_view(o, catalog) for o in same_day if o is not visit]
     return _analyze_view(
-        visit_view(visit, catalog), others, payer_rule=payer_rule, pair_rule=pair_rule, ptp=table
+        visit_view(visit, catalog),
+        others,
+        payer_rule=payer_rule,
+        pair_rule=pair_rule,
+        ptp=ptp,
+        tables=tables if tables is not None else active_tables(),
     )
 
 
@@ -182,10 +195,16 @@ def _analyze_view(
     *,
     payer_rule: PayerRule,
     pair_rule: PairRule,
-    ptp: PtpTable,
+    ptp: PtpTable | None,
+    tables: RuleTables,
 ) -> VisitAnalysis:
     """:func:`analyze_visit` on a visit's :class:`VisitView` (``same_day``: the other visits)."""
     visit = view.visit
+    loaded = tables.ptp_for(visit.service_date)
+    mue = tables.mue_for(visit.service_date)
+    used = (() if ptp is not None else (loaded.file,)) + (() if mue is None else (mue.file,))
+    if ptp is None:
+        ptp = loaded.table
     edit = pair_edit(ptp, visit.service_date)
     assessment = assess_units(
         view,
@@ -208,6 +227,7 @@ def _analyze_view(
             ptp=ptp,
         ),
         *review.findings,
+        *(() if mue is None else mue_findings(visit, [o.visit for o in same_day], mue)),
         *(() if visit.charge_lines_read else (charges_not_available_finding(view, pair),)),
     )
     return _new_visit_analysis(
@@ -226,6 +246,7 @@ def _analyze_view(
         findings=sort_findings(findings),
         unverified_plan_refs=review.unverified_plan_refs,
         billed_units=billed_units_of(view),
+        tables=used,
     )
 
 
@@ -314,15 +335,18 @@ def analyze(
     pair_rule: PairRule = "cms",
     ptp: PtpTable | None = None,
     codes: CodeCatalog | None = None,
+    tables: RuleTables | None = None,
 ) -> Analysis:
     """Analyse every visit of ``grouping`` (I-2 .. I-5); set-asides become top-level findings.
 
     ``payer_rule``: ``cms`` (8-minute rule, pooled; R-B) or ``ama`` (per code; R-C2).
     ``pair_rule``: ``cms`` (distinct, non-overlapping blocks) or ``strict`` (each pair code
-    needs 15 minutes of its own time). ``ptp`` defaults to the shipped fallback table, ``codes``
-    to ``fhir_mappings.codes``.
+    needs 15 minutes of its own time). ``tables``: the NCCI PTP and MUE tables applied by date
+    of service (default: the process's, :func:`~plugin.rules.cms_data.active_tables`, the
+    built-in PTP excerpt unless CMS files were loaded); ``ptp``, when given, replaces the PTP
+    table for every date (tests); ``codes`` defaults to ``fhir_mappings.codes``.
     """
-    table = ptp if ptp is not None else default_ptp_table()
+    loaded = tables if tables is not None else active_tables()
     catalog = codes if codes is not None else default_code_catalog()
     views = [visit_view(v, catalog) for v in grouping.visits]
     by_day: dict[tuple[str, date], list[VisitView]] = {}
@@ -339,7 +363,8 @@ def analyze(
                 ],
                 payer_rule=payer_rule,
                 pair_rule=pair_rule,
-                ptp=table,
+                ptp=ptp,
+                tables=loaded,
             )
             for view in views
         ),
@@ -359,8 +384,15 @@ def analyze(
         ),
         payer_rule=payer_rule,
         pair_rule=pair_rule,
-        ptp_version=table.version,
+        ptp_version=ptp.version if ptp is not None else loaded.ptp[-1].table.version,
+        tables=tables_used(visits),
     )
+
+
+def tables_used(visits: Sequence[VisitAnalysis]) -> tuple[TableFile, ...]:
+    """The tables the visits used, each once: PTP first, then MUE, each kind by first date."""
+    found = {t: None for v in visits for t in v.tables}
+    return tuple(sorted(found, key=lambda t: (t.kind != "ptp", t.starts or date.min, t.name)))
 
 
 def finding_to_json(finding: Finding) -> dict[str, Any]:
@@ -392,7 +424,8 @@ def visit_to_json(visit: VisitAnalysis) -> dict[str, Any]:
 
 
 def analysis_to_json(analysis: Analysis) -> dict[str, Any]:
-    """The exact ``check --format json`` document of the product contract."""
+    """The exact ``check --format json`` document of the product contract (``check`` adds the
+    ``tables`` member, issue 15: see :attr:`Analysis.tables`)."""
     return {
         "visits": [visit_to_json(v) for v in analysis.visits],
         "findings": [finding_to_json(f) for f in analysis.findings],

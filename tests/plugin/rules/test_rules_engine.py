@@ -48,6 +48,7 @@ I6_IDS = [
 ]
 # The product's own ids, after I-6 (issue 14: a visit without any charge line).
 PRODUCT_IDS = ["I-CHARGES-NOT-AVAILABLE"]
+PRODUCT_IDS += ["E-MUE-EXCEEDED"]  # issue 15
 
 
 def test_catalogue_is_exactly_i6_then_the_product_ids() -> None:
