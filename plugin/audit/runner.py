@@ -305,7 +305,8 @@ def run_audit(options: AuditOptions, progress: AuditProgress | None = None) -> A
         mark = now
 
     tables = options.tables if options.tables is not None else active_tables()
-    use_tables(tables)  # the tasks run here too when jobs is 1
+    restore = active_tables()
+    use_tables(tables)  # the tasks run here too when jobs is 1 (restored at the end)
     pool = _Pool(max(1, options.jobs), tables)
     try:
         settings = AuditSettings(
@@ -391,6 +392,7 @@ def run_audit(options: AuditOptions, progress: AuditProgress | None = None) -> A
         return AuditOutcome(out=options.out, summary=summary)
     finally:
         pool.close()
+        use_tables(restore)
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -457,7 +459,7 @@ def _summary(
     seconds: float,
 ) -> dict[str, Any]:
     body = tally.summary()
-    tables = active_tables()
+    tables = options.tables if options.tables is not None else active_tables()
     return {
         "schema": "therapy-cds/audit-summary/1",
         "rules": {
