@@ -258,7 +258,11 @@ def _rows(path: Path, is_data: re.Pattern[str]) -> Iterator[tuple[int, list[str]
         if delimiter == "\t":
             yield n, [f.strip() for f in line.split("\t")]
         else:
-            yield n, [f.strip() for f in next(csv.reader([line]))]
+            try:
+                fields = next(csv.reader([line], strict=True))
+            except csv.Error:
+                raise _fail(path, n, "a quoted field is not closed (truncated?)") from None
+            yield n, [f.strip() for f in fields]
     if delimiter is None:
         yield 0, []
 
