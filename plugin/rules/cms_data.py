@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import bisect
 import csv
+import itertools
 import re
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -227,18 +228,25 @@ def _date_in_header(lines: Sequence[str]) -> date | None:
 
 
 def _lines(path: Path) -> Iterator[str]:
-    """The file's lines, decoded one by one (UTF-8, else Latin-1), without line ends."""
+    """The file's lines without line ends, read as Latin-1 (every byte is a character, so no
+    line fails to decode; the codes, dates and indicators are ASCII either way -- kept
+    rationales are re-read as UTF-8 by :func:`_text`)."""
     try:
-        handle = path.open("rb")
+        handle = path.open(encoding="latin-1")
     except OSError as exc:
         raise CmsFileError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     with handle:
-        for raw in handle:
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                text = raw.decode("latin-1")
-            yield text.rstrip("\r\n").lstrip("\ufeff")
+        for n, line in enumerate(handle):
+            line = line.rstrip("\r\n")
+            yield line.removeprefix("\xef\xbb\xbf") if n == 0 else line
+
+
+def _text(latin1: str) -> str:
+    """A field read as Latin-1, as the UTF-8 it most likely was."""
+    try:
+        return latin1.encode("latin-1").decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return latin1.strip()
 
 
 def _rows(path: Path, is_data: re.Pattern[str]) -> Iterator[tuple[int, list[str] | str]]:
@@ -253,16 +261,8 @@ def _rows(path: Path, is_data: re.Pattern[str]) -> Iterator[tuple[int, list[str]
                 yield n, line
                 continue
             delimiter = "\t" if "\t" in line else ","
-        if not line.strip():
-            continue
-        if delimiter == "\t":
-            yield n, [f.strip() for f in line.split("\t")]
-        else:
-            try:
-                fields = next(csv.reader([line], strict=True))
-            except csv.Error:
-                raise _fail(path, n, "a quoted field is not closed (truncated?)") from None
-            yield n, [f.strip() for f in fields]
+        if line.strip():
+            yield n, [f.strip() for f in _split(path, n, line, delimiter)]
     if delimiter is None:
         yield 0, []
 
@@ -271,63 +271,107 @@ def _rows(path: Path, is_data: re.Pattern[str]) -> Iterator[tuple[int, list[str]
 #: a heading word does not), quoted or not, then a tab or a comma.
 _DATA_START = re.compile(r'^"?(?=[0-9A-Za-z]{0,4}\d)[0-9A-Za-z]{5}"?[\t,]')
 
+#: A well-formed tab-delimited PTP line, up to its modifier indicator (one match, no groups):
+#: code, code, prior-1996 flag, effective date (a real month and day), deletion date or "*",
+#: indicator 0/1/9.
+_PTP_TAB = re.compile(
+    r"[0-9A-Z]{5}\t[0-9A-Z]{5}\t\*?\t\d{4}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])"
+    r"\t(?:\d{4}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])|\*?)\t[019](?:\t|$)"
+)
+
 
 def _fail(path: Path, n: int, reason: str) -> CmsFileError:
     return CmsFileError(f"{path} line {n}: {reason}; the file was not loaded")
 
 
+def _ptp_fields(path: Path, n: int, fields: list[str]) -> tuple[str, str, str, str, str, str]:
+    """A PTP line's first six fields, checked one by one; the first problem is raised."""
+    if len(fields) < 6:
+        raise _fail(path, n, f"{len(fields)} field(s), a PTP edit has at least 6 (truncated?)")
+    col1, col2, prior, effective, deletion, indicator = (f.strip().upper() for f in fields[:6])
+    if not (_CODE.match(col1) and _CODE.match(col2)):
+        raise _fail(path, n, f"{col1!r}/{col2!r} are not two 5-character HCPCS/CPT codes")
+    if prior not in ("", "*"):
+        raise _fail(path, n, f"prior-1996 flag {prior!r} is neither '*' nor empty")
+    if not _YYYYMMDD.match(effective):
+        raise _fail(path, n, f"effective date {effective!r} is not YYYYMMDD")
+    if not (deletion in ("*", "") or _YYYYMMDD.match(deletion)):
+        raise _fail(path, n, f"deletion date {deletion!r} is not YYYYMMDD or '*'")
+    if indicator not in ("0", "1", "9"):
+        raise _fail(path, n, f"modifier indicator {indicator!r} is not 0, 1 or 9")
+    try:
+        _yyyymmdd(effective)
+        if deletion not in ("*", ""):
+            _yyyymmdd(deletion)
+    except ValueError:
+        raise _fail(path, n, "a date that does not exist") from None
+    return col1, col2, prior, effective, deletion, indicator
+
+
+def _split(path: Path, n: int, line: str, delimiter: str) -> list[str]:
+    if delimiter == "\t":
+        return line.split("\t")
+    try:
+        return next(csv.reader([line], strict=True))
+    except csv.Error:
+        raise _fail(path, n, "a quoted field is not closed (truncated?)") from None
+
+
 def read_ptp_file(spec: str, codes: frozenset[str] = THERAPY_CODES) -> LoadedPtp:
     """Stream a CMS Practitioner PTP file (tab-delimited or the spreadsheet's CSV), keeping the
-    rows that touch ``codes``. Raises :class:`CmsFileError` on the first bad line."""
+    rows that touch ``codes``. Raises :class:`CmsFileError` on the first bad line.
+
+    A well-formed tab-delimited line is recognised by one regular expression and only the
+    lines that touch ``codes`` are split (a quarterly file has ~2 million lines); any other
+    line is checked field by field, which names what is wrong."""
     started = time.perf_counter()
     path, given = _split_spec(spec)
     header: list[str] = []
     kept: list[PtpEdit] = []
     rows = 0
-    first = last = None
-    for n, fields in _rows(path, _DATA_START):
-        if isinstance(fields, str):
-            header.append(fields)
+    low = high = ""
+    lines: Iterator[tuple[int, str]] = enumerate(_lines(path), start=1)
+    delimiter = ""
+    for n, line in lines:
+        if _DATA_START.match(line):
+            delimiter = "\t" if "\t" in line else ","
+            lines = itertools.chain([(n, line)], lines)
+            break
+        header.append(line)
+    if not delimiter:
+        raise CmsFileError(
+            f"{path}: no PTP edit line found (expected lines of Column 1, Column 2, *,"
+            " Effective Date, Deletion Date, Modifier, Rationale); the file was not loaded"
+        )
+    quick = _PTP_TAB.match if delimiter == "\t" else None
+    for n, line in lines:
+        if quick is not None and quick(line):
+            # the effective date follows the flag field, empty or "*"
+            effective = line[13:21] if line[12] == "\t" else line[14:22]
+            col1, col2 = line[:5], line[6:11]
+        elif not line.strip():
             continue
-        if n == 0:
-            raise CmsFileError(
-                f"{path}: no PTP edit line found (expected lines of Column 1, Column 2, *,"
-                " Effective Date, Deletion Date, Modifier, Rationale); the file was not loaded"
-            )
-        if len(fields) < 6:
-            raise _fail(path, n, f"{len(fields)} field(s), a PTP edit has at least 6 (truncated?)")
-        col1, col2, prior, effective, deletion, indicator = (f.upper() for f in fields[:6])
-        if not (_CODE.match(col1) and _CODE.match(col2)):
-            raise _fail(path, n, f"{col1!r}/{col2!r} are not two 5-character HCPCS/CPT codes")
-        if prior not in ("", "*"):
-            raise _fail(path, n, f"prior-1996 flag {prior!r} is neither '*' nor empty")
-        if not _YYYYMMDD.match(effective):
-            raise _fail(path, n, f"effective date {effective!r} is not YYYYMMDD")
-        if not (deletion in ("*", "") or _YYYYMMDD.match(deletion)):
-            raise _fail(path, n, f"deletion date {deletion!r} is not YYYYMMDD or '*'")
-        if indicator not in ("0", "1", "9"):
-            raise _fail(path, n, f"modifier indicator {indicator!r} is not 0, 1 or 9")
-        try:
-            starts = _yyyymmdd(effective)
-            ends = None if deletion in ("*", "") else _yyyymmdd(deletion)
-        except ValueError:
-            raise _fail(path, n, "a date that does not exist") from None
+        else:
+            fields = _split(path, n, line, delimiter)
+            col1, col2, _, effective, _, _ = _ptp_fields(path, n, fields)
         rows += 1
-        first = starts if first is None or starts < first else first
-        last = starts if last is None or starts > last else last
+        if not low or effective < low:
+            low = effective
+        if effective > high:
+            high = effective
         if col1 in codes or col2 in codes:
-            kept.append(
-                PtpEdit(
-                    column1=col1,
-                    column2=col2,
-                    modifier_indicator=int(indicator),
-                    effective=starts,
-                    deleted=ends,
-                    source="CMS NCCI practitioner PTP edits",
-                    prior_1996=prior == "*",
-                    rationale=fields[6] if len(fields) > 6 else "",
-                )
-            )
+            fields = _split(path, n, line, delimiter)
+            col1, col2, prior, effective, deletion, indicator = _ptp_fields(path, n, fields)
+            why = fields[6] if len(fields) > 6 else ""
+            kept.append(_ptp_edit(path, n, col1, col2, prior, effective, deletion, indicator, why))
+    try:
+        first = _yyyymmdd(low) if low else None
+        last = _yyyymmdd(high) if high else None
+    except ValueError:
+        raise CmsFileError(
+            f"{path}: an effective date that does not exist ({low} or {high}); the file was"
+            " not loaded"
+        ) from None
     starts_on, dated_by = _first_date(path, given, header)
     if starts_on is None and last is not None:
         starts_on, dated_by = last, "rows"
@@ -377,7 +421,7 @@ def read_mue_file(spec: str, codes: frozenset[str] = THERAPY_CODES) -> MueTable:
         if code in codes:
             if code in kept:
                 raise _fail(path, n, f"{code} is listed twice")
-            kept[code] = MueEdit(code, int(value), mai, fields[3] if len(fields) > 3 else "")
+            kept[code] = MueEdit(code, int(value), mai, _text(fields[3]) if len(fields) > 3 else "")
     starts_on, dated_by = _first_date(path, given, header)
     if starts_on is None:
         raise CmsFileError(
@@ -396,6 +440,35 @@ def read_mue_file(spec: str, codes: frozenset[str] = THERAPY_CODES) -> MueTable:
         seconds=time.perf_counter() - started,
     )
     return MueTable(file, MappingProxyType(dict(sorted(kept.items()))))
+
+
+def _ptp_edit(
+    path: Path,
+    n: int,
+    col1: str,
+    col2: str,
+    prior: str,
+    effective: str,
+    deletion: str,
+    indicator: str,
+    rationale: str | None,
+) -> PtpEdit:
+    """A kept PTP row (its fields already checked), dates parsed."""
+    try:
+        starts = _yyyymmdd(effective)
+        ends = None if deletion in ("*", "") else _yyyymmdd(deletion)
+    except ValueError:
+        raise _fail(path, n, "a date that does not exist") from None
+    return PtpEdit(
+        column1=col1,
+        column2=col2,
+        modifier_indicator=int(indicator),
+        effective=starts,
+        deleted=ends,
+        source="CMS NCCI practitioner PTP edits",
+        prior_1996=prior == "*",
+        rationale=_text(rationale or ""),
+    )
 
 
 def _yyyymmdd(text: str) -> date:
