@@ -28,6 +28,7 @@ from cds_hooks.app import LOG_FIELDS
 from plugin.cards import warm_up as warm_up_cards
 from plugin.cards_shown import CardsShown
 from plugin.metrics import ServiceMetrics, install_metrics
+from plugin.rules.cms_data import tables_from, use_tables
 from plugin.services import RuleChoice, build_registry
 from plugin.settings import LogFormat, Settings
 from plugin.storage import SqlCardStore, SqlFeedbackStore, SqlReplayStore, make_engine
@@ -216,6 +217,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service. Refuses to start on unsafe or unreadable configuration."""
     settings = settings if settings is not None else Settings()
     configure_logging(settings.log_level, settings.log_format)
+    # The CMS PTP / MUE files (issue 15): read before anything else, a bad file raises
+    # CmsFileError naming its line and the service does not start; every entry point of the
+    # process (services, sandbox, SMART app) then applies the same tables.
+    use_tables(tables_from(settings.ptp_files, settings.mue_files))
     engine = make_engine(settings.database_url)
     # Cards shown per finding and week, counted in memory and flushed (plugin/cards_shown.py);
     # feedback is stored with the finding of its card.

@@ -97,6 +97,7 @@ OVERRIDE_REASONS: Mapping[RuleId, tuple[Coding, ...]] = {
     RuleId.W_NO_REASON: (DOCUMENTED_SEPARATELY, WILL_CORRECT),
     RuleId.W_DISCIPLINE_MODIFIER_MISSING: (PAYER_EXCEPTION, WILL_CORRECT),
     RuleId.W_PROGRESS_REPORT_DUE: (DOCUMENTED_SEPARATELY, WILL_CORRECT),
+    RuleId.E_MUE_EXCEEDED: _UNITS,  # issue 15
 }
 
 # ------------------------------------------------------------------------------- summaries
@@ -132,6 +133,7 @@ _TITLES: Mapping[RuleId, str] = {
     RuleId.I_OTHER_PTP: "another NCCI edit may apply",
     RuleId.I_CHARGES_NOT_AVAILABLE: "billed units not checked: no charge line",
     RuleId.W_PROGRESS_REPORT_DUE: "progress report due (every 10 treatment days)",
+    RuleId.E_MUE_EXCEEDED: "units over the CMS MUE",  # issue 15
 }
 
 #: A card summary is plain text under 140 characters (CDS Hooks 2.0).
@@ -269,6 +271,12 @@ def _summary(finding: Finding, visit: VisitAnalysis | None) -> str:
             f"{codes}{on}: treatment day {days} since the {since}; a progress report is due"
             " (every 10 treatment days)"
         )
+    elif rule is RuleId.E_MUE_EXCEEDED:  # issue 15
+        per = "per line" if facts.detail == "line" else "per date of service"
+        text = (
+            f"{codes}{on}: {_units_word(facts.units_billed or 0)} billed, over the MUE of"
+            f" {facts.units_allowed} {per}"
+        )
     elif rule is RuleId.I_CHARGES_NOT_AVAILABLE:
         text = f"{codes}{on}: no charge line to read; billed units and modifiers not checked"
     else:
@@ -348,7 +356,29 @@ def _listed(primary: Finding, findings: Sequence[Finding]) -> str:
     )
 
 
-def _detail(group: Sequence[Finding], riding: Sequence[Finding], extra: Sequence[str]) -> str:
+#: Findings read from the NCCI PTP table: the pair's and I-OTHER-PTP (issue 15).
+_PTP_RULES = frozenset(
+    {r for r, e in CATALOGUE.items() if e.changes_pair_status} | {RuleId.I_OTHER_PTP}
+)
+
+
+def _tables_line(finding: Finding, visit: VisitAnalysis | None) -> tuple[str, ...]:
+    """Issue 15: the NCCI table a PTP or MUE finding was read from (its CMS file and quarter,
+    or the built-in rule-book excerpt, said to be no CMS table)."""
+    if visit is None:
+        return ()
+    kind = "mue" if finding.rule is RuleId.E_MUE_EXCEEDED else "ptp"
+    if kind == "ptp" and finding.rule not in _PTP_RULES:
+        return ()
+    return tuple(quote_markdown(t.label) for t in visit.tables if t.kind == kind)
+
+
+def _detail(
+    group: Sequence[Finding],
+    riding: Sequence[Finding],
+    extra: Sequence[str],
+    visit: VisitAnalysis | None = None,
+) -> str:
     """The card detail: the primary finding's message, the findings grouped with it, the
     informational ones that concern it, the documentation, then ``extra`` (the units table and
     notes, when this card carries them)."""
@@ -364,6 +394,7 @@ def _detail(group: Sequence[Finding], riding: Sequence[Finding], extra: Sequence
     reading = _pair_reading(primary)
     if reading:
         parts.append(reading)
+    parts.extend(_tables_line(primary, visit))
     parts.extend(extra)
     return "\n\n".join(parts)
 
@@ -1106,7 +1137,7 @@ def problem_card(
         uuid=make_uuid("card"),
         summary=_group_summary(group, visit),
         indicator=indicator,
-        detail=_detail(group, riding, extra),
+        detail=_detail(group, riding, extra, visit),
         source=_source(primary.rule.value, _TITLES.get(primary.rule)),
         suggestions=(suggestion,) if suggestion else (),
         selection_behavior="at-most-one" if suggestion else None,
@@ -1141,6 +1172,8 @@ def summary_card(
         )
         lines.append(f"Acceptable allocations (any may be billed): {options_text}")
     lines.append(f"97140/97530 pair: **{visit.pair.status.value}**{cotreatment_text(visit.pair)}")
+    if visit.tables:  # issue 15: the NCCI tables applied to the visit's date
+        lines.append("Tables: " + "; ".join(quote_markdown(t.label) for t in visit.tables))
     if groups:
         lines.append(
             "Problems: " + "; ".join(" + ".join(f"**{f.rule.value}**" for f in g) for g in groups)

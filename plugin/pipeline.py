@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from fhir_mappings import group_visits
 from fhir_mappings.model import TherapyRecord, VisitGrouping
 from plugin.rules import Analysis, PairRule, PayerRule, PtpTable, analyze
+from plugin.rules.cms_data import RuleTables
 from plugin.rules.progress import therapy_history
 from plugin.settings import MAX_PROCEDURES_PER_VISIT
 
@@ -56,6 +57,7 @@ def check_record(
     ptp: PtpTable | None = None,
     max_procedures_per_visit: int = MAX_PROCEDURES_PER_VISIT,
     visit_history: bool = True,
+    tables: RuleTables | None = None,
 ) -> CheckResult:
     """Group the record's services into visits (I-2) and run the rule book over them.
 
@@ -64,7 +66,8 @@ def check_record(
     progress-report interval (R-E6) is not checked and the analysis says so.
 
     A visit with more than ``max_procedures_per_visit`` Procedures raises
-    :class:`TooManyProceduresError` before any rule runs.
+    :class:`TooManyProceduresError` before any rule runs. ``tables``: the CMS data applied
+    (default: the process's, set at start-up by :func:`plugin.rules.cms_data.use_tables`).
     """
     grouping = group_visits(record)
     for visit in grouping.visits:
@@ -80,5 +83,6 @@ def check_record(
         ptp=ptp,
         history=therapy_history(record, grouping.visits) if visit_history else None,
         visit_history=visit_history,
+        tables=tables,
     )
     return CheckResult(record=record, grouping=grouping, analysis=analysis)

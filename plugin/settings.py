@@ -87,6 +87,12 @@ class Settings(BaseSettings):
     # The CLI's cap on one input file (decompressed size for gzip): `5GB`, `300MB`, `512MiB` or
     # bytes; `check`/`audit`/`invoke --max-file-size` override it for one run.
     max_file_size: ByteSize = Field(default=ByteSize(DEFAULT_MAX_FILE_BYTES), gt=0)
+    # Issue 15: CMS quarterly data files, comma-separated, each `path` or `path@YYYY-MM-DD` (the
+    # first date of service it applies to; README "CMS data"). PTP: Practitioner PTP edit files
+    # (none: the built-in rule-book excerpt). MUE: Practitioner Services MUE tables (none: no
+    # E-MUE-EXCEEDED). Read at start-up; an unusable file stops the start with its line.
+    ptp_files: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    mue_files: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # --- operator endpoints: what is served beside the CDS Hooks API (issue 17) ---
     # GET /metrics. None: served in development; in production only with METRICS_TOKEN set.
@@ -129,7 +135,9 @@ class Settings(BaseSettings):
             raise ValueError("THERAPY_CDS_METRICS_TOKEN must be at least 16 characters")
         return value
 
-    @field_validator("fhir_server_allowlist", "cors_origins", mode="before")
+    @field_validator(
+        "fhir_server_allowlist", "cors_origins", "ptp_files", "mue_files", mode="before"
+    )
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         return _split_commas(value)

@@ -137,11 +137,18 @@ def _header(summary: Mapping[str, Any]) -> str:
     inputs = summary["inputs"]
     run = summary["run"]
     pseudo = " · patients pseudonymized" if summary.get("patients_pseudonymized") else ""
+    # issue 15: every table loaded, each by its label (CMS file and first date, or the built-in
+    # excerpt said to be no CMS table); an older summary names only the PTP version
+    tables = [t["label"] for t in rules.get("tables", ())] or [
+        f"NCCI PTP table {rules['ptp_version']}"
+    ]
+    mue = any(t.get("kind") == "mue" for t in rules.get("tables", ()))
     return (
         '<header class="top"><div class="inner"><h1>Therapy billing audit</h1>'
         f'<p class="lede">{_e(PAYER_RULE_NAME.get(rules["payer_rule"], rules["payer_rule"]))} · '
-        f"97140/97530 pair rule: {_e(rules['pair_rule'])} · NCCI PTP table "
-        f"{_e(rules['ptp_version'])}{_e(pseudo)}</p>"
+        f"97140/97530 pair rule: {_e(rules['pair_rule'])}{_e(pseudo)}</p>"
+        f'<p class="run">Tables: {_e("; ".join(tables))}'
+        f"{'' if mue else ' · no MUE table loaded: E-MUE-EXCEEDED not checked'}</p>"
         f'<p class="run">{_n(inputs["document_files"])} document file(s), '
         f"{_n(inputs['export_files'])} export file(s) · started {_e(run['started'])} · "
         f"{_e(run['seconds'])} s with {_e(run['jobs'])} process(es)</p>"

@@ -43,7 +43,8 @@ from plugin.audit.tasks import (
     shard_dir,
     split_chunk,
 )
-from plugin.rules import PairRule, PayerRule, default_ptp_table
+from plugin.rules import PairRule, PayerRule
+from plugin.rules.cms_data import RuleTables, active_tables, use_tables
 from plugin.settings import MAX_PROCEDURES_PER_VISIT
 
 DOCUMENT_SUFFIXES = (".json",)
@@ -89,6 +90,8 @@ class AuditOptions:
     report_limit: int = 500
     max_procedures_per_visit: int = MAX_PROCEDURES_PER_VISIT
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES  # per document file, per export line
+    # issue 15: the CMS tables (None: the process's, plugin.rules.cms_data.active_tables)
+    tables: RuleTables | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,14 +236,15 @@ def _run_task(task: DocumentTask | ChunkTask | ShardTask | DrawTask) -> Any:
     return audit_shard(task)
 
 
-def _warm() -> None:
-    default_ptp_table()  # load the PTP data file once per process, not per task
+def _warm(tables: RuleTables) -> None:
+    """Each worker applies the audit's tables (read once by the parent, sent once per worker)."""
+    use_tables(tables)
 
 
 class _Pool:
     """``jobs`` processes, or the calling process when ``jobs`` is 1 (same tasks either way)."""
 
-    def __init__(self, jobs: int) -> None:
+    def __init__(self, jobs: int, tables: RuleTables) -> None:
         self._pool: Any = None
         if jobs > 1:
             # forkserver where there is one: a clean server process imports the rules once and
@@ -252,7 +256,7 @@ class _Pool:
                 context.set_forkserver_preload(["plugin.audit.tasks"])
             else:
                 context = multiprocessing.get_context("spawn")
-            self._pool = context.Pool(jobs, initializer=_warm)
+            self._pool = context.Pool(jobs, initializer=_warm, initargs=(tables,))
 
     def run(self, tasks: list[Any]) -> Iterator[Any]:
         if self._pool is None:
@@ -300,7 +304,10 @@ def run_audit(options: AuditOptions, progress: AuditProgress | None = None) -> A
         phases[name] = round(now - mark, 3)
         mark = now
 
-    pool = _Pool(max(1, options.jobs))
+    tables = options.tables if options.tables is not None else active_tables()
+    restore = active_tables()
+    use_tables(tables)  # the tasks run here too when jobs is 1 (restored at the end)
+    pool = _Pool(max(1, options.jobs), tables)
     try:
         settings = AuditSettings(
             payer_rule=options.payer_rule,
@@ -385,6 +392,7 @@ def run_audit(options: AuditOptions, progress: AuditProgress | None = None) -> A
         return AuditOutcome(out=options.out, summary=summary)
     finally:
         pool.close()
+        use_tables(restore)
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -451,12 +459,15 @@ def _summary(
     seconds: float,
 ) -> dict[str, Any]:
     body = tally.summary()
+    tables = options.tables if options.tables is not None else active_tables()
     return {
         "schema": "therapy-cds/audit-summary/1",
         "rules": {
             "payer_rule": options.payer_rule,
             "pair_rule": options.pair_rule,
-            "ptp_version": default_ptp_table().version,
+            "ptp_version": tables.ptp[-1].table.version,
+            # issue 15: every table loaded for the audit (each applied by date of service)
+            "tables": [t.to_json() for t in tables.files],
         },
         "inputs": {
             "paths": [str(p) for p in options.paths],

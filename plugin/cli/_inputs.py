@@ -5,6 +5,7 @@ invoke): the cap on one input file, decompressed size for gzip (see
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -14,6 +15,7 @@ from fhir_mappings import DEFAULT_MAX_FILE_BYTES
 from fhir_mappings.loader import format_size
 
 if TYPE_CHECKING:
+    from plugin.rules.cms_data import RuleTables
     from plugin.settings import Settings
 
 _SIZE = TypeAdapter(ByteSize)
@@ -48,3 +50,43 @@ MaxFileSize = Annotated[
 def max_file_bytes(option: int | None, settings: Settings) -> int:
     """The cap for this run: the option if given, else the setting."""
     return option if option is not None else int(settings.max_file_size)
+
+
+# ``--ptp-file`` / ``--mue-file`` (check, audit, data): CMS quarterly files, repeatable; given,
+# they replace THERAPY_CDS_PTP_FILES / THERAPY_CDS_MUE_FILES for the run.
+PtpFiles = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--ptp-file",
+        metavar="FILE[@YYYY-MM-DD]",
+        help="CMS Practitioner PTP edit file (tab-delimited text or the spreadsheet saved as "
+        "CSV); repeat for several quarters. Default THERAPY_CDS_PTP_FILES, else the built-in "
+        "rule-book excerpt.",
+    ),
+]
+MueFiles = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--mue-file",
+        metavar="FILE[@YYYY-MM-DD]",
+        help="CMS Practitioner Services MUE table (CSV or tab-delimited); repeat for several "
+        "quarters. Default THERAPY_CDS_MUE_FILES; none: E-MUE-EXCEEDED is not checked.",
+    ),
+]
+
+
+def rule_tables(
+    ptp_files: list[str] | None, mue_files: list[str] | None, settings: Settings, command: str
+) -> RuleTables:
+    """Load the run's CMS tables (the options, else the settings); an unusable file ends the
+    command with one line on stderr (exit 2), nothing half-loaded."""
+    from plugin.rules.cms_data import CmsFileError, tables_from
+
+    try:
+        return tables_from(
+            ptp_files if ptp_files else settings.ptp_files,
+            mue_files if mue_files else settings.mue_files,
+        )
+    except CmsFileError as exc:
+        sys.stderr.write(f"therapy-cds {command}: {exc}\n")
+        raise typer.Exit(2) from None

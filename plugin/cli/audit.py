@@ -24,7 +24,7 @@ from rich.progress import (
 )
 
 from plugin.cli._app import app
-from plugin.cli._inputs import MaxFileSize, max_file_bytes
+from plugin.cli._inputs import MaxFileSize, MueFiles, PtpFiles, max_file_bytes, rule_tables
 from plugin.cli.check import PairRuleOption, PayerRuleOption
 
 
@@ -108,6 +108,8 @@ def audit(
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     max_file_size: MaxFileSize = None,
+    ptp_file: PtpFiles = None,
+    mue_file: MueFiles = None,
 ) -> None:
     """Audit many visits: CSV files, summary.json and a readable report.html in --out."""
     # imported here so that the other commands do not pay for the audit's imports
@@ -132,6 +134,7 @@ def audit(
         report_limit=report_visits,
         max_procedures_per_visit=defaults.max_procedures_per_visit,
         max_file_bytes=max_file_bytes(max_file_size, defaults),
+        tables=rule_tables(ptp_file, mue_file, defaults, "audit"),
     )
     console = Console(stderr=True, highlight=False)
     bar = _Bar(console)

@@ -35,9 +35,10 @@ from fhir_mappings import (
 from fhir_mappings.codes import code_info
 from plugin.cards import cotreatment_text, other_patient_summary
 from plugin.cli._app import app
-from plugin.cli._inputs import MaxFileSize, max_file_bytes
+from plugin.cli._inputs import MaxFileSize, MueFiles, PtpFiles, max_file_bytes, rule_tables
 from plugin.pipeline import CheckResult, TooManyProceduresError, check_record
 from plugin.rules import PairRule, PayerRule, VisitAnalysis, analysis_to_json, billed_vs_allowed
+from plugin.rules.engine import tables_used
 from plugin.rules.progress import HISTORY_NOT_CHECKED
 
 
@@ -120,6 +121,8 @@ def check(
         "warning (warnings and errors). Exit codes: 0 analysed, 1 findings at or over "
         "--fail-on, 2 an input unreadable.",
     ),
+    ptp_file: PtpFiles = None,
+    mue_file: MueFiles = None,
 ) -> None:
     """Analyse FHIR input offline: units, the 97140/97530 pair, plan of care, findings.
 
@@ -132,6 +135,7 @@ def check(
     payer: PayerRule = payer_rule.value if payer_rule else defaults.payer_rule
     pair: PairRule = pair_rule.value if pair_rule else defaults.pair_interval_rule
     max_bytes = max_file_bytes(max_file_size, defaults)
+    tables = rule_tables(ptp_file, mue_file, defaults, "check")
     results: list[tuple[Path, CheckResult]] = []
     failed = False
     files = list(expand_paths(paths))
@@ -171,6 +175,7 @@ def check(
                 pair_rule=pair,
                 max_procedures_per_visit=defaults.max_procedures_per_visit,
                 visit_history=has_visit_history(document),
+                tables=tables,
             )
         except TooManyProceduresError as exc:
             _say(f"{path}: {exc}; check the input, or raise the limit for visits this large")
@@ -188,6 +193,9 @@ def check(
             if result.analysis.visits and not result.analysis.visit_history:
                 # the contract's document stays as it is: the note goes with the others
                 _say(f"{path}: {HISTORY_NOT_CHECKED}")
+        # issue 15 (added member): the NCCI PTP / MUE tables the visits used, each once
+        used = tables_used([v for _, r in results for v in r.analysis.visits])
+        merged["tables"] = [t.to_json() for t in used]
         sys.stdout.write(orjson.dumps(merged, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         # The terminal's width (80 when not a terminal, or $COLUMNS).
@@ -292,6 +300,8 @@ def _print_visit(console: Console, visit: VisitAnalysis) -> None:
     pair.append(visit.pair.status.value, style="bold")
     pair.append(cotreatment_text(visit.pair))
     _indented(console, pair)
+    if visit.tables:
+        _indented(console, Text("tables: " + "; ".join(t.label for t in visit.tables)))
     if not visit.findings:
         _indented(console, Text("no findings"))
     for finding in visit.findings:

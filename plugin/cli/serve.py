@@ -35,6 +35,13 @@ def serve(
         for error in exc.errors():
             typer.echo(f"therapy-cds: configuration error: {error['msg']}", err=True)
         raise typer.Exit(2) from None
+    from plugin.rules.cms_data import CmsFileError, tables_from
+
+    try:  # the CMS data files: refused here with their line, before any worker starts
+        tables_from(settings.ptp_files, settings.mue_files)
+    except CmsFileError as exc:
+        typer.echo(f"therapy-cds: configuration error: {exc}", err=True)
+        raise typer.Exit(2) from None
     if not settings.require_auth:
         typer.secho(
             "*** DEVELOPMENT MODE: client authentication is OFF. Any caller can invoke the "

@@ -26,7 +26,8 @@ DISCIPLINE_MODIFIERS: Mapping[Discipline, str] = MappingProxyType(
 )
 """R-G1: the therapy plan-of-care modifier of each discipline (GP, GO, GN)."""
 
-_NOT_BILLED_STATUSES = frozenset({"entered-in-error", "revoked", "cancelled"})
+NOT_BILLED_STATUSES = frozenset({"entered-in-error", "revoked", "cancelled"})
+"""Charge statuses that bill nothing."""
 
 
 @dataclass(slots=True)
@@ -63,7 +64,7 @@ def billing_lines(visit: TherapyVisit) -> Mapping[str, BillingLine]:
         services_by_code.setdefault(s.code, []).append(s)
     charges_by_code: dict[str, list[Charge]] = {}
     for c in visit.charges:
-        if c.status and c.status.lower() in _NOT_BILLED_STATUSES:
+        if c.status and c.status.lower() in NOT_BILLED_STATUSES:
             continue
         charges_by_code.setdefault(c.code, []).append(c)
     lines: dict[str, BillingLine] = {}

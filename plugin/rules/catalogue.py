@@ -58,6 +58,8 @@ class RuleId(StrEnum):
     I_OTHER_PTP = "I-OTHER-PTP"
     I_CHARGES_NOT_AVAILABLE = "I-CHARGES-NOT-AVAILABLE"
     W_PROGRESS_REPORT_DUE = "W-PROGRESS-REPORT-DUE"
+    # issue 15: CMS data loaded by the user
+    E_MUE_EXCEEDED = "E-MUE-EXCEEDED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -349,6 +351,20 @@ _ENTRIES: tuple[CatalogueEntry, ...] = (
         ("R-E6",),
         ("S2", "S33", "S35"),
         _BPM_CH15 + " (§220.3 D)",
+    ),
+)
+
+# Issue 15: only when a CMS Practitioner MUE table is loaded (THERAPY_CDS_MUE_FILES); not in the
+# rule book, so its sources are the CMS and MAC MUE pages (docs/sources.md, S52-S54).
+_ENTRIES += (
+    _entry(
+        RuleId.E_MUE_EXCEEDED,
+        _E,
+        "units of a code above its CMS MUE value: on one line (adjudication indicator 1) or"
+        " summed over the date of service (2 and 3); checked only with an MUE table loaded",
+        ("I-3",),
+        ("S52", "S53", "S54"),
+        "CMS NCCI Medically Unlikely Edits, Practitioner Services MUE table (quarterly)",
     ),
 )
 

@@ -27,6 +27,7 @@ from fhir_mappings.model import (
     fast_builder,
 )
 from plugin.rules.catalogue import RuleId
+from plugin.rules.cms_data import MueTable, RuleTables, TableFile, active_tables
 from plugin.rules.code_catalog import CodeCatalog, default_code_catalog
 from plugin.rules.counts import CodeCounts
 from plugin.rules.findings import (
@@ -36,6 +37,7 @@ from plugin.rules.findings import (
     new_fix,
     sort_findings,
 )
+from plugin.rules.mue import mue_findings
 from plugin.rules.pair import (
     PairPartner,
     PairResult,
@@ -49,7 +51,7 @@ from plugin.rules.pair import (
 )
 from plugin.rules.plan import review_plan_of_care
 from plugin.rules.progress import TherapyHistory, progress_report_due
-from plugin.rules.ptp import PtpEdit, PtpTable, default_ptp_table
+from plugin.rules.ptp import PtpEdit, PtpTable
 from plugin.rules.timing import timing_findings
 from plugin.rules.units import (
     Allocation,
@@ -82,6 +84,9 @@ class VisitAnalysis:
     # Added for issue 13 (additive, defaulted): billed units per timed code (see
     # :func:`billed_units_of`); None when no charge line could be read for the visit.
     billed_units: CodeCounts | None = None
+    # Added for issue 15 (additive, defaulted): the NCCI PTP table and the MUE table (when one
+    # is loaded) applied to the visit's date of service.
+    tables: tuple[TableFile, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +170,8 @@ class Analysis:
     # Added for issue 15 (additive, defaulted): False when the visit history was not available,
     # so the progress-report interval (R-E6) was not checked.
     visit_history: bool = True
+    # issue 15: every table some visit used, PTP first (see plugin/rules/cms_data.py)
+    tables: tuple[TableFile, ...] = ()
 
 
 def analyze_visit(
@@ -176,22 +183,28 @@ def analyze_visit(
     codes: CodeCatalog | None = None,
     same_day: Sequence[TherapyVisit] = (),
     history: TherapyHistory | None = None,
+    tables: RuleTables | None = None,
 ) -> VisitAnalysis:
     """All rules for one visit (I-2 .. I-5).
 
     ``same_day``: the patient's other visits on the same date (other disciplines), for the
     co-treatment pair and the cross-discipline PTP note (R-D1). ``history``: the patient's
     treatment days and progress reports (R-E6); ``None``: the progress-report interval is not
-    checked.
+    checked. ``tables``: the loaded CMS data (default: the process's,
+    :func:`~plugin.rules.cms_data.active_tables`); ``ptp``, when given, replaces its PTP table.
     """
-    table = ptp if ptp is not None else default_ptp_table()
     catalog = codes if codes is not None else default_code_catalog()
     views = [
         visit_view(visit, catalog),
         *(visit_view(o, catalog) for o in same_day if o is not visit),
     ]
     return _analyze_day(
-        views, payer_rule=payer_rule, pair_rule=pair_rule, ptp=table, history=history
+        views,
+        payer_rule=payer_rule,
+        pair_rule=pair_rule,
+        ptp=ptp,
+        tables=tables if tables is not None else active_tables(),
+        history=history,
     )[0]
 
 
@@ -204,6 +217,9 @@ class _Prepared:
     assessment: UnitAssessment
     pair: PairResult
     providers: frozenset[str]
+    ptp: PtpTable  # the PTP table of the visit's date of service
+    mue: MueTable | None  # the MUE table of that date, when one is loaded
+    used: tuple[TableFile, ...]  # the loaded tables the visit used (issue 15)
 
 
 def billing_providers(visit: TherapyVisit) -> frozenset[str]:
@@ -219,26 +235,45 @@ def _same_provider(a: _Prepared, b: _Prepared) -> bool:
     return not a.providers or not b.providers or not a.providers.isdisjoint(b.providers)
 
 
+def _prepare(
+    view: VisitView,
+    *,
+    payer_rule: PayerRule,
+    pair_rule: PairRule,
+    ptp: PtpTable | None,
+    tables: RuleTables,
+) -> _Prepared:
+    """A visit's tables (by its date of service), units and own 97140/97530 pair status."""
+    on = view.visit.service_date
+    loaded = tables.ptp_for(on)
+    mue = tables.mue_for(on)
+    used = (() if ptp is not None else (loaded.file,)) + (() if mue is None else (mue.file,))
+    table = ptp if ptp is not None else loaded.table
+    edit = pair_edit(table, on)
+    assessment = assess_units(
+        view,
+        payer_rule=payer_rule,
+        pair=(edit.column1, edit.column2) if edit else None,
+    )
+    pair = evaluate_pair(view, assessment=assessment, edit=edit, pair_rule=pair_rule)
+    return _Prepared(view, edit, assessment, pair, billing_providers(view.visit), table, mue, used)
+
+
 def _analyze_day(
     views: Sequence[VisitView],
     *,
     payer_rule: PayerRule,
     pair_rule: PairRule,
-    ptp: PtpTable,
+    ptp: PtpTable | None,
+    tables: RuleTables,
     history: TherapyHistory | None = None,
 ) -> list[VisitAnalysis]:
     """The visits of one patient and date (one per discipline), in the order given: each
     visit's own rules, and the 97140/97530 pair across two of them (co-treatment, R-D1)."""
-    prepared = []
-    for view in views:
-        edit = pair_edit(ptp, view.visit.service_date)
-        assessment = assess_units(
-            view,
-            payer_rule=payer_rule,
-            pair=(edit.column1, edit.column2) if edit else None,
-        )
-        pair = evaluate_pair(view, assessment=assessment, edit=edit, pair_rule=pair_rule)
-        prepared.append(_Prepared(view, edit, assessment, pair, billing_providers(view.visit)))
+    prepared = [
+        _prepare(v, payer_rule=payer_rule, pair_rule=pair_rule, ptp=ptp, tables=tables)
+        for v in views
+    ]
     peers = {id(p): [o for o in prepared if o is not p and _same_provider(p, o)] for p in prepared}
     if len(prepared) > 1:
         judged: dict[int, list[PairResult]] = {}
@@ -268,7 +303,6 @@ def _analyze_day(
             [o.view for o in peers[id(p)]],
             payer_rule=payer_rule,
             pair_rule=pair_rule,
-            ptp=ptp,
             history=history,
         )
         for p in prepared
@@ -281,12 +315,12 @@ def _finish(
     *,
     payer_rule: PayerRule,
     pair_rule: PairRule,
-    ptp: PtpTable,
     history: TherapyHistory | None = None,
 ) -> VisitAnalysis:
     """The findings and outcome of a visit (``same_day``: its day's other visits at the same
     billing provider)."""
     view, assessment, pair = prepared.view, prepared.assessment, prepared.pair
+    ptp, mue = prepared.ptp, prepared.mue
     visit = view.visit
     lines, present = view.lines, view.billable_codes
     review = review_plan_of_care(view)
@@ -307,6 +341,7 @@ def _finish(
         ),
         *review.findings,
         *((progress,) if progress is not None else ()),
+        *(() if mue is None else mue_findings(visit, [o.visit for o in same_day], mue)),
         *(() if visit.charge_lines_read else (charges_not_available_finding(view, pair),)),
     )
     return _new_visit_analysis(
@@ -325,6 +360,7 @@ def _finish(
         findings=sort_findings(findings),
         unverified_plan_refs=review.unverified_plan_refs,
         billed_units=billed_units_of(view),
+        tables=prepared.used,
     )
 
 
@@ -415,17 +451,21 @@ def analyze(
     codes: CodeCatalog | None = None,
     history: TherapyHistory | None = None,
     visit_history: bool = True,
+    tables: RuleTables | None = None,
 ) -> Analysis:
     """Analyse every visit of ``grouping`` (I-2 .. I-5); set-asides become top-level findings.
 
     ``payer_rule``: ``cms`` (8-minute rule, pooled; R-B) or ``ama`` (per code; R-C2).
     ``pair_rule``: ``cms`` (distinct, non-overlapping blocks) or ``strict`` (each pair code
-    needs 15 minutes of its own time). ``ptp`` defaults to the shipped fallback table, ``codes``
-    to ``fhir_mappings.codes``. ``history``: the patient's treatment days and progress reports
-    (R-E6; ``None``: not checked), ``visit_history``: whether the input held that history at all
-    (recorded on the result, for the "not checked" note).
+    needs 15 minutes of its own time). ``tables``: the NCCI PTP and MUE tables applied by date
+    of service (default: the process's, :func:`~plugin.rules.cms_data.active_tables`, the
+    built-in PTP excerpt unless CMS files were loaded); ``ptp``, when given, replaces the PTP
+    table for every date (tests); ``codes`` defaults to ``fhir_mappings.codes``. ``history``:
+    the patient's treatment days and progress reports (R-E6; ``None``: not checked),
+    ``visit_history``: whether the input held that history at all (recorded on the result,
+    for the "not checked" note).
     """
-    table = ptp if ptp is not None else default_ptp_table()
+    loaded = tables if tables is not None else active_tables()
     catalog = codes if codes is not None else default_code_catalog()
     by_day: dict[tuple[str, date], list[VisitView]] = {}
     for v in grouping.visits:
@@ -435,7 +475,12 @@ def analyze(
             analysed
             for day in by_day.values()
             for analysed in _analyze_day(
-                day, payer_rule=payer_rule, pair_rule=pair_rule, ptp=table, history=history
+                day,
+                payer_rule=payer_rule,
+                pair_rule=pair_rule,
+                ptp=ptp,
+                tables=loaded,
+                history=history,
             )
         ),
         key=lambda v: (v.patient, v.date, v.discipline.value),
@@ -454,9 +499,16 @@ def analyze(
         ),
         payer_rule=payer_rule,
         pair_rule=pair_rule,
-        ptp_version=table.version,
+        ptp_version=ptp.version if ptp is not None else loaded.ptp[-1].table.version,
         visit_history=visit_history,
+        tables=tables_used(visits),
     )
+
+
+def tables_used(visits: Sequence[VisitAnalysis]) -> tuple[TableFile, ...]:
+    """The tables the visits used, each once: PTP first, then MUE, each kind by first date."""
+    found = {t: None for v in visits for t in v.tables}
+    return tuple(sorted(found, key=lambda t: (t.kind != "ptp", t.starts or date.min, t.name)))
 
 
 def finding_to_json(finding: Finding) -> dict[str, Any]:
@@ -488,7 +540,8 @@ def visit_to_json(visit: VisitAnalysis) -> dict[str, Any]:
 
 
 def analysis_to_json(analysis: Analysis) -> dict[str, Any]:
-    """The exact ``check --format json`` document of the product contract."""
+    """The exact ``check --format json`` document of the product contract (``check`` adds the
+    ``tables`` member, issue 15: see :attr:`Analysis.tables`)."""
     return {
         "visits": [visit_to_json(v) for v in analysis.visits],
         "findings": [finding_to_json(f) for f in analysis.findings],

@@ -99,6 +99,10 @@ class PtpTable:
             self, "_partners", MappingProxyType({c: frozenset(p) for c, p in partners.items()})
         )
 
+    def __reduce__(self) -> tuple[type[PtpTable], tuple[tuple[PtpEdit, ...], str, str]]:
+        """Pickled as its edits (the indexes are rebuilt): audit workers receive the table."""
+        return (PtpTable, (self.edits, self.version, self.origin))
+
     def lookup(self, code_a: str, code_b: str, on: date) -> PtpEdit | None:
         """The edit between two codes in effect on ``on`` (latest effective first), if any."""
         for e in self._index.get(frozenset({code_a, code_b}), ()):

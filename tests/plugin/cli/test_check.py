@@ -47,7 +47,7 @@ def test_every_fixture_is_analysed_or_refused_in_one_line(path: Path, output: st
     if result.exit_code == 0:
         if output == "json":
             body = json.loads(result.stdout)
-            assert set(body) == {"visits", "findings"}
+            assert set(body) == {"visits", "findings", "tables"}  # tables: issue 15
     else:
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         errors = [line for line in lines if not _is_input_problem(line)]

@@ -49,6 +49,7 @@ I6_IDS = [
 # The product's own ids, after I-6 (issue 14: a visit without any charge line; issue 15: the
 # progress-report interval, rule book R-E6).
 PRODUCT_IDS = ["I-CHARGES-NOT-AVAILABLE", "W-PROGRESS-REPORT-DUE"]
+PRODUCT_IDS += ["E-MUE-EXCEEDED"]  # issue 15: CMS data loaded by the user
 
 
 def test_catalogue_is_exactly_i6_then_the_product_ids() -> None:
