@@ -512,13 +512,11 @@ def evaluate_cotreatment(
     there = "/".join(sorted({p.view.visit.discipline.value for p in holders}))
     disciplines = (there, here)
     provider = (
-        "same billing provider (Encounter.serviceProvider)"
+        "same billing provider"
         if all(p.provider_known for p in holders)
-        else "same billing provider assumed (no Encounter.serviceProvider on both)"
+        else "same billing provider assumed: an Encounter names no serviceProvider"
     )
-    context = (
-        f"Co-treatment: {col1} on the {there} visit, {col2} on this {here} visit; {provider}. "
-    )
+    context = f"Co-treatment ({there} {col1}, {here} {col2} on this visit; {provider}). "
 
     def result(
         status: PairStatus,

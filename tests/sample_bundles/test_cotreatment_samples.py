@@ -62,7 +62,7 @@ def test_check_shows_the_pair_on_both_visits(sample: str) -> None:
     assert [f["rule"] for f in visits["OT"]["findings"]] == ot_rules
     assert visits["PT"]["findings"] == []
     for finding in visits["OT"]["findings"]:
-        assert finding["message"].startswith("Co-treatment: 97140 on the PT visit, 97530 on")
+        assert finding["message"].startswith("Co-treatment (PT 97140, OT 97530 on this visit")
         assert set(finding["codes"]) == {"97140", "97530"}
     table = CliRunner().invoke(cli_app, ["check", str(BUNDLES / sample)])
     assert table.stdout.count(f"pair: {status} (co-treatment: PT 97140, OT 97530)") == 2

@@ -140,7 +140,7 @@ def test_no_modifier_is_an_error_on_the_column_2_visit_with_xp_suggested() -> No
     assert result["OT"].pair.status is PairStatus.NOT_SUPPORTED
     assert result["PT"].pair.status is PairStatus.NOT_SUPPORTED, "the status shows on both"
     (finding,) = [f for f in result["OT"].findings if f.rule is RuleId.E_PAIR_NO_MODIFIER]
-    assert finding.message.startswith("Co-treatment: 97140 on the PT visit, 97530 on this OT")
+    assert finding.message.startswith("Co-treatment (PT 97140, OT 97530 on this visit")
     assert "same billing provider assumed" in finding.message, "no serviceProvider: says so"
     assert finding.facts.co_treatment == ("PT", "OT")
     assert set(finding.resources) == {"Procedure/pt", "Procedure/ot"}
@@ -243,7 +243,7 @@ def test_same_billing_provider_recorded_is_named() -> None:
     pt = with_provider(pt_visit(), "Encounter/pt", "Organization/a")
     ot = with_provider(ot_visit(), "Encounter/ot", "Organization/a")
     (finding,) = [f for f in both(pt, ot)["OT"].findings if f.rule is RuleId.E_PAIR_NO_MODIFIER]
-    assert "same billing provider (Encounter.serviceProvider)" in finding.message
+    assert "same billing provider)" in finding.message
     assert "assumed" not in finding.message
 
 
