@@ -549,6 +549,8 @@ def _stamp(specs: Iterable[str]) -> tuple[tuple[str, int, int], ...]:
 def tables_from(ptp_files: Sequence[str], mue_files: Sequence[str]) -> RuleTables:
     """:func:`load_tables`, read once per process for the same unchanged files (the service's
     start-up check and its app factory, audit workers)."""
+    if not ptp_files and not mue_files:
+        return builtin_tables()  # one object for "no CMS file", whoever asks
     return _cached(tuple(ptp_files), tuple(mue_files), _stamp([*ptp_files, *mue_files]))
 
 
