@@ -287,7 +287,21 @@ def _modifier_findings(
             )
         )
     elif not mods2:
-        moved = sorted(mods1)[0]
+        # move a modifier the record bears out on column 2 (59, XU, or an X modifier whose
+        # condition holds); when none does, column 2 gets 59, which needs only distinct blocks
+        fitting = [
+            m
+            for m in sorted(mods1)
+            if m not in _MISMATCH_RULE or _x_condition_holds(m, first, second)
+        ]
+        moved = fitting[0] if fitting else sorted(mods1)[0]
+        added = moved if fitting else "59"
+        advice = (
+            f"Move it to the {col2} line."
+            if fitting
+            else f"The record does not show what {moved} claims: take it off {col1} and put 59"
+            f" (or XU) on the {col2} line."
+        )
         found.append(
             make_finding(
                 RuleId.W_MODIFIER_ON_COL1,
@@ -295,12 +309,11 @@ def _modifier_findings(
                 resources=resources,
                 message=(
                     f"Modifier {moved} is on {col1} (column 1) but not on {col2} (column 2);"
-                    f" the edit is bypassed only by a modifier on {col2}. Move it to the {col2}"
-                    f" line.{caveat}"
+                    f" the edit is bypassed only by a modifier on {col2}. {advice}{caveat}"
                 ),
                 facts=facts,
                 fixes=(
-                    new_fix(line_code=col2, charge_refs=refs2, add_modifier=moved),
+                    new_fix(line_code=col2, charge_refs=refs2, add_modifier=added),
                     new_fix(line_code=col1, charge_refs=refs1, remove_modifier=moved),
                 ),
             )
