@@ -106,8 +106,13 @@ async def test_discovery_lists_both_services_with_contract_prefetch_keys(
     services = {s["id"]: s for s in response.json()["services"]}
     assert services[ORDER_SIGN_SERVICE]["hook"] == "order-sign"
     assert services[DISCHARGE_SERVICE]["hook"] == "encounter-discharge"
+    assert services[DISCHARGE_SERVICE]["prefetch"]["claims"] == (
+        "Claim?patient={{context.patientId}}&encounter={{context.encounterId}}"
+    )
+    assert "claims" not in services[ORDER_SIGN_SERVICE]["prefetch"]
     for service in services.values():
-        assert set(service["prefetch"]) == {"patient", "encounter", "procedures", "carePlans"}
+        # the contract's four keep their names; further keys may be added
+        assert set(service["prefetch"]) >= {"patient", "encounter", "procedures", "carePlans"}
         assert service["title"]
         assert service["description"]
 

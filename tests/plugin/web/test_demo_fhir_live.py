@@ -29,7 +29,7 @@ from plugin.app import cds_config, create_app
 from plugin.cli.check import expand_paths
 from plugin.demo_fhir import create_demo_app, load_store
 from plugin.hook_request import build_hook_request
-from plugin.services import DISCHARGE_SERVICE, ORDER_SIGN_SERVICE
+from plugin.services import DISCHARGE_SERVICE, EXTENSION_KEY, ORDER_SIGN_SERVICE
 from plugin.web.install import install_web
 from plugin.web.settings import WebSettings
 
@@ -79,6 +79,8 @@ async def test_cds_service_without_prefetch_reads_the_visit_from_demo_fhir(
     request = build_hook_request(data, hook)  # type: ignore[arg-type]
     del request["prefetch"]  # type: ignore[misc]
     request["fhirServer"] = demo  # type: ignore[typeddict-unknown-key]
+    # every finding on a card (policy `all`), so the answer can be compared with `check`
+    request["extension"] = {EXTENSION_KEY: {"cardPolicy": "all"}}  # type: ignore[typeddict-unknown-key]
     service = ORDER_SIGN_SERVICE if hook == "order-sign" else DISCHARGE_SERVICE
     transport = httpx.ASGITransport(app=create_app(settings))
     async with httpx.AsyncClient(transport=transport, base_url="http://cds.test") as client:
@@ -87,17 +89,8 @@ async def test_cds_service_without_prefetch_reads_the_visit_from_demo_fhir(
     cards = response.json()["cards"]
     assert cards
     assert not any("Count covers this encounter only" in c.get("detail", "") for c in cards)
-    if sample == "discharge-claim-lines.json":
-        # The services' fallback reads what their prefetch templates name (Patient, Encounter,
-        # Procedures, CarePlans) and the day's Procedures: no Claim search, so the charge lines
-        # are not available and the answer says so rather than guess (I-CHARGES-NOT-AVAILABLE).
-        without_claim = copy.deepcopy(data)
-        without_claim["entry"] = [
-            e for e in data["entry"] if e["resource"]["resourceType"] != "Claim"
-        ]
-        assert from_cards(cards) == check(without_claim)
-        assert from_cards(cards) != check(data)
-        return
+    # the encounter's Claims come through the fallback too (optional `claims` key): the charge
+    # lines a Claim carries are read as `check` reads them from the bundle
     assert from_cards(cards) == check(data)
 
 
