@@ -318,8 +318,14 @@ def _modifier_findings(
                 ),
             )
         )
+    # column 2's modifiers the record bears out (59, XU, an X modifier whose condition holds):
+    # with one of them left, a mismatched X modifier is removed and nothing is added (59 beside
+    # an X modifier would be W-59-WITH-X)
+    borne_out = {
+        m for m in mods2 if m not in _MISMATCH_RULE or _x_condition_holds(m, first, second)
+    }
     for modifier in sorted(mods2 & set(_MISMATCH_RULE)):
-        if _x_condition_holds(modifier, first, second):
+        if modifier in borne_out:
             continue
         found.append(
             make_finding(
@@ -336,7 +342,7 @@ def _modifier_findings(
                         line_code=col2,
                         charge_refs=refs2,
                         remove_modifier=modifier,
-                        add_modifier=None if "59" in mods2 else "59",
+                        add_modifier=None if borne_out else "59",
                     ),
                 ),
             )
