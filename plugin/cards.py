@@ -37,6 +37,7 @@ from fhir_mappings.model import (
 )
 from plugin.markdown import quote_markdown
 from plugin.rules import Analysis, Finding, Fix, PairResult, VisitAnalysis
+from plugin.rules.billing import NCCI_MODIFIERS
 from plugin.rules.catalogue import CATALOGUE, SEVERITY_RANK, RuleId, Severity
 from plugin.settings import CardPolicy
 
@@ -184,10 +185,11 @@ def _exceed_summary(finding: Finding, visit: VisitAnalysis | None, on: str) -> s
 
 
 def _group_summary(group: Sequence[Finding], visit: VisitAnalysis | None) -> str:
-    """The summary of a card's primary finding, and the cause when another finding of the
-    group changed the minutes (missing times, group delivery, overlap), space permitting."""
+    """The summary of a card's primary finding, and its cause when another finding of the
+    group changed the minutes it is about (missing times, group delivery, overlap: a cause of
+    lower severity), space permitting."""
     text = _summary(group[0], visit)
-    causes = [f for f in group[1:] if f.rule in _TIME_CAUSES and f.rule is not group[0].rule]
+    causes = [f for f in group[1:] if _caused(f, group[0])]
     if causes:
         with_cause = f"{text} ({_TITLES[causes[0].rule]})"
         if len(with_cause) <= SUMMARY_LIMIT:
@@ -706,6 +708,25 @@ def apply_fixes(
     return updated
 
 
+def new_charge(template: JsonObject, fix: Fix, version: FhirVersion | None) -> JsonObject:
+    """A new draft charge for ``fix.line_code`` (``fix.new_line``), modelled on the draft
+    ``template``: the same patient, encounter, date and discipline modifier, its own id, no
+    NCCI modifier (those were for the template's code) and ``fix.set_units`` units."""
+    created = _json_copy(template)
+    for member in ("identifier", "meta", "text"):
+        created.pop(member, None)
+    template_id = template.get("id") if isinstance(template.get("id"), str) else "charge"
+    created["id"] = f"{template_id}-{fix.line_code}"[:64]
+    created["status"] = "draft"
+    for modifier in sorted(NCCI_MODIFIERS):
+        _remove_modifier(created, modifier)
+    return apply_fixes(
+        created,
+        (Fix(line_code=fix.line_code, replace_code=fix.line_code, set_units=fix.set_units),),
+        version,
+    )
+
+
 def _probe(version: FhirVersion | None) -> JsonObject:
     coding = {"system": CPT_SYSTEM, "code": "97530", "display": "warm-up"}
     probe: JsonObject = {
@@ -738,6 +759,8 @@ _FIX_KINDS: tuple[Fix, ...] = (
     Fix(line_code="97530", remove_modifier="59"),
     Fix(line_code="97530", replace_code="97150", set_units=1),
 )
+#: A new charge modelled on a draft (:func:`new_charge`).
+_NEW_LINE = Fix(line_code="97150", set_units=1, new_line=True)
 
 
 def warm_up() -> None:
@@ -753,6 +776,9 @@ def warm_up() -> None:
             updated = apply_fixes(probe, (fix,), version)
             if not (_valid_fhir(updated, version) and sound_update(updated, version)):
                 raise RuntimeError(f"a suggestion of kind {fix} would not be valid FHIR")
+        created = new_charge(probe, _NEW_LINE, version)
+        if not (_valid_fhir(created, version) and sound_update(created, version)):
+            raise RuntimeError("a new charge would not be valid FHIR")
 
 
 def _valid_fhir(resource: JsonObject, version: FhirVersion | None) -> bool:
@@ -826,6 +852,9 @@ def _describe(fix: Fix) -> str:
     """What a fix does, in words (suggestion labels, action descriptions); the codes came from
     the request, so they are quoted like any data (EHRs may render these as Markdown too)."""
     line = quote_markdown(fix.line_code)
+    if fix.new_line:
+        units = fix.set_units if fix.set_units is not None else 1
+        return f"add a {line} charge of {units} unit{'s' if units != 1 else ''}"
     changes = []
     if fix.replace_code is not None:
         changes.append(f"bill {quote_markdown(fix.replace_code)} instead of {line}")
@@ -865,14 +894,31 @@ def _suggestion(
     so two cards never propose conflicting edits of one charge.
     """
     by_ref: dict[str, list[Fix]] = {}
+    new_lines: list[tuple[str, Fix]] = []
     for fix in finding.fixes:
+        if fix.new_line:  # modelled on the first draft of its charges, which it leaves alone
+            template = next((r for r in fix.charge_refs if r in drafts.resources), None)
+            if template is not None:
+                new_lines.append((template, fix))
+            continue
         for ref in fix.charge_refs:
             if ref in drafts.resources and ref not in claimed:
                 by_ref.setdefault(ref, []).append(fix)
-    if not by_ref:
+    if not by_ref and not new_lines:
         return None
     actions = []
     labels = []
+    for template, fix in new_lines:
+        created = new_charge(drafts.resources[template], fix, drafts.version)
+        taken = created["id"] in {ref.rpartition("/")[2] for ref in drafts.resources}
+        if taken or not sound_update(created, drafts.version):
+            logger.info("suggestion skipped: no new charge can be modelled on %s", template)
+            return None
+        description = _describe(fix)
+        actions.append(
+            Action.model_construct(type="create", description=description, resource=created)
+        )
+        labels.append(description)
     for ref in sorted(by_ref):
         fixes = by_ref[ref]
         if _drops_line(fixes):
@@ -989,7 +1035,10 @@ def _problem_key(f: Finding) -> tuple[int, int]:
 
 
 def _touches(fix: Fix) -> frozenset[str]:
-    """What of a charge a fix changes: its units, its code, a modifier."""
+    """What of a charge a fix changes: its units, its code, a modifier; or the new line it
+    adds."""
+    if fix.new_line:
+        return frozenset({f"new {fix.line_code} line"})
     touched = set()
     if fix.replace_code is not None:
         touched |= {"code", "units"}
@@ -1001,10 +1050,33 @@ def _touches(fix: Fix) -> frozenset[str]:
     return frozenset(touched)
 
 
+def _edited(fix: Fix) -> set[tuple[str, str]]:
+    """(charge, what) a fix changes; a line of a new code (added, or replacing a line's code)
+    is one whatever charge it comes from: the visit bills that code once."""
+    if fix.new_line:
+        return {("", what) for what in _touches(fix)}
+    edits = {(ref, what) for ref in fix.charge_refs for what in _touches(fix)}
+    if fix.replace_code is not None:
+        edits.add(("", f"new {fix.replace_code} line"))
+    return edits
+
+
 def _edits(finding: Finding) -> set[tuple[str, str]]:
-    return {
-        (ref, what) for fix in finding.fixes for ref in fix.charge_refs for what in _touches(fix)
-    }
+    return {edit for fix in finding.fixes for edit in _edited(fix)}
+
+
+def _shares(a: Finding, b: Finding) -> bool:
+    return not set(a.resources).isdisjoint(b.resources)
+
+
+def _caused(cause: Finding, effect: Finding) -> bool:
+    """Whether ``cause`` changed the minutes ``effect`` is about: an overlap, missing times or
+    group delivery, and a units finding on a service or code they share."""
+    return (
+        cause.rule in _TIME_CAUSES
+        and effect.rule in _UNITS_FINDINGS
+        and (_shares(cause, effect) or not set(cause.codes).isdisjoint(effect.codes))
+    )
 
 
 def _same_cause(a: Finding, b: Finding) -> bool:
@@ -1014,26 +1086,50 @@ def _same_cause(a: Finding, b: Finding) -> bool:
       a code replacement and a units change of that line): one suggestion must carry both;
     - both are about the same overlapping time blocks (a shared resource);
     - both say the visit could not be checked (times or charges missing): told once;
+    - both are about group delivery: the session is billed as one 97150;
     - one changes the minutes (overlap, missing times, group delivery) and the other is about
-      the units those minutes support, on a service or code they share.
+      the units those minutes support, on a service or code they share (:func:`_caused`).
     """
     if _edits(a) & _edits(b):
         return True
     if a.rule in NOT_CHECKED and b.rule in NOT_CHECKED:
         return True
-    shares = not set(a.resources).isdisjoint(b.resources)
-    if a.rule in _OVERLAP and b.rule in _OVERLAP and shares:
+    if a.rule in _OVERLAP and b.rule in _OVERLAP and _shares(a, b):
         return True
-    return any(
-        cause.rule in _TIME_CAUSES
-        and effect.rule in _UNITS_FINDINGS
-        and (shares or not set(cause.codes).isdisjoint(effect.codes))
-        for cause, effect in ((a, b), (b, a))
-    )
+    if a.rule is RuleId.E_GROUP_NOT_ONE_ON_ONE and b.rule is RuleId.E_GROUP_NOT_ONE_ON_ONE:
+        return True  # one group session, billed as one 97150 whatever codes it documents
+    return _caused(a, b) or _caused(b, a)
+
+
+#: Advice not to bill a code ("do not bill it", "nothing billable").
+_DO_NOT_BILL = frozenset({RuleId.W_CODE_ZERO_UNITS, RuleId.W_MIN_UNDER_8})
 
 
 def _is_problem(f: Finding) -> bool:
+    """Something to act on: an error or a warning, or what says the visit was not checked.
+    Advice not to bill codes that the visit's charge lines show are not billed
+    (``units_billed`` 0) has nothing to act on: it rides with the card it concerns, or in the
+    summary, like an informational finding."""
+    if f.rule in _DO_NOT_BILL and f.facts.units_billed == 0:
+        return False
     return f.severity is not Severity.INFO or f.rule in NOT_CHECKED
+
+
+def _ordered(group: Sequence[Finding]) -> tuple[Finding, ...]:
+    """A group primary first: the most severe; among equally severe findings, one that
+    changed the minutes another of the group is about (:func:`_caused`) before it, since the
+    cause is what the card's suggestion and the therapist's correction address; then the
+    catalogue's order."""
+    return tuple(
+        sorted(
+            group,
+            key=lambda f: (
+                SEVERITY_RANK[f.severity],
+                not any(_caused(f, g) for g in group if g.severity is f.severity),
+                _CATALOGUE_ORDER[f.rule],
+            ),
+        )
+    )
 
 
 def problem_groups(findings: Sequence[Finding]) -> list[tuple[Finding, ...]]:
@@ -1057,24 +1153,39 @@ def problem_groups(findings: Sequence[Finding]) -> list[tuple[Finding, ...]]:
     groups: dict[int, list[Finding]] = {}
     for i, f in enumerate(problems):
         groups.setdefault(root(i), []).append(f)
-    return sorted((tuple(g) for g in groups.values()), key=lambda g: _problem_key(g[0]))
+    return sorted((_ordered(g) for g in groups.values()), key=lambda g: _problem_key(g[0]))
 
 
 def _merged_fixes(group: Sequence[Finding]) -> tuple[Fix, ...]:
     """Every fix of the group, one charge each; where two change the same thing of a charge
-    the first wins, code replacements before anything else (a replaced line is not re-sized)."""
+    the first wins, code replacements before anything else (a replaced line is not re-sized,
+    and a line billed under a new code is not added again)."""
     ordered = sorted(
         (fix for f in group for fix in f.fixes), key=lambda fix: fix.replace_code is None
     )
     taken: set[tuple[str, str]] = set()
     merged: list[Fix] = []
     for fix in ordered:
+        if fix.new_line:
+            if not _edited(fix) & taken:
+                taken |= _edited(fix)
+                merged.append(fix)
+            continue
         for ref in fix.charge_refs:
-            touched = {(ref, what) for what in _touches(fix)}
-            if touched & taken:
+            one = replace(fix, charge_refs=(ref,))
+            # a modifier change another fix already makes is made once; the rest of it stays
+            if fix.add_modifier is not None and (ref, f"modifier {fix.add_modifier}") in taken:
+                one = replace(one, add_modifier=None)
+            if fix.remove_modifier is not None and (
+                (ref, f"modifier {fix.remove_modifier}") in taken
+            ):
+                one = replace(one, remove_modifier=None)
+            touched = {(ref, what) for what in _touches(one)}
+            if not touched or touched & taken:
                 continue
             taken |= touched
-            merged.append(replace(fix, charge_refs=(ref,)))
+            merged.append(one)
+        taken |= {edit for edit in _edited(fix) if not edit[0]}  # the new code's line
     return tuple(merged)
 
 
@@ -1178,8 +1289,7 @@ def summary_card(
         lines.append(
             "Problems: " + "; ".join(" + ".join(f"**{f.rule.value}**" for f in g) for g in groups)
         )
-    grouped = {id(f) for g in groups for f in g}
-    infos = [f for f in visit.findings if f.severity is Severity.INFO and id(f) not in grouped]
+    infos = [f for f in visit.findings if not _is_problem(f)]
     if infos:
         lines.append("\n".join(f"- **{f.rule.value}**: {quote_markdown(f.message)}" for f in infos))
     lines.extend(options.notes)

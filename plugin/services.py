@@ -24,6 +24,7 @@ Two duties on top of it (issue 14):
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -41,7 +42,7 @@ from cds_hooks import (
     ServiceRegistry,
 )
 from cds_hooks.errors import PrefetchUnavailable
-from cds_hooks.prefetch import Prefetch
+from cds_hooks.prefetch import Prefetch, PrefetchState
 from cds_hooks.service import FhirAccess
 from fhir_mappings import CODE_LIST, map_cds_hooks
 from fhir_mappings.codes import PROGRESS_NOTE_TYPES
@@ -73,6 +74,17 @@ PREFETCH: Mapping[str, str] = {
 }
 #: The prefetch keys of the visit history (R-E6): both must be had, or it is not checked.
 HISTORY_KEYS = ("therapyHistory", "progressReports")
+
+#: encounter-discharge also reads the encounter's Claims (their items are the billed lines,
+#: R-H7): optional, a failed or unsupported search leaves the visit's charges "not available"
+#: (I-CHARGES-NOT-AVAILABLE) and the log line says why. One key, Claim only: at discharge the
+#: claim is what exists, its ExplanationOfBenefit comes from the payer weeks later; an EHR that
+#: has EOBs may prefetch them in this key's Bundle too, and the mapper reads them the same way.
+CLAIMS_KEY = "claims"
+DISCHARGE_PREFETCH: Mapping[str, str] = {
+    **PREFETCH,
+    CLAIMS_KEY: "Claim?patient={{context.patientId}}&encounter={{context.encounterId}}",
+}
 
 _USAGE = (
     "Needs the visit's Procedures with performedPeriod (R4/R4B) or occurrencePeriod (R5), coded "
@@ -353,6 +365,13 @@ def build_registry(
         with_history = history_available(prefetch)
         if with_history:
             resolved.update({key: prefetch.get(key) for key in HISTORY_KEYS})
+        if CLAIMS_KEY in invocation.service.prefetch:  # optional: never a 412
+            resolved[CLAIMS_KEY] = prefetch.get(CLAIMS_KEY)
+            entry = prefetch.entry(CLAIMS_KEY)
+            if entry.state is PrefetchState.MISSING or not entry.complete:
+                # why, in one token (a reason never holds a request value)
+                why = re.sub(r"[^A-Za-z0-9]+", "-", entry.reason or "not prefetched").strip("-")
+                invocation.log.update(claims_not_read=why)
         patient = invocation.context.get("patientId")
         patient_id = patient if isinstance(patient, str) else None
         record, same_day = await pooled_record(
@@ -455,7 +474,7 @@ def build_registry(
             "When a therapy encounter is closed, checks its documented times and billed lines: "
             "units, the 97140/97530 pair, overlaps, group delivery, and the plan-of-care link."
         ),
-        prefetch=PREFETCH,
+        prefetch=DISCHARGE_PREFETCH,
         usage_requirements=_USAGE,
         required_context=("patientId",),
     )
@@ -466,6 +485,8 @@ def build_registry(
 
 
 __all__ = [
+    "CLAIMS_KEY",
+    "DISCHARGE_PREFETCH",
     "DISCHARGE_SERVICE",
     "EXTENSION_KEY",
     "HISTORY_KEYS",

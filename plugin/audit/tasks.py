@@ -29,7 +29,7 @@ import csv
 import hashlib
 import os
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -69,7 +69,7 @@ from plugin.rules import (
 )
 from plugin.settings import MAX_PROCEDURES_PER_VISIT
 from plugin.web.timeline import build_timeline, render_svg
-from plugin.web.visits import describe_zone, recorded_offset
+from plugin.web.visits import describe_zone, recorded_offset, visit_resources
 
 # The resource types fhir_mappings maps; every other type is out of scope wherever it appears,
 # so pass 1 counts it and does not copy it. Taken from the mapper so that the two never drift.
@@ -470,13 +470,11 @@ def _timed_resources(resources: Sequence[SourcedResource]) -> dict[str, dict[str
 
 def _visit_resources(
     visit: TherapyVisit, by_key: dict[str, dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """The visit's own Procedures and Encounters: the sandbox's clock rule
-    (:func:`~plugin.web.visits.recorded_offset`, the offset the first timed Procedure was
-    recorded in) applied to each visit, so a year of visits across a daylight-saving change
-    reads each in its own clock."""
-    refs = [s.ref for s in visit.services] + [e.ref for e in visit.encounters]
-    return [by_key[r] for r in refs if r in by_key]
+) -> list[Mapping[str, Any]]:
+    """The visit's own Procedures and Encounters (:func:`~plugin.web.visits.visit_resources`):
+    the clock rule every entry point applies per visit, so a year of visits across a
+    daylight-saving change reads each in its own clock."""
+    return visit_resources(visit, by_key)
 
 
 # ------------------------------------------------------------------------------ documents

@@ -25,6 +25,10 @@ class Fix:
     ``Claim/..#item-n``); when the visit has no charge for the code they are the Procedures
     carrying the billed-units / billing-modifier extensions; empty when nothing is billed yet
     (the fix then applies to the line the user is about to create).
+
+    ``new_line``: the fix adds a charge for ``line_code`` (with ``set_units``) beside the
+    charges in ``charge_refs``, which it is modelled on (same patient, encounter, date and
+    discipline modifier), and leaves those charges as they are.
     """
 
     line_code: str
@@ -33,6 +37,7 @@ class Fix:
     add_modifier: str | None = None
     remove_modifier: str | None = None
     replace_code: str | None = None
+    new_line: bool = False
 
 
 new_fix = fast_builder(Fix)
@@ -46,7 +51,8 @@ class FindingFacts:
       total for W-MIN-UNDER-8, the overlap for W-OVERLAP / E-PAIR-SAME-TIMEBLOCK; when one
       W-OVERLAP folds several pairs, the minutes two or more one-on-one services cover);
       ``raw_minutes``: documented minutes before overlap attribution.
-    - ``units_allowed`` / ``units_billed``: for E-UNITS-EXCEED, W-CODE-ZERO-UNITS, I-COMBINE-LINES.
+    - ``units_allowed`` / ``units_billed``: for E-UNITS-EXCEED, W-CODE-ZERO-UNITS, W-MIN-UNDER-8,
+      I-COMBINE-LINES (``units_billed`` 0: the codes are not billed; ``None``: not known).
     - ``allocations``: the acceptable allocations (I-TIE).
     - ``minutes_kept_by``: the code that keeps overlapping minutes (W-OVERLAP of one pair).
     - ``column1`` / ``column2`` / ``modifier_indicator``: the NCCI edit (pair findings,

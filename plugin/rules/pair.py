@@ -336,7 +336,21 @@ def _modifier_findings(
             )
         )
     elif not mods2:
-        moved = sorted(mods1)[0]
+        # move a modifier the record bears out on column 2 (59, XU, or an X modifier whose
+        # condition holds); when none does, column 2 gets 59, which needs only distinct blocks
+        fitting = [
+            m
+            for m in sorted(mods1)
+            if m not in _MISMATCH_RULE or _x_condition_holds(m, first, second)
+        ]
+        moved = fitting[0] if fitting else sorted(mods1)[0]
+        added = moved if fitting else "59"
+        advice = (
+            f"Move it to the {col2} line."
+            if fitting
+            else f"The record does not show what {moved} claims: take it off {col1} and put 59"
+            f" (or XU) on the {col2} line."
+        )
         found.append(
             make_finding(
                 RuleId.W_MODIFIER_ON_COL1,
@@ -344,18 +358,23 @@ def _modifier_findings(
                 resources=resources,
                 message=(
                     f"{ctx}Modifier {moved} is on {col1} (column 1) but not on {col2} (column 2);"
-                    f" the edit is bypassed only by a modifier on {col2}. Move it to the {col2}"
-                    f" line.{caveat}"
+                    f" the edit is bypassed only by a modifier on {col2}. {advice}{caveat}"
                 ),
                 facts=facts,
                 fixes=(
-                    new_fix(line_code=col2, charge_refs=refs2, add_modifier=moved),
+                    new_fix(line_code=col2, charge_refs=refs2, add_modifier=added),
                     new_fix(line_code=col1, charge_refs=refs1, remove_modifier=moved),
                 ),
             )
         )
+    # column 2's modifiers the record bears out (59, XU, an X modifier whose condition holds):
+    # with one of them left, a mismatched X modifier is removed and nothing is added (59 beside
+    # an X modifier would be W-59-WITH-X)
+    borne_out = {
+        m for m in mods2 if m not in _MISMATCH_RULE or _x_condition_holds(m, first, second)
+    }
     for modifier in sorted(mods2 & set(_MISMATCH_RULE)):
-        if _x_condition_holds(modifier, first, second):
+        if modifier in borne_out:
             continue
         found.append(
             make_finding(
@@ -373,7 +392,7 @@ def _modifier_findings(
                         line_code=col2,
                         charge_refs=refs2,
                         remove_modifier=modifier,
-                        add_modifier=None if "59" in mods2 else "59",
+                        add_modifier=None if borne_out else "59",
                     ),
                 ),
             )

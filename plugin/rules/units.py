@@ -16,7 +16,7 @@ an untimed code's units do not depend on its minutes.
 
 from __future__ import annotations
 
-from collections.abc import Container, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 from typing import Literal
@@ -163,7 +163,14 @@ def assess_units(
     findings += _overlap_findings(attribution)
     findings += _combine_findings(view.counted_by_code, minutes, chosen, lines)
     findings += _threshold_findings(
-        payer_rule, raw, minutes, total, chosen, lines, view.one_on_one_codes
+        payer_rule,
+        raw,
+        minutes,
+        total,
+        chosen,
+        lines,
+        view.one_on_one_codes,
+        view.visit.charge_lines_read,
     )
     if len(allocations) > 1:
         tied = sorted({c for a in allocations for c in a if a[c] != allocations[0][c]})
@@ -210,21 +217,28 @@ def _group_findings(
     for code in sorted({s.code for s in group}):
         services = [s for s in group if s.code == code]
         line = lines.get(code)
-        if group_billed and (line is None or not line.has_billing):
-            # the session is billed as 97150 and the one-on-one code is not billed: what the
-            # finding asks for is done (its accepted suggestion must not raise it again)
+        # the code's charge also bills one-on-one services of the code: it stays (the unit
+        # rules judge its units against their minutes) and the session gets a 97150 line
+        mixed = line is not None and not set(line.service_refs) <= {s.ref for s in services}
+        if group_billed and (line is None or not line.has_billing or mixed):
+            # the session is billed as 97150 and the one-on-one code bills no group service:
+            # what the finding asks for is done (its accepted suggestion must not raise it again)
             continue
         refs = line.fix_refs if line else ()
-        if line is not None and not set(line.service_refs) <= {s.ref for s in services}:
-            # the code's charge also bills one-on-one services of the code: replacing or
-            # dropping it would un-bill those, so no charge is named (no suggestion)
-            refs = ()
-        fix = (
-            new_fix(line_code=code, charge_refs=refs, set_units=0)
-            if has_group_code
-            else new_fix(line_code=code, charge_refs=refs, replace_code=GROUP_CODE, set_units=1)
-        )
+        if mixed:
+            template = line.charge_refs if line else ()
+            fix = new_fix(line_code=GROUP_CODE, charge_refs=template, set_units=1, new_line=True)
+        elif has_group_code:
+            fix = new_fix(line_code=code, charge_refs=refs, set_units=0)
+        else:
+            fix = new_fix(line_code=code, charge_refs=refs, replace_code=GROUP_CODE, set_units=1)
         minutes = sum(s.minutes or 0 for s in services)
+        advice = (
+            f"Bill {GROUP_CODE} x 1 for the group session; the {code} line bills the one-on-one"
+            f" {code} minutes only."
+            if mixed
+            else f"Bill {GROUP_CODE} x 1 for the group session instead."
+        )
         found.append(
             make_finding(
                 RuleId.E_GROUP_NOT_ONE_ON_ONE,
@@ -232,8 +246,7 @@ def _group_findings(
                 resources=[s.ref for s in services],
                 message=(
                     f"{code} is a one-on-one code but was delivered to a group; its"
-                    f" {minutes} minutes are excluded from the timed total. Bill"
-                    f" {GROUP_CODE} x 1 for the group session instead."
+                    f" {minutes} minutes are excluded from the timed total. {advice}"
                 ),
                 facts=new_finding_facts(minutes=minutes, units_allowed=0),
                 fixes=(fix,),
@@ -329,6 +342,23 @@ def _combine_findings(
     return found
 
 
+def _billed(lines: Mapping[str, BillingLine], codes: Iterable[str], read: bool) -> int | None:
+    """The units billed for ``codes`` (0: none of them is billed); ``None`` when that is not
+    known: no charge line of the visit could be read (``read`` False), or a line bills one of
+    them without saying how many units."""
+    if not read:
+        return None
+    total = 0
+    for code in codes:
+        line = lines.get(code)
+        if line is None or not line.has_billing:
+            continue
+        if line.billed_units is None:
+            return None
+        total += line.billed_units
+    return total
+
+
 def _zero_fix(line: BillingLine | None, code: str) -> tuple[Fix, ...]:
     if line is not None and line.billed_units:
         return (new_fix(line_code=code, charge_refs=line.fix_refs, set_units=0),)
@@ -343,8 +373,10 @@ def _threshold_findings(
     chosen: Sequence[Allocation],
     lines: Mapping[str, BillingLine],
     one_on_one_codes: Container[str],
+    read: bool,
 ) -> list[Finding]:
-    """W-MIN-UNDER-8 and W-CODE-ZERO-UNITS exactly as I-3 specifies."""
+    """W-MIN-UNDER-8 and W-CODE-ZERO-UNITS exactly as I-3 specifies; ``read``: the visit's
+    charge lines could be read (their facts then say how many units the codes bill)."""
     found: list[Finding] = []
     if not minutes:
         return found
@@ -361,7 +393,12 @@ def _threshold_findings(
                             f"{code} has {m} minutes, under the 8 needed for one unit under"
                             " the per-code (AMA) rule; do not bill it."
                         ),
-                        facts=new_finding_facts(minutes=m, raw_minutes=raw[code], units_allowed=0),
+                        facts=new_finding_facts(
+                            minutes=m,
+                            raw_minutes=raw[code],
+                            units_allowed=0,
+                            units_billed=_billed(lines, (code,), read),
+                        ),
                         fixes=_zero_fix(line, code),
                     )
                 )
@@ -377,7 +414,9 @@ def _threshold_findings(
                     f"The day's timed minutes total {total}, under the 8 needed for one unit;"
                     " no timed unit can be billed."
                 ),
-                facts=new_finding_facts(minutes=total, units_allowed=0),
+                facts=new_finding_facts(
+                    minutes=total, units_allowed=0, units_billed=_billed(lines, minutes, read)
+                ),
                 fixes=fixes,
             )
         )
@@ -395,7 +434,12 @@ def _threshold_findings(
                         f" day's {total} timed minutes allow no unit for it; keep it in the"
                         " note, do not bill it."
                     ),
-                    facts=new_finding_facts(minutes=m, raw_minutes=raw[code], units_allowed=0),
+                    facts=new_finding_facts(
+                        minutes=m,
+                        raw_minutes=raw[code],
+                        units_allowed=0,
+                        units_billed=_billed(lines, (code,), read),
+                    ),
                     fixes=_zero_fix(line, code),
                 )
             )

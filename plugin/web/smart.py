@@ -53,7 +53,7 @@ from plugin.web.smart_client import (
     subject_patient,
 )
 from plugin.web.smart_session import COOKIE_NAME, SessionStore, SmartSession, code_challenge
-from plugin.web.visits import AnalysisView, analysis_view, recorded_offset
+from plugin.web.visits import AnalysisView, analysis_view
 
 logger = logging.getLogger(__name__)
 
@@ -374,7 +374,7 @@ def smart_router(app_state: SmartApp) -> APIRouter:
                     max_procedures_per_visit=cap,
                     visit_history=visit.visit_history,
                 )
-                return analysis_view(result, tz=recorded_offset(visit.resources))
+                return analysis_view(result, resources=visit.resources)
 
             # CPU work (rules, drawing) on a worker thread: the event loop stays free
             view = await run_in_threadpool(analyse)

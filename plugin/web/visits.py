@@ -13,6 +13,7 @@ from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
 
 from fhir_mappings import map_bundle
+from fhir_mappings.model import TherapyVisit
 from plugin.pipeline import CheckResult, check_record
 from plugin.rules import CATALOGUE, Finding, PairRule, PayerRule, Severity
 from plugin.settings import MAX_PROCEDURES_PER_VISIT
@@ -59,6 +60,7 @@ class VisitView:
     pair: str
     svg: str
     findings: tuple[FindingView, ...]
+    time_zone: str = "UTC"  # the clock this visit was recorded in, e.g. "UTC-05:00"
 
     def to_json(self) -> JsonObject:
         return {
@@ -73,6 +75,7 @@ class VisitView:
             "pair": self.pair,
             "svg": self.svg,
             "findings": [f.to_json() for f in self.findings],
+            "timeZone": self.time_zone,
         }
 
 
@@ -80,7 +83,7 @@ class VisitView:
 class AnalysisView:
     visits: tuple[VisitView, ...]
     findings: tuple[FindingView, ...]  # not tied to any visit
-    time_zone: str  # how the clock times are shown, e.g. "UTC-05:00"
+    time_zone: str  # the visits' clock, e.g. "UTC-05:00"; several joined by " / " when they differ
     mapping_issues: int
 
     def to_json(self) -> JsonObject:
@@ -152,14 +155,39 @@ def describe_zone(tz: tzinfo | None) -> str:
     return f"UTC{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
 
 
-def analysis_view(result: CheckResult, *, tz: tzinfo | None = None) -> AnalysisView:
-    """Timelines and findings for every visit of ``result``."""
+def visit_resources(
+    visit: TherapyVisit, by_ref: Mapping[str, Mapping[str, Any]]
+) -> list[Mapping[str, Any]]:
+    """The visit's own Procedures and Encounters among ``by_ref`` (resources by
+    ``Type/id``): what :func:`recorded_offset` reads for that visit."""
+    refs = [s.ref for s in visit.services] + [e.ref for e in visit.encounters]
+    return [by_ref[r] for r in refs if r in by_ref]
+
+
+def resources_by_ref(resources: Iterable[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    return {
+        f"{r.get('resourceType')}/{r['id']}": r for r in resources if isinstance(r.get("id"), str)
+    }
+
+
+def analysis_view(
+    result: CheckResult,
+    *,
+    tz: tzinfo | None = None,
+    resources: Iterable[Mapping[str, Any]] | None = None,
+) -> AnalysisView:
+    """Timelines and findings for every visit of ``result``. Each visit is drawn in the clock
+    it was recorded in: :func:`recorded_offset` of its own resources when ``resources`` (the
+    request's) are given, so two visits across a daylight-saving change each keep theirs, as
+    in the audit report; else in ``tz``."""
     by_key = {(v.patient, v.service_date, v.discipline): v for v in result.grouping.visits}
+    by_ref = resources_by_ref(resources) if resources is not None else None
     visits = []
     for analysed in result.analysis.visits:
         visit = by_key.get((analysed.patient, analysed.date, analysed.discipline))
         if visit is None:  # every analysed visit comes from the grouping; be safe anyway
             continue
+        own = recorded_offset(visit_resources(visit, by_ref)) if by_ref is not None else tz
         timeline = build_timeline(
             visit,
             units=analysed.units,
@@ -177,14 +205,16 @@ def analysis_view(result: CheckResult, *, tz: tzinfo | None = None) -> AnalysisV
                 units=dict(analysed.units),
                 minutes=dict(analysed.minutes),
                 pair=analysed.pair.status.value,
-                svg=render_svg(timeline, tz=tz),
+                svg=render_svg(timeline, tz=own),
                 findings=_sorted_views(analysed.findings),
+                time_zone=describe_zone(own),
             )
         )
+    zones = list(dict.fromkeys(v.time_zone for v in visits)) or [describe_zone(tz)]
     return AnalysisView(
         visits=tuple(visits),
         findings=_sorted_views(result.analysis.findings),
-        time_zone=describe_zone(tz),
+        time_zone=" / ".join(zones),
         mapping_issues=len(result.record.issues),
     )
 
@@ -216,4 +246,4 @@ def analyse_bundle(
         pair_rule=pair_rule,
         max_procedures_per_visit=max_procedures_per_visit,
     )
-    return analysis_view(result, tz=recorded_offset(bundle_resources(bundle)))
+    return analysis_view(result, resources=bundle_resources(bundle))

@@ -171,21 +171,6 @@ def _cards(client: Caller, request: Json) -> list[Json]:
     return cards
 
 
-#: Findings whose suggestion may leave them standing on generated visits (only "no new error
-#: or warning" is asked of these): they describe the documentation (minutes under 8, blocks
-#: that overlap), which a billing edit does not change, and their suggestions drop the lines
-#: billing units but not a draft already at 0 units.
-KNOWN_PARTIAL = {"W-MIN-UNDER-8", "W-CODE-ZERO-UNITS", "E-PAIR-SAME-TIMEBLOCK"}
-
-
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "open: on generated visits some suggestions still do not fix their finding alone"
-        " (E-UNITS-EXCEED deleting a line raises W-CODE-ZERO-UNITS; the KNOWN_PARTIAL kinds);"
-        " the samples hold (tests/sample_bundles/test_suggestions_fix.py)"
-    ),
-)
 @FUZZ
 @given(visits())
 def test_accepting_a_suggestion_fixes_its_finding(client: Caller, bundle: Json) -> None:
@@ -198,7 +183,7 @@ def test_accepting_a_suggestion_fixes_its_finding(client: Caller, bundle: Json) 
         topic = card["source"]["topic"]["code"]
         # a card other than the one replacing a draft's code leaves that draft alone; if it
         # is about that draft its suggestion fixes only the rest (the claimed drafts rule)
-        partial = topic in KNOWN_PARTIAL or any(
+        partial = any(
             t != topic and ref in orjson.dumps(card).decode() for ref, t in replaced.items()
         )
         for suggestion in card.get("suggestions", ()):

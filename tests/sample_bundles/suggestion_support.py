@@ -17,9 +17,15 @@ to the catalogue entry, an extension). :func:`addressed` reads them all. After t
 applied and the hook is called again,
 
 * the topic's card count drops by one (two cards may share a topic, e.g. one E-UNITS-EXCEED per
-  code; the fixed one goes),
-* every other card's key appears at most as often as before: no new error or warning,
-* every other finding the accepted card stood for is named by fewer cards than before.
+  code; the fixed one goes), unless the topic is one of :data:`RECORD_FINDINGS`,
+* no new error or warning: every other card's key appears at most as often as before, unless
+  its finding was already named by as many cards before (it stood on another card, say the
+  accepted one, and now stands under its own topic: it was told, it is not new),
+* every other finding the accepted card stood for is named by fewer cards than before, except
+  :data:`RECORD_FINDINGS`, which must be named by no more.
+
+A finding riding on a card as a note (``Note (ID): ...``: nothing to act on, e.g. advice not to
+bill a code the charges do not bill) is not one the card stands for.
 """
 
 from __future__ import annotations
@@ -41,6 +47,14 @@ CardKey = tuple[str, str]
 #: Error and warning finding ids of the catalogue.
 PROBLEM_IDS = frozenset(r.value for r in RuleId if CATALOGUE[r].severity is not Severity.INFO)
 _RULE_ID = re.compile(r"\b[EW]-[A-Z0-9]+(?:-[A-Z0-9]+)*\b")
+_NOTE = re.compile(r"Note \([EWI]-[A-Z0-9]+(?:-[A-Z0-9]+)*\)")
+#: Findings about the documented record itself: overlapping time blocks, times not recorded. A
+#: billing edit does not change the record (the therapist corrects or adds the times; until
+#: then the minutes stay counted once, or not at all), so a suggestion that fixes the billing
+#: they caused leaves them standing.
+RECORD_FINDINGS = frozenset(
+    {"W-OVERLAP", "E-PAIR-SAME-TIMEBLOCK", "W-MISSING-END", "W-MISSING-START", "W-NO-DURATION"}
+)
 
 
 def problem_cards(cards: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -59,7 +73,8 @@ def addressed(card: Mapping[str, Any]) -> set[str]:
     """The finding ids a card stands for: its topic, and any error/warning id it names outside
     its suggestions (the other findings of a card that groups one cause's findings)."""
     rest = {k: v for k, v in card.items() if k != "suggestions"}
-    named = set(_RULE_ID.findall(orjson.dumps(rest).decode())) & PROBLEM_IDS
+    text = _NOTE.sub("", orjson.dumps(rest).decode())
+    named = set(_RULE_ID.findall(text)) & PROBLEM_IDS
     return {str(card["source"]["topic"]["code"])} | named
 
 
@@ -161,13 +176,19 @@ def fix_problems(
     was, now = keys(before), keys(after)
     topic = card_key(card)
     problems = []
-    if now[topic] >= was[topic] and not partial:
+    if now[topic] >= was[topic] and not partial and topic[0] not in RECORD_FINDINGS:
         problems.append(f"{topic[0]} ({topic[1]}) is still there")
+    stood_for = addressed(card) - {topic[0]}
     for key, count in now.items():
-        if key != topic and count > was[key]:
+        if key == topic or count <= was[key]:
+            continue
+        if _naming(after, key[0]) > _naming(before, key[0]) or not _naming(before, key[0]):
             problems.append(f"new {key[1]} card {key[0]}")
-    for rule in sorted(addressed(card) - {topic[0]}):
-        if _naming(after, rule) >= _naming(before, rule):
+    for rule in sorted(stood_for):
+        left = _naming(after, rule)
+        if left > _naming(before, rule) or (
+            left == _naming(before, rule) and rule not in RECORD_FINDINGS
+        ):
             problems.append(f"{rule}, which the card also stood for, is still there")
     return problems
 

@@ -403,14 +403,19 @@ async def test_every_entry_point_gives_the_same_answer(
     # every error and warning is on a problem card, under `all` and under the default policy,
     # which shows nothing else: no card at all for a visit with nothing to act on
     raised = {r for visit in answer[0] for r in visit[5]} | set(answer[1])
+    # a warning with nothing to act on (advice not to bill a code the charges do not bill)
+    # gets its own info card under `all` and rides in a note under the default policy
+    advice = {
+        c["source"]["topic"]["code"]
+        for c in cards
+        if c["indicator"] == "info" and c["source"]["topic"]["code"][:2] in ("E-", "W-")
+    }
+    assert advice <= {"W-CODE-ZERO-UNITS", "W-MIN-UNDER-8"}
     to_act_on = {r for r in raised if r[0] in "EW" or r == "I-CHARGES-NOT-AVAILABLE"}
-    assert {r for r in shown_by_problem_cards(cards) if r[0] in "EW"} == {
-        r for r in to_act_on if r[0] in "EW"
-    }
-    assert {r for r in shown_by_problem_cards(default) if r[0] in "EW"} == {
-        r for r in to_act_on if r[0] in "EW"
-    }
-    assert bool(default) == bool(to_act_on)
+    problems = {r for r in shown_by_problem_cards(cards) if r[0] in "EW"}
+    assert problems | advice == {r for r in to_act_on if r[0] in "EW"}
+    assert {r for r in shown_by_problem_cards(default) if r[0] in "EW"} == problems
+    assert bool(default) == bool(to_act_on - (advice - problems))
     assert all(c["source"]["topic"]["code"] != "units-summary" for c in default)
     given = data if hook == "order-sign" else _without(data, _is_draft)
     encounter = build_hook_request(data, hook)["context"]["encounterId"]  # type: ignore[arg-type]

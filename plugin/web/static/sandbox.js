@@ -433,7 +433,7 @@
       var figure = el("figure", { className: "visit", "data-date": visit.date, "data-discipline": visit.discipline }, [
         el("figcaption", {}, [
           el("strong", { text: visit.discipline + " visit " + visit.date }),
-          el("span", { className: "muted", text: " · " + visit.totalTimedMinutes + " timed min · " + visit.payerRule.toUpperCase() }),
+          el("span", { className: "muted", text: " · " + visit.totalTimedMinutes + " timed min · " + visit.payerRule.toUpperCase() + " · times in " + visit.timeZone }),
           el("span", { className: "pill pill-" + pairClass, text: "pair " + visit.pair })
         ]),
         el("div", { className: "svg-box", html: visit.svg }),

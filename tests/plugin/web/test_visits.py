@@ -92,3 +92,66 @@ def test_the_pages_show_the_findings_check_finds(name: str, payer: str) -> None:
         sorted(f["rule"] for f in v["findings"]) for v in document["visits"]
     ]
     assert [dict(v.units) for v in view.visits] == [v["units"] for v in document["visits"]]
+
+
+def _visit(day: str, offset: str, encounter: str) -> list[dict[str, object]]:
+    """One PT visit of 97110 from 09:00 to 09:30 on ``day``, recorded in ``offset``."""
+    subject = {"reference": "Patient/p1"}
+    return [
+        {
+            "resourceType": "Encounter",
+            "id": encounter,
+            "status": "finished",
+            "subject": subject,
+            "period": {"start": f"{day}T09:00:00{offset}", "end": f"{day}T09:30:00{offset}"},
+        },
+        {
+            "resourceType": "Procedure",
+            "id": f"proc-{encounter}",
+            "status": "completed",
+            "subject": subject,
+            "encounter": {"reference": f"Encounter/{encounter}"},
+            "code": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": "97110"}]},
+            "performedPeriod": {
+                "start": f"{day}T09:00:00{offset}",
+                "end": f"{day}T09:30:00{offset}",
+            },
+        },
+    ]
+
+
+def test_each_visit_is_drawn_in_its_own_recorded_clock() -> None:
+    # US daylight saving began on 2025-03-09: a visit before it and one after it were both
+    # at 09:00 on the clinic's clock, recorded at -05:00 and -04:00
+    resources = [
+        {"resourceType": "Patient", "id": "p1"},
+        {
+            "resourceType": "CarePlan",
+            "id": "cp1",
+            "status": "active",
+            "intent": "plan",
+            "subject": {"reference": "Patient/p1"},
+            "category": [{"text": "Physical therapy"}],
+        },
+        *_visit("2025-03-07", "-05:00", "e1"),
+        *_visit("2025-03-11", "-04:00", "e2"),
+    ]
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"resource": r} for r in resources],
+    }
+    view = analyse_bundle(bundle, payer_rule="cms", pair_rule="cms")
+    zones = {v.date: v.time_zone for v in view.visits}
+    assert zones == {"2025-03-07": "UTC\u221205:00", "2025-03-11": "UTC\u221204:00"}
+    for visit in view.visits:  # both read 09:00, not one of them 08:00 or 10:00
+        assert "09:00" in visit.svg
+        assert "08:00" not in visit.svg
+        assert "10:00" not in visit.svg
+        assert visit.to_json()["timeZone"] == visit.time_zone
+    assert view.time_zone == "UTC\u221205:00 / UTC\u221204:00"
+    # the same rule as the audit report: recorded_offset of each visit's own resources
+    assert [
+        describe_zone(recorded_offset(_visit(d, o, "x")))
+        for d, o in (("2025-03-07", "-05:00"), ("2025-03-11", "-04:00"))
+    ] == list(zones.values())
