@@ -96,6 +96,8 @@ OVERRIDE_REASONS: Mapping[RuleId, tuple[Coding, ...]] = {
     RuleId.W_RECERT_DUE: _PLAN,
     RuleId.W_NO_REASON: (DOCUMENTED_SEPARATELY, WILL_CORRECT),
     RuleId.W_DISCIPLINE_MODIFIER_MISSING: (PAYER_EXCEPTION, WILL_CORRECT),
+    RuleId.W_ASSISTANT_MODIFIER_MISSING: (PAYER_EXCEPTION, WILL_CORRECT),
+    RuleId.W_ASSISTANT_MODIFIER_UNSUPPORTED: (DOCUMENTED_SEPARATELY, WILL_CORRECT),
 }
 
 # ------------------------------------------------------------------------------- summaries
@@ -130,6 +132,8 @@ _TITLES: Mapping[RuleId, str] = {
     RuleId.I_IGNORED_STATUS: "service not analysed",
     RuleId.I_OTHER_PTP: "another NCCI edit may apply",
     RuleId.I_CHARGES_NOT_AVAILABLE: "billed units not checked: no charge line",
+    RuleId.W_ASSISTANT_MODIFIER_MISSING: "assistant minutes without CQ/CO",
+    RuleId.W_ASSISTANT_MODIFIER_UNSUPPORTED: "CQ/CO without a recorded assistant",
 }
 
 #: A card summary is plain text under 140 characters (CDS Hooks 2.0).
@@ -253,6 +257,16 @@ def _summary(finding: Finding, visit: VisitAnalysis | None) -> str:
         text = f"{codes}{on}: no GP/GO/GN discipline modifier on the line"
     elif rule is RuleId.I_CHARGES_NOT_AVAILABLE:
         text = f"{codes}{on}: no charge line to read; billed units and modifiers not checked"
+    elif rule is RuleId.W_ASSISTANT_MODIFIER_MISSING:
+        who = "PTA" if facts.detail == "CQ" else "OTA"
+        text = (
+            f"{codes}{on}: {who} furnished {minutes} of {facts.raw_minutes or 0} min"
+            f" (over 10 %); add {quote_markdown(facts.detail or '')}"
+        )
+    elif rule is RuleId.W_ASSISTANT_MODIFIER_UNSUPPORTED:
+        modifier = quote_markdown(facts.detail or "")
+        who = "PTA" if facts.detail == "CQ" else "OTA"
+        text = f"{codes}{on}: {modifier} billed but no {who} recorded as performer; remove it"
     else:
         text = f"{codes}{on}: {_TITLES.get(rule) or CATALOGUE[rule].meaning}"
     return _fit(text)

@@ -26,6 +26,7 @@ from fhir_mappings.model import (
     VisitGrouping,
     fast_builder,
 )
+from plugin.rules.assistant import assistant_findings
 from plugin.rules.catalogue import RuleId
 from plugin.rules.code_catalog import CodeCatalog, default_code_catalog
 from plugin.rules.counts import CodeCounts
@@ -208,6 +209,7 @@ def _analyze_view(
             ptp=ptp,
         ),
         *review.findings,
+        *assistant_findings(view, assessment.units),
         *(() if visit.charge_lines_read else (charges_not_available_finding(view, pair),)),
     )
     return _new_visit_analysis(
