@@ -36,8 +36,8 @@ request member                from the bundle
 ============================  ==============================================================
 
 Entries keep their ``fullUrl`` when the bundle has one. Resources of other types (Organization,
-Practitioners no Procedure names as performer, ...) are not sent. For ``encounter-discharge`` draft ServiceRequests are not part
-of the hook's context, so they are left out altogether.
+Practitioners no Procedure names as performer, ...) are not sent. For ``encounter-discharge``
+draft ServiceRequests are not part of the hook's context, so they are left out altogether.
 
 The function is pure: no I/O, no clock (apart from the uuid), and the input is not modified.
 """

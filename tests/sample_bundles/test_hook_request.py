@@ -68,6 +68,8 @@ def test_order_sign_request_shape() -> None:
     assert _entries(prefetch["procedures"]) == [
         ("Procedure", "proc-avery-clean-1", "match"),
         ("Procedure", "proc-avery-clean-2", "match"),
+        # the performer, as ``_include=Procedure:performer`` returns it (R-G3)
+        ("Practitioner", "prac-jordan-reyes", "include"),
     ]
     assert _entries(prefetch["carePlans"]) == [("CarePlan", "cp-avery-clean", "match")]
     # Full URLs survive, so references resolve as in the bundle.
@@ -249,3 +251,13 @@ def test_request_gives_the_manifest_result(file: str, payer_rule: str) -> None:
         analyze(group_visits(map_cds_request(request)), payer_rule=payer_rule)
     )
     assert reduce_check_json(document) == reduce_expected(item["expected"][payer_rule])
+
+
+def test_performer_roles_and_their_practitioners_are_included() -> None:
+    """A PractitionerRole performer is sent with the Practitioner it names (issue 15)."""
+    entries = _entries(
+        build_hook_request(bundle("assistant-cq-missing.json"))["prefetch"]["procedures"]
+    )
+    assert ("PractitionerRole", "role-casey-lind-pta", "include") in entries
+    assert ("Practitioner", "prac-casey-lind", "include") in entries
+    assert ("Practitioner", "prac-jordan-reyes", "include") in entries
