@@ -47,7 +47,11 @@ I6_IDS = [
     "I-OTHER-PTP",
 ]
 # The product's own ids, after I-6 (issue 14: a visit without any charge line).
-PRODUCT_IDS = ["I-CHARGES-NOT-AVAILABLE"]
+PRODUCT_IDS = [
+    "I-CHARGES-NOT-AVAILABLE",
+    "W-ASSISTANT-MODIFIER-MISSING",  # issue 15, R-G3
+    "W-ASSISTANT-MODIFIER-UNSUPPORTED",
+]
 
 
 def test_catalogue_is_exactly_i6_then_the_product_ids() -> None:
