@@ -260,4 +260,4 @@ def test_performer_roles_and_their_practitioners_are_included() -> None:
     )
     assert ("PractitionerRole", "role-casey-lind-pta", "include") in entries
     assert ("Practitioner", "prac-casey-lind", "include") in entries
-    assert ("Practitioner", "prac-jordan-reyes", "include") in entries
+    assert ("Practitioner", "prac-rowan-adeyemi", "include") in entries
