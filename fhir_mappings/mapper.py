@@ -50,6 +50,7 @@ from fhir_mappings.model import (
     FhirVersion,
     IssueCode,
     MappingIssue,
+    PerformerRole,
     PlanOfCare,
     ProgressReport,
     TherapyRecord,
@@ -57,6 +58,7 @@ from fhir_mappings.model import (
     TimingKind,
     fast_builder,
 )
+from fhir_mappings.performers import party_roles, service_role
 from fhir_mappings.references import (
     ReferenceIndex,
     find_contained,
@@ -310,6 +312,8 @@ class _Mapper:
         self.points: dict[str, _Point] = {}
         # recorded visit times refused as outside what a visit can be (see _point)
         self.refused_times = 0
+        # assistant or not, per Practitioner / PractitionerRole present (R-G3); set by run()
+        self.roles: dict[str, PerformerRole] = {}
 
     # ---- driver
 
@@ -345,6 +349,7 @@ class _Mapper:
                 self.out_of_scope += 1
                 continue
             self._claim(item)
+        self.roles = self._party_roles()
         procedures = by_type.get("Procedure", [])
         services: list[TimedService] = []
         for item in procedures:
@@ -377,6 +382,17 @@ class _Mapper:
             other_patient_resources=self.other_patient,
             parties=self._parties(),
             progress_reports=tuple(reports),
+        )
+
+    def _party_roles(self) -> dict[str, PerformerRole]:
+        """Assistant or not, for each Practitioner and PractitionerRole present (R-G3)."""
+        index = self.index
+        return party_roles(
+            ((key, res) for _, _, key, res in self.by_type.get("Practitioner", ())),
+            (
+                (key, res, index.of(res.get("practitioner"), key))
+                for _, _, key, res in self.by_type.get("PractitionerRole", ())
+            ),
         )
 
     def _parties(self) -> dict[str, str]:
@@ -1401,6 +1417,7 @@ class _Mapper:
             bool(res.get("reasonCode") or res.get("reasonReference") or res.get("reason")),
             display,
             index.of(res.get("location"), key) if "location" in res else None,
+            service_role(performers, self.roles),  # performer_role (R-G3)
         )
 
     def _timing(self, res: JsonObject, loc: str, key: str) -> _Span:

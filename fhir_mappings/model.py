@@ -71,6 +71,21 @@ class TimingKind(StrEnum):
     IMPLAUSIBLE = "implausible"
 
 
+class PerformerRole(StrEnum):
+    """Who furnished a service, as far as the billing-assistant modifiers care (R-G3).
+
+    Read from the performers' Practitioner.qualification and PractitionerRole.code (the codes
+    are listed in :mod:`fhir_mappings.performers`). ``OTHER``: a performer is a Practitioner or
+    PractitionerRole present in the input without an assistant code (a therapist); ``UNKNOWN``:
+    no performer, or one whose resource is not in the input -- nothing is guessed from it.
+    """
+
+    PTA = "pta"  # physical therapist assistant only
+    OTA = "ota"  # occupational therapy assistant only
+    OTHER = "other"
+    UNKNOWN = "unknown"
+
+
 class ChargeSource(StrEnum):
     """Where a billed line came from."""
 
@@ -110,6 +125,8 @@ class TimedService:
     # Added for issue 18 (additive, defaulted): Procedure.location ("Location/x"), for the
     # audit's by-site table; the rules do not read it.
     location: str | None = None
+    # Added for issue 15 (additive, defaulted): who furnished the service (R-G3, CQ/CO).
+    performer_role: PerformerRole = PerformerRole.UNKNOWN
 
     @property
     def minutes(self) -> int | None:

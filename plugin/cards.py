@@ -99,6 +99,8 @@ OVERRIDE_REASONS: Mapping[RuleId, tuple[Coding, ...]] = {
     RuleId.W_DISCIPLINE_MODIFIER_MISSING: (PAYER_EXCEPTION, WILL_CORRECT),
     RuleId.W_PROGRESS_REPORT_DUE: (DOCUMENTED_SEPARATELY, WILL_CORRECT),
     RuleId.E_MUE_EXCEEDED: _UNITS,  # issue 15
+    RuleId.W_ASSISTANT_MODIFIER_MISSING: (PAYER_EXCEPTION, WILL_CORRECT),
+    RuleId.W_ASSISTANT_MODIFIER_UNSUPPORTED: (DOCUMENTED_SEPARATELY, WILL_CORRECT),
 }
 
 # ------------------------------------------------------------------------------- summaries
@@ -135,6 +137,8 @@ _TITLES: Mapping[RuleId, str] = {
     RuleId.I_CHARGES_NOT_AVAILABLE: "billed units not checked: no charge line",
     RuleId.W_PROGRESS_REPORT_DUE: "progress report due (every 10 treatment days)",
     RuleId.E_MUE_EXCEEDED: "units over the CMS MUE",  # issue 15
+    RuleId.W_ASSISTANT_MODIFIER_MISSING: "assistant minutes without CQ/CO",
+    RuleId.W_ASSISTANT_MODIFIER_UNSUPPORTED: "CQ/CO without a recorded assistant",
 }
 
 #: A card summary is plain text under 140 characters (CDS Hooks 2.0).
@@ -281,6 +285,16 @@ def _summary(finding: Finding, visit: VisitAnalysis | None) -> str:
         )
     elif rule is RuleId.I_CHARGES_NOT_AVAILABLE:
         text = f"{codes}{on}: no charge line to read; billed units and modifiers not checked"
+    elif rule is RuleId.W_ASSISTANT_MODIFIER_MISSING:
+        who = "PTA" if facts.detail == "CQ" else "OTA"
+        text = (
+            f"{codes}{on}: {who} furnished {minutes} of {facts.raw_minutes or 0} min"
+            f" (over 10 %); add {quote_markdown(facts.detail or '')}"
+        )
+    elif rule is RuleId.W_ASSISTANT_MODIFIER_UNSUPPORTED:
+        modifier = quote_markdown(facts.detail or "")
+        who = "PTA" if facts.detail == "CQ" else "OTA"
+        text = f"{codes}{on}: {modifier} billed but no {who} recorded as performer; remove it"
     else:
         text = f"{codes}{on}: {_TITLES.get(rule) or CATALOGUE[rule].meaning}"
     return _fit(text)

@@ -28,16 +28,19 @@ request member                from the bundle
 ``prefetch.procedures``       ``searchset`` Bundle: every Procedure as ``search.mode: match``;
                               then, as ``search.mode: include``, the other resources the rules
                               read: non-draft ServiceRequests (a plan of care), Claims,
-                              Conditions and the other Encounters of the day
+                              Conditions, the other Encounters of the day, and the
+                              Practitioners / PractitionerRoles that are Procedure performers
+                              (what ``_include=Procedure:performer`` returns; their
+                              qualifications and role codes name therapist assistants, R-G3)
 ``prefetch.carePlans``        ``searchset`` Bundle of the CarePlans (``match``)
 ``prefetch.therapyHistory``   ``searchset`` Bundle of every Encounter (the visit history)
 ``prefetch.progressReports``  ``searchset`` Bundle of the DocumentReferences typed with a
                               LOINC progress-note code (what the declared template returns)
 ============================  ==============================================================
 
-Entries keep their ``fullUrl`` when the bundle has one. Resources of other types (Practitioner,
-Organization, ...) are not sent. For ``encounter-discharge`` draft ServiceRequests are not part
-of the hook's context, so they are left out altogether.
+Entries keep their ``fullUrl`` when the bundle has one. Resources of other types (Organization,
+Practitioners no Procedure names as performer, ...) are not sent. For ``encounter-discharge``
+draft ServiceRequests are not part of the hook's context, so they are left out altogether.
 
 The function is pure: no I/O, no clock (apart from the uuid), and the input is not modified.
 """
@@ -110,7 +113,7 @@ def build_hook_request(
         e
         for e in entries
         if e["resource"].get("resourceType") in INCLUDED_TYPES and id(e) not in sent_elsewhere
-    ]
+    ] + _performers(entries, procedures)
     prefetch: JsonObject = {
         "patient": copy.deepcopy(patients[0]["resource"]) if patients else None,
         "encounter": copy.deepcopy(encounter["resource"]) if encounter is not None else None,
@@ -238,6 +241,34 @@ def _user_id(
         if isinstance(rid, str) and rid:
             return f"Practitioner/{rid}"
     return DEFAULT_USER_ID
+
+
+def _performers(
+    entries: Sequence[JsonObject], procedures: Sequence[JsonObject]
+) -> list[JsonObject]:
+    """The Practitioners and PractitionerRoles the Procedures name as performers, and the
+    Practitioners those roles point to, in bundle order (issue 15, R-G3)."""
+    wanted: set[str] = set()
+    for entry in procedures:
+        for performer in entry["resource"].get("performer") or []:
+            actor = performer.get("actor") if isinstance(performer, Mapping) else None
+            ref = actor.get("reference") if isinstance(actor, Mapping) else None
+            if isinstance(ref, str):
+                wanted.add(ref)
+    roles = [
+        e
+        for e in _of_type(entries, "PractitionerRole")
+        if f"PractitionerRole/{e['resource'].get('id')}" in wanted
+    ]
+    for entry in roles:
+        ref = _reference(entry["resource"], "practitioner")
+        if isinstance(ref, str):
+            wanted.add(ref)
+    return [
+        e
+        for e in (*_of_type(entries, "PractitionerRole"), *_of_type(entries, "Practitioner"))
+        if f"{e['resource']['resourceType']}/{e['resource'].get('id')}" in wanted
+    ]
 
 
 def _copy_entry(entry: Mapping[str, Any]) -> JsonObject:

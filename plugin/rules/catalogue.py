@@ -60,6 +60,9 @@ class RuleId(StrEnum):
     W_PROGRESS_REPORT_DUE = "W-PROGRESS-REPORT-DUE"
     # issue 15: CMS data loaded by the user
     E_MUE_EXCEEDED = "E-MUE-EXCEEDED"
+    # Issue 15: therapy-assistant modifiers CQ / CO (R-G3)
+    W_ASSISTANT_MODIFIER_MISSING = "W-ASSISTANT-MODIFIER-MISSING"
+    W_ASSISTANT_MODIFIER_UNSUPPORTED = "W-ASSISTANT-MODIFIER-UNSUPPORTED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +86,10 @@ _NCCI_PTP = "CMS NCCI Practitioner PTP edit tables (quarterly)"
 _GROUP = "CMS Carriers Manual Transmittal 1753; CMS '11 Part B Billing Scenarios for PTs and OTs'"
 _FHIR = "HL7 FHIR R4/R4B/R5 Procedure, Period and dateTime definitions"
 _POLICY = "therapy-cds policy (rule book section I)"
+_ASSISTANT = (
+    "CMS 'Billing Examples Using CQ/CO Modifiers' (Pub. 100-04 ch. 5 §20.1; CY 2020 PFS final"
+    " rule 84 FR 62702-62707; CY 2022 PFS final rule 86 FR 64996)"
+)
 
 
 def _entry(
@@ -365,6 +372,32 @@ _ENTRIES += (
         ("I-3",),
         ("S52", "S53", "S54"),
         "CMS NCCI Medically Unlikely Edits, Practitioner Services MUE table (quarterly)",
+    ),
+)
+
+# Issue 15: therapy-assistant modifiers CQ / CO (R-G3).
+_ENTRIES += (
+    # Issue 15 (R-G3): the modifiers and their dates are CMS's own text (S40a); the 10 %
+    # de minimis standard and its per-unit reading for timed codes come from secondary sources
+    # (S40b-S40d); reducing them to one test per code and date of service is POLICY.
+    _entry(
+        RuleId.W_ASSISTANT_MODIFIER_MISSING,
+        _W,
+        "a PTA or OTA furnished more than 10 % of a timed code's minutes on a date of service"
+        " (on or after 1 Jan 2020) and the therapist's own minutes do not earn all its units,"
+        " but no line of the code carries CQ (PT) or CO (OT)",
+        ("R-G3", "R-B3", "I-5"),
+        ("S40a", "S40b", "S40c", "S40d", "S40e"),
+        _ASSISTANT + "; POLICY: one test per code and date of service",
+    ),
+    _entry(
+        RuleId.W_ASSISTANT_MODIFIER_UNSUPPORTED,
+        _W,
+        "CQ or CO is on a line but every service of that code on the date names its performers"
+        " and none is a PTA (CQ) or OTA (CO)",
+        ("R-G3", "I-5"),
+        ("S40a", "S40e"),
+        _ASSISTANT + "; POLICY",
     ),
 )
 

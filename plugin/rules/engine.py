@@ -26,6 +26,7 @@ from fhir_mappings.model import (
     VisitGrouping,
     fast_builder,
 )
+from plugin.rules.assistant import assistant_findings
 from plugin.rules.catalogue import RuleId
 from plugin.rules.cms_data import MueTable, RuleTables, TableFile, active_tables
 from plugin.rules.code_catalog import CodeCatalog, default_code_catalog
@@ -342,6 +343,7 @@ def _finish(
         *review.findings,
         *((progress,) if progress is not None else ()),
         *(() if mue is None else mue_findings(visit, [o.visit for o in same_day], mue)),
+        *assistant_findings(view, assessment.units),
         *(() if visit.charge_lines_read else (charges_not_available_finding(view, pair),)),
     )
     return _new_visit_analysis(

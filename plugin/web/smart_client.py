@@ -503,11 +503,14 @@ async def read_visit(
         )
         claims = claims[:MAX_CLAIMS]
         history = await _history(reader, patient_id)
+    performers = await read_performers(reader, procedures)
+    procedure_set = searchset(procedures)
+    procedure_set["entry"] += [{"resource": r, "search": {"mode": "include"}} for r in performers]
     return VisitRead(
         resolved={
             "patient": patient,
             "encounter": encounter,
-            "procedures": searchset(procedures),
+            "procedures": procedure_set,
             "carePlans": searchset(care_plans),
             "charges": searchset(
                 [*requests, *claims_about(claims, _ids(procedures), [encounter_id])]
@@ -536,6 +539,41 @@ async def _history(reader: FhirReader, patient_id: str) -> dict[str, object] | N
         raise
     encounters_key, reports_key = HISTORY_KEYS
     return {encounters_key: searchset(encounters), reports_key: searchset(reports)}
+
+
+#: Distinct performers (Practitioner / PractitionerRole) read for one visit (R-G3).
+MAX_PERFORMERS = 8
+
+
+async def read_performers(reader: FhirReader, procedures: Sequence[JsonObject]) -> list[JsonObject]:
+    """The Procedures' performers (PractitionerRole, Practitioner) and the Practitioners those
+    roles name -- what ``_include=Procedure:performer`` returns -- for the assistant modifiers
+    (R-G3); at most :data:`MAX_PERFORMERS` reads. A server that does not offer them to this
+    token gives none: the services' performers then stay unknown and nothing is guessed."""
+    wanted: list[tuple[str, str]] = []
+    for procedure in procedures:
+        for performer in _as_list(procedure.get("performer")):
+            actor = performer.get("actor") if isinstance(performer, Mapping) else None
+            for kind in ("PractitionerRole", "Practitioner"):
+                ident = reference_id(actor, kind)
+                if ident is not None and (kind, ident) not in wanted:
+                    wanted.append((kind, ident))
+    found: list[JsonObject] = []
+    done: set[tuple[str, str]] = set()
+    while wanted and len(done) < MAX_PERFORMERS:
+        kind, ident = wanted.pop(0)
+        done.add((kind, ident))
+        try:
+            resource = await reader.read(kind, ident)
+        except SmartError as exc:
+            if exc.upstream in NOT_OFFERED:
+                continue
+            raise
+        found.append(resource)
+        practitioner = reference_id(resource.get("practitioner"), "Practitioner")
+        if practitioner is not None and ("Practitioner", practitioner) not in done | set(wanted):
+            wanted.append(("Practitioner", practitioner))
+    return found
 
 
 async def same_day_charges(

@@ -100,7 +100,7 @@ def test_capability_statement_lists_what_is_served(samples: Fhir) -> None:
     by_type = {r["type"]: r for r in rest["resource"]}
     assert set(by_type) == {
         "CarePlan", "Claim", "DocumentReference", "Encounter", "Organization", "Patient",
-        "Practitioner", "Procedure", "ServiceRequest",
+        "Practitioner", "PractitionerRole", "Procedure", "ServiceRequest",
     }  # fmt: skip
     for resource in by_type.values():
         assert [i["code"] for i in resource["interaction"]] == ["read", "search-type"]
@@ -153,8 +153,9 @@ def test_r5_samples_are_left_out_with_a_note() -> None:
     assert store.get("Patient", "pat-soren-r5") is None
     assert any("r5-three-codes.json" in n and "R5" in n for n in store.notes)
     assert any("scenarios.json" in n and "not FHIR" in n for n in store.notes)
-    # the Practitioner every sample repeats, identical, is served once
-    assert store.counts()["Practitioner"] == 2
+    # the Practitioner every sample repeats, identical, is served once (the others: the
+    # therapists and assistant of the two CQ/CO samples)
+    assert store.counts()["Practitioner"] == 5
     assert not store.renamed
 
 

@@ -77,6 +77,8 @@ def test_order_sign_request_shape() -> None:
     assert _entries(prefetch["procedures"]) == [
         ("Procedure", "proc-avery-clean-1", "match"),
         ("Procedure", "proc-avery-clean-2", "match"),
+        # the performer, as ``_include=Procedure:performer`` returns it (R-G3)
+        ("Practitioner", "prac-jordan-reyes", "include"),
     ]
     assert _entries(prefetch["carePlans"]) == [("CarePlan", "cp-avery-clean", "match")]
     # Full URLs survive, so references resolve as in the bundle.
@@ -259,3 +261,13 @@ def test_request_gives_the_manifest_result(file: str, payer_rule: str) -> None:
         check_record(map_cds_request(request), payer_rule=payer_rule, pair_rule="cms").analysis  # type: ignore[arg-type]
     )
     assert reduce_check_json(document) == reduce_expected(item["expected"][payer_rule])
+
+
+def test_performer_roles_and_their_practitioners_are_included() -> None:
+    """A PractitionerRole performer is sent with the Practitioner it names (issue 15)."""
+    entries = _entries(
+        build_hook_request(bundle("assistant-cq-missing.json"))["prefetch"]["procedures"]
+    )
+    assert ("PractitionerRole", "role-casey-lind-pta", "include") in entries
+    assert ("Practitioner", "prac-casey-lind", "include") in entries
+    assert ("Practitioner", "prac-rowan-adeyemi", "include") in entries

@@ -50,6 +50,7 @@ I6_IDS = [
 # progress-report interval, rule book R-E6).
 PRODUCT_IDS = ["I-CHARGES-NOT-AVAILABLE", "W-PROGRESS-REPORT-DUE"]
 PRODUCT_IDS += ["E-MUE-EXCEEDED"]  # issue 15: CMS data loaded by the user
+PRODUCT_IDS += ["W-ASSISTANT-MODIFIER-MISSING", "W-ASSISTANT-MODIFIER-UNSUPPORTED"]  # R-G3
 
 
 def test_catalogue_is_exactly_i6_then_the_product_ids() -> None:
