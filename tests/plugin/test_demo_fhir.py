@@ -185,7 +185,7 @@ def test_search_by_patient_subject_encounter_id_and_status(samples: Fhir) -> Non
     cpt = "http://www.ama-assn.org/go/cpt"
     coded = _search(samples, f"/Procedure?code={cpt}|97140&patient=pat-avery-clean")
     assert _ids(coded) == ["proc-avery-clean-1"]
-    claims = _search(samples, "/Claim?patient=pat-zane-claim&encounter:missing=true")
+    claims = _search(samples, "/Claim?patient=pat-zane-claim&encounter:missing=false")
     assert len(_ids(claims)) == 1
     assert _ids(_search(samples, "/Patient?name=avery")) == ["pat-avery-clean"]
     assert _ids(_search(samples, "/Patient?name:exact=avery")) == []
