@@ -7,11 +7,12 @@ Keeping this in one place is what makes the same visit give the same findings ev
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from fhir_mappings import group_visits
 from fhir_mappings.model import TherapyRecord, VisitGrouping
 from plugin.rules import Analysis, PairRule, PayerRule, PtpTable, analyze
+from plugin.rules.payer import PayerChoice
 from plugin.settings import MAX_PROCEDURES_PER_VISIT
 
 
@@ -54,8 +55,13 @@ def check_record(
     pair_rule: PairRule,
     ptp: PtpTable | None = None,
     max_procedures_per_visit: int = MAX_PROCEDURES_PER_VISIT,
+    payer: PayerChoice | None = None,
 ) -> CheckResult:
     """Group the record's services into visits (I-2) and run the rule book over them.
+
+    Each visit's payer rule comes from the record's Coverage for its date of service through
+    ``payer`` (default: the shipped payer mapping), ``payer_rule`` being the configured default
+    (or, with ``payer.override``, the rule for every visit).
 
     A visit with more than ``max_procedures_per_visit`` Procedures raises
     :class:`TooManyProceduresError` before any rule runs.
@@ -67,5 +73,9 @@ def check_record(
             max_procedures_per_visit,
             f"the {visit.discipline.value} visit of {visit.service_date.isoformat()}",
         )
-    analysis = analyze(grouping, payer_rule=payer_rule, pair_rule=pair_rule, ptp=ptp)
+    choice = payer if payer is not None else PayerChoice()
+    payers = replace(choice, default=payer_rule).decide_all(
+        record.coverages, {(v.patient, v.service_date) for v in grouping.visits}
+    )
+    analysis = analyze(grouping, payer_rule=payer_rule, pair_rule=pair_rule, ptp=ptp, payers=payers)
     return CheckResult(record=record, grouping=grouping, analysis=analysis)

@@ -12,7 +12,7 @@ severity, rule id, codes and resources.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -44,6 +44,7 @@ from plugin.rules.pair import (
     other_ptp_findings,
     pair_edit,
 )
+from plugin.rules.payer import PayerDecision
 from plugin.rules.plan import review_plan_of_care
 from plugin.rules.ptp import PtpTable, default_ptp_table
 from plugin.rules.timing import timing_findings
@@ -72,6 +73,9 @@ class VisitAnalysis:
     # Added for issue 13 (additive, defaulted): billed units per timed code (see
     # :func:`billed_units_of`); None when no charge line could be read for the visit.
     billed_units: CodeCounts | None = None
+    # Added for issue 15 (additive, defaulted): why ``payer_rule`` applies to this visit
+    # ("Medicare Part B coverage → CMS 8-minute rule"; plugin/rules/payer.py). Plain text.
+    payer_rule_reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +187,7 @@ def _analyze_view(
     payer_rule: PayerRule,
     pair_rule: PairRule,
     ptp: PtpTable,
+    payer_rule_reason: str = "",
 ) -> VisitAnalysis:
     """:func:`analyze_visit` on a visit's :class:`VisitView` (``same_day``: the other visits)."""
     visit = view.visit
@@ -226,6 +231,7 @@ def _analyze_view(
         findings=sort_findings(findings),
         unverified_plan_refs=review.unverified_plan_refs,
         billed_units=billed_units_of(view),
+        payer_rule_reason=payer_rule_reason,
     )
 
 
@@ -314,10 +320,13 @@ def analyze(
     pair_rule: PairRule = "cms",
     ptp: PtpTable | None = None,
     codes: CodeCatalog | None = None,
+    payers: Mapping[tuple[str, date], PayerDecision] | None = None,
 ) -> Analysis:
     """Analyse every visit of ``grouping`` (I-2 .. I-5); set-asides become top-level findings.
 
     ``payer_rule``: ``cms`` (8-minute rule, pooled; R-B) or ``ama`` (per code; R-C2).
+    ``payers``: per (patient, date of service), the rule chosen from Coverage and why
+    (:class:`~plugin.rules.payer.PayerChoice`); a visit not in it gets ``payer_rule``.
     ``pair_rule``: ``cms`` (distinct, non-overlapping blocks) or ``strict`` (each pair code
     needs 15 minutes of its own time). ``ptp`` defaults to the shipped fallback table, ``codes``
     to ``fhir_mappings.codes``.
@@ -328,20 +337,21 @@ def analyze(
     by_day: dict[tuple[str, date], list[VisitView]] = {}
     for view in views:
         by_day.setdefault((view.visit.patient, view.visit.service_date), []).append(view)
+    chosen = payers or {}
+    none = PayerDecision(payer_rule, "")
     visits = sorted(
         (
             _analyze_view(
                 view,
-                [
-                    o
-                    for o in by_day[(view.visit.patient, view.visit.service_date)]
-                    if o.visit is not view.visit
-                ],
-                payer_rule=payer_rule,
+                [o for o in by_day[day] if o.visit is not view.visit],
+                payer_rule=decision.rule,
                 pair_rule=pair_rule,
                 ptp=table,
+                payer_rule_reason=decision.reason,
             )
             for view in views
+            for day in ((view.visit.patient, view.visit.service_date),)
+            for decision in (chosen.get(day, none),)
         ),
         key=lambda v: (v.patient, v.date, v.discipline.value),
     )
@@ -388,6 +398,8 @@ def visit_to_json(visit: VisitAnalysis) -> dict[str, Any]:
         "findings": [finding_to_json(f) for f in visit.findings],
         # issue 13 (added member): billed units per timed code, null when no charge was read
         "billed_units": None if visit.billed_units is None else dict(visit.billed_units),
+        # issue 15 (added member): why payer_rule applies ("" when no reason was worked out)
+        "payer_rule_reason": visit.payer_rule_reason,
     }
 
 
