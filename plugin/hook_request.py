@@ -30,6 +30,8 @@ request member                from the bundle
                               read: non-draft ServiceRequests (a plan of care), Claims,
                               Conditions and the other Encounters of the day
 ``prefetch.carePlans``        ``searchset`` Bundle of the CarePlans (``match``)
+``prefetch.coverage``         ``searchset`` Bundle of the active Coverages (``match``), as the
+                              ``Coverage?patient=..&status=active`` search returns them
 ============================  ==============================================================
 
 Entries keep their ``fullUrl`` when the bundle has one. Resources of other types (Practitioner,
@@ -113,6 +115,9 @@ def build_hook_request(
             [(e, "match") for e in procedures] + [(e, "include") for e in included]
         ),
         "carePlans": _searchset([(e, "match") for e in care_plans]),
+        "coverage": _searchset(
+            [(e, "match") for e in _of_type(entries, "Coverage") if _active(e["resource"])]
+        ),
     }
 
     request: JsonObject = {
@@ -141,6 +146,10 @@ def _entries(bundle: Mapping[str, Any]) -> list[JsonObject]:
             raise BundleError(f"Bundle.entry[{index}] has no resource with a resourceType")
         entries.append(dict(item))
     return entries
+
+
+def _active(resource: Mapping[str, Any]) -> bool:
+    return resource.get("status") == "active"
 
 
 def _of_type(entries: Sequence[JsonObject], resource_type: str) -> list[JsonObject]:

@@ -41,12 +41,14 @@ from cds_hooks import (
     ServiceRegistry,
 )
 from cds_hooks.errors import PrefetchUnavailable
+from cds_hooks.prefetch import PrefetchState
 from cds_hooks.service import FhirAccess
 from fhir_mappings import CODE_LIST, map_cds_hooks
 from fhir_mappings.model import BILLING_SYSTEMS, TherapyRecord
 from plugin.cards import CardOptions, DraftOrders, cards_for, other_patient_card
 from plugin.pipeline import TooManyProceduresError, check_record, require_procedures_within
 from plugin.rules import Finding, PairRule, PayerRule
+from plugin.rules.payer import PayerChoice, PayerMapping
 from plugin.settings import CARD_POLICIES, MAX_PROCEDURES_PER_VISIT, CardPolicy
 
 ORDER_SIGN_SERVICE = "therapy-timed-codes"
@@ -60,6 +62,8 @@ PREFETCH: Mapping[str, str] = {
     "encounter": "Encounter/{{context.encounterId}}",
     "procedures": "Procedure?patient={{context.patientId}}&encounter={{context.encounterId}}",
     "carePlans": "CarePlan?patient={{context.patientId}}",
+    # issue 15: optional -- the payer rule comes from it; absent or failed, the default applies
+    "coverage": "Coverage?patient={{context.patientId}}&status=active",
 }
 
 _USAGE = (
@@ -88,6 +92,10 @@ class RuleChoice:
     payer_rule: PayerRule
     pair_rule: PairRule
     card_policy: CardPolicy = "problems"
+    # issue 15: the payer mapping (None: the shipped one) and, when the call chose the payer
+    # rule itself, why (then Coverage is not consulted)
+    payer_mapping: PayerMapping | None = None
+    payer_override: str | None = None
 
 
 def _rule_choice(invocation: Invocation, defaults: RuleChoice) -> RuleChoice:
@@ -109,7 +117,27 @@ def _rule_choice(invocation: Invocation, defaults: RuleChoice) -> RuleChoice:
         raise InvalidRequest(
             f"extension '{EXTENSION_KEY}'.cardPolicy must be 'problems', 'summary' or 'all'"
         )
-    return RuleChoice(payer_rule=payer, pair_rule=pair, card_policy=policy)
+    return replace(
+        defaults,
+        payer_rule=payer,
+        pair_rule=pair,
+        card_policy=policy,
+        payer_override="request extension" if "payerRule" in ours else defaults.payer_override,
+    )
+
+
+def coverage_of(invocation: Invocation) -> tuple[object, str | None]:
+    """The ``coverage`` key's value, or ``(None, why)`` when no Coverage could be read: the key
+    is optional, so an absent, failed or partial answer never fails the call (issue 15)."""
+    prefetch = invocation.prefetch
+    entry = prefetch.entry("coverage")
+    if entry.state is PrefetchState.MISSING:
+        if invocation.fhir is None:
+            return None, "coverage not prefetched (and no FHIR access)"
+        return None, "coverage could not be read (the FHIR search failed)"
+    if not entry.complete:
+        return None, "coverage could not be read in full (paging failed)"
+    return entry.value, None
 
 
 def _codings(resource: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -313,6 +341,8 @@ def build_registry(
             "encounter": prefetch.get("encounter"),
             "carePlans": prefetch.get("carePlans"),
         }
+        coverage, coverage_unread = coverage_of(invocation)
+        resolved["coverage"] = coverage
         patient = invocation.context.get("patientId")
         patient_id = patient if isinstance(patient, str) else None
         record, same_day = await pooled_record(
@@ -337,6 +367,11 @@ def build_registry(
                 payer_rule=choice.payer_rule,
                 pair_rule=choice.pair_rule,
                 max_procedures_per_visit=max_procedures_per_visit,
+                payer=PayerChoice(
+                    mapping=choice.payer_mapping,
+                    override=choice.payer_override,
+                    unread=coverage_unread,
+                ),
             )
         except TooManyProceduresError as exc:
             raise PayloadTooLarge(
@@ -427,6 +462,7 @@ __all__ = [
     "RuleChoice",
     "bills_therapy",
     "build_registry",
+    "coverage_of",
     "draft_service_requests",
     "not_pooled_note",
     "on_dates_of",

@@ -24,7 +24,7 @@ from rich.progress import (
 )
 
 from plugin.cli._app import app
-from plugin.cli._inputs import MaxFileSize, max_file_bytes
+from plugin.cli._inputs import MaxFileSize, cli_settings, max_file_bytes
 from plugin.cli.check import PairRuleOption, PayerRuleOption
 
 
@@ -113,12 +113,11 @@ def audit(
     # imported here so that the other commands do not pay for the audit's imports
     from plugin.audit import AuditOptions, AuditUsageError, pseudonym_key, run_audit
     from plugin.audit.tasks import cpu_count
-    from plugin.settings import Settings
 
     if jobs < 0 or report_visits < 0:
         _say("--jobs and --report-visits must be 0 or more")
         raise typer.Exit(2)
-    defaults = Settings(dev_mode=True)  # only the rule defaults are read here
+    defaults = cli_settings("audit")  # only the rule defaults are read here
     key = None
     if pseudonymize or pseudonym_key_text:
         key = pseudonym_key(pseudonym_key_text)

@@ -203,7 +203,7 @@ class PayerChoice:
         rule_text = PAYER_RULE_TEXT[self.default]
         if self.override is not None:
             return PayerDecision(self.default, f"{self.override} → {rule_text}")
-        fallback = f"default {rule_text} (THERAPY_CDS_PAYER_RULE)"
+        fallback = f"default {rule_text}"
         if self.unread is not None:
             return PayerDecision(self.default, f"{self.unread} → {fallback}")
         candidates = covering(coverages, patient, day)
