@@ -466,6 +466,8 @@ class VisitRead:
     patient: JsonObject | None
     claims: list[JsonObject]  # the patient's recent Claims, for the same day's other visits
     resources: list[JsonObject]  # the Encounter and its Procedures (the clock's offset)
+    # issue 15: why the patient's Coverage could not be read (None: read, found or not)
+    coverage_unread: str | None = None
 
 
 async def read_visit(
@@ -483,7 +485,10 @@ async def read_visit(
     patient: JsonObject | None = None
     care_plans: list[JsonObject] = []
     claims: list[JsonObject] = []
+    coverage: list[JsonObject] = []
+    coverage_unread: str | None = "no patient in context to read the coverage of"
     if patient_id is not None:
+        coverage, coverage_unread = await read_coverage(reader, patient_id)
         patient = await read_patient(reader, patient_id)
         care_plans = await reader.search("CarePlan", {"patient": f"Patient/{patient_id}"})
         claims = await _optional(
@@ -504,6 +509,7 @@ async def read_visit(
             "encounter": encounter,
             "procedures": searchset(procedures),
             "carePlans": searchset(care_plans),
+            "coverage": searchset(coverage),
             "charges": searchset(
                 [*requests, *claims_about(claims, _ids(procedures), [encounter_id])]
             ),
@@ -511,7 +517,22 @@ async def read_visit(
         patient=patient,
         claims=claims,
         resources=[encounter, *procedures],
+        coverage_unread=coverage_unread,
     )
+
+
+async def read_coverage(reader: FhirReader, patient_id: str) -> tuple[list[JsonObject], str | None]:
+    """The patient's active Coverages (the services' ``coverage`` key), or ``([], why)`` when
+    they cannot be read: optional, so any failure leaves the payer rule to the default."""
+    try:
+        found = await reader.search(
+            "Coverage", {"patient": f"Patient/{patient_id}", "status": "active"}
+        )
+    except SmartError as exc:
+        if exc.upstream in NOT_OFFERED:
+            return [], "coverage not offered by the EHR to this app"
+        return [], "coverage could not be read (the FHIR search failed)"
+    return found, None
 
 
 async def same_day_charges(

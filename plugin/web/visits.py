@@ -15,6 +15,7 @@ from typing import Any
 from fhir_mappings import map_bundle
 from plugin.pipeline import CheckResult, check_record
 from plugin.rules import CATALOGUE, Finding, PairRule, PayerRule, Severity
+from plugin.rules.payer import PayerChoice
 from plugin.settings import MAX_PROCEDURES_PER_VISIT
 from plugin.web.timeline import build_timeline, render_svg
 
@@ -59,6 +60,7 @@ class VisitView:
     pair: str
     svg: str
     findings: tuple[FindingView, ...]
+    payer_rule_reason: str = ""  # which payer rule and why (issue 15); plain text
 
     def to_json(self) -> JsonObject:
         return {
@@ -66,6 +68,7 @@ class VisitView:
             "date": self.date,
             "discipline": self.discipline,
             "payerRule": self.payer_rule,
+            "payerRuleReason": self.payer_rule_reason,
             "pairRule": self.pair_rule,
             "totalTimedMinutes": self.total_timed_minutes,
             "units": dict(self.units),
@@ -172,6 +175,7 @@ def analysis_view(result: CheckResult, *, tz: tzinfo | None = None) -> AnalysisV
                 date=analysed.date.isoformat(),
                 discipline=analysed.discipline.value,
                 payer_rule=analysed.payer_rule,
+                payer_rule_reason=analysed.payer_rule_reason,
                 pair_rule=analysed.pair_rule,
                 total_timed_minutes=analysed.total_timed_minutes,
                 units=dict(analysed.units),
@@ -206,6 +210,7 @@ def analyse_bundle(
     payer_rule: PayerRule,
     pair_rule: PairRule,
     max_procedures_per_visit: int = MAX_PROCEDURES_PER_VISIT,
+    payer: PayerChoice | None = None,
 ) -> AnalysisView:
     """Map ``bundle``, run the rules and draw each visit (a visit over the Procedure cap raises
     :class:`~plugin.pipeline.TooManyProceduresError`, as in every entry point)."""
@@ -215,5 +220,6 @@ def analyse_bundle(
         payer_rule=payer_rule,
         pair_rule=pair_rule,
         max_procedures_per_visit=max_procedures_per_visit,
+        payer=payer,
     )
     return analysis_view(result, tz=recorded_offset(bundle_resources(bundle)))
