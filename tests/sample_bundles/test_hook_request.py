@@ -60,7 +60,8 @@ def test_order_sign_request_shape() -> None:
     ]
     assert all(e["resource"]["status"] == "draft" for e in drafts["entry"])
     prefetch = request["prefetch"]
-    assert set(prefetch) == {"patient", "encounter", "procedures", "carePlans"}
+    assert set(prefetch) == {"patient", "encounter", "procedures", "carePlans", "coverage"}
+    assert _entries(prefetch["coverage"]) == []  # the sample has no Coverage: an empty search
     assert prefetch["patient"]["id"] == "pat-avery-clean"
     assert prefetch["encounter"]["id"] == "enc-avery-clean"
     assert prefetch["procedures"]["type"] == "searchset"
