@@ -26,6 +26,7 @@ from rich.progress import (
 from plugin.cli._app import app
 from plugin.cli._inputs import MaxFileSize, cli_settings, max_file_bytes
 from plugin.cli.check import PairRuleOption, PayerRuleOption
+from plugin.rules.payer import PayerChoice
 
 
 def _say(message: str) -> None:
@@ -131,6 +132,10 @@ def audit(
         report_limit=report_visits,
         max_procedures_per_visit=defaults.max_procedures_per_visit,
         max_file_bytes=max_file_bytes(max_file_size, defaults),
+        payer=PayerChoice(
+            mapping=defaults.payer_mapping(),
+            override="chosen with --payer-rule" if payer_rule else None,
+        ),
     )
     console = Console(stderr=True, highlight=False)
     bar = _Bar(console)

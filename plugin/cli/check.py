@@ -163,7 +163,7 @@ def check(
                 max_procedures_per_visit=defaults.max_procedures_per_visit,
                 payer=PayerChoice(
                     mapping=defaults.payer_mapping(),
-                    override="--payer-rule option" if payer_rule else None,
+                    override="chosen with --payer-rule" if payer_rule else None,
                 ),
             )
         except TooManyProceduresError as exc:

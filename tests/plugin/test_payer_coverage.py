@@ -268,7 +268,7 @@ def test_check_uses_the_mapping_file_and_the_option_overrides_it() -> None:
     forced = _check(str(SAMPLES / COMMERCIAL), "--format", "json", "--payer-rule", "cms", env=env)
     (visit,) = json.loads(forced.stdout)["visits"]
     assert visit["payer_rule"] == "cms"
-    assert visit["payer_rule_reason"] == "--payer-rule option → CMS 8-minute rule"
+    assert visit["payer_rule_reason"] == "chosen with --payer-rule → CMS 8-minute rule"
 
 
 def test_check_refuses_a_bad_mapping_file_in_one_line(tmp_path: Path) -> None:
