@@ -41,6 +41,8 @@ def test_a_bundle_with_coverage_is_audited_under_its_payer_rule(tmp_path: Path) 
     medicare = rows["coverage-medicare-part-b.json"]
     assert medicare["payer_rule_reason"] == "Medicare Part B coverage → CMS 8-minute rule"
     assert summary(tmp_path / "out")["rules"]["payer_rule_source"] == f"Coverage, {MAPPING}"
+    report = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert "payer rule per visit from its Coverage" in report
 
 
 def test_coverage_in_its_own_export_file_reaches_the_patient(tmp_path: Path) -> None:
