@@ -46,6 +46,7 @@ def _payer_text(rules: Mapping[str, Any]) -> str:
         return rule
     return f"payer rule per visit from its Coverage ({source}), else {rule}"
 
+
 _CSS = """
 :root{--ink:#202124;--muted:#5f6368;--line:#dadce0;--soft:#f8f9fa;--accent:#1a73e8}
 *{box-sizing:border-box}
