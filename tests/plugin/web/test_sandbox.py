@@ -74,7 +74,13 @@ async def test_request_helper_builds_the_hook_request_with_the_rule_extension(
     assert body["serviceId"] == "therapy-timed-codes"
     request = body["request"]
     assert request["hook"] == "order-sign"
-    assert set(request["prefetch"]) == {"patient", "encounter", "procedures", "carePlans"}
+    assert set(request["prefetch"]) == {
+        "patient",
+        "encounter",
+        "procedures",
+        "carePlans",
+        "coverage",
+    }
     assert request["extension"] == {
         EXTENSION_KEY: {"payerRule": "ama", "pairRule": "cms", "cardPolicy": "problems"}
     }
@@ -84,6 +90,10 @@ async def test_request_helper_builds_the_hook_request_with_the_rule_extension(
         json={"bundle": _bundle("discharge-claim-lines.json"), "hook": "encounter-discharge"},
     )
     assert discharge.json()["serviceId"] == "therapy-timed-codes-discharge"
+    # no payer rule chosen on the page ("coverage"): the patient's Coverage decides
+    assert discharge.json()["request"]["extension"] == {
+        EXTENSION_KEY: {"pairRule": "cms", "cardPolicy": "problems"}
+    }
 
 
 async def test_what_the_page_sends_the_service_answers_with_the_expected_cards(
