@@ -107,7 +107,10 @@ async def test_discovery_lists_both_services_with_contract_prefetch_keys(
     assert services[ORDER_SIGN_SERVICE]["hook"] == "order-sign"
     assert services[DISCHARGE_SERVICE]["hook"] == "encounter-discharge"
     for service in services.values():
-        assert set(service["prefetch"]) == {"patient", "encounter", "procedures", "carePlans"}
+        # the contract's four keys, and (issue 15) the optional `coverage`
+        assert {"patient", "encounter", "procedures", "carePlans", "coverage"} <= set(
+            service["prefetch"]
+        )
         assert service["title"]
         assert service["description"]
 
