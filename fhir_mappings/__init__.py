@@ -63,6 +63,7 @@ from fhir_mappings.mapper import map_bundle, map_cds_hooks, map_cds_request, map
 from fhir_mappings.model import (
     Charge,
     ChargeSource,
+    CoverageInfo,
     DeliveryMode,
     Discipline,
     EncounterInfo,
@@ -88,6 +89,7 @@ __all__ = [
     "Charge",
     "ChargeSource",
     "CodeInfo",
+    "CoverageInfo",
     "DeliveryMode",
     "Discipline",
     "EncounterInfo",

@@ -16,6 +16,9 @@ What becomes what:
   ``ExplanationOfBenefit.item`` is read the same way (I-1 "Claim/EOB items"), unless the Claim
   it adjudicates (``ExplanationOfBenefit.claim``) is in the input too: then only the Claim counts.
 * ``CarePlan`` -> :class:`PlanOfCare` (R-H9); ``Encounter`` -> :class:`EncounterInfo` (R-H5).
+* ``Coverage`` -> :class:`CoverageInfo` (issue 15): status, beneficiary, period, order, type
+  codings and payer parties (R4 ``payor``, R5 ``insurer`` / ``paymentBy.party``), from which the
+  plugin chooses each visit's payer rule.
 * Everything else (and Procedures / ServiceRequests / Claims coded only in other systems) is
   counted in ``resources_out_of_scope``.
 
@@ -44,12 +47,14 @@ from fhir_mappings.model import (
     EXT_PLAN_CERTIFICATION,
     Charge,
     ChargeSource,
+    CoverageInfo,
     DeliveryMode,
     Discipline,
     EncounterInfo,
     FhirVersion,
     IssueCode,
     MappingIssue,
+    PayerParty,
     PerformerRole,
     PlanOfCare,
     ProgressReport,
@@ -94,6 +99,7 @@ _MAPPED_TYPES = frozenset(
         "CarePlan",
         "Encounter",
         "DocumentReference",
+        "Coverage",
     }
 )
 # The element naming the patient, per resource type the patient filter reads (issue 14).
@@ -105,7 +111,12 @@ _PATIENT_FIELD = {
     "Claim": "patient",
     "ExplanationOfBenefit": "patient",
     "DocumentReference": "subject",
+    "Coverage": "beneficiary",
 }
+#: Caps on what one Coverage contributes (its text ends up in reasons): codings, payer parties
+#: and identifiers/names per party; a name is cut to this many characters.
+_COVERAGE_MAX_ITEMS = 8
+_COVERAGE_MAX_NAME = 80
 _PERIOD_FIELDS = (
     ("performedPeriod", True),
     ("performedDateTime", False),
@@ -276,6 +287,11 @@ _Point = tuple[datetime | None, date | None, datetime | None]
 _Span = tuple[TimingKind, datetime | None, datetime | None, date | None, bool]
 
 
+def _name(value: object) -> str:
+    """A display or name as text: stripped, cut to :data:`_COVERAGE_MAX_NAME` characters."""
+    return value.strip()[:_COVERAGE_MAX_NAME] if type(value) is str else ""
+
+
 def _timing_field(res: JsonObject) -> str:
     """The performed[x] / occurrence[x] member a Procedure records its time in."""
     return next((field for field, _ in _PERIOD_FIELDS if field in res), "performed[x]")
@@ -339,6 +355,7 @@ class _Mapper:
             self._encounter(item)
         for source, _, key, resource in by_type.get("CarePlan", ()):
             self._care_plan(resource, key, source.location)
+        coverages = [self._coverage(item) for item in by_type.get("Coverage", ())]
         claims = by_type.get("Claim", [])
         for item in claims:
             self._claim(item)
@@ -381,6 +398,7 @@ class _Mapper:
             patients=tuple(self.patients),
             other_patient_resources=self.other_patient,
             parties=self._parties(),
+            coverages=tuple(coverages),
             progress_reports=tuple(reports),
         )
 
@@ -961,6 +979,88 @@ class _Mapper:
             code=found,
             patient=patient,
         )
+
+    # ---- Coverage (issue 15)
+
+    def _coverage(self, item: _Item) -> CoverageInfo:
+        source, _, key, res = item
+        loc = source.location
+        status = res.get("status")
+        start = end = None
+        if "period" in res:
+            start, end = self._period(res["period"], loc, key, "period")
+        patient, _ = self._subject(res, "beneficiary", loc, key)
+        order = res.get("order")
+        if order is not None and (type(order) is not int or order < 1):
+            self._issue(loc, "order is not a positive integer; not used", key, "order")
+            order = None
+        references: list[object] = []
+        for field in ("payor", "paymentBy"):  # R4 payor[], R5 paymentBy[].party
+            values = res.get(field)
+            if type(values) is list:
+                for value in values[:_COVERAGE_MAX_ITEMS]:
+                    references.append(
+                        value.get("party")
+                        if field == "paymentBy" and type(value) is dict
+                        else value
+                    )
+        if "insurer" in res:  # R5
+            references.append(res["insurer"])
+        payers = tuple(
+            p for p in (self._payer(r, key) for r in references[:_COVERAGE_MAX_ITEMS]) if p
+        )
+        types: list[tuple[str, str, str]] = []
+        kind = res.get("type")
+        codings = kind.get("coding") if type(kind) is dict else None
+        if type(codings) is list:
+            for coding in codings[:_COVERAGE_MAX_ITEMS]:
+                if type(coding) is dict:
+                    system, code, display = (
+                        coding.get("system"),
+                        coding.get("code"),
+                        coding.get("display"),
+                    )
+                    if type(system) is str and type(code) is str:
+                        types.append((system, code, _name(display)))
+        return CoverageInfo(
+            ref=key,
+            status=status if type(status) is str else None,
+            patient=patient,
+            start=start[1] if start is not None else None,
+            end=end[1] if end is not None else None,
+            order=order,
+            payers=payers,
+            types=tuple(types),
+        )
+
+    def _payer(self, value: object, key: str) -> PayerParty | None:
+        """The party a payer reference names, with what its Organization (when present) adds."""
+        if type(value) is not dict:
+            return None
+        target = self.index.of(value, key) if "reference" in value else None
+        identifiers: list[str] = []
+        names: list[str] = []
+        sources: list[JsonObject] = [value]
+        if target is not None:
+            for _, rtype, found_key, found in self.by_type.get("Organization", ()):
+                if found_key == target and rtype == "Organization":
+                    sources.append(found)
+                    break
+        for source in sources:
+            raw_ids = source.get("identifier")
+            ids = [raw_ids] if type(raw_ids) is dict else raw_ids if type(raw_ids) is list else []
+            for ident in ids[:_COVERAGE_MAX_ITEMS]:
+                if type(ident) is dict:
+                    system, val = ident.get("system"), ident.get("value")
+                    if type(val) is str and val:
+                        identifiers.append(f"{system if type(system) is str else ''}|{val}")
+            for field in ("display", "name"):
+                name = _name(source.get(field))
+                if name:
+                    names.append(name)
+        if target is None and not identifiers and not names:
+            return None
+        return PayerParty(reference=target, identifiers=tuple(identifiers), names=tuple(names))
 
     # ---- CarePlan (R-H9) and plans
 

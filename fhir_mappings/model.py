@@ -204,6 +204,35 @@ class ProgressReport:
     patient: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class PayerParty:
+    """One party a Coverage names as its payer (R4 ``payor``; R5 ``insurer`` and
+    ``paymentBy.party``): the reference's target key, ``system|value`` identifiers and names,
+    from the reference itself and from the Organization it points at when that is in the input."""
+
+    reference: str | None = None
+    identifiers: tuple[str, ...] = ()
+    names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CoverageInfo:
+    """The parts of a Coverage the payer rule is chosen from (issue 15; not a billing rule).
+
+    ``types``: ``Coverage.type`` codings as ``(system, code, display)``; ``order``: R4/R5
+    ``Coverage.order`` (1 = primary), ``None`` when absent; ``start``/``end``: the local dates
+    of ``Coverage.period`` (``None`` = open)."""
+
+    ref: str
+    status: str | None
+    patient: str | None
+    start: date | None = None
+    end: date | None = None
+    order: int | None = None
+    payers: tuple[PayerParty, ...] = ()
+    types: tuple[tuple[str, str, str], ...] = ()
+
+
 class IssueCode(StrEnum):
     """What an input problem did to the input, for programs (the message is for people).
 
@@ -280,6 +309,9 @@ class TherapyRecord:
     parties: Mapping[str, str] = field(default_factory=dict)
     # Added for issue 15 (additive, defaulted): the patient's therapy progress reports (R-E6).
     progress_reports: tuple[ProgressReport, ...] = ()
+    # Added for issue 15 (additive, defaulted): the Coverage resources of the input, in input
+    # order, from which each visit's payer rule is chosen (plugin/rules/payer.py).
+    coverages: tuple[CoverageInfo, ...] = ()
 
 
 class SetAsideReason(StrEnum):

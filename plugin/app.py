@@ -253,6 +253,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             payer_rule=settings.payer_rule,
             pair_rule=settings.pair_interval_rule,
             card_policy=settings.card_policy,
+            payer_mapping=settings.payer_mapping(),
         ),
         smart_launch_url=smart_launch,
         rules_url=f"{settings.public_base_url}/rules" if settings.public_base_url else None,

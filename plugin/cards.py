@@ -332,6 +332,9 @@ def _units_table(visit: VisitAnalysis) -> str:
             f"| {visit.units.get(code, 0)} |"
         )
     rule = "CMS 8-minute rule, pooled" if visit.payer_rule == "cms" else "AMA per-code rule"
+    if visit.payer_rule_reason:  # which rule and why (issue 15); may name a payer: escaped
+        pooled = "pooled" if visit.payer_rule == "cms" else "per code"
+        rule = f"{pooled}; {quote_markdown(visit.payer_rule_reason)}"
     rows.append("")
     rows.append(
         f"Total timed minutes: **{visit.total_timed_minutes}** · units allowed: "

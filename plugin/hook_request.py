@@ -36,6 +36,8 @@ request member                from the bundle
 ``prefetch.therapyHistory``   ``searchset`` Bundle of every Encounter (the visit history)
 ``prefetch.progressReports``  ``searchset`` Bundle of the DocumentReferences typed with a
                               LOINC progress-note code (what the declared template returns)
+``prefetch.coverage``         ``searchset`` Bundle of the active Coverages (``match``), as the
+                              ``Coverage?patient=..&status=active`` search returns them
 ============================  ==============================================================
 
 Entries keep their ``fullUrl`` when the bundle has one. Resources of other types (Organization,
@@ -125,6 +127,9 @@ def build_hook_request(
         "progressReports": _searchset(
             [(e, "match") for e in _of_type(entries, "DocumentReference") if _progress_note(e)]
         ),
+        "coverage": _searchset(
+            [(e, "match") for e in _of_type(entries, "Coverage") if _active(e["resource"])]
+        ),
     }
 
     request: JsonObject = {
@@ -165,6 +170,10 @@ def _progress_note(entry: JsonObject) -> bool:
         and c.get("code") in PROGRESS_NOTE_TYPES
         for c in (codings if isinstance(codings, list) else ())
     )
+
+
+def _active(resource: Mapping[str, Any]) -> bool:
+    return resource.get("status") == "active"
 
 
 def _of_type(entries: Sequence[JsonObject], resource_type: str) -> list[JsonObject]:

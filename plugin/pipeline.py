@@ -7,12 +7,13 @@ Keeping this in one place is what makes the same visit give the same findings ev
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from fhir_mappings import group_visits
 from fhir_mappings.model import TherapyRecord, VisitGrouping
 from plugin.rules import Analysis, PairRule, PayerRule, PtpTable, analyze
 from plugin.rules.cms_data import RuleTables
+from plugin.rules.payer import PayerChoice
 from plugin.rules.progress import therapy_history
 from plugin.settings import MAX_PROCEDURES_PER_VISIT
 
@@ -58,12 +59,17 @@ def check_record(
     max_procedures_per_visit: int = MAX_PROCEDURES_PER_VISIT,
     visit_history: bool = True,
     tables: RuleTables | None = None,
+    payer: PayerChoice | None = None,
 ) -> CheckResult:
     """Group the record's services into visits (I-2) and run the rule book over them.
 
     ``visit_history``: the record holds the patient's visit history (a bundle or export is
     read as the record of care; a CDS call only when its history was had); when False the
     progress-report interval (R-E6) is not checked and the analysis says so.
+
+    Each visit's payer rule comes from the record's Coverage for its date of service through
+    ``payer`` (default: the shipped payer mapping), ``payer_rule`` being the configured default
+    (or, with ``payer.override``, the rule for every visit).
 
     A visit with more than ``max_procedures_per_visit`` Procedures raises
     :class:`TooManyProceduresError` before any rule runs. ``tables``: the CMS data applied
@@ -76,6 +82,10 @@ def check_record(
             max_procedures_per_visit,
             f"the {visit.discipline.value} visit of {visit.service_date.isoformat()}",
         )
+    choice = payer if payer is not None else PayerChoice()
+    payers = replace(choice, default=payer_rule).decide_all(
+        record.coverages, {(v.patient, v.service_date) for v in grouping.visits}
+    )
     analysis = analyze(
         grouping,
         payer_rule=payer_rule,
@@ -84,5 +94,6 @@ def check_record(
         history=therapy_history(record, grouping.visits) if visit_history else None,
         visit_history=visit_history,
         tables=tables,
+        payers=payers,
     )
     return CheckResult(record=record, grouping=grouping, analysis=analysis)

@@ -51,6 +51,7 @@ from plugin.cards import CardOptions, DraftOrders, cards_for, other_patient_card
 from plugin.pipeline import TooManyProceduresError, check_record, require_procedures_within
 from plugin.rules import Analysis, Finding, PairRule, PayerRule
 from plugin.rules.pair import FOCUS_PAIR
+from plugin.rules.payer import PayerChoice, PayerMapping
 from plugin.rules.progress import HISTORY_NOT_CHECKED
 from plugin.settings import CARD_POLICIES, MAX_PROCEDURES_PER_VISIT, CardPolicy
 
@@ -65,6 +66,8 @@ PREFETCH: Mapping[str, str] = {
     "encounter": "Encounter/{{context.encounterId}}",
     "procedures": "Procedure?patient={{context.patientId}}&encounter={{context.encounterId}}",
     "carePlans": "CarePlan?patient={{context.patientId}}",
+    # issue 15: optional -- the payer rule comes from it; absent or failed, the default applies
+    "coverage": "Coverage?patient={{context.patientId}}&status=active",
     # issue 15, the progress-report interval (R-E6): the patient's encounters (treatment days)
     # and progress reports (the LOINC progress-note types of fhir_mappings.codes)
     "therapyHistory": "Encounter?patient={{context.patientId}}",
@@ -112,6 +115,10 @@ class RuleChoice:
     payer_rule: PayerRule
     pair_rule: PairRule
     card_policy: CardPolicy = "problems"
+    # issue 15: the payer mapping (None: the shipped one) and, when the call chose the payer
+    # rule itself, why (then Coverage is not consulted)
+    payer_mapping: PayerMapping | None = None
+    payer_override: str | None = None
 
 
 def _rule_choice(invocation: Invocation, defaults: RuleChoice) -> RuleChoice:
@@ -133,7 +140,27 @@ def _rule_choice(invocation: Invocation, defaults: RuleChoice) -> RuleChoice:
         raise InvalidRequest(
             f"extension '{EXTENSION_KEY}'.cardPolicy must be 'problems', 'summary' or 'all'"
         )
-    return RuleChoice(payer_rule=payer, pair_rule=pair, card_policy=policy)
+    return replace(
+        defaults,
+        payer_rule=payer,
+        pair_rule=pair,
+        card_policy=policy,
+        payer_override="request extension" if "payerRule" in ours else defaults.payer_override,
+    )
+
+
+def coverage_of(invocation: Invocation) -> tuple[object, str | None]:
+    """The ``coverage`` key's value, or ``(None, why)`` when no Coverage could be read: the key
+    is optional, so an absent, failed or partial answer never fails the call (issue 15)."""
+    prefetch = invocation.prefetch
+    entry = prefetch.entry("coverage")
+    if entry.state is PrefetchState.MISSING:
+        if invocation.fhir is None:
+            return None, "coverage not prefetched (and no FHIR access)"
+        return None, "coverage could not be read (the FHIR search failed)"
+    if not entry.complete:
+        return None, "coverage could not be read in full (paging failed)"
+    return entry.value, None
 
 
 def _codings(resource: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -372,6 +399,8 @@ def build_registry(
                 # why, in one token (a reason never holds a request value)
                 why = re.sub(r"[^A-Za-z0-9]+", "-", entry.reason or "not prefetched").strip("-")
                 invocation.log.update(claims_not_read=why)
+        coverage, coverage_unread = coverage_of(invocation)
+        resolved["coverage"] = coverage
         patient = invocation.context.get("patientId")
         patient_id = patient if isinstance(patient, str) else None
         record, same_day = await pooled_record(
@@ -397,6 +426,11 @@ def build_registry(
                 pair_rule=choice.pair_rule,
                 max_procedures_per_visit=max_procedures_per_visit,
                 visit_history=with_history,
+                payer=PayerChoice(
+                    mapping=choice.payer_mapping,
+                    override=choice.payer_override,
+                    unread=coverage_unread,
+                ),
             )
         except TooManyProceduresError as exc:
             raise PayloadTooLarge(
@@ -497,6 +531,7 @@ __all__ = [
     "RuleChoice",
     "bills_therapy",
     "build_registry",
+    "coverage_of",
     "draft_service_requests",
     "history_available",
     "history_note",

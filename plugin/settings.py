@@ -14,6 +14,12 @@ from pydantic import ByteSize, Field, SecretStr, field_validator, model_validato
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from fhir_mappings import DEFAULT_MAX_FILE_BYTES
+from plugin.rules.payer import (
+    PayerMapping,
+    PayerMappingError,
+    load_payer_mapping,
+    shipped_payer_mapping,
+)
 
 PayerRule = Literal["cms", "ama"]
 PairRule = Literal["cms", "strict"]
@@ -54,6 +60,10 @@ class Settings(BaseSettings):
     )
 
     payer_rule: PayerRule = "cms"
+    # Beyond the contract (issue 15): the payer mapping (TOML) that picks each visit's payer
+    # rule from the patient's Coverage; None: the shipped one (plugin/data/payer_rules.toml).
+    # Read and validated at start-up; `payer_rule` stays the default for unmapped payers.
+    payer_rules_file: Path | None = None
     pair_interval_rule: PairRule = "cms"
     # Beyond the contract (issue 13): which cards a call answers with; a call may choose
     # another with the request extension member `cardPolicy`.
@@ -152,6 +162,22 @@ class Settings(BaseSettings):
             raise ValueError("THERAPY_CDS_PUBLIC_BASE_URL must be an absolute http(s) URL")
         return value
 
+    def payer_mapping(self) -> PayerMapping:
+        """The payer mapping in force (the file, read once per process, or the shipped one)."""
+        if self.payer_rules_file is None:
+            return shipped_payer_mapping()
+        return _payer_mapping_file(self.payer_rules_file)
+
+    @field_validator("payer_rules_file")
+    @classmethod
+    def _payer_mapping_readable(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            try:
+                _payer_mapping_file(value)
+            except PayerMappingError as exc:
+                raise ValueError(f"THERAPY_CDS_PAYER_RULES_FILE: {exc}") from None
+        return value
+
     @model_validator(mode="after")
     def _refuse_unsafe(self) -> Settings:
         if self.require_auth and not self.dev_mode:
@@ -179,6 +205,11 @@ class Settings(BaseSettings):
                 "THERAPY_CDS_FHIR_DEADLINE_SECONDS must be >= THERAPY_CDS_FHIR_TIMEOUT_SECONDS"
             )
         return self
+
+
+@lru_cache(maxsize=4)
+def _payer_mapping_file(path: Path) -> PayerMapping:
+    return load_payer_mapping(path)
 
 
 @lru_cache(maxsize=1)

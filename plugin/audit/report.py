@@ -35,6 +35,18 @@ PAIR_MEANING = {
 }
 PAYER_RULE_NAME = {"cms": "CMS 8-minute rule (pooled)", "ama": "AMA/CPT midpoint rule (per code)"}
 
+
+def _payer_text(rules: Mapping[str, Any]) -> str:
+    """The payer rule line: the rule given with --payer-rule, or each visit's from its Coverage
+    with the configured default (issue 15; summaries without ``payer_rule_source`` read as the
+    former)."""
+    rule = str(PAYER_RULE_NAME.get(rules["payer_rule"], rules["payer_rule"]))
+    source = str(rules.get("payer_rule_source") or "")
+    if not source or source.startswith("chosen with"):
+        return rule
+    return f"payer rule per visit from its Coverage ({source}), else {rule}"
+
+
 _CSS = """
 :root{--ink:#202124;--muted:#5f6368;--line:#dadce0;--soft:#f8f9fa;--accent:#1a73e8}
 *{box-sizing:border-box}
@@ -145,7 +157,7 @@ def _header(summary: Mapping[str, Any]) -> str:
     mue = any(t.get("kind") == "mue" for t in rules.get("tables", ()))
     return (
         '<header class="top"><div class="inner"><h1>Therapy billing audit</h1>'
-        f'<p class="lede">{_e(PAYER_RULE_NAME.get(rules["payer_rule"], rules["payer_rule"]))} · '
+        f'<p class="lede">{_e(_payer_text(rules))} · '
         f"97140/97530 pair rule: {_e(rules['pair_rule'])}{_e(pseudo)}</p>"
         f'<p class="run">Tables: {_e("; ".join(tables))}'
         f"{'' if mue else ' · no MUE table loaded: E-MUE-EXCEEDED not checked'}</p>"

@@ -31,6 +31,7 @@ VISIT_COLUMNS = (
     "warnings",
     "finding_ids",
     "source",
+    "payer_rule_reason",  # issue 15: which payer rule and why (added last)
 )
 FINDING_COLUMNS = (
     "patient",
@@ -116,6 +117,7 @@ def visit_row(visit: VisitAnalysis, patient: str, source: str) -> list[str]:
         str(warnings),
         ";".join(f.rule.value for f in visit.findings),
         cell(source),
+        cell(visit.payer_rule_reason),
     ]
 
 

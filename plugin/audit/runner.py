@@ -19,7 +19,7 @@ import tempfile
 import time
 import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -45,6 +45,7 @@ from plugin.audit.tasks import (
 )
 from plugin.rules import PairRule, PayerRule
 from plugin.rules.cms_data import RuleTables, active_tables, use_tables
+from plugin.rules.payer import PayerChoice, shipped_payer_mapping
 from plugin.settings import MAX_PROCEDURES_PER_VISIT
 
 DOCUMENT_SUFFIXES = (".json",)
@@ -92,6 +93,8 @@ class AuditOptions:
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES  # per document file, per export line
     # issue 15: the CMS tables (None: the process's, plugin.rules.cms_data.active_tables)
     tables: RuleTables | None = None
+    # issue 15: the payer mapping and whether --payer-rule overrides the records' Coverage
+    payer: PayerChoice = field(default_factory=PayerChoice)
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,6 +320,7 @@ def run_audit(options: AuditOptions, progress: AuditProgress | None = None) -> A
             report_limit=options.report_limit,
             max_procedures_per_visit=options.max_procedures_per_visit,
             max_file_bytes=options.max_file_bytes,
+            payer=options.payer,
         )
         tally = Tally()
         report = _Report(options.report_limit)
@@ -464,6 +468,10 @@ def _summary(
         "schema": "therapy-cds/audit-summary/1",
         "rules": {
             "payer_rule": options.payer_rule,
+            # issue 15: each visit's rule comes from its Coverage unless --payer-rule was given
+            "payer_rule_source": "chosen with --payer-rule"
+            if options.payer.override
+            else f"Coverage, {(options.payer.mapping or shipped_payer_mapping()).source}",
             "pair_rule": options.pair_rule,
             "ptp_version": tables.ptp[-1].table.version,
             # issue 15: every table loaded for the audit (each applied by date of service)

@@ -67,6 +67,7 @@ from plugin.rules import (
     billed_vs_allowed,
     over_under_billed,
 )
+from plugin.rules.payer import PayerChoice
 from plugin.settings import MAX_PROCEDURES_PER_VISIT
 from plugin.web.timeline import build_timeline, render_svg
 from plugin.web.visits import describe_zone, recorded_offset, visit_resources
@@ -88,6 +89,8 @@ class AuditSettings:
     report_limit: int = 500
     max_procedures_per_visit: int = MAX_PROCEDURES_PER_VISIT
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES  # per document file, per export line
+    # issue 15: how each visit's payer rule is chosen (the record's Coverage, the mapping)
+    payer: PayerChoice = field(default_factory=PayerChoice)
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +268,7 @@ class RecordAuditor:
                 payer_rule=self.settings.payer_rule,
                 pair_rule=self.settings.pair_rule,
                 max_procedures_per_visit=self.settings.max_procedures_per_visit,
+                payer=self.settings.payer,
             )
             account = account_record(
                 record, resources, collector_issues, source=source, where=where
@@ -537,6 +541,8 @@ def _patient_key(resource: dict[str, Any], index: ReferenceIndex) -> str:
     subject = resource.get("subject")
     if subject is None:
         subject = resource.get("patient")
+    if subject is None:
+        subject = resource.get("beneficiary")  # Coverage
     if type(subject) is not dict:
         return ""
     reference = subject.get("reference")

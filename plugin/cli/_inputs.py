@@ -21,6 +21,19 @@ if TYPE_CHECKING:
 _SIZE = TypeAdapter(ByteSize)
 
 
+def cli_settings(command: str) -> Settings:
+    """The settings a file-reading command goes by (development mode: no server settings are
+    needed); a bad one is one line per error on stderr and exit 2, never a traceback."""
+    from plugin.settings import Settings
+
+    try:
+        return Settings(dev_mode=True)
+    except ValidationError as exc:
+        for error in exc.errors():
+            typer.echo(f"therapy-cds {command}: configuration error: {error['msg']}", err=True)
+        raise typer.Exit(2) from None
+
+
 def parse_size(text: str) -> int:
     """``"5GB"`` / ``"300MB"`` / ``"512MiB"`` / ``"1000000"`` -> bytes (more than 0)."""
     try:

@@ -24,8 +24,16 @@ from rich.progress import (
 )
 
 from plugin.cli._app import app
-from plugin.cli._inputs import MaxFileSize, MueFiles, PtpFiles, max_file_bytes, rule_tables
+from plugin.cli._inputs import (
+    MaxFileSize,
+    MueFiles,
+    PtpFiles,
+    cli_settings,
+    max_file_bytes,
+    rule_tables,
+)
 from plugin.cli.check import PairRuleOption, PayerRuleOption
+from plugin.rules.payer import PayerChoice
 
 
 def _say(message: str) -> None:
@@ -115,12 +123,11 @@ def audit(
     # imported here so that the other commands do not pay for the audit's imports
     from plugin.audit import AuditOptions, AuditUsageError, pseudonym_key, run_audit
     from plugin.audit.tasks import cpu_count
-    from plugin.settings import Settings
 
     if jobs < 0 or report_visits < 0:
         _say("--jobs and --report-visits must be 0 or more")
         raise typer.Exit(2)
-    defaults = Settings(dev_mode=True)  # only the rule defaults are read here
+    defaults = cli_settings("audit")  # only the rule defaults are read here
     key = None
     if pseudonymize or pseudonym_key_text:
         key = pseudonym_key(pseudonym_key_text)
@@ -135,6 +142,10 @@ def audit(
         max_procedures_per_visit=defaults.max_procedures_per_visit,
         max_file_bytes=max_file_bytes(max_file_size, defaults),
         tables=rule_tables(ptp_file, mue_file, defaults, "audit"),
+        payer=PayerChoice(
+            mapping=defaults.payer_mapping(),
+            override="chosen with --payer-rule" if payer_rule else None,
+        ),
     )
     console = Console(stderr=True, highlight=False)
     bar = _Bar(console)

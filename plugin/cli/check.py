@@ -35,10 +35,18 @@ from fhir_mappings import (
 from fhir_mappings.codes import code_info
 from plugin.cards import cotreatment_text, other_patient_summary
 from plugin.cli._app import app
-from plugin.cli._inputs import MaxFileSize, MueFiles, PtpFiles, max_file_bytes, rule_tables
+from plugin.cli._inputs import (
+    MaxFileSize,
+    MueFiles,
+    PtpFiles,
+    cli_settings,
+    max_file_bytes,
+    rule_tables,
+)
 from plugin.pipeline import CheckResult, TooManyProceduresError, check_record
 from plugin.rules import PairRule, PayerRule, VisitAnalysis, analysis_to_json, billed_vs_allowed
 from plugin.rules.engine import tables_used
+from plugin.rules.payer import PayerChoice
 from plugin.rules.progress import HISTORY_NOT_CHECKED
 
 
@@ -129,9 +137,8 @@ def check(
     Exit codes: 0 every input analysed; 1 with --fail-on, a finding of that severity or worse;
     2 an input unreadable (one line on stderr). JSON files in folders that are not FHIR (a
     manifest) are skipped with a note."""
-    from plugin.settings import Settings
 
-    defaults = Settings(dev_mode=True)  # only the rule defaults are read here
+    defaults = cli_settings("check")  # only the rule defaults are read here
     payer: PayerRule = payer_rule.value if payer_rule else defaults.payer_rule
     pair: PairRule = pair_rule.value if pair_rule else defaults.pair_interval_rule
     max_bytes = max_file_bytes(max_file_size, defaults)
@@ -176,6 +183,10 @@ def check(
                 max_procedures_per_visit=defaults.max_procedures_per_visit,
                 visit_history=has_visit_history(document),
                 tables=tables,
+                payer=PayerChoice(
+                    mapping=defaults.payer_mapping(),
+                    override="chosen with --payer-rule" if payer_rule else None,
+                ),
             )
         except TooManyProceduresError as exc:
             _say(f"{path}: {exc}; check the input, or raise the limit for visits this large")
@@ -267,6 +278,8 @@ def _print_visit(console: Console, visit: VisitAnalysis) -> None:
         f"{visit.payer_rule.upper()} rule · {visit.total_timed_minutes} timed min · "
         f"{visit.units_allowed_total} unit(s) allowed"
     )
+    if visit.payer_rule_reason:  # which rule and why (issue 15)
+        title += f"\npayer rule: {visit.payer_rule_reason}"
     table = Table(title=title, title_justify="left", show_lines=False)
     table.add_column("code")
     table.add_column("documented min", justify="right")

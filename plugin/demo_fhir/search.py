@@ -397,6 +397,17 @@ PARAMETERS: Mapping[str, Mapping[str, Param]] = {
         "status": _status(),
         "use": Param("use", "token", "claim | preauthorization | predetermination", code_of("use")),
     },
+    "Coverage": {  # the services' `coverage` prefetch key (issue 15)
+        "patient": _patient("beneficiary"),
+        "beneficiary": Param(
+            "beneficiary",
+            "reference",
+            "The covered party (beneficiary, a Patient)",
+            references_of("beneficiary"),
+            ("Patient",),
+        ),
+        "status": _status(),
+    },
 }
 
 #: Parameters that shape the result rather than select it.

@@ -12,7 +12,7 @@ severity, rule id, codes and resources.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -50,6 +50,7 @@ from plugin.rules.pair import (
     other_ptp_findings,
     pair_edit,
 )
+from plugin.rules.payer import PayerDecision
 from plugin.rules.plan import review_plan_of_care
 from plugin.rules.progress import TherapyHistory, progress_report_due
 from plugin.rules.ptp import PtpEdit, PtpTable
@@ -88,6 +89,9 @@ class VisitAnalysis:
     # Added for issue 15 (additive, defaulted): the NCCI PTP table and the MUE table (when one
     # is loaded) applied to the visit's date of service.
     tables: tuple[TableFile, ...] = ()
+    # Added for issue 15 (additive, defaulted): why ``payer_rule`` applies to this visit
+    # ("Medicare Part B coverage → CMS 8-minute rule"; plugin/rules/payer.py). Plain text.
+    payer_rule_reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +272,7 @@ def _analyze_day(
     ptp: PtpTable | None,
     tables: RuleTables,
     history: TherapyHistory | None = None,
+    payer_rule_reason: str = "",
 ) -> list[VisitAnalysis]:
     """The visits of one patient and date (one per discipline), in the order given: each
     visit's own rules, and the 97140/97530 pair across two of them (co-treatment, R-D1)."""
@@ -305,6 +310,7 @@ def _analyze_day(
             payer_rule=payer_rule,
             pair_rule=pair_rule,
             history=history,
+            payer_rule_reason=payer_rule_reason,
         )
         for p in prepared
     ]
@@ -317,6 +323,7 @@ def _finish(
     payer_rule: PayerRule,
     pair_rule: PairRule,
     history: TherapyHistory | None = None,
+    payer_rule_reason: str = "",
 ) -> VisitAnalysis:
     """The findings and outcome of a visit (``same_day``: its day's other visits at the same
     billing provider)."""
@@ -363,6 +370,7 @@ def _finish(
         unverified_plan_refs=review.unverified_plan_refs,
         billed_units=billed_units_of(view),
         tables=prepared.used,
+        payer_rule_reason=payer_rule_reason,
     )
 
 
@@ -454,10 +462,13 @@ def analyze(
     history: TherapyHistory | None = None,
     visit_history: bool = True,
     tables: RuleTables | None = None,
+    payers: Mapping[tuple[str, date], PayerDecision] | None = None,
 ) -> Analysis:
     """Analyse every visit of ``grouping`` (I-2 .. I-5); set-asides become top-level findings.
 
     ``payer_rule``: ``cms`` (8-minute rule, pooled; R-B) or ``ama`` (per code; R-C2).
+    ``payers``: per (patient, date of service), the rule chosen from Coverage and why
+    (:class:`~plugin.rules.payer.PayerChoice`); a visit not in it gets ``payer_rule``.
     ``pair_rule``: ``cms`` (distinct, non-overlapping blocks) or ``strict`` (each pair code
     needs 15 minutes of its own time). ``tables``: the NCCI PTP and MUE tables applied by date
     of service (default: the process's, :func:`~plugin.rules.cms_data.active_tables`, the
@@ -465,24 +476,30 @@ def analyze(
     table for every date (tests); ``codes`` defaults to ``fhir_mappings.codes``. ``history``:
     the patient's treatment days and progress reports (R-E6; ``None``: not checked),
     ``visit_history``: whether the input held that history at all (recorded on the result,
-    for the "not checked" note).
+    for the "not checked" note). ``payers``: per (patient, date of service), the payer rule
+    chosen from Coverage and why (:class:`~plugin.rules.payer.PayerChoice`); a visit not in it
+    gets ``payer_rule``.
     """
     loaded = tables if tables is not None else active_tables()
     catalog = codes if codes is not None else default_code_catalog()
     by_day: dict[tuple[str, date], list[VisitView]] = {}
     for v in grouping.visits:
         by_day.setdefault((v.patient, v.service_date), []).append(visit_view(v, catalog))
+    chosen = payers or {}
+    none = PayerDecision(payer_rule, "")
     visits = sorted(
         (
             analysed
-            for day in by_day.values()
+            for key, day in by_day.items()
+            for decision in (chosen.get(key, none),)
             for analysed in _analyze_day(
                 day,
-                payer_rule=payer_rule,
+                payer_rule=decision.rule,
                 pair_rule=pair_rule,
                 ptp=ptp,
                 tables=loaded,
                 history=history,
+                payer_rule_reason=decision.reason,
             )
         ),
         key=lambda v: (v.patient, v.date, v.discipline.value),
@@ -538,6 +555,8 @@ def visit_to_json(visit: VisitAnalysis) -> dict[str, Any]:
         "findings": [finding_to_json(f) for f in visit.findings],
         # issue 13 (added member): billed units per timed code, null when no charge was read
         "billed_units": None if visit.billed_units is None else dict(visit.billed_units),
+        # issue 15 (added member): why payer_rule applies ("" when no reason was worked out)
+        "payer_rule_reason": visit.payer_rule_reason,
     }
 
 

@@ -33,6 +33,7 @@ from cds_hooks.errors import CdsError, error_response
 from fhir_mappings import Charge, map_cds_hooks
 from plugin.hook_request import HOOKS, BundleError, build_hook_request
 from plugin.pipeline import TooManyProceduresError
+from plugin.rules.payer import PayerChoice
 from plugin.services import (
     DISCHARGE_SERVICE,
     EXTENSION_KEY,
@@ -50,6 +51,10 @@ logger = logging.getLogger(__name__)
 SERVICE_FOR_HOOK = {"order-sign": ORDER_SIGN_SERVICE, "encounter-discharge": DISCHARGE_SERVICE}
 PAYER_RULES = ("cms", "ama")
 PAIR_RULES = ("cms", "strict")
+
+
+#: The payer-rule choice "from the patient's Coverage, else THERAPY_CDS_PAYER_RULE" (issue 15).
+FROM_COVERAGE: Final = "coverage"
 
 
 def _choice(data: dict[str, Any], key: str, allowed: tuple[str, ...], default: str) -> str:
@@ -256,7 +261,7 @@ def sandbox_router(settings: Settings, web: WebSettings) -> APIRouter:
                 "scenarios": scenarios(samples_dir),
                 "hooks": HOOKS,
                 "services": SERVICE_FOR_HOOK,
-                "payer_rule": settings.payer_rule,
+                "payer_rule": FROM_COVERAGE,
                 "pair_rule": settings.pair_interval_rule,
                 "card_policy": settings.card_policy,
                 "auth_required": settings.require_auth,
@@ -278,7 +283,7 @@ def sandbox_router(settings: Settings, web: WebSettings) -> APIRouter:
         try:
             data = await read_json_object(request, max_bytes=web.sandbox_max_bytes)
             hook = _choice(data, "hook", HOOKS, "order-sign")
-            payer = _choice(data, "payerRule", PAYER_RULES, settings.payer_rule)
+            payer = _choice(data, "payerRule", (*PAYER_RULES, FROM_COVERAGE), FROM_COVERAGE)
             pair = _choice(data, "pairRule", PAIR_RULES, settings.pair_interval_rule)
             policy = _choice(data, "cardPolicy", CARD_POLICIES, settings.card_policy)
             built = build_hook_request(
@@ -290,9 +295,10 @@ def sandbox_router(settings: Settings, web: WebSettings) -> APIRouter:
             return json_error(exc.status_code, exc.message)
         except BundleError as exc:  # says which entry and what is missing, never the content
             return json_error(422, str(exc))
-        built["extension"] = {
-            EXTENSION_KEY: {"payerRule": payer, "pairRule": pair, "cardPolicy": policy}
-        }
+        ours: dict[str, str] = {"pairRule": pair, "cardPolicy": policy}
+        if payer != FROM_COVERAGE:  # a rule chosen on the page overrides the Coverage
+            ours["payerRule"] = payer
+        built["extension"] = {EXTENSION_KEY: ours}
         return JSONResponse({"serviceId": SERVICE_FOR_HOOK[hook], "request": built})
 
     @router.post("/sandbox/api/apply")
@@ -332,7 +338,7 @@ def sandbox_router(settings: Settings, web: WebSettings) -> APIRouter:
         """Body ``{bundle, payerRule, pairRule}`` -> every visit's timeline and findings."""
         try:
             data = await read_json_object(request, max_bytes=web.sandbox_max_bytes)
-            payer = _choice(data, "payerRule", PAYER_RULES, settings.payer_rule)
+            payer = _choice(data, "payerRule", (*PAYER_RULES, FROM_COVERAGE), FROM_COVERAGE)
             pair = _choice(data, "pairRule", PAIR_RULES, settings.pair_interval_rule)
             bundle = _bundle(data)
         except CdsError as exc:  # the body itself: media type, size, JSON limits
@@ -345,9 +351,15 @@ def sandbox_router(settings: Settings, web: WebSettings) -> APIRouter:
             view = await run_in_threadpool(
                 analyse_bundle,
                 bundle,
-                payer_rule=cast(Literal["cms", "ama"], payer),
+                payer_rule=settings.payer_rule
+                if payer == FROM_COVERAGE
+                else cast(Literal["cms", "ama"], payer),
                 pair_rule=cast(Literal["cms", "strict"], pair),
                 max_procedures_per_visit=settings.max_procedures_per_visit,
+                payer=PayerChoice(
+                    mapping=settings.payer_mapping(),
+                    override=None if payer == FROM_COVERAGE else "chosen in the sandbox",
+                ),
             )
         except TooManyProceduresError as exc:  # the cap, said as it is (issue 17)
             return json_error(413, f"{exc}; send one visit's Procedures")

@@ -13,11 +13,12 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: SMART App Launch 2.0 scopes: read (r) and search (s) on what the timeline needs: the visit,
-#: its Procedures and charges (ServiceRequests, Claims), the Patient (banner), CarePlans, and
-#: the visit history (the patient's Encounters and progress-report DocumentReferences, R-E6).
+#: its Procedures and charges (ServiceRequests, Claims), the Patient (banner), CarePlans,
+#: Coverage (the payer rule), and the visit history (the patient's Encounters and
+#: progress-report DocumentReferences, R-E6).
 _READS = (
     "user/Patient.r user/Encounter.rs user/Procedure.rs user/ServiceRequest.rs user/Claim.rs"
-    " user/CarePlan.rs user/DocumentReference.rs"
+    " user/CarePlan.rs user/DocumentReference.rs user/Coverage.rs"
 )
 DEFAULT_SMART_SCOPE = f"launch {_READS}"
 DEFAULT_STANDALONE_SCOPE = f"launch/patient launch/encounter {_READS}"

@@ -33,6 +33,7 @@ from cds_hooks.fhir_client import redact_httpx_logs, server_allowed
 from fhir_mappings import map_cds_hooks
 from plugin.cards import other_patient_summary
 from plugin.pipeline import TooManyProceduresError, check_record, require_procedures_within
+from plugin.rules.payer import PayerChoice
 from plugin.services import history_note, not_pooled_note, pooled_record
 from plugin.settings import Settings
 from plugin.web.pages import render
@@ -67,6 +68,8 @@ REFUSED_ENCOUNTER = (
 MAX_SUGGESTED = 10
 PROBE_SECONDS = 2.0
 PAYER_RULES = ("cms", "ama")
+#: The payer-rule choice "from the patient's Coverage, else THERAPY_CDS_PAYER_RULE" (issue 15).
+FROM_COVERAGE = "coverage"
 PAIR_RULES = ("cms", "strict")
 #: What the mapping and the checks may raise on records of a shape or value they cannot read
 #: (an overflowing date, say): shown as a page saying so, never a 500.
@@ -319,9 +322,9 @@ def smart_router(app_state: SmartApp) -> APIRouter:
 
     async def show_visit(request: Request, session: SmartSession) -> Response:
         params = request.query_params
-        payer = params.get("payerRule", smart.settings.payer_rule)
+        payer = params.get("payerRule") or FROM_COVERAGE
         pair = params.get("pairRule", smart.settings.pair_interval_rule)
-        if payer not in PAYER_RULES or pair not in PAIR_RULES:
+        if payer not in (*PAYER_RULES, FROM_COVERAGE) or pair not in PAIR_RULES:
             return smart.error_page("Unknown payer or pair rule.", 400)
         chosen = params.get("encounter")
         if chosen is not None and not is_fhir_id(chosen):
@@ -369,10 +372,17 @@ def smart_router(app_state: SmartApp) -> APIRouter:
             def analyse() -> AnalysisView:
                 result = check_record(
                     record,
-                    payer_rule=cast(Literal["cms", "ama"], payer),
+                    payer_rule=smart.settings.payer_rule
+                    if payer == FROM_COVERAGE
+                    else cast(Literal["cms", "ama"], payer),
                     pair_rule=cast(Literal["cms", "strict"], pair),
                     max_procedures_per_visit=cap,
                     visit_history=visit.visit_history,
+                    payer=PayerChoice(
+                        mapping=smart.settings.payer_mapping(),
+                        override=None if payer == FROM_COVERAGE else "chosen in the app",
+                        unread=visit.coverage_unread,
+                    ),
                 )
                 return analysis_view(result, resources=visit.resources)
 

@@ -469,6 +469,8 @@ class VisitRead:
     claims: list[JsonObject]  # the patient's recent Claims, for the same day's other visits
     resources: list[JsonObject]  # the Encounter and its Procedures (the clock's offset)
     visit_history: bool = False  # the patient's encounters and progress reports were read
+    # issue 15: why the patient's Coverage could not be read (None: read, found or not)
+    coverage_unread: str | None = None
 
 
 async def read_visit(
@@ -487,7 +489,10 @@ async def read_visit(
     care_plans: list[JsonObject] = []
     claims: list[JsonObject] = []
     history: dict[str, object] | None = None
+    coverage: list[JsonObject] = []
+    coverage_unread: str | None = "no patient in context to read the coverage of"
     if patient_id is not None:
+        coverage, coverage_unread = await read_coverage(reader, patient_id)
         patient = await read_patient(reader, patient_id)
         care_plans = await reader.search("CarePlan", {"patient": f"Patient/{patient_id}"})
         claims = await _optional(
@@ -512,6 +517,7 @@ async def read_visit(
             "encounter": encounter,
             "procedures": procedure_set,
             "carePlans": searchset(care_plans),
+            "coverage": searchset(coverage),
             "charges": searchset(
                 [*requests, *claims_about(claims, _ids(procedures), [encounter_id])]
             ),
@@ -520,6 +526,7 @@ async def read_visit(
         patient=patient,
         claims=claims,
         resources=[encounter, *procedures],
+        coverage_unread=coverage_unread,
         visit_history=history is not None,
     )
 
@@ -574,6 +581,20 @@ async def read_performers(reader: FhirReader, procedures: Sequence[JsonObject]) 
         if practitioner is not None and ("Practitioner", practitioner) not in done | set(wanted):
             wanted.append(("Practitioner", practitioner))
     return found
+
+
+async def read_coverage(reader: FhirReader, patient_id: str) -> tuple[list[JsonObject], str | None]:
+    """The patient's active Coverages (the services' ``coverage`` key), or ``([], why)`` when
+    they cannot be read: optional, so any failure leaves the payer rule to the default."""
+    try:
+        found = await reader.search(
+            "Coverage", {"patient": f"Patient/{patient_id}", "status": "active"}
+        )
+    except SmartError as exc:
+        if exc.upstream in NOT_OFFERED:
+            return [], "coverage not offered by the EHR to this app"
+        return [], "coverage could not be read (the FHIR search failed)"
+    return found, None
 
 
 async def same_day_charges(

@@ -16,6 +16,7 @@ from fhir_mappings import map_bundle
 from fhir_mappings.model import TherapyVisit
 from plugin.pipeline import CheckResult, check_record
 from plugin.rules import CATALOGUE, Finding, PairRule, PayerRule, Severity
+from plugin.rules.payer import PayerChoice
 from plugin.settings import MAX_PROCEDURES_PER_VISIT
 from plugin.web.timeline import build_timeline, render_svg
 
@@ -61,6 +62,7 @@ class VisitView:
     svg: str
     findings: tuple[FindingView, ...]
     time_zone: str = "UTC"  # the clock this visit was recorded in, e.g. "UTC-05:00"
+    payer_rule_reason: str = ""  # which payer rule and why (issue 15); plain text
 
     def to_json(self) -> JsonObject:
         return {
@@ -68,6 +70,7 @@ class VisitView:
             "date": self.date,
             "discipline": self.discipline,
             "payerRule": self.payer_rule,
+            "payerRuleReason": self.payer_rule_reason,
             "pairRule": self.pair_rule,
             "totalTimedMinutes": self.total_timed_minutes,
             "units": dict(self.units),
@@ -200,6 +203,7 @@ def analysis_view(
                 date=analysed.date.isoformat(),
                 discipline=analysed.discipline.value,
                 payer_rule=analysed.payer_rule,
+                payer_rule_reason=analysed.payer_rule_reason,
                 pair_rule=analysed.pair_rule,
                 total_timed_minutes=analysed.total_timed_minutes,
                 units=dict(analysed.units),
@@ -236,6 +240,7 @@ def analyse_bundle(
     payer_rule: PayerRule,
     pair_rule: PairRule,
     max_procedures_per_visit: int = MAX_PROCEDURES_PER_VISIT,
+    payer: PayerChoice | None = None,
 ) -> AnalysisView:
     """Map ``bundle``, run the rules and draw each visit (a visit over the Procedure cap raises
     :class:`~plugin.pipeline.TooManyProceduresError`, as in every entry point)."""
@@ -245,5 +250,6 @@ def analyse_bundle(
         payer_rule=payer_rule,
         pair_rule=pair_rule,
         max_procedures_per_visit=max_procedures_per_visit,
+        payer=payer,
     )
     return analysis_view(result, resources=bundle_resources(bundle))

@@ -99,9 +99,11 @@ def test_capability_statement_lists_what_is_served(samples: Fhir) -> None:
     assert "security" in rest
     by_type = {r["type"]: r for r in rest["resource"]}
     assert set(by_type) == {
-        "CarePlan", "Claim", "DocumentReference", "Encounter", "Organization", "Patient",
-        "Practitioner", "PractitionerRole", "Procedure", "ServiceRequest",
+        "CarePlan", "Claim", "Coverage", "DocumentReference", "Encounter", "Organization",
+        "Patient", "Practitioner", "PractitionerRole", "Procedure", "ServiceRequest",
     }  # fmt: skip
+    coverage = {p["name"] for p in by_type["Coverage"]["searchParam"]}
+    assert coverage == {"_id", "patient", "beneficiary", "status"}
     for resource in by_type.values():
         assert [i["code"] for i in resource["interaction"]] == ["read", "search-type"]
         assert "searchInclude" not in resource

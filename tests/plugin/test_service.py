@@ -112,7 +112,7 @@ async def test_discovery_lists_both_services_with_contract_prefetch_keys(
     assert "claims" not in services[ORDER_SIGN_SERVICE]["prefetch"]
     for service in services.values():
         # the contract's four keep their names; further keys may be added (issue 15: the visit
-        # history for progress reports, R-E6)
+        # history for progress reports, R-E6; the optional `coverage`)
         assert set(service["prefetch"]) >= {
             "patient",
             "encounter",
@@ -120,6 +120,7 @@ async def test_discovery_lists_both_services_with_contract_prefetch_keys(
             "carePlans",
             "therapyHistory",
             "progressReports",
+            "coverage",
         }
         assert service["title"]
         assert service["description"]

@@ -67,9 +67,11 @@ def test_order_sign_request_shape() -> None:
         "carePlans",
         "therapyHistory",
         "progressReports",
+        "coverage",
     }
     assert _entries(prefetch["therapyHistory"]) == [("Encounter", "enc-avery-clean", "match")]
     assert "entry" not in prefetch["progressReports"]  # the bundle has no progress note
+    assert _entries(prefetch["coverage"]) == []  # the sample has no Coverage: an empty search
     assert prefetch["patient"]["id"] == "pat-avery-clean"
     assert prefetch["encounter"]["id"] == "enc-avery-clean"
     assert prefetch["procedures"]["type"] == "searchset"

@@ -97,7 +97,7 @@
     document.querySelectorAll('input[name="hook"]').forEach(function (radio) {
       radio.checked = radio.value === option.getAttribute("data-hook");
     });
-    $("payer-rule").value = option.getAttribute("data-payer");
+    $("payer-rule").value = "coverage";  // the sample's Coverage (else the default) decides
     $("pair-rule").value = option.getAttribute("data-pair");
     updateServiceLabel();
     bundleStatus("loading…");
@@ -434,6 +434,7 @@
         el("figcaption", {}, [
           el("strong", { text: visit.discipline + " visit " + visit.date }),
           el("span", { className: "muted", text: " · " + visit.totalTimedMinutes + " timed min · " + visit.payerRule.toUpperCase() + " · times in " + visit.timeZone }),
+          el("span", { className: "muted payer-rule-reason", text: visit.payerRuleReason ? " · " + visit.payerRuleReason : "" }),
           el("span", { className: "pill pill-" + pairClass, text: "pair " + visit.pair })
         ]),
         el("div", { className: "svg-box", html: visit.svg }),

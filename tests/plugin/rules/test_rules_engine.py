@@ -131,6 +131,7 @@ def test_json_shape_is_the_contract() -> None:
         "pair",
         "findings",
         "billed_units",  # issue 13 (added member)
+        "payer_rule_reason",  # issue 15 (added member)
     ]
     assert main["patient"] == "Patient/P1"
     assert main["payer_rule"] == "cms"

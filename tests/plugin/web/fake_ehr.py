@@ -215,12 +215,20 @@ def make_fake_ehr_app(ehr: FakeEhr) -> FastAPI:
             ]
         if "patient" in params:
             wanted = _ref_id(params["patient"], "Patient")
-            member = "patient" if resource_type in ("Claim", "ExplanationOfBenefit") else "subject"
+            member = (
+                "patient"
+                if resource_type in ("Claim", "ExplanationOfBenefit")
+                else "beneficiary"
+                if resource_type == "Coverage"
+                else "subject"
+            )
             found = [
                 r
                 for r in found
                 if _ref_id((r.get(member) or {}).get("reference", ""), "Patient") == wanted
             ]
+        if "status" in params:
+            found = [r for r in found if r.get("status") == params["status"]]
         if "date" in params:  # Procedure: performed/occurrence on that day (no prefixes)
             found = [r for r in found if params["date"] in _days(r)]
         return JSONResponse(_searchset(found), media_type="application/fhir+json")

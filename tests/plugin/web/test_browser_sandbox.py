@@ -96,8 +96,8 @@ def test_firing_a_hook_shows_the_cards_and_the_timeline(
     page.click("#exchange summary")
     request = json.loads(page.inner_text("#request-json"))
     assert request["hook"] == "order-sign"
+    # a sample selects "From the patient's coverage": no payerRule travels
     assert request["extension"]["io.github.therapy-cds"] == {
-        "payerRule": "cms",
         "pairRule": "cms",
         "cardPolicy": "problems",
     }

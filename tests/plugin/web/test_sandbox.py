@@ -81,6 +81,7 @@ async def test_request_helper_builds_the_hook_request_with_the_rule_extension(
         "carePlans",
         "therapyHistory",
         "progressReports",
+        "coverage",
     }
     assert request["extension"] == {
         EXTENSION_KEY: {"payerRule": "ama", "pairRule": "cms", "cardPolicy": "problems"}
@@ -91,6 +92,10 @@ async def test_request_helper_builds_the_hook_request_with_the_rule_extension(
         json={"bundle": _bundle("discharge-claim-lines.json"), "hook": "encounter-discharge"},
     )
     assert discharge.json()["serviceId"] == "therapy-timed-codes-discharge"
+    # no payer rule chosen on the page ("coverage"): the patient's Coverage decides
+    assert discharge.json()["request"]["extension"] == {
+        EXTENSION_KEY: {"pairRule": "cms", "cardPolicy": "problems"}
+    }
 
 
 async def test_what_the_page_sends_the_service_answers_with_the_expected_cards(
