@@ -184,7 +184,7 @@ def test_check_over_a_request_file_reads_its_history_or_says_it_has_none(
     result = CliRunner().invoke(cli_app, ["check", str(path), "--format", "json"])
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
-    assert set(document) == {"visits", "findings"}  # the contract's shape
+    assert set(document) == {"visits", "findings", "tables"}  # the contract, and the tables
     (visit,) = document["visits"]
     assert (RULE in {f["rule"] for f in visit["findings"]}) is due
     assert (NOTE in result.stderr) is not history

@@ -284,6 +284,8 @@ async def call_service(
         route = mock.get(url__startswith=f"{FHIR}/Procedure?").respond(
             json=_searchset(data, "Procedure")
         )
+        # encounter-discharge also searches the encounter's Claims (the optional `claims` key)
+        mock.get(url__startswith=f"{FHIR}/Claim?").respond(json=_searchset(data, "Claim"))
         response = await client.post(f"/cds-services/{service}", json=_with_fhir_access(request))
     assert response.status_code == 200, response.text
     for call in route.calls:

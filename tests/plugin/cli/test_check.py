@@ -93,6 +93,7 @@ def test_json_is_the_contract_shape() -> None:
         "pair",
         "findings",
         "billed_units",  # issue 13: billed units per timed code, null without charges
+        "payer_rule_reason",  # issue 15: why the payer rule applies
         "source",  # issue 18: the file the visit came from, as given, the last member
     ]
     assert visit["source"] == str(SAMPLES / "clean-pair-59-on-97530.json")

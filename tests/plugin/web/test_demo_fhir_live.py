@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import copy
+import gc
 import json
 import sys
 from collections.abc import Iterator
@@ -83,9 +84,16 @@ async def test_cds_service_without_prefetch_reads_the_visit_from_demo_fhir(
     # visit with nothing to act on gets no card).
     request["extension"] = {EXTENSION_KEY: {"cardPolicy": "all"}}
     service = ORDER_SIGN_SERVICE if hook == "order-sign" else DISCHARGE_SERVICE
-    transport = httpx.ASGITransport(app=create_app(settings))
-    async with httpx.AsyncClient(transport=transport, base_url="http://cds.test") as client:
-        response = await client.post(f"/cds-services/{service}", json=request)
+    app = create_app(settings)
+    try:
+        # With its lifespan, so that shutting down closes the connections the service opened to
+        # demo-fhir (real sockets), as a served instance does.
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://cds.test") as client:
+                response = await client.post(f"/cds-services/{service}", json=request)
+    finally:
+        gc.unfreeze()  # start-up froze the heap; the rest of the test session must not keep it
     assert response.status_code == 200, response.text
     cards = response.json()["cards"]
     assert cards
