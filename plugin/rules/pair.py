@@ -25,7 +25,7 @@ billing only one of the codes is the alternative.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
@@ -194,8 +194,36 @@ def evaluate_pair(
             fixes=fixes,
         )
         return result(PairStatus.NOT_SUPPORTED, "same-timeblock", findings=(finding,))
-    # 3. both codes must earn a unit, per acceptable allocation (R-D3(3), I-4.3)
-    applicable = tuple(a.get(col1, 0) >= 1 and a.get(col2, 0) >= 1 for a in assessment.chosen)
+    # 3. both codes must earn a unit, per acceptable allocation (R-D3(3), I-4.3); 4. modifiers
+    line1 = lines.get(col1)
+    return _units_then_modifiers(
+        tuple(a.get(col1, 0) >= 1 and a.get(col2, 0) >= 1 for a in assessment.chosen),
+        _Sides(col1, col2, first, second, (line1,) if line1 else (), lines.get(col2)),
+        {c: assessment.minutes.get(c, 0) for c in (col1, col2)},
+        charges_read=view.visit.charge_lines_read,
+        edit=edit,
+        pair_rule=pair_rule,
+        result=result,
+    )
+
+
+_ResultOf = Callable[..., PairResult]
+
+
+def _units_then_modifiers(
+    applicable: tuple[bool, ...],
+    sides: _Sides,
+    minutes: Mapping[str, int],
+    *,
+    charges_read: bool,
+    edit: PtpEdit,
+    pair_rule: PairRule,
+    result: _ResultOf,
+) -> PairResult:
+    """Steps 3 and 4 of I-4, for a visit's own pair and a co-treatment alike: ``applicable``,
+    per acceptable allocation, whether both codes earn a unit (R-D3(3)); then the modifier
+    checks on the billed lines (R-D4), or -- with no charge line on the column-2 visit --
+    INDETERMINATE unless the strict reading fails on the documented minutes alone."""
     if not any(applicable):
         return result(
             PairStatus.NOT_APPLICABLE,
@@ -207,41 +235,30 @@ def evaluate_pair(
         if all(applicable)
         else " (This applies if both codes are billed; an acceptable allocation bills only one.)"
     )
-    if not view.visit.charge_lines_read and edit.modifier_indicator != 0:
-        # 4. without any charge line nothing says which modifiers were billed: step 4 cannot be
-        # judged (INDETERMINATE, I-CHARGES-NOT-AVAILABLE from the engine), except the strict
-        # reading, which rests on the documented minutes alone.
+    if not charges_read and edit.modifier_indicator != 0:
         strict = _strict_finding(
-            col1,
-            col2,
-            [s.ref for s in (*first, *second)],
+            sides.col1,
+            sides.col2,
+            sides.resources,
             edit,
             pair_rule,
-            {c: assessment.minutes.get(c, 0) for c in (col1, col2)},
+            minutes,
             caveat,
+            sides.context,
+            sides.disciplines,
         )
         status = PairStatus.NOT_SUPPORTED if strict else PairStatus.INDETERMINATE
-        return result(
-            status,
-            "modifier" if strict else "no-charges",
-            by_allocation=tuple(status if ok else PairStatus.NOT_APPLICABLE for ok in applicable),
-            findings=(strict,) if strict else (),
-        )
-    line1 = lines.get(col1)
-    findings = _modifier_findings(
-        _Sides(col1, col2, first, second, (line1,) if line1 else (), lines.get(col2)),
-        edit,
-        pair_rule,
-        {c: assessment.minutes.get(c, 0) for c in (col1, col2)},
-        caveat,
-    )
-    failed = any(f.rule is not RuleId.W_59_WITH_X for f in findings)
-    status = PairStatus.NOT_SUPPORTED if failed else PairStatus.SUPPORTED
-    by_allocation = tuple(status if ok else PairStatus.NOT_APPLICABLE for ok in applicable)
+        reason = "modifier" if strict else "no-charges"
+        findings: tuple[Finding, ...] = (strict,) if strict else ()
+    else:
+        findings = _modifier_findings(sides, edit, pair_rule, minutes, caveat)
+        failed = any(f.rule is not RuleId.W_59_WITH_X for f in findings)
+        status = PairStatus.NOT_SUPPORTED if failed else PairStatus.SUPPORTED
+        reason = "modifier" if failed else "supported"
     return result(
         status,
-        "modifier" if failed else "supported",
-        by_allocation=by_allocation,
+        reason,
+        by_allocation=tuple(status if ok else PairStatus.NOT_APPLICABLE for ok in applicable),
         findings=findings,
     )
 
@@ -585,54 +602,28 @@ def evaluate_cotreatment(
             ),
         )
         return result(PairStatus.NOT_SUPPORTED, "same-timeblock", findings=(finding,))
-    # 3. both codes must earn a unit, each on its own visit (R-D3(3), I-4.3)
+    # 3. both codes must earn a unit, each on its own visit (R-D3(3), I-4.3); 4. modifiers
     col1_earns = any(a.get(col1, 0) >= 1 for p in holders for a in p.assessment.chosen)
-    applicable = tuple(col1_earns and a.get(col2, 0) >= 1 for a in assessment.chosen)
-    if not any(applicable):
-        return result(
-            PairStatus.NOT_APPLICABLE,
-            "units",
-            by_allocation=tuple(PairStatus.NOT_APPLICABLE for _ in applicable),
-        )
-    caveat = (
-        ""
-        if all(applicable)
-        else " (This applies if both codes are billed; an acceptable allocation bills only one.)"
-    )
-    minutes = {
-        col1: sum(p.assessment.minutes.get(col1, 0) for p in holders),
-        col2: assessment.minutes.get(col2, 0),
-    }
-    sides = _Sides(
-        col1,
-        col2,
-        first,
-        second,
-        tuple(p.view.lines[col1] for p in holders if col1 in p.view.lines),
-        view.lines.get(col2),
-        context,
-        disciplines,
-    )
-    if not view.visit.charge_lines_read and edit.modifier_indicator != 0:
-        # 4. this visit holds no charge line: its column-2 modifier cannot be judged
-        strict = _strict_finding(
-            col1, col2, sides.resources, edit, pair_rule, minutes, caveat, context, disciplines
-        )
-        status = PairStatus.NOT_SUPPORTED if strict else PairStatus.INDETERMINATE
-        return result(
-            status,
-            "modifier" if strict else "no-charges",
-            by_allocation=tuple(status if ok else PairStatus.NOT_APPLICABLE for ok in applicable),
-            findings=(strict,) if strict else (),
-        )
-    findings = _modifier_findings(sides, edit, pair_rule, minutes, caveat)
-    failed = any(f.rule is not RuleId.W_59_WITH_X for f in findings)
-    status = PairStatus.NOT_SUPPORTED if failed else PairStatus.SUPPORTED
-    return result(
-        status,
-        "modifier" if failed else "supported",
-        by_allocation=tuple(status if ok else PairStatus.NOT_APPLICABLE for ok in applicable),
-        findings=findings,
+    return _units_then_modifiers(
+        tuple(col1_earns and a.get(col2, 0) >= 1 for a in assessment.chosen),
+        _Sides(
+            col1,
+            col2,
+            first,
+            second,
+            tuple(p.view.lines[col1] for p in holders if col1 in p.view.lines),
+            view.lines.get(col2),
+            context,
+            disciplines,
+        ),
+        {
+            col1: sum(p.assessment.minutes.get(col1, 0) for p in holders),
+            col2: assessment.minutes.get(col2, 0),
+        },
+        charges_read=view.visit.charge_lines_read,
+        edit=edit,
+        pair_rule=pair_rule,
+        result=result,
     )
 
 
