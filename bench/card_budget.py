@@ -12,28 +12,33 @@ Run: .venv/bin/python bench/card_budget.py [--policy problems|summary|all] [--ma
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from fastapi.testclient import TestClient
+import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_bundles"
-SERVICES = {
-    "order-sign": "therapy-timed-codes",
-    "encounter-discharge": "therapy-timed-codes-discharge",
-}
 
 
 def measure(policy: str | None = None) -> list[dict[str, Any]]:
     """Per scenario: file, cards, total and longest detail characters, the cards' topics."""
+    return asyncio.run(_measure(policy))
+
+
+async def _measure(policy: str | None) -> list[dict[str, Any]]:
     from plugin.app import create_app
     from plugin.hook_request import build_hook_request
-    from plugin.settings import Settings
+    from plugin.services import DISCHARGE_SERVICE, EXTENSION_KEY, ORDER_SIGN_SERVICE
+    from plugin.settings import CARD_POLICIES, Settings
 
+    if policy is not None and policy not in CARD_POLICIES:
+        raise SystemExit(f"card_budget: --policy must be one of {', '.join(CARD_POLICIES)}")
+    services = {"order-sign": ORDER_SIGN_SERVICE, "encounter-discharge": DISCHARGE_SERVICE}
     manifest = json.loads((SAMPLES / "scenarios.json").read_text(encoding="utf-8"))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -43,13 +48,17 @@ def measure(policy: str | None = None) -> list[dict[str, Any]]:
             database_url=f"sqlite:///{Path(tmp) / 'budget.db'}",
             log_level="WARNING",
         )
-        with TestClient(create_app(settings)) as client:
+        # In process, without the lifespan (no background work is needed to answer a hook).
+        transport = httpx.ASGITransport(app=create_app(settings))
+        async with httpx.AsyncClient(transport=transport, base_url="http://cds.test") as client:
             for scenario in manifest["scenarios"]:
                 bundle = json.loads((SAMPLES / scenario["file"]).read_text(encoding="utf-8"))
                 request: dict[str, Any] = dict(build_hook_request(bundle, scenario["hook"]))
                 if policy is not None:
-                    request["extension"] = {"io.github.therapy-cds": {"cardPolicy": policy}}
-                response = client.post(f"/cds-services/{SERVICES[scenario['hook']]}", json=request)
+                    request["extension"] = {EXTENSION_KEY: {"cardPolicy": policy}}
+                response = await client.post(
+                    f"/cds-services/{services[scenario['hook']]}", json=request
+                )
                 response.raise_for_status()
                 cards = response.json()["cards"]
                 details = [len(c.get("detail") or "") for c in cards]
@@ -84,7 +93,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--policy", choices=("problems", "summary", "all"))
+    parser.add_argument("--policy", help="problems, summary or all (the request extension)")
     parser.add_argument("--json", action="store_true", help="print the numbers as JSON")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
