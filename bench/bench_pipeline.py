@@ -1,7 +1,8 @@
 """Benchmark: where one order-sign call spends its CPU, phase by phase, in-process.
 
-For the generated visits of ``bench/payloads.py`` (10 and 100 Procedures) it times, each on
-already-prepared input:
+For the generated visits of ``bench/payloads.py`` (10 and 100 Procedures; ``--bodies``
+compact and/or realistic, ``--variants`` error and/or clean, as in ``bench/bench_service.py``)
+it times, each on already-prepared input:
 
   * ``parse``   the request body bytes -> JSON (orjson)
   * ``map``     CDS Hooks draftOrders + prefetch -> TherapyRecord (``map_cds_hooks``)
@@ -21,7 +22,7 @@ the same call cost about 1.5x as much. ``--pause-us 500`` lets the core idle bef
 and reports those colder costs; compare them with the server's CPU ms per request.
 
 Run: .venv/bin/python bench/bench_pipeline.py [--procedures 10,100] [--repeat N] [--rounds R]
-     [--pause-us N]
+     [--pause-us N] [--bodies compact,realistic] [--variants error,clean]
 """
 
 from __future__ import annotations
@@ -119,10 +120,14 @@ def asgi_caller(app: Any, path: str, body: bytes) -> Callable[[], Awaitable[int]
 
 
 def measure(
-    app: Any, loop: asyncio.AbstractEventLoop, size: int, repeat: int, rounds: int, pause: float
+    app: Any,
+    loop: asyncio.AbstractEventLoop,
+    request: dict[str, Any],
+    repeat: int,
+    rounds: int,
+    pause: float,
 ) -> list[float]:
-    """CPU ms per call of each phase for the ``size``-Procedure visit."""
-    request = order_sign_request(size)
+    """CPU ms per call of each phase for one order-sign ``request``."""
     body = orjson.dumps(request)
     context, prefetch = request["context"], request["prefetch"]
     orders = context["draftOrders"]
@@ -167,7 +172,13 @@ def main() -> None:
         default=0,
         help="let the core idle this many microseconds before each call (see the notes above)",
     )
+    parser.add_argument("--bodies", default="compact", help="body styles: compact, realistic")
+    parser.add_argument("--variants", default="error", help="visit variants: error, clean")
     args = parser.parse_args()
+    styles = [x.strip() for x in args.bodies.split(",") if x.strip()]
+    variants = [x.strip() for x in args.variants.split(",") if x.strip()]
+    if not set(styles) <= {"realistic", "compact"} or not set(variants) <= {"clean", "error"}:
+        parser.error("--bodies takes compact,realistic and --variants error,clean")
 
     from plugin.app import create_app
     from plugin.settings import Settings
@@ -184,11 +195,21 @@ def main() -> None:
     loop.run_until_complete(lifespan.__aenter__())
 
     print(f"python {sys.version.split()[0]}; CPU ms per call, best of {args.rounds} rounds")
-    print(f"{'visit':10}{'parse':>8}{'map':>8}{'rules':>8}{'cards':>8}{'encode':>8}{'app':>8}")
-    for size in [int(x) for x in args.procedures.split(",") if x.strip()]:
-        repeat = args.repeat or max(200, 4000 // size)
-        timings = measure(app, loop, size, repeat, args.rounds, args.pause_us / 1e6)
-        print(f"{size:>3} proc  " + "".join(f"{t:8.3f}" for t in timings))
+    print(
+        f"{'visit':26}{'KiB':>5}{'parse':>8}{'map':>8}{'rules':>8}{'cards':>8}{'encode':>8}"
+        f"{'app':>8}"
+    )
+    for style in styles:
+        for size in [int(x) for x in args.procedures.split(",") if x.strip()]:
+            for variant in variants:
+                request = order_sign_request(
+                    size, clean=variant == "clean", realistic=style == "realistic"
+                )
+                repeat = args.repeat or max(200, 4000 // size)
+                timings = measure(app, loop, request, repeat, args.rounds, args.pause_us / 1e6)
+                label = f"{size:>3} proc {style} {variant}"
+                kib = len(orjson.dumps(request)) / 1024
+                print(f"{label:26}{kib:5.0f}" + "".join(f"{t:8.3f}" for t in timings))
     loop.run_until_complete(lifespan.__aexit__(None, None, None))
     loop.close()
 

@@ -57,8 +57,8 @@ def check_json_media_type(content_type: str | None) -> None:
     )
 
 
-_BRACKETS = bytes.maketrans(b"{}", b"[]")
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_OBJECTS_AS_ARRAYS = bytes.maketrans(b"{}", b"[]")
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'[]{}"')
 
 
 def json_depth_exceeds(raw: bytes, max_depth: int) -> bool:
@@ -66,19 +66,27 @@ def json_depth_exceeds(raw: bytes, max_depth: int) -> bool:
     than ``max_depth`` levels (a scalar is 0, ``{}`` is 1).
 
     Works on the text, in a few passes of bytes operations (each linear, in C): drop escaped
-    backslashes and quotes, drop what is inside strings, keep only the brackets (objects as
-    arrays), then remove innermost ``[]`` pairs once per level (at most ``max_depth`` passes).
-    Measured on a 5 KB order-sign request: about 2% of the call; a walk over the parsed value
-    cost three times as much."""
-    if raw.count(b"[") + raw.count(b"{") <= max_depth:
-        return False
-    outside = b"".join(raw.replace(b"\\\\", b"").replace(b'\\"', b"").split(b'"')[::2])
-    brackets = outside.translate(_BRACKETS, _NOT_BRACKETS)
+    backslashes and quotes, keep only brackets (objects as arrays) and quotes, drop what is
+    inside strings, then remove innermost ``[]`` pairs once per level (at most ``max_depth``
+    passes). Strings are dropped in two steps: first every pair of adjacent quotes (an empty
+    string, or two strings with no bracket between them: removing an empty stretch keeps every
+    other quote's parity, so inside stays inside), then, only if quotes are left (strings that
+    contain brackets), by splitting on them. Measured with ``bench/bench_pipeline.py``: 0.2 ms
+    of a 4 ms call for a 140 KiB body when every string was split, 0.12 ms now; a walk
+    over the parsed value costs several times as much."""
+    if b"\\" in raw:
+        raw = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    marks = raw.translate(_OBJECTS_AS_ARRAYS, _NOT_STRUCTURE)
+    if len(marks) <= max_depth * 2:
+        return False  # too few brackets left to nest deeper than the limit
+    marks = marks.replace(b'""', b"")
+    if b'"' in marks:
+        marks = b"".join(marks.split(b'"')[::2])
     for _ in range(max_depth):
-        if not brackets:
+        if not marks:
             return False
-        brackets = brackets.replace(b"[]", b"")
-    return bool(brackets)
+        marks = marks.replace(b"[]", b"")
+    return bool(marks)
 
 
 def parse_json(
