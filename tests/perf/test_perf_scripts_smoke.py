@@ -35,13 +35,21 @@ def test_bench_service_runs_against_the_floor(
             "1",
             "--procedures",
             "10",
+            "--bodies",
+            "realistic",
+            "--variants",
+            "clean,error",
             "--json",
             str(out),
         ]
     )
     assert code == 0
     results = json.loads(out.read_text())
-    assert set(results) == {"therapy-cds/10", "floor/10"}
+    assert set(results) == {
+        f"{target}/10-realistic-{variant}"
+        for target in ("therapy-cds", "floor")
+        for variant in ("clean", "error")
+    }
     for row in results.values():
         assert row["requests"] > 0
         assert row["non2xx"] == 0
