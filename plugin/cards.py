@@ -4,10 +4,12 @@
   ``source.topic`` the finding id, its summary under 140 characters with no patient identifier,
   its detail in Markdown with the minutes, the units and the rule's source;
 - ``overrideReasons`` that fit the finding;
-- suggestions where the fix is mechanical: one ``update`` action per draft ServiceRequest that
-  sets the supported units, adds or removes a modifier, or replaces the code; every kind of
-  change is proven valid through the full FHIR models at start-up (:func:`warm_up`) and each
-  updated draft is checked for the members FHIR requires before it is sent (:func:`sound_update`);
+- suggestions where the fix is mechanical: one action per draft ServiceRequest that sets the
+  supported units, adds or removes a modifier, replaces the code, removes a charge with no
+  billable units or adds a new one. This module says what to change
+  (:class:`fhir_mappings.writeback.ChargeChange`); :mod:`fhir_mappings.writeback` writes it as
+  FHIR for the request's version, proves every kind of change valid at start-up and checks each
+  written draft before it is sent;
 - one ``info`` summary card per visit with the units per code and every informational finding.
 """
 
@@ -405,10 +407,6 @@ def _detail(
 
 
 # ------------------------------------------------------------------------------ suggestions
-
-# What to change is said here, as fhir_mappings.writeback changes; that module writes them as
-# FHIR for the request's version (R4/R4B orderDetail, R5 parameters, the billing-modifier
-# extension) and proves every kind of change valid at start-up (warm_up).
 
 
 def _charge_changes(fixes: Sequence[Fix]) -> tuple[ChargeChange, ...]:
