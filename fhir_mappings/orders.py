@@ -162,3 +162,19 @@ def order_modifiers(order: Mapping[str, Any]) -> list[str]:
         if is_modifier_extension(extension):
             found += coding_modifiers(extension.get("valueCoding"), allow_none=True)
     return found
+
+
+__all__ = [
+    "billing_codes",
+    "code_codings",
+    "coding_modifiers",
+    "codings_of",
+    "draft_service_requests",
+    "is_billing_system",
+    "is_modifier_extension",
+    "is_modifier_parameter",
+    "modifier_concepts",
+    "order_dates",
+    "order_modifiers",
+    "parameter_groups",
+]
