@@ -11,6 +11,8 @@ Entry points:
   already-parsed JSON.
 * :func:`group_visits` groups a record's services into visits (patient, date, discipline).
 * :mod:`fhir_mappings.codes` answers timed / one-on-one / group questions about codes.
+* :mod:`fhir_mappings.orders` reads the draft ServiceRequests being signed (code, dates,
+  modifiers); :mod:`fhir_mappings.writeback` writes a suggestion's changes to them as FHIR.
 
 Decisions on points the rule book leaves open (each module says more):
 

@@ -4,37 +4,28 @@
   ``source.topic`` the finding id, its summary under 140 characters with no patient identifier,
   its detail in Markdown with the minutes, the units and the rule's source;
 - ``overrideReasons`` that fit the finding;
-- suggestions where the fix is mechanical: one ``update`` action per draft ServiceRequest that
-  sets the supported units, adds or removes a modifier, or replaces the code; every kind of
-  change is proven valid through the full FHIR models at start-up (:func:`warm_up`) and each
-  updated draft is checked for the members FHIR requires before it is sent (:func:`sound_update`);
+- suggestions where the fix is mechanical: one action per draft ServiceRequest that sets the
+  supported units, adds or removes a modifier, replaces the code, removes a charge with no
+  billable units or adds a new one. This module says what to change
+  (:class:`fhir_mappings.writeback.ChargeChange`); :mod:`fhir_mappings.writeback` writes it as
+  FHIR for the request's version, proves every kind of change valid at start-up and checks each
+  written draft before it is sent;
 - one ``info`` summary card per visit with the units per code and every informational finding.
 """
 
 from __future__ import annotations
 
-import copy
 import functools
 import hashlib
 import logging
-import re
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal, cast
-
-import orjson
-from pydantic import ValidationError
+from typing import Literal
 
 from cds_hooks.models import Action, Card, Coding, Link, Source, Suggestion
-from fhir_mappings.codes import split_modifiers
-from fhir_mappings.model import (
-    BILLING_SYSTEMS,
-    CPT_SYSTEM,
-    EXT_BILLING_MODIFIER,
-    HCPCS_SYSTEM,
-    FhirVersion,
-)
+from fhir_mappings.writeback import DELETE, ChargeChange, DraftOrders, NewCharge
+from fhir_mappings.writeback import warm_up as warm_up  # run at start-up with the cards
 from plugin.markdown import quote_markdown
 from plugin.rules import Analysis, Finding, Fix, PairResult, VisitAnalysis
 from plugin.rules.billing import NCCI_MODIFIERS
@@ -51,9 +42,6 @@ LISTED_RESOURCES = 20
 # Card and suggestion uuids are derived from the hook instance, so a retried call gets the same
 # ids and feedback can be matched to the finding that raised the card.
 _UUID_NAMESPACE = uuid.UUID("6f1f0c4e-6a43-5b0e-9d1e-5c0a3c1d7e21")
-
-JsonObject = dict[str, Any]
-
 
 # ------------------------------------------------------------------------- override reasons
 
@@ -421,447 +409,27 @@ def _detail(
 # ------------------------------------------------------------------------------ suggestions
 
 
-def _modifier_system(modifier: str) -> str:
-    return CPT_SYSTEM if modifier.isdigit() else HCPCS_SYSTEM
-
-
-def _codings_of(concept: Any) -> list[JsonObject]:
-    if isinstance(concept, dict):
-        codings = concept.get("coding")
-        if isinstance(codings, list):
-            return [c for c in codings if isinstance(c, dict)]
-    return []
-
-
-# A modifier sits in three places on a draft ServiceRequest, all read by the mapper
-# (fhir_mappings.mapper): R4/R4B ``orderDetail[]`` (a CodeableConcept), R5
-# ``orderDetail[].parameter[].valueCodeableConcept`` and the project ``billing-modifier``
-# extension. The mapper reads a coding's code split on commas and blanks, in any case
-# (codes.split_modifiers); an EHR also shows the concept's ``text`` and the codings' ``display``.
-# Removing a modifier takes away every trace of it there; anything else is left as it was.
-
-#: Words that may stand beside modifier codes in a text ("Modifier 59", "mod. XU").
-_MODIFIER_WORDS = frozenset({"MOD", "MODIFIER", "MODIFIERS", "CPT", "HCPCS"})
-_WORD = re.compile(r"[A-Za-z0-9]+")
-
-
-def _billing_system(system: object, *, allow_none: bool) -> bool:
-    return system in BILLING_SYSTEMS or (allow_none and system is None)
-
-
-def _coding_modifiers(coding: object, *, allow_none: bool) -> list[str]:
-    """The modifiers the mapper reads from ``coding`` (``allow_none``: a coding without a
-    system counts, as in the extension)."""
-    if not isinstance(coding, dict):
-        return []
-    code = coding.get("code")
-    if not isinstance(code, str) or not _billing_system(
-        coding.get("system"), allow_none=allow_none
-    ):
-        return []
-    return split_modifiers(code)
-
-
-def _modifier_list(text: str) -> list[str] | None:
-    """The 2-character codes of a text that lists modifiers only ("59", "Modifier 59, GP");
-    ``None`` for any other text (prose is never rewritten)."""
-    words = [w for w in _WORD.findall(text) if w.upper() not in _MODIFIER_WORDS]
-    return words if words and all(len(w) == 2 for w in words) else None
-
-
-def _names(text: object, modifier: str) -> bool:
-    """True when ``text`` mentions ``modifier`` as a word."""
-    return isinstance(text, str) and modifier in (w.upper() for w in _WORD.findall(text))
-
-
-def _text_without(text: str, modifier: str) -> str | None:
-    """``text`` without ``modifier`` (a modifier list loses that entry; prose naming it goes);
-    ``None`` when nothing is left."""
-    listed = _modifier_list(text)
-    if listed is None:
-        return None
-    rest = [w for w in listed if w.upper() != modifier]
-    return ", ".join(rest) if rest else None
-
-
-def _coding_without(coding: object, modifier: str) -> object | None:
-    """``coding`` without ``modifier``: ``None`` when it named that modifier only (by code, or
-    by display alone when it has no code), a copy with the other codes when it named several."""
-    if not isinstance(coding, dict) or not _billing_system(coding.get("system"), allow_none=True):
-        return coding
-    code = coding.get("code")
-    if code is None:
-        display = coding.get("display")
-        listed = _modifier_list(display) if isinstance(display, str) else None
-        named = listed is not None and [w.upper() for w in listed] == [modifier]
-        return None if named else coding
-    parts = split_modifiers(code) if isinstance(code, str) else []
-    if modifier not in parts:
-        return coding
-    rest = [p for p in parts if p != modifier]
-    if not rest:
-        return None
-    kept = {k: v for k, v in coding.items() if k != "display"}  # it described all the codes
-    kept["code"] = ", ".join(rest)
-    return kept
-
-
-def _concept_without(concept: JsonObject, modifier: str) -> JsonObject | None:
-    """A CodeableConcept without ``modifier``; ``None`` when nothing of it is left. A concept
-    with codings keeps its text unless the text names the modifier; a text-only concept is
-    changed only when its text is a list of modifiers."""
-    codings = concept.get("coding")
-    if isinstance(codings, list):
-        kept = [c for c in (_coding_without(c, modifier) for c in codings) if c is not None]
-        removed = kept != codings
-    else:
-        kept, removed = [], False
-    text = concept.get("text")
-    listed = isinstance(text, str) and _names(text, modifier) and _modifier_list(text)
-    if not removed and not listed:
-        # no coding named it; only a text listing modifiers would be a trace an EHR shows
-        return concept
-    out = dict(concept)
-    if isinstance(codings, list):
-        if kept:
-            out["coding"] = kept
-        else:
-            del out["coding"]
-    if isinstance(text, str) and _names(text, modifier):
-        rewritten = _text_without(text, modifier)
-        if rewritten is None:
-            del out["text"]
-        else:
-            out["text"] = rewritten
-    if "coding" not in out and "text" not in out:
-        return None
-    return out
-
-
-def _parameter_without(parameter: object, modifier: str) -> object | None:
-    """An R5 ``orderDetail.parameter`` without ``modifier``; ``None`` when its value was that
-    modifier only (its ``code`` says what the parameter is, never the modifier)."""
-    if not isinstance(parameter, dict):
-        return parameter
-    concept = parameter.get("valueCodeableConcept")
-    if isinstance(concept, dict):
-        rest = _concept_without(concept, modifier)
-        if rest is None:
-            return None
-        return parameter if rest is concept else {**parameter, "valueCodeableConcept": rest}
-    value = parameter.get("valueString")
-    if isinstance(value, str) and _names(value, modifier) and _modifier_list(value):
-        rewritten = _text_without(value, modifier)
-        return None if rewritten is None else {**parameter, "valueString": rewritten}
-    return parameter
-
-
-def _detail_without(detail: object, modifier: str) -> object | None:
-    """One ``orderDetail`` entry (R4 CodeableConcept or R5 parameter group) without
-    ``modifier``; ``None`` when nothing of it is left."""
-    if not isinstance(detail, dict):
-        return detail
-    parameters = detail.get("parameter")
-    if isinstance(parameters, list):  # R5
-        kept = [p for p in (_parameter_without(p, modifier) for p in parameters) if p is not None]
-        if len(kept) == len(parameters) and all(
-            a is b for a, b in zip(kept, parameters, strict=True)
-        ):
-            return detail
-        return {**detail, "parameter": kept} if kept else None
-    return _concept_without(detail, modifier)
-
-
-def _remove_modifier(resource: JsonObject, modifier: str) -> None:
-    """Take every trace of ``modifier`` off a draft ServiceRequest (see above)."""
-    modifier = modifier.strip().upper()
-    details = resource.get("orderDetail")
-    if isinstance(details, list):
-        kept = [d for d in (_detail_without(d, modifier) for d in details) if d is not None]
-        if kept:
-            resource["orderDetail"] = kept
-        else:
-            del resource["orderDetail"]
-    extensions = resource.get("extension")
-    if isinstance(extensions, list):
-        rest = []
-        for ext in extensions:
-            if isinstance(ext, dict) and ext.get("url") == EXT_BILLING_MODIFIER:
-                value = _coding_without(ext.get("valueCoding"), modifier)
-                if value is None:
-                    continue
-                if value is not ext.get("valueCoding"):
-                    ext = {**ext, "valueCoding": value}
-            rest.append(ext)
-        if rest:
-            resource["extension"] = rest
-        else:
-            del resource["extension"]
-
-
-def _r5_details(resource: JsonObject) -> list[JsonObject]:
-    details = resource.get("orderDetail")
-    if not isinstance(details, list):
-        return []
-    return [d for d in details if isinstance(d, dict) and isinstance(d.get("parameter"), list)]
-
-
-def _concepts(resource: JsonObject) -> list[JsonObject]:
-    """Every modifier CodeableConcept of ``orderDetail`` (R4 entries and R5 parameter values)."""
-    details = resource.get("orderDetail")
-    found: list[JsonObject] = []
-    for detail in details if isinstance(details, list) else ():
-        if not isinstance(detail, dict):
-            continue
-        parameters = detail.get("parameter")
-        if isinstance(parameters, list):
-            found += [
-                p["valueCodeableConcept"]
-                for p in parameters
-                if isinstance(p, dict) and isinstance(p.get("valueCodeableConcept"), dict)
-            ]
-        else:
-            found.append(detail)
-    return found
-
-
-def _has_modifier(resource: JsonObject, modifier: str) -> bool:
-    """True when the mapper reads ``modifier`` from the draft (orderDetail or extension)."""
-    for concept in _concepts(resource):
-        for coding in _codings_of(concept):
-            if modifier in _coding_modifiers(coding, allow_none=False):
-                return True
-    extensions = resource.get("extension")
-    return any(
-        isinstance(e, dict)
-        and e.get("url") == EXT_BILLING_MODIFIER
-        and modifier in _coding_modifiers(e.get("valueCoding"), allow_none=True)
-        for e in (extensions if isinstance(extensions, list) else ())
+def _charge_changes(fixes: Sequence[Fix]) -> tuple[ChargeChange, ...]:
+    """The changes of one draft charge that make ``fixes``: the draft is deleted when they
+    leave it with 0 units and the same code (not billed, R-23), else each fix is one change."""
+    if _drops_line(fixes):
+        return (DELETE,)
+    return tuple(
+        ChargeChange(
+            code=fix.replace_code,
+            units=fix.set_units,
+            remove_modifier=fix.remove_modifier,
+            add_modifier=fix.add_modifier,
+        )
+        for fix in fixes
     )
 
 
-def _is_modifier_parameter(parameter: object) -> bool:
-    if not isinstance(parameter, dict):
-        return False
-    return any(
-        _coding_modifiers(c, allow_none=False)
-        for c in _codings_of(parameter.get("valueCodeableConcept"))
-    )
-
-
-def _add_modifier(resource: JsonObject, modifier: str, version: FhirVersion | None) -> None:
-    """Add ``modifier`` where the draft keeps its modifiers, once: nothing is added when the
-    mapper already reads it; a leftover trace the mapper does not read (a text "59", a coding
-    without a system) is replaced by the one added."""
-    modifier = modifier.strip().upper()
-    if _has_modifier(resource, modifier):
-        return
-    _remove_modifier(resource, modifier)
-    coding = {"system": _modifier_system(modifier), "code": modifier}
-    r5_details = _r5_details(resource)
-    for detail in r5_details:  # R5: a parameter like the draft's other modifier parameters
-        siblings = [p for p in detail["parameter"] if _is_modifier_parameter(p)]
-        if siblings and isinstance(siblings[0].get("code"), dict):
-            concept: JsonObject = {"coding": [coding]}
-            if "text" in siblings[0]["valueCodeableConcept"]:
-                concept["text"] = modifier
-            detail["parameter"].append(
-                {"code": siblings[0]["code"], "valueCodeableConcept": concept}
-            )
-            return
-    extensions = resource.get("extension")
-    details = resource.get("orderDetail")
-    uses_extension = isinstance(extensions, list) and any(
-        isinstance(e, dict) and e.get("url") == EXT_BILLING_MODIFIER for e in extensions
-    )
-    uses_details = isinstance(details, list) and bool(details) and not r5_details
-    item: JsonObject
-    if version is FhirVersion.R5 or r5_details or (uses_extension and not uses_details):
-        # R5 orderDetail is a parameter structure; the project extension is unambiguous there.
-        member, item = "extension", {"url": EXT_BILLING_MODIFIER, "valueCoding": coding}
-    else:
-        member, item = "orderDetail", {"coding": [coding]}
-        if isinstance(details, list) and any(isinstance(d, dict) and "text" in d for d in details):
-            item["text"] = modifier  # as the draft's other details show theirs
-    existing = resource.setdefault(member, [])
-    if isinstance(existing, list):
-        existing.append(item)
-    # otherwise the draft's member is not a list: left as it is, sound_update refuses the draft
-
-
-def _json_copy(resource: JsonObject) -> JsonObject:
-    """A deep copy of parsed JSON. Drafts come from the JSON parser, so a round trip through
-    orjson is exact and about ten times faster than ``copy.deepcopy``; anything orjson cannot
-    write (a caller handing in non-JSON values) falls back to ``deepcopy``."""
-    try:
-        copied = orjson.loads(orjson.dumps(resource))
-    except TypeError:
-        return copy.deepcopy(resource)
-    return cast(JsonObject, copied)
-
-
-def apply_fixes(
-    resource: JsonObject, fixes: Iterable[Fix], version: FhirVersion | None
-) -> JsonObject:
-    """A copy of a draft ServiceRequest with the fixes applied (units, modifiers, code)."""
-    updated = _json_copy(resource)
-    for fix in fixes:
-        if fix.replace_code is not None:
-            updated["code"] = {
-                "coding": [{"system": CPT_SYSTEM, "code": fix.replace_code}],
-            }
-            if version is FhirVersion.R5:
-                updated["code"] = {"concept": updated["code"]}
-        if fix.set_units is not None:
-            quantity = updated.get("quantityQuantity")
-            quantity = dict(quantity) if isinstance(quantity, dict) else {}
-            quantity["value"] = fix.set_units
-            quantity.setdefault("unit", "unit")
-            updated["quantityQuantity"] = quantity
-        if fix.remove_modifier is not None:
-            _remove_modifier(updated, fix.remove_modifier)
-        if fix.add_modifier is not None:
-            _add_modifier(updated, fix.add_modifier, version)
-    return updated
-
-
-def new_charge(template: JsonObject, fix: Fix, version: FhirVersion | None) -> JsonObject:
-    """A new draft charge for ``fix.line_code`` (``fix.new_line``), modelled on the draft
-    ``template``: the same patient, encounter, date and discipline modifier, its own id, no
-    NCCI modifier (those were for the template's code) and ``fix.set_units`` units."""
-    created = _json_copy(template)
-    for member in ("identifier", "meta", "text"):
-        created.pop(member, None)
-    template_id = template.get("id") if isinstance(template.get("id"), str) else "charge"
-    created["id"] = f"{template_id}-{fix.line_code}"[:64]
-    created["status"] = "draft"
-    for modifier in sorted(NCCI_MODIFIERS):
-        _remove_modifier(created, modifier)
-    return apply_fixes(
-        created,
-        (Fix(line_code=fix.line_code, replace_code=fix.line_code, set_units=fix.set_units),),
-        version,
-    )
-
-
-def _probe(version: FhirVersion | None) -> JsonObject:
-    coding = {"system": CPT_SYSTEM, "code": "97530", "display": "warm-up"}
-    probe: JsonObject = {
-        "resourceType": "ServiceRequest",
-        "id": "warm-up",
-        "status": "draft",
-        "intent": "order",
-        "subject": {"reference": "Patient/warm-up"},
-        "quantityQuantity": {"value": 1, "unit": "unit"},
-        "extension": [{"url": EXT_BILLING_MODIFIER, "valueCoding": coding}],
-        "basedOn": [{"reference": "CarePlan/warm-up"}],
-        "occurrencePeriod": {"start": "2025-01-01T09:00:00Z", "end": "2025-01-01T09:15:00Z"},
-        "authoredOn": "2025-01-01",
-    }
-    if version is FhirVersion.R5:
-        probe["reason"] = [{"concept": {"coding": [coding]}}]
-        probe["code"] = {"concept": {"coding": [coding]}}
-    else:
-        probe["reasonCode"] = [{"coding": [coding], "text": "warm-up"}]
-        probe["code"] = {"coding": [coding]}
-        probe["orderDetail"] = [{"coding": [coding]}]
-    return probe
-
-
-#: One fix of every kind the rules emit; their results are validated once, at start-up.
-_FIX_KINDS: tuple[Fix, ...] = (
-    Fix(line_code="97530", set_units=2),
-    Fix(line_code="97530", add_modifier="59"),
-    Fix(line_code="97530", add_modifier="XU"),
-    Fix(line_code="97530", remove_modifier="59"),
-    Fix(line_code="97530", replace_code="97150", set_units=1),
-)
-#: A new charge modelled on a draft (:func:`new_charge`).
-_NEW_LINE = Fix(line_code="97150", set_units=1, new_line=True)
-
-
-def warm_up() -> None:
-    """Prove at start-up, through the full FHIR models (R4B and R5), that every kind of change
-    :func:`apply_fixes` makes yields a valid ServiceRequest (R-22). Per request only the draft's
-    required members and the members a fix rewrites are checked (:func:`sound_update`): the
-    full models cost milliseconds per resource, far too much for the hook's time budget."""
-    for version in (None, FhirVersion.R5):
-        probe = _probe(version)
-        if not _valid_fhir(probe, version):
-            raise RuntimeError("warm-up ServiceRequest is not valid FHIR")
-        for fix in _FIX_KINDS:
-            updated = apply_fixes(probe, (fix,), version)
-            if not (_valid_fhir(updated, version) and sound_update(updated, version)):
-                raise RuntimeError(f"a suggestion of kind {fix} would not be valid FHIR")
-        created = new_charge(probe, _NEW_LINE, version)
-        if not (_valid_fhir(created, version) and sound_update(created, version)):
-            raise RuntimeError("a new charge would not be valid FHIR")
-
-
-def _valid_fhir(resource: JsonObject, version: FhirVersion | None) -> bool:
-    """The resource validated through the full fhir.resources models (start-up and tests)."""
-    try:
-        if version is FhirVersion.R5:
-            from fhir.resources.servicerequest import ServiceRequest as R5ServiceRequest
-
-            R5ServiceRequest.model_validate(resource)
-        else:
-            from fhir.resources.R4B.servicerequest import ServiceRequest as R4ServiceRequest
-
-            R4ServiceRequest.model_validate(resource)
-    except (ValidationError, ValueError, TypeError):
-        return False
-    return True
-
-
-def _token(value: object) -> bool:
-    return isinstance(value, str) and bool(value) and value == value.strip()
-
-
-def _codeable_concept(value: object) -> bool:
-    if not isinstance(value, dict) or not value:
-        return False
-    codings = value.get("coding", [])
-    return isinstance(codings, list) and all(isinstance(c, dict) and c for c in codings)
-
-
-def _objects(value: object) -> bool:
-    return isinstance(value, list) and all(isinstance(item, dict) and item for item in value)
-
-
-def sound_update(resource: JsonObject, version: FhirVersion | None) -> bool:
-    """Per-request check of an updated draft ServiceRequest: the members FHIR requires
-    (``status``, ``intent``, ``subject``) and every member a fix may rewrite have the shapes the
-    models demand. The rest of the resource is the EHR's own draft, sent back unchanged."""
-    if resource.get("resourceType") != "ServiceRequest":
-        return False
-    if not (_token(resource.get("status")) and _token(resource.get("intent"))):
-        return False
-    subject = resource.get("subject")
-    if not isinstance(subject, dict) or not any(
-        isinstance(subject.get(k), str | dict) and subject.get(k)
-        for k in ("reference", "identifier", "display")
-    ):
-        return False
-    code = resource.get("code")
-    if code is not None:
-        if version is FhirVersion.R5:
-            if not isinstance(code, dict) or not _codeable_concept(code.get("concept", {"x": 1})):
-                return False
-        elif not _codeable_concept(code):
-            return False
-    quantity = resource.get("quantityQuantity")
-    if quantity is not None and not (
-        isinstance(quantity, dict)
-        and isinstance(quantity.get("value"), int | float)
-        and not isinstance(quantity.get("value"), bool)
-    ):
-        return False
-    if "orderDetail" in resource and not _objects(resource["orderDetail"]):
-        return False
-    extensions = resource.get("extension")
-    return extensions is None or (
-        _objects(extensions) and all(_token(e.get("url")) for e in extensions)
+def _new_line(fix: Fix) -> NewCharge:
+    """The new charge a ``new_line`` fix adds: ``fix.line_code`` with ``fix.set_units``, and no
+    NCCI modifier (those were for the code of the draft it is modelled on)."""
+    return NewCharge(
+        code=fix.line_code, units=fix.set_units, without_modifiers=tuple(sorted(NCCI_MODIFIERS))
     )
 
 
@@ -883,14 +451,6 @@ def _describe(fix: Fix) -> str:
     if fix.add_modifier is not None:
         changes.append(f"add modifier {quote_markdown(fix.add_modifier)} to {line}")
     return "; ".join(changes)
-
-
-@dataclass(frozen=True, slots=True)
-class DraftOrders:
-    """The draft ServiceRequests of the call, by reference, and their FHIR version."""
-
-    resources: Mapping[str, JsonObject]
-    version: FhirVersion | None
 
 
 def _drops_line(fixes: Sequence[Fix]) -> bool:
@@ -926,45 +486,46 @@ def _suggestion(
     actions = []
     labels = []
     for template, fix in new_lines:
-        created = new_charge(drafts.resources[template], fix, drafts.version)
-        taken = created["id"] in {ref.rpartition("/")[2] for ref in drafts.resources}
-        if taken or not sound_update(created, drafts.version):
+        created = drafts.create(template, _new_line(fix))
+        if created is None:
             logger.info("suggestion skipped: no new charge can be modelled on %s", template)
             return None
         description = _describe(fix)
         actions.append(
-            Action.model_construct(type="create", description=description, resource=created)
+            Action.model_construct(
+                type="create", description=description, resource=created.resource
+            )
         )
         labels.append(description)
     for ref in sorted(by_ref):
         fixes = by_ref[ref]
-        if _drops_line(fixes):
+        written = drafts.change(ref, _charge_changes(fixes))
+        if written is None:
+            logger.info("suggestion skipped: draft order %s is not valid FHIR", ref)
+            return None
+        if written.type == "delete":
             code = quote_markdown(fixes[0].line_code)
             description = f"remove the draft {code} charge (no billable units)"
             actions.append(
                 Action.model_construct(
                     type="delete",
                     description=f"{quote_markdown(ref)}: {description}",
-                    resource_id=ref,
+                    resource_id=written.resource_id,
                 )
             )
             labels.append(f"remove the {code} charge")
             continue
-        updated = apply_fixes(drafts.resources[ref], fixes, drafts.version)
-        if not sound_update(updated, drafts.version):
-            logger.info("suggestion skipped: draft order %s is not valid FHIR", ref)
-            return None
         description = "; ".join(_describe(f) for f in fixes)
         actions.append(
             Action.model_construct(
                 type="update",
                 description=f"{quote_markdown(ref)}: {description}",
-                resource=updated,
+                resource=written.resource,
             )
         )
         labels.append(description)
     label = "; ".join(dict.fromkeys(labels))
-    # Built from this module's own typed values (and ``updated`` proven sound above), so the
+    # Built from this module's own typed values (and the written drafts proven sound), so the
     # models are constructed without re-validation; the Card that carries them is validated.
     return Suggestion.model_construct(
         label=(label[0].upper() + label[1:])[:120],

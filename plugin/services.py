@@ -46,8 +46,10 @@ from cds_hooks.prefetch import Prefetch, PrefetchState
 from cds_hooks.service import FhirAccess
 from fhir_mappings import CODE_LIST, map_cds_hooks
 from fhir_mappings.codes import PROGRESS_NOTE_TYPES
-from fhir_mappings.model import BILLING_SYSTEMS, TherapyRecord
-from plugin.cards import CardOptions, DraftOrders, cards_for, other_patient_card
+from fhir_mappings.model import TherapyRecord
+from fhir_mappings.orders import billing_codes, draft_service_requests, order_dates
+from fhir_mappings.writeback import DraftOrders
+from plugin.cards import CardOptions, cards_for, other_patient_card
 from plugin.pipeline import TooManyProceduresError, check_record, require_procedures_within
 from plugin.rules import Analysis, Finding, PairRule, PayerRule
 from plugin.rules.pair import FOCUS_PAIR
@@ -163,44 +165,13 @@ def coverage_of(invocation: Invocation) -> tuple[object, str | None]:
     return entry.value, None
 
 
-def _codings(resource: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    code = resource.get("code")
-    if not isinstance(code, dict):
-        return []
-    if isinstance(code.get("concept"), dict):  # R5 CodeableReference
-        code = code["concept"]
-    codings = code.get("coding")
-    return [c for c in codings if isinstance(c, dict)] if isinstance(codings, list) else []
-
-
-def draft_service_requests(draft_orders: object) -> dict[str, dict[str, Any]]:
-    """The draft ServiceRequests of ``context.draftOrders``, by ``ServiceRequest/{id}``.
-
-    Lenient (checklist A-5): a Bundle with or without ``type``; entries that are not objects or
-    not ServiceRequests are passed over.
-    """
-    found: dict[str, dict[str, Any]] = {}
-    if not isinstance(draft_orders, dict):
-        return found
-    for entry in draft_orders.get("entry") or ():
-        resource = entry.get("resource") if isinstance(entry, dict) else None
-        if isinstance(resource, dict) and resource.get("resourceType") == "ServiceRequest":
-            ident = resource.get("id")
-            if isinstance(ident, str) and ident:
-                found[f"ServiceRequest/{ident}"] = resource
-    return found
-
-
 def bills_therapy(draft_requests: Mapping[str, Mapping[str, Any]]) -> bool:
     """True when any draft order is a therapy code this product knows (timed or untimed)."""
-    for resource in draft_requests.values():
-        for coding in _codings(resource):
-            system, code = coding.get("system"), coding.get("code")
-            if not (isinstance(system, str) and isinstance(code, str)):
-                continue  # JSON arrays or objects here are not codes (and not hashable)
-            if system in BILLING_SYSTEMS and code in CODE_LIST.codes:
-                return True
-    return False
+    return any(
+        code in CODE_LIST.codes
+        for resource in draft_requests.values()
+        for code in billing_codes(resource)
+    )
 
 
 async def _procedures(
@@ -217,12 +188,7 @@ async def _procedures(
     context = invocation.context
     patient = context.get("patientId")
     if invocation.fhir is not None and not context.get("encounterId") and isinstance(patient, str):
-        dates = sorted(
-            str(value)[:10]
-            for request in drafts.values()
-            for value in (request.get("occurrenceDateTime"), request.get("authoredOn"))
-            if isinstance(value, str) and len(value) >= 10
-        )
+        dates = sorted(day for request in drafts.values() for day in order_dates(request))
         if dates:
             found = await invocation.fhir.fetch(
                 f"Procedure?patient={patient}&date={dates[-1]}", key="procedures"

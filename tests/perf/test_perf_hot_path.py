@@ -24,9 +24,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cds_hooks.models import Action, Card, CdsResponse, Coding, Source, Suggestion
-from fhir_mappings.model import FhirVersion, TimedService, TimingKind
+from fhir_mappings.model import CPT_SYSTEM, FhirVersion, TimedService, TimingKind
+from fhir_mappings.writeback import ChargeChange, apply_changes, sound_update, valid_fhir
 from plugin import cards
-from plugin.rules import Fix
 from plugin.rules.intervals import (
     LISTED_OVERLAPS,
     Overlap,
@@ -107,7 +107,7 @@ def _draft() -> dict[str, Any]:
         "status": "draft",
         "intent": "order",
         "subject": {"reference": "Patient/p1"},
-        "code": {"coding": [{"system": cards.CPT_SYSTEM, "code": "97530"}]},
+        "code": {"coding": [{"system": CPT_SYSTEM, "code": "97530"}]},
         "quantityQuantity": {"value": 2, "unit": "unit"},
     }
 
@@ -130,28 +130,30 @@ def _draft() -> dict[str, Any]:
 def test_malformed_drafts_are_not_sound(change: dict[str, Any], why: str) -> None:
     draft = {**_draft(), **change}
     draft = {k: v for k, v in draft.items() if v is not None}
-    updated = cards.apply_fixes(draft, [Fix(line_code="97530", add_modifier="59")], None)
-    assert not cards.sound_update(updated, None), why
+    updated = apply_changes(draft, [ChargeChange(add_modifier="59")], None)
+    assert not sound_update(updated, None), why
 
 
 @pytest.mark.parametrize(
-    "fix",
+    "change",
     [
-        Fix(line_code="97530", set_units=1),
-        Fix(line_code="97530", add_modifier="59"),
-        Fix(line_code="97530", add_modifier="XE"),
-        Fix(line_code="97530", remove_modifier="59"),
-        Fix(line_code="97530", replace_code="97150", set_units=1),
+        ChargeChange(units=1),
+        ChargeChange(add_modifier="59"),
+        ChargeChange(add_modifier="XE"),
+        ChargeChange(remove_modifier="59"),
+        ChargeChange(code="97150", units=1),
     ],
 )
 @pytest.mark.parametrize("version", [None, FhirVersion.R5])
-def test_sound_update_agrees_with_the_full_models(fix: Fix, version: FhirVersion | None) -> None:
+def test_sound_update_agrees_with_the_full_models(
+    change: ChargeChange, version: FhirVersion | None
+) -> None:
     draft = _draft()
     if version is FhirVersion.R5:
         draft["code"] = {"concept": draft["code"]}
-    updated = cards.apply_fixes(draft, [fix], version)
-    assert cards.sound_update(updated, version)
-    assert cards._valid_fhir(updated, version)
+    updated = apply_changes(draft, [change], version)
+    assert sound_update(updated, version)
+    assert valid_fhir(updated, version)
 
 
 # ------------------------------------------------------------------ minute attribution
@@ -226,7 +228,7 @@ def test_sweep_attribution_equals_the_quadratic_definition(
         TimedService(
             ref=f"Procedure/p{i}",
             code=code,
-            system=cards.CPT_SYSTEM,
+            system=CPT_SYSTEM,
             status="completed",
             timing=TimingKind.PERIOD,
             start=T0 + timedelta(minutes=at),
@@ -294,8 +296,8 @@ def test_a_draft_member_that_is_not_a_list_gets_no_suggestion(
     member: str, version: FhirVersion | None
 ) -> None:
     draft = {**_draft(), member: {"coding": "not a list"}}
-    updated = cards.apply_fixes(draft, [Fix(line_code="97530", add_modifier="59")], version)
-    assert not cards.sound_update(updated, version)
+    updated = apply_changes(draft, [ChargeChange(add_modifier="59")], version)
+    assert not sound_update(updated, version)
 
 
 @settings(max_examples=200, deadline=None)

@@ -277,6 +277,30 @@ async def test_missing_modifier_card_suggests_adding_59_to_the_97530_draft(
 
 
 @pytest.mark.anyio
+async def test_a_modifier_coding_with_a_non_string_system_is_passed_over(
+    client: httpx.AsyncClient,
+) -> None:
+    """A coding whose system is a JSON array is no modifier (the mapper passes it over); the
+    suggestion adds 59 beside it instead of failing the call."""
+    bundle = _bundle("pair-no-modifier.json")
+    odd = {"system": ["not", "a", "uri"], "code": "59"}
+    for entry in bundle["entry"]:
+        resource = entry["resource"]
+        if resource["resourceType"] == "ServiceRequest" and "97530" in json.dumps(resource["code"]):
+            resource["orderDetail"] = [{"coding": [odd]}, *resource.get("orderDetail", [])]
+    body = build_hook_request(bundle, hook="order-sign")
+    response = await client.post(f"/cds-services/{ORDER_SIGN_SERVICE}", json=body)
+    assert response.status_code == 200, response.text
+    cards = response.json()["cards"]
+    (card,) = [c for c in cards if c["source"]["topic"]["code"] == "E-PAIR-NO-MODIFIER"]
+    (action,) = card["suggestions"][0]["actions"]
+    details = action["resource"]["orderDetail"]
+    assert {"coding": [odd]} in details
+    added = [c for d in details for c in d["coding"] if isinstance(c.get("system"), str)]
+    assert [c["code"] for c in added if c["code"] == "59"] == ["59"]
+
+
+@pytest.mark.anyio
 async def test_payer_rule_override_per_call(client: httpx.AsyncClient) -> None:
     cms = await _invoke(client, "cms-vs-ama-24-plus-23.json", payerRule="cms", cardPolicy="summary")
     ama = await _invoke(client, "cms-vs-ama-24-plus-23.json", payerRule="ama", cardPolicy="summary")

@@ -1,4 +1,4 @@
-"""plugin.cards.apply_fixes: adding and removing a modifier on a draft ServiceRequest.
+"""fhir_mappings.writeback: the changes a suggestion makes to a draft ServiceRequest.
 
 A modifier sits where the mapper reads it (R4/R4B ``orderDetail`` CodeableConcepts, R5
 ``orderDetail.parameter`` values, the project ``billing-modifier`` extension) and where an EHR
@@ -14,8 +14,16 @@ import pytest
 
 from fhir_mappings import map_bundle
 from fhir_mappings.model import CPT_SYSTEM, EXT_BILLING_MODIFIER, HCPCS_SYSTEM, FhirVersion
-from plugin import cards
-from plugin.rules import Fix
+from fhir_mappings.writeback import (
+    DELETE,
+    ChargeChange,
+    DraftAction,
+    DraftOrders,
+    NewCharge,
+    apply_changes,
+    sound_update,
+    valid_fhir,
+)
 
 Json = dict[str, Any]
 GP = {"system": HCPCS_SYSTEM, "code": "GP", "display": "Services under a PT plan of care"}
@@ -63,16 +71,16 @@ def read(resource: Json) -> tuple[str, ...]:
 
 
 def remove(resource: Json, modifier: str, version: FhirVersion | None = None) -> Json:
-    updated = cards.apply_fixes(resource, [Fix("97530", remove_modifier=modifier)], version)
-    assert cards.sound_update(updated, version)
-    assert cards._valid_fhir(updated, version)
+    updated = apply_changes(resource, [ChargeChange(remove_modifier=modifier)], version)
+    assert sound_update(updated, version)
+    assert valid_fhir(updated, version)
     return updated
 
 
 def add(resource: Json, modifier: str, version: FhirVersion | None = None) -> Json:
-    updated = cards.apply_fixes(resource, [Fix("97530", add_modifier=modifier)], version)
-    assert cards.sound_update(updated, version)
-    assert cards._valid_fhir(updated, version)
+    updated = apply_changes(resource, [ChargeChange(add_modifier=modifier)], version)
+    assert sound_update(updated, version)
+    assert valid_fhir(updated, version)
     return updated
 
 
@@ -239,7 +247,95 @@ def test_a_trace_the_mapper_does_not_read_is_replaced() -> None:
 
 def test_moving_a_modifier_between_lines_round_trips() -> None:
     before = draft(orderDetail=[{"coding": [GP], "text": "GP"}, {"coding": [C59], "text": "59"}])
-    fixes = [Fix("97530", remove_modifier="59"), Fix("97530", add_modifier="XU")]
-    after = cards.apply_fixes(before, fixes, None)
+    changes = [ChargeChange(remove_modifier="59"), ChargeChange(add_modifier="XU")]
+    after = apply_changes(before, changes, None)
     assert read(after) == ("GP", "XU")
     assert "59" not in str(after["orderDetail"])
+
+
+# ------------------------------------------------------------------ the call's drafts
+
+
+def orders(*resources: Json, version: FhirVersion | None = None) -> DraftOrders:
+    return DraftOrders({f"ServiceRequest/{r['id']}": r for r in resources}, version)
+
+
+def test_units_and_code_are_written_in_the_request_version() -> None:
+    r4 = orders(draft(quantityQuantity={"value": 3, "unit": "u", "code": "1"}))
+    action = r4.change("ServiceRequest/sr-1", [ChargeChange(units=2)])
+    assert action is not None
+    assert action.type == "update"
+    assert action.resource is not None
+    assert action.resource["quantityQuantity"] == {"value": 2, "unit": "u", "code": "1"}
+    replaced = r4.change("ServiceRequest/sr-1", [ChargeChange(code="97150", units=1)])
+    assert replaced is not None
+    assert replaced.resource is not None
+    assert replaced.resource["code"] == {"coding": [{"system": CPT_SYSTEM, "code": "97150"}]}
+    in_r5 = orders(r5(), version=FhirVersion.R5)
+    action = in_r5.change("ServiceRequest/sr-1", [ChargeChange(code="97150")])
+    assert action is not None
+    assert action.resource is not None
+    assert action.resource["code"] == {
+        "concept": {"coding": [{"system": CPT_SYSTEM, "code": "97150"}]}
+    }
+    assert valid_fhir(action.resource, FhirVersion.R5)
+
+
+def test_delete_names_the_draft_and_writes_nothing() -> None:
+    before = draft()
+    action = orders(before).change("ServiceRequest/sr-1", [DELETE])
+    assert action == DraftAction(type="delete", resource_id="ServiceRequest/sr-1")
+    assert before == draft(), "input left as it was"
+    with pytest.raises(ValueError, match="no other change"):
+        ChargeChange(units=0, delete=True)
+
+
+def test_an_unsound_draft_gets_no_action() -> None:
+    broken = draft(orderDetail=["59"])
+    assert orders(broken).change("ServiceRequest/sr-1", [ChargeChange(units=1)]) is None
+    assert orders(broken).create("ServiceRequest/sr-1", NewCharge("97150", 1)) is None
+
+
+def test_a_new_charge_is_modelled_on_the_draft_without_the_dropped_modifiers() -> None:
+    template = draft(
+        identifier=[{"value": "line-7"}],
+        meta={"versionId": "3"},
+        status="active",
+        orderDetail=[{"coding": [GP], "text": "GP"}, {"coding": [C59], "text": "59"}],
+        extension=[extension(XU)],
+    )
+    action = orders(template).create(
+        "ServiceRequest/sr-1", NewCharge("97150", 1, without_modifiers=("59", "XU"))
+    )
+    assert action is not None
+    assert action.type == "create"
+    assert action.resource is not None
+    created = action.resource
+    assert created["id"] == "sr-1-97150"
+    assert created["status"] == "draft"
+    assert "identifier" not in created
+    assert "meta" not in created
+    assert created["code"] == {"coding": [{"system": CPT_SYSTEM, "code": "97150"}]}
+    assert created["quantityQuantity"]["value"] == 1
+    assert read(created) == ("GP",)
+    assert valid_fhir(created, None)
+
+
+def test_a_new_charge_never_takes_the_id_of_another_draft() -> None:
+    taken = draft(id="sr-1-97150")
+    assert orders(draft(), taken).create("ServiceRequest/sr-1", NewCharge("97150", 1)) is None
+
+
+def test_a_coding_whose_system_is_not_a_string_is_no_modifier() -> None:
+    """A JSON array or object as a coding's system is no CPT/HCPCS modifier, as the mapper
+    reads it: it is left alone, and the modifier is added beside it."""
+    odd = {"system": ["x"], "code": "59"}
+    before = draft(orderDetail=[{"coding": [odd]}])
+    after = apply_changes(before, [ChargeChange(add_modifier="59")], None)
+    assert after["orderDetail"] == [
+        {"coding": [odd]},
+        {"coding": [{"system": CPT_SYSTEM, "code": "59"}]},
+    ]
+    assert sound_update(after, None)
+    kept = apply_changes(before, [ChargeChange(remove_modifier="59")], None)
+    assert kept["orderDetail"] == [{"coding": [odd]}]

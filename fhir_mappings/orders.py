@@ -1,0 +1,180 @@
+"""Draft orders: reading the ServiceRequests of ``context.draftOrders`` (R4, R4B and R5).
+
+The charges being signed are draft ServiceRequests. What the services and the suggestion
+write-back (:mod:`fhir_mappings.writeback`) need of them is read here, once:
+
+- the drafts of a ``draftOrders`` Bundle, by ``ServiceRequest/{id}``
+  (:func:`draft_service_requests`);
+- the billing code: the codings of ``code`` (R4/R4B a CodeableConcept, R5 a CodeableReference
+  whose ``concept`` holds it) in the CPT or HCPCS system (:func:`billing_codes`);
+- the dates the order was written for (``occurrenceDateTime``, ``authoredOn``: :func:`order_dates`);
+- the modifiers, where the mapper (:mod:`fhir_mappings.mapper`) reads them: R4/R4B
+  ``orderDetail[]`` CodeableConcepts, R5 ``orderDetail[].parameter[].valueCodeableConcept``,
+  and the project ``billing-modifier`` extension, whose coding may have no system. A coding's
+  code may name several modifiers, split on commas and blanks in any case
+  (:func:`fhir_mappings.codes.split_modifiers`).
+
+Everything is lenient: members of the wrong JSON type are passed over, never an error (the
+mapper reports them when it maps the same resources).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any, TypeGuard
+
+from fhir_mappings.codes import split_modifiers
+from fhir_mappings.model import BILLING_SYSTEMS, EXT_BILLING_MODIFIER
+
+JsonObject = dict[str, Any]
+
+
+def draft_service_requests(draft_orders: object) -> dict[str, JsonObject]:
+    """The draft ServiceRequests of ``context.draftOrders``, by ``ServiceRequest/{id}``.
+
+    Lenient (checklist A-5): a Bundle with or without ``type``; entries that are not objects or
+    not ServiceRequests are passed over.
+    """
+    found: dict[str, JsonObject] = {}
+    if not isinstance(draft_orders, dict):
+        return found
+    for entry in draft_orders.get("entry") or ():
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if isinstance(resource, dict) and resource.get("resourceType") == "ServiceRequest":
+            ident = resource.get("id")
+            if isinstance(ident, str) and ident:
+                found[f"ServiceRequest/{ident}"] = resource
+    return found
+
+
+def codings_of(concept: object) -> list[JsonObject]:
+    """The codings of a CodeableConcept (those that are objects)."""
+    if isinstance(concept, dict):
+        codings = concept.get("coding")
+        if isinstance(codings, list):
+            return [c for c in codings if isinstance(c, dict)]
+    return []
+
+
+def code_codings(order: Mapping[str, Any]) -> list[JsonObject]:
+    """The codings of the order's ``code``: an R5 CodeableReference is read through its
+    ``concept``; a ``concept`` that is not an object leaves ``code`` read as a concept."""
+    code = order.get("code")
+    if not isinstance(code, dict):
+        return []
+    concept = code.get("concept")
+    return codings_of(concept if isinstance(concept, dict) else code)
+
+
+def billing_codes(order: Mapping[str, Any]) -> Iterator[str]:
+    """The codes of the order's ``code`` codings in the CPT or HCPCS system (any of their
+    spellings), in order."""
+    for coding in code_codings(order):
+        system, code = coding.get("system"), coding.get("code")
+        # JSON arrays or objects here are not codes (and not hashable)
+        if isinstance(system, str) and isinstance(code, str) and system in BILLING_SYSTEMS:
+            yield code
+
+
+def order_dates(order: Mapping[str, Any]) -> Iterator[str]:
+    """The calendar dates (``YYYY-MM-DD``) the order names: ``occurrenceDateTime``, then
+    ``authoredOn``, each when it is a string long enough to hold a date."""
+    for value in (order.get("occurrenceDateTime"), order.get("authoredOn")):
+        if isinstance(value, str) and len(value) >= 10:
+            yield value[:10]
+
+
+def is_billing_system(system: object, *, allow_none: bool) -> bool:
+    """True for the CPT and HCPCS systems (``allow_none``: also for a coding without one, as
+    the ``billing-modifier`` extension is read)."""
+    if system is None:
+        return allow_none
+    return isinstance(system, str) and system in BILLING_SYSTEMS
+
+
+def coding_modifiers(coding: object, *, allow_none: bool) -> list[str]:
+    """The modifiers the mapper reads from one coding (``allow_none``: a coding without a
+    system counts, as in the extension)."""
+    if not isinstance(coding, dict):
+        return []
+    code = coding.get("code")
+    if not isinstance(code, str) or not is_billing_system(
+        coding.get("system"), allow_none=allow_none
+    ):
+        return []
+    return split_modifiers(code)
+
+
+def parameter_groups(order: Mapping[str, Any]) -> list[JsonObject]:
+    """The R5 ``orderDetail`` entries (those holding a ``parameter`` list)."""
+    details = order.get("orderDetail")
+    if not isinstance(details, list):
+        return []
+    return [d for d in details if isinstance(d, dict) and isinstance(d.get("parameter"), list)]
+
+
+def modifier_concepts(order: Mapping[str, Any]) -> list[JsonObject]:
+    """Every CodeableConcept of ``orderDetail`` that may hold modifiers: R4/R4B entries and
+    R5 parameter values."""
+    details = order.get("orderDetail")
+    found: list[JsonObject] = []
+    for detail in details if isinstance(details, list) else ():
+        if not isinstance(detail, dict):
+            continue
+        parameters = detail.get("parameter")
+        if isinstance(parameters, list):
+            found += [
+                p["valueCodeableConcept"]
+                for p in parameters
+                if isinstance(p, dict) and isinstance(p.get("valueCodeableConcept"), dict)
+            ]
+        else:
+            found.append(detail)
+    return found
+
+
+def is_modifier_parameter(parameter: object) -> bool:
+    """True when an R5 ``orderDetail.parameter`` holds a modifier the mapper reads."""
+    if not isinstance(parameter, dict):
+        return False
+    return any(
+        coding_modifiers(c, allow_none=False)
+        for c in codings_of(parameter.get("valueCodeableConcept"))
+    )
+
+
+def is_modifier_extension(extension: object) -> TypeGuard[JsonObject]:
+    """True for a project ``billing-modifier`` extension."""
+    return isinstance(extension, dict) and extension.get("url") == EXT_BILLING_MODIFIER
+
+
+def order_modifiers(order: Mapping[str, Any]) -> list[str]:
+    """The modifiers the mapper reads from the order, ``orderDetail`` first, then the
+    ``billing-modifier`` extension (repeats kept)."""
+    found = [
+        modifier
+        for concept in modifier_concepts(order)
+        for coding in codings_of(concept)
+        for modifier in coding_modifiers(coding, allow_none=False)
+    ]
+    extensions = order.get("extension")
+    for extension in extensions if isinstance(extensions, list) else ():
+        if is_modifier_extension(extension):
+            found += coding_modifiers(extension.get("valueCoding"), allow_none=True)
+    return found
+
+
+__all__ = [
+    "billing_codes",
+    "code_codings",
+    "coding_modifiers",
+    "codings_of",
+    "draft_service_requests",
+    "is_billing_system",
+    "is_modifier_extension",
+    "is_modifier_parameter",
+    "modifier_concepts",
+    "order_dates",
+    "order_modifiers",
+    "parameter_groups",
+]
