@@ -169,7 +169,7 @@ class Card(WireModel):
     summary: str = Field(
         min_length=1,
         max_length=139,
-        description="one sentence, under 140 characters (R-5)",
+        description="one sentence, under 140 characters",
     )
     indicator: Indicator
     source: Source
