@@ -246,6 +246,24 @@ def test_sweep_attribution_equals_the_quadratic_definition(
     assert list(result.overlaps) == overlaps[:LISTED_OVERLAPS]
 
 
+@pytest.mark.anyio
+async def test_every_answer_matches_the_derived_response_schema(app: Any) -> None:
+    """Every sample and benchmark answer, suggestions included, is valid against the schema
+    derived from the wire models (what the OpenAPI document states)."""
+    import jsonschema_rs
+
+    from cds_hooks.wire_schema import response_schema
+
+    validator = jsonschema_rs.validator_for(response_schema())
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        for name, request in _requests():
+            response = await client.post("/cds-services/therapy-timed-codes", json=request)
+            assert response.status_code == 200, name
+            errors = [error.message for error in validator.iter_errors(response.json())]
+            assert errors == [], name
+
+
 # ------------------------------------------------------------------ serialisation
 
 
