@@ -5,8 +5,8 @@ member is always sent; an optional member is left out when it is ``None`` or emp
 ``[]``, ``{}``), which is also its default (checklist A-2..A-4). Free-form JSON members (an
 action's resource, a descriptor's prefetch and extension) are pruned all the way down when the
 model is built. The only empty array ever sent is ``{"cards": []}`` / ``{"services": []}``
-(A-3): both members are required. The same models give the response schemas of the OpenAPI
-document (:mod:`cds_hooks.wire_schema`).
+(A-3): both members are required. The JSON Schemas of these objects are derived from the same
+models (:mod:`cds_hooks.wire_schema`).
 Incoming objects are lenient: unknown members and ``extension`` objects are accepted (A-5, C-8).
 """
 
