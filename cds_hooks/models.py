@@ -1,7 +1,12 @@
 """CDS Hooks 2.0 wire models.
 
-Outgoing objects serialise with no ``null`` and no empty string, list or object (checklist
-A-2..A-4); the only empty array ever sent is ``{"cards": []}`` / ``{"services": []}`` (A-3).
+Outgoing objects follow one wire rule, held by :class:`WireModel` for every class: a required
+member is always sent; an optional member is left out when it is ``None`` or empty (``""``,
+``[]``, ``{}``), which is also its default (checklist A-2..A-4). Free-form JSON members (an
+action's resource, a descriptor's prefetch and extension) are pruned all the way down when the
+model is built. The only empty array ever sent is ``{"cards": []}`` / ``{"services": []}``
+(A-3): both members are required. The JSON Schemas of these objects are derived from the same
+models (:mod:`cds_hooks.wire_schema`).
 Incoming objects are lenient: unknown members and ``extension`` objects are accepted (A-5, C-8).
 """
 
@@ -9,13 +14,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-import orjson
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     field_validator,
-    model_serializer,
     model_validator,
 )
 
@@ -28,7 +32,8 @@ LinkType = Literal["absolute", "smart"]
 FeedbackOutcome = Literal["accepted", "overridden"]
 
 
-def _is_empty(value: Any) -> bool:
+def is_empty(value: object) -> bool:
+    """What the wire leaves out: ``None`` and an empty string, array or object (A-2..A-4)."""
     return value is None or (isinstance(value, str | list | dict | tuple) and len(value) == 0)
 
 
@@ -60,127 +65,112 @@ def prune(value: Any) -> Any:
     return value
 
 
-def _prune_members(value: dict[str, Any]) -> dict[str, Any]:
-    """Drop ``None`` and empty members one level deep. Nested wire models arrive already pruned
-    by their own serializer, so pruning each level once keeps serialisation linear."""
-    out: dict[str, Any] = {}
-    for key, item in value.items():
-        if isinstance(item, list):
-            item = [v for v in item if not _is_empty(v)]
-        if not _is_empty(item):
-            out[key] = item
-    return out
-
-
-def _members(pairs: tuple[tuple[str, Any], ...]) -> dict[str, Any]:
-    """The wire object from (name, value) pairs: ``None`` and empty values left out."""
-    return {name: value for name, value in pairs if not _is_empty(value)}
+#: A free-form JSON object sent as given, minus its null and empty members at any depth.
+FreeJson = Annotated[JsonObject, AfterValidator(prune)]
 
 
 class WireModel(BaseModel):
     """Base for outgoing objects: camelCase as in the spec, nothing null or empty on the wire.
 
-    ``to_wire()`` builds the JSON object by hand, the hot path of every response (about ten
-    times faster than ``model_dump``); ``model_dump(mode="json", by_alias=True)`` gives the
-    same object and the tests hold the two equal.
+    The wire rule is set here once for every subclass: each optional member (one with a
+    default) is given ``exclude_if=is_empty``, so pydantic-core itself leaves it out when it is
+    ``None`` or empty; required members are always written. An optional member must default to
+    ``None`` or an empty value, so that a member left out reads back as its default.
+    ``model_dump(mode="json", by_alias=True)``, :meth:`to_wire` and :meth:`encode` all give
+    the wire form.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, serialize_by_alias=True
+    )
 
-    @model_serializer(mode="wrap")
-    def _serialize(self, handler: Any) -> Any:
-        return _prune_members(handler(self))
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        changed = False
+        for name, field in cls.model_fields.items():
+            if field.is_required():
+                continue
+            if not is_empty(field.get_default(call_default_factory=True)):
+                raise TypeError(
+                    f"{cls.__name__}.{name}: an optional wire member must default to None or "
+                    "an empty value (it is left out of the wire when empty)"
+                )
+            if field.exclude_if is not is_empty:
+                field.exclude_if = is_empty
+                changed = True
+        if changed:
+            cls.model_rebuild(force=True)
 
     def to_wire(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", by_alias=True)
+        """The JSON object sent on the wire."""
+        wire: dict[str, Any] = self.__pydantic_serializer__.to_python(
+            self, mode="json", by_alias=True
+        )
+        return wire
+
+    def encode(self) -> bytes:
+        """The JSON bytes sent on the wire, written by pydantic-core."""
+        return self.__pydantic_serializer__.to_json(self, by_alias=True)
+
+
+#: A required string that is never empty on the wire.
+Text = Annotated[str, Field(min_length=1)]
 
 
 class Coding(WireModel):
     """CDS Hooks Coding (R-28): ``code`` and ``system`` required, ``display`` conditional."""
 
-    code: str
-    system: str
+    code: Text
+    system: Text
     display: str | None = None
-
-    def to_wire(self) -> dict[str, Any]:
-        return _members((("code", self.code), ("system", self.system), ("display", self.display)))
 
 
 class Source(WireModel):
+    """Where a card comes from (R-8..R-11)."""
+
     label: str
     url: str | None = None
     icon: str | None = None
     topic: Coding | None = None
 
-    def to_wire(self) -> dict[str, Any]:
-        topic = self.topic.to_wire() if self.topic is not None else None
-        return _members(
-            (("label", self.label), ("url", self.url), ("icon", self.icon), ("topic", topic))
-        )
-
 
 class Action(WireModel):
+    """A change the user may accept (R-20..R-23)."""
+
     type: ActionType
     description: str
-    resource: JsonObject | None = None
+    resource: FreeJson | None = None
     resource_id: str | None = Field(default=None, alias="resourceId")
-
-    @model_serializer(mode="wrap")
-    def _serialize(self, handler: Any) -> Any:
-        # ``resource`` is free-form JSON: the one member pruned all the way down.
-        return prune(handler(self))
-
-    def to_wire(self) -> dict[str, Any]:
-        resource = prune(self.resource) if self.resource is not None else None
-        return _members(
-            (
-                ("type", self.type),
-                ("description", self.description),
-                ("resource", resource),
-                ("resourceId", self.resource_id),
-            )
-        )
 
 
 class Suggestion(WireModel):
+    """A set of actions accepted together (R-16..R-19)."""
+
     label: str
     uuid: str | None = None
     is_recommended: bool | None = Field(default=None, alias="isRecommended")
     actions: tuple[Action, ...] = ()
 
-    def to_wire(self) -> dict[str, Any]:
-        actions = [a for a in (action.to_wire() for action in self.actions) if a]
-        return _members(
-            (
-                ("label", self.label),
-                ("uuid", self.uuid),
-                ("isRecommended", self.is_recommended),
-                ("actions", actions),
-            )
-        )
-
 
 class Link(WireModel):
+    """A link shown on a card (R-24..R-27, R-30)."""
+
     label: str
     url: str
     type: LinkType
     app_context: str | None = Field(default=None, alias="appContext")
     autolaunchable: bool | None = None
 
-    def to_wire(self) -> dict[str, Any]:
-        return _members(
-            (
-                ("label", self.label),
-                ("url", self.url),
-                ("type", self.type),
-                ("appContext", self.app_context),
-                ("autolaunchable", self.autolaunchable),
-            )
-        )
-
 
 class Card(WireModel):
-    summary: str
+    """One card of a response (R-4..R-15)."""
+
+    summary: str = Field(
+        min_length=1,
+        max_length=139,
+        description="one sentence, under 140 characters",
+    )
     indicator: Indicator
     source: Source
     uuid: str | None = None
@@ -189,14 +179,6 @@ class Card(WireModel):
     selection_behavior: SelectionBehavior | None = Field(default=None, alias="selectionBehavior")
     override_reasons: tuple[Coding, ...] = Field(default=(), alias="overrideReasons")
     links: tuple[Link, ...] = ()
-
-    @field_validator("summary")
-    @classmethod
-    def _summary_under_140(cls, value: str) -> str:
-        # R-5: "one-sentence summary ... under 140 characters".
-        if not value or len(value) >= 140:
-            raise ValueError("card summary must be 1 to 139 characters")
-        return value
 
     @field_validator("override_reasons")
     @classmethod
@@ -213,47 +195,13 @@ class Card(WireModel):
             raise ValueError("selectionBehavior is required when suggestions are present")
         return self
 
-    def to_wire(self) -> dict[str, Any]:
-        # Written out member by member: this runs for every card of every response.
-        body: dict[str, Any] = {"summary": self.summary, "indicator": self.indicator}
-        source = self.source.to_wire()
-        if source:
-            body["source"] = source
-        if self.uuid:
-            body["uuid"] = self.uuid
-        if self.detail:
-            body["detail"] = self.detail
-        if self.suggestions:
-            body["suggestions"] = [s.to_wire() for s in self.suggestions]
-        if self.selection_behavior:
-            body["selectionBehavior"] = self.selection_behavior
-        if self.override_reasons:
-            body["overrideReasons"] = [r.to_wire() for r in self.override_reasons]
-        if self.links:
-            body["links"] = [link.to_wire() for link in self.links]
-        return body
-
 
 class CdsResponse(WireModel):
-    cards: tuple[Card, ...] = ()
+    """A service's answer (R-1..R-3): ``cards`` is required, ``[]`` when there is no
+    guidance (R-2)."""
+
+    cards: tuple[Card, ...]
     system_actions: tuple[Action, ...] = Field(default=(), alias="systemActions")
-
-    @model_serializer(mode="wrap")
-    def _serialize(self, handler: Any) -> Any:
-        body = _prune_members(handler(self))
-        body.setdefault("cards", [])  # the one empty array the spec allows (A-3)
-        return body
-
-    def to_wire(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"cards": [card.to_wire() for card in self.cards]}
-        actions = [a for a in (action.to_wire() for action in self.system_actions) if a]
-        if actions:
-            body["systemActions"] = actions
-        return body
-
-    def encode(self) -> bytes:
-        """The response body as JSON bytes (orjson)."""
-        return orjson.dumps(self.to_wire())
 
 
 class ServiceDescriptor(WireModel):
@@ -263,23 +211,15 @@ class ServiceDescriptor(WireModel):
     id: str
     title: str
     description: str
-    prefetch: dict[str, str] = Field(default_factory=dict)
+    prefetch: Annotated[dict[str, str], AfterValidator(prune)] = Field(default_factory=dict)
     usage_requirements: str | None = Field(default=None, alias="usageRequirements")
-    extension: JsonObject | None = None
-
-    @model_serializer(mode="wrap")
-    def _serialize(self, handler: Any) -> Any:
-        return prune(handler(self))  # ``prefetch`` and ``extension`` are free-form
+    extension: FreeJson | None = None
 
 
 class DiscoveryResponse(WireModel):
-    services: tuple[ServiceDescriptor, ...] = ()
+    """The discovery document (B-2, B-3): ``services`` is required, ``[]`` when none."""
 
-    @model_serializer(mode="wrap")
-    def _serialize(self, handler: Any) -> Any:
-        body = prune(handler(self))
-        body.setdefault("services", [])
-        return body
+    services: tuple[ServiceDescriptor, ...]
 
 
 # ---------------------------------------------------------------- incoming (lenient)

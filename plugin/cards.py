@@ -491,11 +491,7 @@ def _suggestion(
             logger.info("suggestion skipped: no new charge can be modelled on %s", template)
             return None
         description = _describe(fix)
-        actions.append(
-            Action.model_construct(
-                type="create", description=description, resource=created.resource
-            )
-        )
+        actions.append(Action(type="create", description=description, resource=created.resource))
         labels.append(description)
     for ref in sorted(by_ref):
         fixes = by_ref[ref]
@@ -507,7 +503,7 @@ def _suggestion(
             code = quote_markdown(fixes[0].line_code)
             description = f"remove the draft {code} charge (no billable units)"
             actions.append(
-                Action.model_construct(
+                Action(
                     type="delete",
                     description=f"{quote_markdown(ref)}: {description}",
                     resource_id=written.resource_id,
@@ -517,7 +513,7 @@ def _suggestion(
             continue
         description = "; ".join(_describe(f) for f in fixes)
         actions.append(
-            Action.model_construct(
+            Action(
                 type="update",
                 description=f"{quote_markdown(ref)}: {description}",
                 resource=written.resource,
@@ -525,9 +521,7 @@ def _suggestion(
         )
         labels.append(description)
     label = "; ".join(dict.fromkeys(labels))
-    # Built from this module's own typed values (and the written drafts proven sound), so the
-    # models are constructed without re-validation; the Card that carries them is validated.
-    return Suggestion.model_construct(
+    return Suggestion(
         label=(label[0].upper() + label[1:])[:120],
         uuid=make_uuid("suggestion"),
         is_recommended=True,

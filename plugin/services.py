@@ -463,7 +463,7 @@ def build_registry(
             raise InvalidRequest("context.draftOrders must be a FHIR Bundle object")
         drafts = draft_service_requests(draft_orders)
         if not bills_therapy(drafts):
-            return CdsResponse()  # nothing of ours is being signed: no guidance
+            return CdsResponse(cards=())  # nothing of ours is being signed: no guidance
         return await analyse(invocation, draft_orders, drafts)
 
     @registry.service(

@@ -101,7 +101,7 @@ async def test_services_registered_after_installation_are_documented() -> None:
         id="late-sign", hook="order-sign", title="Late", description="registered after install"
     )
     async def late(invocation: Invocation) -> CdsResponse:
-        return CdsResponse()
+        return CdsResponse(cards=())
 
     operation = app.openapi()["paths"]["/cds-services/late-sign"]["post"]
     body = operation["requestBody"]["content"]["application/json"]["schema"]
@@ -564,7 +564,7 @@ async def test_services_registered_after_install_are_discovered(
 
     @registry.service(id="late", hook="order-sign", title="Late", description="added later")
     async def late(invocation: Invocation) -> CdsResponse:
-        return CdsResponse()
+        return CdsResponse(cards=())
 
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
         response = await c.get("/cds-services")
@@ -585,7 +585,7 @@ async def test_required_prefetch_is_checked_before_the_handler() -> None:
     )
     async def needs(invocation: Invocation) -> CdsResponse:
         called.append(True)
-        return CdsResponse()
+        return CdsResponse(cards=())
 
     app = make_app(registry)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:

@@ -45,7 +45,7 @@ def registry() -> ServiceRegistry:
         invocation.prefetch.require("patient")
         if invocation.context.get("crash"):
             raise KeyError(f"{PATIENT_ID} {MARKER} {FHIR_TOKEN}")
-        return CdsResponse()
+        return CdsResponse(cards=())
 
     return reg
 

@@ -18,7 +18,7 @@ from cds_hooks.config import load_trusted_issuers, parse_trusted_issuers
 
 
 async def handler(invocation: Invocation) -> CdsResponse:
-    return CdsResponse()
+    return CdsResponse(cards=())
 
 
 def service(**overrides: Any) -> CdsService:
@@ -41,7 +41,7 @@ def test_service_ids_are_path_safe(bad_id: str) -> None:
 
 def test_sync_handler_is_refused() -> None:
     def sync(invocation: Invocation) -> CdsResponse:
-        return CdsResponse()
+        return CdsResponse(cards=())
 
     with pytest.raises(TypeError, match="async"):
         service(handler=sync)
@@ -50,7 +50,7 @@ def test_sync_handler_is_refused() -> None:
 def test_async_callable_object_is_accepted() -> None:
     class Handler:
         async def __call__(self, invocation: Invocation) -> CdsResponse:
-            return CdsResponse()
+            return CdsResponse(cards=())
 
     assert service(handler=Handler()).id == "svc"
 

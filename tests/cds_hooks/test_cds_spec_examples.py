@@ -12,6 +12,7 @@ from typing import Any, cast
 
 import anyio
 import httpx
+import orjson
 import pytest
 from cdsh_support import make_app, spec_json
 from hypothesis import HealthCheck, given, settings
@@ -192,8 +193,9 @@ def test_spec_responses_round_trip(name: str, model: type[BaseModel], member: st
     dumped = parsed.model_dump(mode="json", by_alias=True)
     assert dumped == original
     assert_nothing_null_or_empty(dumped)
-    # The hand-built hot path gives the very same object.
+    # The response path (to_wire / encode) gives the very same object.
     assert cast(WireModel, parsed).to_wire() == original
+    assert json.loads(cast(WireModel, parsed).encode()) == original
 
 
 def test_sandbox_service_definitions_round_trip() -> None:
@@ -309,7 +311,14 @@ def test_arbitrary_bodies_never_5xx(body: Any) -> None:
 
 _text = st.one_of(st.none(), st.just(""), st.text(min_size=1, max_size=5))
 _json = st.recursive(
-    st.one_of(st.none(), st.just(""), st.integers(-(2**63), 2**63 - 1), st.text(max_size=3)),
+    st.one_of(
+        st.none(),
+        st.just(""),
+        st.booleans(),
+        st.integers(-(2**63), 2**63 - 1),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.text(max_size=3),
+    ),
     lambda inner: st.one_of(
         st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=3), inner, max_size=3)
     ),
@@ -325,15 +334,16 @@ _json = st.recursive(
     recommended=st.one_of(st.none(), st.booleans()),
     context=_text,
 )
-def test_to_wire_equals_model_dump(
+def test_every_form_of_the_wire_agrees(
     detail: str | None,
     uuid: str | None,
     resource: dict[str, Any] | None,
     recommended: bool | None,
     context: str | None,
 ) -> None:
-    """The hand-built wire object and the pydantic dump agree on every shape of optional and
-    empty member, including free-form resources pruned all the way down (A-2..A-4)."""
+    """to_wire(), model_dump and the encoded bytes are one wire object for every shape of
+    optional and empty member, free-form resources pruned all the way down (A-2..A-4); the
+    bytes are the ones orjson writes for that object (the encoder before pydantic-core's)."""
     action = Action(type="update", description="d", resource=resource, resourceId=uuid)
     card = Card(
         summary="s",
@@ -348,9 +358,17 @@ def test_to_wire_equals_model_dump(
         links=(Link(label="l", url="https://x", type="smart", appContext=context),),
     )
     response = CdsResponse(cards=(card,), systemActions=(action,))
-    assert response.to_wire() == response.model_dump(mode="json", by_alias=True)
-    assert json.loads(response.encode()) == response.to_wire()
-    assert CdsResponse().to_wire() == {"cards": []}
+    wire = response.to_wire()
+    assert wire == response.model_dump(mode="json", by_alias=True)
+    assert response.encode() == orjson.dumps(wire)
+    assert_nothing_null_or_empty(wire)
+    if resource is not None:
+        assert wire["systemActions"][0].get("resource", {}) == prune(resource)
+
+
+def test_an_empty_response_still_sends_cards() -> None:
+    assert CdsResponse(cards=()).encode() == b'{"cards":[]}'
+    assert DiscoveryResponse(services=()).encode() == b'{"services":[]}'
 
 
 def _reference_prune(value: Any) -> Any:
