@@ -11,8 +11,10 @@ the session stays bound to the launch's patient and encounter.
 
 Only ``iss`` servers in ``FHIR_SERVER_ALLOWLIST`` are contacted, and only authorization and
 token endpoints on the issuer's origin or in that list. Each issuer's SMART configuration is
-cached. Tokens stay in a short-lived server-side session (:mod:`plugin.web.smart_session`),
-apart from the pending launches anyone can start; the browser holds an opaque cookie.
+cached. Launch state and tokens stay in a short-lived session in the shared database, sealed
+with ``THERAPY_CDS_SESSION_KEY`` (:mod:`plugin.web.smart_session`), apart from the pending
+launches anyone can start, so any worker or node serves any step of a launch; the browser holds
+an opaque cookie.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from urllib.parse import urlencode, urlsplit
 import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
+from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
 from cds_hooks.fhir_client import redact_httpx_logs, server_allowed
@@ -53,7 +56,13 @@ from plugin.web.smart_client import (
     same_day_charges,
     subject_patient,
 )
-from plugin.web.smart_session import COOKIE_NAME, SessionStore, SmartSession, code_challenge
+from plugin.web.smart_session import (
+    COOKIE_NAME,
+    SessionStore,
+    SmartSession,
+    code_challenge,
+    session_key,
+)
 from plugin.web.visits import AnalysisView, analysis_view
 
 logger = logging.getLogger(__name__)
@@ -91,11 +100,14 @@ class SmartApp:
         settings: Settings,
         web: WebSettings,
         *,
+        engine: Engine,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.settings = settings
         self.web = web
         self.sessions = SessionStore(
+            engine,
+            session_key(settings),
             lifetime_seconds=web.smart_session_seconds,
             max_sessions=web.smart_max_sessions,
             max_pending=web.smart_max_pending_launches,
@@ -270,8 +282,11 @@ def smart_router(app_state: SmartApp) -> APIRouter:
             smart.sessions.drop(session.id)
             logger.warning("smart callback refused: state does not match")
             return smart.error_page("The authorization answer does not match this launch.", 400)
-        verifier = session.code_verifier
-        session.state = session.code_verifier = None  # one use
+        verifier = smart.sessions.claim(session)  # one use, whichever worker is asked first
+        if verifier is None:
+            return smart.error_page(
+                "This launch has expired or was already used. Start it again from the EHR.", 400
+            )
         try:
             async with smart.client() as client:
                 token = await exchange_code(
