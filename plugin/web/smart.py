@@ -239,7 +239,8 @@ def smart_router(app_state: SmartApp) -> APIRouter:
                 return smart.error_page(message, exc.status_code)
             servers = await smart.answering_bases() if smart.list_servers else []
             return smart.launch_form(status_code=400, servers=servers, error=message)
-        session = smart.sessions.create(
+        session = await run_in_threadpool(
+            smart.sessions.create,
             iss=iss,
             token_endpoint=config.token_endpoint,
             redirect_uri=smart.redirect_uri(request),
@@ -279,10 +280,11 @@ def smart_router(app_state: SmartApp) -> APIRouter:
                 "This launch has expired or was already used. Start it again from the EHR.", 400
             )
         if state is None or not secrets.compare_digest(state, session.state):
-            smart.sessions.drop(session.id)
+            await run_in_threadpool(smart.sessions.drop, session.id)
             logger.warning("smart callback refused: state does not match")
             return smart.error_page("The authorization answer does not match this launch.", 400)
-        verifier = smart.sessions.claim(session)  # one use, whichever worker is asked first
+        # one use, whichever worker is asked first
+        verifier = await run_in_threadpool(smart.sessions.claim, session)
         if verifier is None:
             return smart.error_page(
                 "This launch has expired or was already used. Start it again from the EHR.", 400
@@ -299,10 +301,11 @@ def smart_router(app_state: SmartApp) -> APIRouter:
                     limit=smart.max_response_bytes,
                 )
         except SmartError as exc:
-            smart.sessions.drop(session.id)
+            await run_in_threadpool(smart.sessions.drop, session.id)
             logger.warning("smart token exchange failed: %s", exc.message)
             return smart.error_page(exc.message, exc.status_code)
-        smart.sessions.authorize(
+        await run_in_threadpool(
+            smart.sessions.authorize,
             session,
             access_token=token.access_token,
             patient=token.patient,
@@ -317,10 +320,10 @@ def smart_router(app_state: SmartApp) -> APIRouter:
     @router.get("/smart/app", name="smart_app")
     async def smart_app(request: Request) -> Response:
         params = request.query_params
-        session = smart.sessions.get(request.cookies.get(COOKIE_NAME))
+        session = await run_in_threadpool(smart.sessions.get, request.cookies.get(COOKIE_NAME))
         if "error" in params:
             if session is not None:
-                smart.sessions.drop(session.id)
+                await run_in_threadpool(smart.sessions.drop, session.id)
             return smart.error_page(
                 f"The authorization server refused the launch ({params.get('error', '')[:64]}).",
                 400,
