@@ -9,6 +9,7 @@ import logging
 import os
 import stat
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,10 @@ table = smart_sessions_table
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Engine:
-    return make_engine(f"sqlite:///{tmp_path / 'sessions.db'}")
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    made = make_engine(f"sqlite:///{tmp_path / 'sessions.db'}")
+    yield made
+    made.dispose()
 
 
 def _store(engine: Engine, now: list[float], key: bytes = KEY, **caps: int) -> SessionStore:
@@ -254,6 +257,8 @@ def test_a_launch_is_claimed_once_whichever_worker_is_asked(engine: Engine) -> N
     assert claimed.state is None
     assert claimed.code_verifier is None
     assert workers[1].claim(claimed) is None
+    for worker in workers:
+        worker.engine.dispose()
 
 
 def test_a_client_flooding_launches_only_pushes_out_its_own_pending_launches(
