@@ -408,3 +408,21 @@ def test_production_never_generates_a_key(tmp_path: Path) -> None:
     with pytest.raises(SessionKeyError, match="THERAPY_CDS_SESSION_KEY is not set"):
         session_key(settings)
     assert not list(tmp_path.glob(f"*{KEY_FILE_SUFFIX}"))
+
+
+def test_serve_refuses_a_damaged_development_key_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from plugin.cli import app
+
+    (tmp_path / f"cds.db{KEY_FILE_SUFFIX}").write_text("?\n", encoding="ascii")
+    monkeypatch.setenv("THERAPY_CDS_DATABASE_URL", f"sqlite:///{tmp_path / 'cds.db'}")
+    for name, value in (("DEV_MODE", "true"), ("REQUIRE_AUTH", "false")):
+        monkeypatch.setenv(f"THERAPY_CDS_{name}", value)  # serve --dev sets them; restored
+    result = CliRunner().invoke(app, ["serve", "--dev"])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("therapy-cds: configuration error: cds.db.session-key does not")
