@@ -20,9 +20,10 @@ an opaque cookie.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal, cast
 from urllib.parse import urlencode, urlsplit
 
@@ -30,6 +31,7 @@ import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from cds_hooks.fhir_client import redact_httpx_logs, server_allowed
@@ -209,7 +211,28 @@ def smart_router(app_state: SmartApp) -> APIRouter:
     router = APIRouter(include_in_schema=False)
     smart = app_state
 
+    def sessions_unavailable_as_page(
+        handler: Callable[[Request], Awaitable[Response]],
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """The database holding the sessions failing (unreachable, locked too long) is a page
+        saying so, 503, never a 500."""
+
+        @functools.wraps(handler)
+        async def guarded(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except SQLAlchemyError as exc:
+                logger.warning("smart app: the session store failed (%s)", type(exc).__name__)
+                return smart.error_page(
+                    "The app cannot reach its session store (the service's database) right "
+                    "now. Try again in a moment; if it persists, tell the service's operator.",
+                    503,
+                )
+
+        return guarded
+
     @router.get("/smart/launch")
+    @sessions_unavailable_as_page
     async def smart_launch(request: Request) -> Response:
         params = request.query_params
         iss = (params.get("iss") or "").strip().rstrip("/")
@@ -318,6 +341,7 @@ def smart_router(app_state: SmartApp) -> APIRouter:
         return RedirectResponse(str(request.url_for("smart_app")), status_code=303)
 
     @router.get("/smart/app", name="smart_app")
+    @sessions_unavailable_as_page
     async def smart_app(request: Request) -> Response:
         params = request.query_params
         session = await run_in_threadpool(smart.sessions.get, request.cookies.get(COOKIE_NAME))

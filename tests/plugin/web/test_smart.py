@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 import respx
+import sqlalchemy
 from fake_ehr import FakeEhr, load_bundle_resources, make_fake_ehr_app
 from fastapi import FastAPI
 from web_support import dev_settings
@@ -553,3 +554,18 @@ async def test_an_ehr_that_frames_the_app_can_have_a_samesite_none_secure_cookie
     cookie = start.headers["set-cookie"]
     assert "SameSite=none" in cookie
     assert "Secure" in cookie
+
+
+async def test_a_failing_session_store_is_a_page_not_a_500(rig: Rig) -> None:
+    signed_in = await _launch(rig, iss=f"{EHR}/fhir", launch="L1")
+    assert signed_in.status_code == 200
+    with rig.app.state.smart.sessions.engine.begin() as connection:
+        connection.execute(sqlalchemy.text("DROP TABLE smart_sessions"))  # the database lost it
+    for path, params in (
+        ("/smart/app", {}),
+        ("/smart/launch", {"iss": f"{EHR}/fhir", "launch": "L2"}),
+    ):
+        page = await rig.client.get(path, params=params)
+        assert page.status_code == 503
+        assert "session store" in page.text
+        assert "smart_sessions" not in page.text
