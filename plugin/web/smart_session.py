@@ -48,7 +48,17 @@ from typing import Any
 import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import ColumnElement, Connection, Engine, delete, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    delete,
+    func,
+    insert,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -340,7 +350,7 @@ class SessionStore:
             return int(connection.execute(query).scalar_one())
 
     def __len__(self) -> int:
-        return self._count(_table.c.stage.is_not(None))
+        return self._count(true())
 
     @property
     def pending_count(self) -> int:
