@@ -6,6 +6,8 @@ start-up with a message that says what to change, rather than discovered on the 
 
 from __future__ import annotations
 
+import base64
+import binascii
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -40,6 +42,29 @@ MAX_PROCEDURES_PER_VISIT = 200
 A real outpatient visit documents a handful; 200 is a day of one-minute blocks over three hours.
 The rules' work and output grow with the Procedures (never with the pairs among them), so the
 cap bounds every answer; over it nothing of the visit is analysed and the caller is told."""
+
+
+#: THERAPY_CDS_SESSION_KEY: this many random bytes (AES-256-GCM), written in base64.
+SESSION_KEY_BYTES = 32
+SESSION_KEY_HOWTO = "generate one with `openssl rand -base64 32`"
+
+
+def decode_session_key(text: str) -> bytes:
+    """The AES-256 key a ``THERAPY_CDS_SESSION_KEY`` value names: 32 bytes in base64 (standard
+    or URL-safe alphabet, padding optional). The value itself is never put in an error."""
+    raw = text.strip()
+    try:
+        key = base64.b64decode(
+            raw.replace("-", "+").replace("_", "/") + "=" * (-len(raw) % 4), validate=True
+        )
+    except (binascii.Error, ValueError):
+        raise ValueError(f"THERAPY_CDS_SESSION_KEY is not base64; {SESSION_KEY_HOWTO}") from None
+    if len(key) != SESSION_KEY_BYTES:
+        raise ValueError(
+            f"THERAPY_CDS_SESSION_KEY must be {SESSION_KEY_BYTES} bytes in base64, this one is "
+            f"{len(key)} bytes; {SESSION_KEY_HOWTO}"
+        )
+    return key
 
 
 def _split_commas(value: object) -> object:
@@ -116,6 +141,10 @@ class Settings(BaseSettings):
     # true / false: always / never (counts and reason codes, no patient data; see the README).
     feedback_page: bool | None = None
     # ---
+    # Beyond the contract (issue 19): the AES-256-GCM key the SMART app's sessions (launch state,
+    # access tokens) are encrypted with in the database; 32 random bytes in base64, the same on
+    # every worker and node. Required in production; in development a key is generated (README).
+    session_key: SecretStr | None = None
     # Seconds between two writes of a worker's counts of cards shown (and at shutdown).
     feedback_flush_seconds: float = Field(default=5.0, gt=0, le=3600)
 
@@ -137,6 +166,19 @@ class Settings(BaseSettings):
     def feedback_page_served(self) -> bool:
         """Whether /rules/feedback is served (see ``feedback_page``)."""
         return self.feedback_page if self.feedback_page is not None else self.development
+
+    def session_key_bytes(self) -> bytes | None:
+        """The decoded ``session_key`` (None when it is not set)."""
+        if self.session_key is None:
+            return None
+        return decode_session_key(self.session_key.get_secret_value())
+
+    @field_validator("session_key")
+    @classmethod
+    def _session_key_readable(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            decode_session_key(value.get_secret_value())
+        return value
 
     @field_validator("metrics_token")
     @classmethod
@@ -199,6 +241,12 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"THERAPY_CDS_TRUSTED_ISSUERS_FILE points to {self.trusted_issuers_file}, "
                     "which is not a readable file"
+                )
+            if self.session_key is None:
+                raise ValueError(
+                    "THERAPY_CDS_SESSION_KEY is not set: the SMART app's sessions are encrypted "
+                    "with it in the database, and every worker and node must share it; "
+                    f"{SESSION_KEY_HOWTO}, or run `therapy-cds serve --dev` for local development"
                 )
         if self.fhir_deadline_seconds < self.fhir_timeout_seconds:
             raise ValueError(

@@ -2,7 +2,8 @@
 
 Holds card feedback (checklist F-1..F-9), the cards shown per finding and ISO week with the
 finding of each card shown (``plugin.cards_shown`` flushes them), and the JWT replay cache
-(S-11). Tables are created on start-up, and columns added since 0.1.0 are added to an older
+(S-11), and the SMART app's sessions (encrypted; :mod:`plugin.web.smart_session`). Tables
+are created on start-up, and columns added since 0.1.0 are added to an older
 database; nothing to install.
 Feedback writes are idempotent (a repeated feedback item is stored once) and committed before
 the endpoint answers, so an acknowledged item is never lost. Nothing here is about a patient:
@@ -25,7 +26,9 @@ from sqlalchemy import (
     DateTime,
     Engine,
     Float,
+    Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -365,6 +368,24 @@ jwt_replay_table = Table(
     Column("issuer", String(512), primary_key=True),
     Column("jti", String(256), primary_key=True),
     Column("expires_at", Float, nullable=False, index=True),
+)
+
+
+#: The SMART app's launches and sessions (plugin/web/smart_session.py), so that any worker or
+#: node serves any request of a launch. Nothing readable about a patient or a token: the row is
+#: keyed by a hash of the cookie's session id, the client address is a keyed hash, and the
+#: launch state, token and launch context are in ``payload``, sealed with AES-256-GCM.
+smart_sessions_table = Table(
+    "smart_sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),
+    Column("stage", String(16), nullable=False),  # pending, exchanging, authorized
+    Column("client", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("last_used", Float, nullable=False),
+    Column("expires_at", Float, nullable=False, index=True),
+    Column("payload", LargeBinary, nullable=False),
+    Index("ix_smart_sessions_stage_client", "stage", "client"),
 )
 
 

@@ -42,6 +42,14 @@ def serve(
     except CmsFileError as exc:
         typer.echo(f"therapy-cds: configuration error: {exc}", err=True)
         raise typer.Exit(2) from None
+    from plugin.web.smart_session import SessionKeyError, session_key, sqlite_file
+
+    if settings.session_key is None and sqlite_file(settings.database_url) is not None:
+        try:  # development: the key kept beside the database, made here before any worker starts
+            session_key(settings)
+        except SessionKeyError as exc:
+            typer.echo(f"therapy-cds: configuration error: {exc}", err=True)
+            raise typer.Exit(2) from None
     if not settings.require_auth:
         typer.secho(
             "*** DEVELOPMENT MODE: client authentication is OFF. Any caller can invoke the "

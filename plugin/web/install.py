@@ -11,6 +11,7 @@ from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from plugin.settings import Settings
+from plugin.storage import make_engine
 from plugin.web.catalogue import catalogue_router
 from plugin.web.feedback import feedback_router
 from plugin.web.pages import ASSETS_PATH, STATIC
@@ -30,7 +31,8 @@ def install_web(
     *,
     http_transport: httpx.AsyncBaseTransport | None = None,
 ) -> None:
-    """Mount ``/sandbox`` (when enabled), ``/smart/*``, ``/rules``, ``/rules/feedback`` (when
+    """Mount ``/sandbox`` (when enabled), ``/smart/*`` (its sessions on ``app.state.engine``,
+    else on ``settings.database_url``), ``/rules``, ``/rules/feedback`` (when
     enabled: ``settings.feedback_page_served()``, on ``app.state.engine``) and their assets.
 
     ``http_transport``: how the SMART app reaches other servers (tests pass an in-process one).
@@ -43,7 +45,10 @@ def install_web(
     if feedback_on:
         app.include_router(feedback_router(app.state.engine, sandbox_on=sandbox_on))
     app.include_router(catalogue_router(web, sandbox_on=sandbox_on, feedback_on=feedback_on))
-    smart = SmartApp(settings, web, transport=http_transport)
+    # SMART sessions live in the service's database, so any worker serves any launch step; an
+    # app with pages only (tests) opens the database the settings name.
+    engine = getattr(app.state, "engine", None) or make_engine(settings.database_url)
+    smart = SmartApp(settings, web, engine=engine, transport=http_transport)
     app.state.smart = smart
     app.include_router(smart_router(smart))
     if sandbox_on:

@@ -47,7 +47,7 @@ class WebSettings(BaseSettings):
     smart_client_id: str = "therapy-cds"
     smart_scope: str = DEFAULT_SMART_SCOPE
     smart_standalone_scope: str = DEFAULT_STANDALONE_SCOPE
-    # Launch sessions (PKCE verifier, state, access token) live in memory this long.
+    # Launch sessions (PKCE verifier, state, access token; in the database, sealed) live this long.
     smart_session_seconds: int = Field(default=900, ge=60, le=24 * 3600)
     # Authorized sessions (a token exchange succeeded); when full, the least recently used goes.
     smart_max_sessions: int = Field(default=1000, ge=1)

@@ -11,22 +11,27 @@ the session stays bound to the launch's patient and encounter.
 
 Only ``iss`` servers in ``FHIR_SERVER_ALLOWLIST`` are contacted, and only authorization and
 token endpoints on the issuer's origin or in that list. Each issuer's SMART configuration is
-cached. Tokens stay in a short-lived server-side session (:mod:`plugin.web.smart_session`),
-apart from the pending launches anyone can start; the browser holds an opaque cookie.
+cached. Launch state and tokens stay in a short-lived session in the shared database, sealed
+with ``THERAPY_CDS_SESSION_KEY`` (:mod:`plugin.web.smart_session`), apart from the pending
+launches anyone can start, so any worker or node serves any step of a launch; the browser holds
+an opaque cookie.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal, cast
 from urllib.parse import urlencode, urlsplit
 
 import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from cds_hooks.fhir_client import redact_httpx_logs, server_allowed
@@ -53,7 +58,13 @@ from plugin.web.smart_client import (
     same_day_charges,
     subject_patient,
 )
-from plugin.web.smart_session import COOKIE_NAME, SessionStore, SmartSession, code_challenge
+from plugin.web.smart_session import (
+    COOKIE_NAME,
+    SessionStore,
+    SmartSession,
+    code_challenge,
+    session_key,
+)
 from plugin.web.visits import AnalysisView, analysis_view
 
 logger = logging.getLogger(__name__)
@@ -91,11 +102,14 @@ class SmartApp:
         settings: Settings,
         web: WebSettings,
         *,
+        engine: Engine,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.settings = settings
         self.web = web
         self.sessions = SessionStore(
+            engine,
+            session_key(settings),
             lifetime_seconds=web.smart_session_seconds,
             max_sessions=web.smart_max_sessions,
             max_pending=web.smart_max_pending_launches,
@@ -197,7 +211,28 @@ def smart_router(app_state: SmartApp) -> APIRouter:
     router = APIRouter(include_in_schema=False)
     smart = app_state
 
+    def sessions_unavailable_as_page(
+        handler: Callable[[Request], Awaitable[Response]],
+    ) -> Callable[[Request], Awaitable[Response]]:
+        """The database holding the sessions failing (unreachable, locked too long) is a page
+        saying so, 503, never a 500."""
+
+        @functools.wraps(handler)
+        async def guarded(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except SQLAlchemyError as exc:
+                logger.warning("smart app: the session store failed (%s)", type(exc).__name__)
+                return smart.error_page(
+                    "The app cannot reach its session store (the service's database) right "
+                    "now. Try again in a moment; if it persists, tell the service's operator.",
+                    503,
+                )
+
+        return guarded
+
     @router.get("/smart/launch")
+    @sessions_unavailable_as_page
     async def smart_launch(request: Request) -> Response:
         params = request.query_params
         iss = (params.get("iss") or "").strip().rstrip("/")
@@ -227,7 +262,8 @@ def smart_router(app_state: SmartApp) -> APIRouter:
                 return smart.error_page(message, exc.status_code)
             servers = await smart.answering_bases() if smart.list_servers else []
             return smart.launch_form(status_code=400, servers=servers, error=message)
-        session = smart.sessions.create(
+        session = await run_in_threadpool(
+            smart.sessions.create,
             iss=iss,
             token_endpoint=config.token_endpoint,
             redirect_uri=smart.redirect_uri(request),
@@ -267,11 +303,15 @@ def smart_router(app_state: SmartApp) -> APIRouter:
                 "This launch has expired or was already used. Start it again from the EHR.", 400
             )
         if state is None or not secrets.compare_digest(state, session.state):
-            smart.sessions.drop(session.id)
+            await run_in_threadpool(smart.sessions.drop, session.id)
             logger.warning("smart callback refused: state does not match")
             return smart.error_page("The authorization answer does not match this launch.", 400)
-        verifier = session.code_verifier
-        session.state = session.code_verifier = None  # one use
+        # one use, whichever worker is asked first
+        verifier = await run_in_threadpool(smart.sessions.claim, session)
+        if verifier is None:
+            return smart.error_page(
+                "This launch has expired or was already used. Start it again from the EHR.", 400
+            )
         try:
             async with smart.client() as client:
                 token = await exchange_code(
@@ -284,10 +324,11 @@ def smart_router(app_state: SmartApp) -> APIRouter:
                     limit=smart.max_response_bytes,
                 )
         except SmartError as exc:
-            smart.sessions.drop(session.id)
+            await run_in_threadpool(smart.sessions.drop, session.id)
             logger.warning("smart token exchange failed: %s", exc.message)
             return smart.error_page(exc.message, exc.status_code)
-        smart.sessions.authorize(
+        await run_in_threadpool(
+            smart.sessions.authorize,
             session,
             access_token=token.access_token,
             patient=token.patient,
@@ -300,12 +341,13 @@ def smart_router(app_state: SmartApp) -> APIRouter:
         return RedirectResponse(str(request.url_for("smart_app")), status_code=303)
 
     @router.get("/smart/app", name="smart_app")
+    @sessions_unavailable_as_page
     async def smart_app(request: Request) -> Response:
         params = request.query_params
-        session = smart.sessions.get(request.cookies.get(COOKIE_NAME))
+        session = await run_in_threadpool(smart.sessions.get, request.cookies.get(COOKIE_NAME))
         if "error" in params:
             if session is not None:
-                smart.sessions.drop(session.id)
+                await run_in_threadpool(smart.sessions.drop, session.id)
             return smart.error_page(
                 f"The authorization server refused the launch ({params.get('error', '')[:64]}).",
                 400,

@@ -185,6 +185,7 @@ def _production(tmp_path: Path, **overrides: Any) -> Settings:
     return Settings(
         trusted_issuers_file=issuers,
         public_base_url="https://cds.example.org",
+        session_key="AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
         database_url=f"sqlite:///{tmp_path / 'prod.db'}",
         log_level="WARNING",
         **overrides,

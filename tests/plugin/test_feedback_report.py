@@ -474,6 +474,7 @@ async def test_the_page_is_served_in_production_only_when_asked(tmp_path: Path) 
     production = {
         "require_auth": True,
         "trusted_issuers_file": issuers,
+        "session_key": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
         "public_base_url": "https://cds.example",
         "database_url": _url(tmp_path),
         "log_level": "ERROR",

@@ -71,6 +71,7 @@ async def test_no_patient_data_body_or_token_in_any_log_record(
         require_auth=True,
         trusted_issuers_file=issuers,
         public_base_url=BASE,
+        session_key="AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
         database_url=f"sqlite:///{tmp_path / 'cds.db'}",
         log_level="DEBUG",
     )

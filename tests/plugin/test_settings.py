@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from plugin.settings import Settings
+
+#: 32 bytes (0, 1, ..., 31) in base64.
+SESSION_KEY = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 
 
 @pytest.fixture(autouse=True)
@@ -45,6 +49,7 @@ def test_environment_is_read_with_prefix_and_comma_lists(
     issuers.write_text("[]")
     monkeypatch.setenv("THERAPY_CDS_TRUSTED_ISSUERS_FILE", str(issuers))
     monkeypatch.setenv("THERAPY_CDS_PUBLIC_BASE_URL", "https://cds.example.org/")
+    monkeypatch.setenv("THERAPY_CDS_SESSION_KEY", SESSION_KEY)
     monkeypatch.setenv("THERAPY_CDS_PAYER_RULE", "ama")
     monkeypatch.setenv("THERAPY_CDS_PAIR_INTERVAL_RULE", "strict")
     monkeypatch.setenv(
@@ -60,6 +65,7 @@ def test_environment_is_read_with_prefix_and_comma_lists(
         "https://b.example.org",
     ]
     assert settings.cors_origins == ["*"]
+    assert settings.session_key_bytes() == bytes(range(32))
 
 
 @pytest.mark.parametrize(
@@ -77,6 +83,51 @@ def test_bad_values_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, valu
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError):
         Settings()
+
+
+def test_production_without_a_session_key_is_refused_with_how_to_make_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    issuers = tmp_path / "issuers.json"
+    issuers.write_text("[]")
+    monkeypatch.setenv("THERAPY_CDS_TRUSTED_ISSUERS_FILE", str(issuers))
+    monkeypatch.setenv("THERAPY_CDS_PUBLIC_BASE_URL", "https://cds.example.org")
+    with pytest.raises(ValidationError) as info:
+        Settings()
+    message = str(info.value)
+    assert "THERAPY_CDS_SESSION_KEY is not set" in message
+    assert "openssl rand -base64 32" in message
+    assert "--dev" in message
+    assert Settings(dev_mode=True).session_key is None  # development generates one (README)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("not base64 at all!", "not base64"),
+        ("c2hvcnQta2V5", "this one is 9 bytes"),  # "short-key"
+        ("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8fHw==", "this one is 34 bytes"),
+    ],
+)
+def test_a_session_key_that_is_not_32_bytes_of_base64_is_refused_and_not_echoed(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: str
+) -> None:
+    monkeypatch.setenv("THERAPY_CDS_DEV_MODE", "true")
+    monkeypatch.setenv("THERAPY_CDS_SESSION_KEY", value)
+    with pytest.raises(ValidationError) as info:
+        Settings()
+    message = str(info.value)
+    assert expected in message
+    assert value not in message
+
+
+def test_a_url_safe_session_key_without_padding_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    key = bytes(range(200, 232))
+    text = base64.urlsafe_b64encode(key).decode().rstrip("=")
+    assert "-" in text or "_" in text
+    monkeypatch.setenv("THERAPY_CDS_SESSION_KEY", text)
+    assert Settings(dev_mode=True).session_key_bytes() == key
+    assert text not in repr(Settings(dev_mode=True))
 
 
 def test_missing_issuers_file_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -109,6 +109,7 @@ def test_two_workers_share_replay_cache_and_feedback(pg_url: str, tmp_path: Path
         "THERAPY_CDS_DATABASE_URL": pg_url,
         "THERAPY_CDS_REQUIRE_AUTH": "true",
         "THERAPY_CDS_TRUSTED_ISSUERS_FILE": str(issuers),
+        "THERAPY_CDS_SESSION_KEY": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
         "THERAPY_CDS_PUBLIC_BASE_URL": base,
         "THERAPY_CDS_LOG_LEVEL": "WARNING",
     }

@@ -125,6 +125,7 @@ def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer
     env = {
         "THERAPY_CDS_REQUIRE_AUTH": "true",
         "THERAPY_CDS_TRUSTED_ISSUERS_FILE": str(issuers),
+        "THERAPY_CDS_SESSION_KEY": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
         "THERAPY_CDS_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
     }
     for server in _start(tmp, env, port=port):

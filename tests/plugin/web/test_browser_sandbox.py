@@ -351,6 +351,7 @@ def test_with_authentication_on_the_page_sends_one_pasted_jwt_per_call(
         dev_mode=False,
         trusted_issuers_file=issuers,
         public_base_url=base,
+        session_key="AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
     )
     app = create_app(settings)
     signer = Signer(key, "ES384", "k1", issuer)

@@ -290,6 +290,7 @@ async def test_with_client_authentication_on_the_sandbox_is_not_served(tmp_path:
         dev_mode=False,
         trusted_issuers_file=_issuers_file(tmp_path),
         public_base_url="https://cds.example.org",
+        session_key="AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
     )
     app = create_app(settings)
     for path in ("/sandbox", "/sandbox/samples/pair-no-modifier.json", "/"):
@@ -311,6 +312,7 @@ async def test_explicitly_enabled_with_authentication_it_asks_for_the_client_jwt
         dev_mode=False,
         trusted_issuers_file=_issuers_file(tmp_path),
         public_base_url="https://cds.example.org",
+        session_key="AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
     )
     app = create_app(settings)
     transport = httpx.ASGITransport(app=app)

@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 import respx
+import sqlalchemy
 from fake_ehr import FakeEhr, load_bundle_resources, make_fake_ehr_app
 from fastapi import FastAPI
 from web_support import dev_settings
@@ -32,7 +33,7 @@ from plugin.web.smart_client import (
     discover,
     exchange_code,
 )
-from plugin.web.smart_session import COOKIE_NAME, SessionStore, SmartSession, code_challenge
+from plugin.web.smart_session import COOKIE_NAME, code_challenge
 
 pytestmark = pytest.mark.anyio
 EHR = "http://ehr.test"
@@ -212,6 +213,7 @@ async def test_in_production_the_launch_form_does_not_list_the_allowlist(
         "require_auth": True,
         "dev_mode": False,
         "trusted_issuers_file": issuers,
+        "session_key": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
         "public_base_url": "https://cds.example.org",
     }
     async with make_rig(tmp_path, **production) as rig:
@@ -533,80 +535,6 @@ async def test_a_fhir_server_refusing_the_token_is_reported(rig: Rig) -> None:
     assert "refused" in page.text
 
 
-def _store(now: list[float], **caps: int) -> SessionStore:
-    limits = {"max_sessions": 2, "max_pending": 3, "max_pending_per_client": 2} | caps
-    return SessionStore(lifetime_seconds=60, clock=lambda: now[0], **limits)
-
-
-def _pending(store: SessionStore, client: str) -> SmartSession:
-    return store.create(
-        iss="https://a", token_endpoint="https://a/t", redirect_uri="r", client=client
-    )
-
-
-def _authorize(store: SessionStore, session: SmartSession) -> None:
-    store.authorize(session, access_token="tok", patient=None, encounter=None, expires_in=None)
-
-
-def test_sessions_expire_with_the_token() -> None:
-    now = [1000.0]
-    store = _store(now)
-    first = _pending(store, "10.0.0.1")
-    assert store.get(first.id) is first
-    assert first.access_token is None
-    store.authorize(first, access_token="secret-123", patient=None, encounter=None, expires_in=10)
-    assert "secret-123" not in repr(first)
-    assert first.state is None
-    assert first.code_verifier is None
-    assert store.get(first.id) is first
-    now[0] += 11
-    assert store.get(first.id) is None
-    pending = _pending(store, "10.0.0.1")
-    now[0] += 61
-    assert store.get(pending.id) is None
-
-
-def test_a_client_flooding_launches_only_pushes_out_its_own_pending_launches() -> None:
-    now = [1000.0]
-    store = _store(now, max_pending=10, max_pending_per_client=2)
-    other = _pending(store, "10.0.0.2")
-    signed_in = _pending(store, "10.0.0.3")
-    _authorize(store, signed_in)
-    flood = [_pending(store, "10.0.0.1") for _ in range(1001)]
-    assert store.get(flood[0].id) is None  # the flood's own oldest launches went
-    assert store.get(flood[-1].id) is flood[-1]
-    assert store.get(other.id) is other  # another client's launch stays
-    assert store.get(signed_in.id) is signed_in
-    assert store.pending_count == 3
-
-
-def test_a_flood_from_many_clients_never_evicts_an_authorized_session() -> None:
-    now = [1000.0]
-    store = _store(now, max_pending=3, max_pending_per_client=2)
-    signed_in = _pending(store, "10.0.0.1")
-    _authorize(store, signed_in)
-    launches = [_pending(store, f"10.1.{i // 250}.{i % 250}") for i in range(1001)]
-    assert store.pending_count == 3  # the global cap on pending launches
-    assert store.get(launches[0].id) is None
-    assert store.get(launches[-1].id) is launches[-1]
-    assert store.get(signed_in.id) is signed_in
-    assert store.authorized_count == 1
-
-
-def test_when_the_authorized_pool_is_full_the_least_recently_used_session_goes() -> None:
-    now = [1000.0]
-    store = _store(now, max_sessions=2)
-    first, second, third = (_pending(store, f"10.0.0.{i}") for i in range(3))
-    _authorize(store, first)
-    _authorize(store, second)
-    assert store.get(first.id) is first  # first used again: second is now the oldest
-    _authorize(store, third)
-    assert store.get(second.id) is None
-    assert store.get(first.id) is first
-    assert store.get(third.id) is third
-    assert len(store) == 2
-
-
 def test_the_pkce_challenge_is_rfc_7636_s256() -> None:
     # RFC 7636 Appendix B.
     verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
@@ -626,3 +554,18 @@ async def test_an_ehr_that_frames_the_app_can_have_a_samesite_none_secure_cookie
     cookie = start.headers["set-cookie"]
     assert "SameSite=none" in cookie
     assert "Secure" in cookie
+
+
+async def test_a_failing_session_store_is_a_page_not_a_500(rig: Rig) -> None:
+    signed_in = await _launch(rig, iss=f"{EHR}/fhir", launch="L1")
+    assert signed_in.status_code == 200
+    with rig.app.state.smart.sessions.engine.begin() as connection:
+        connection.execute(sqlalchemy.text("DROP TABLE smart_sessions"))  # the database lost it
+    for path, params in (
+        ("/smart/app", {}),
+        ("/smart/launch", {"iss": f"{EHR}/fhir", "launch": "L2"}),
+    ):
+        page = await rig.client.get(path, params=params)
+        assert page.status_code == 503
+        assert "session store" in page.text
+        assert "smart_sessions" not in page.text
