@@ -242,12 +242,6 @@ class Settings(BaseSettings):
                     f"THERAPY_CDS_TRUSTED_ISSUERS_FILE points to {self.trusted_issuers_file}, "
                     "which is not a readable file"
                 )
-            if self.session_key is None:
-                raise ValueError(
-                    "THERAPY_CDS_SESSION_KEY is not set: the SMART app's sessions are encrypted "
-                    "with it in the database, and every worker and node must share it; "
-                    f"{SESSION_KEY_HOWTO}, or run `therapy-cds serve --dev` for local development"
-                )
         if self.fhir_deadline_seconds < self.fhir_timeout_seconds:
             raise ValueError(
                 "THERAPY_CDS_FHIR_DEADLINE_SECONDS must be >= THERAPY_CDS_FHIR_TIMEOUT_SECONDS"

@@ -102,19 +102,16 @@ def code_challenge(verifier: str) -> str:
 def session_key(settings: Settings) -> bytes:
     """The key the sessions are sealed with.
 
-    ``THERAPY_CDS_SESSION_KEY`` when set (production requires it: :class:`Settings` refuses to
-    start without it). In development without it: for a SQLite database file, a key generated
-    once and kept beside it (``<database>.session-key``, readable by its owner only), so every
-    worker on that file shares it and sessions survive a restart; for any other database, a key
-    for this process only (with a warning: another worker cannot open its sessions)."""
+    ``THERAPY_CDS_SESSION_KEY`` when set: what a deployment of several workers or nodes should
+    do (every one of them the same key). Without it the service still starts (the setting is
+    beyond the fixed contract, so a deployment configured by the contract alone keeps working),
+    with a warning: for a SQLite database file, a key generated once and kept beside it
+    (``<database>.session-key``, readable by its owner only), so every worker on that file
+    shares it and sessions survive a restart; for any other database, a key for this process
+    only (another worker cannot open its sessions)."""
     key = settings.session_key_bytes()
     if key is not None:
         return key
-    if not settings.development:
-        raise SessionKeyError(
-            f"THERAPY_CDS_SESSION_KEY is not set; {SESSION_KEY_HOWTO} and give every worker "
-            "the same one"
-        )
     database = sqlite_file(settings.database_url)
     if database is None:
         logger.warning(
@@ -156,8 +153,9 @@ def development_key(path: Path) -> bytes:
                 os.link(candidate, path)
                 logger.warning(
                     "THERAPY_CDS_SESSION_KEY is not set: generated a development key for the SMART "
-                    "sessions in %s (set THERAPY_CDS_SESSION_KEY in production)",
+                    "sessions in %s (set THERAPY_CDS_SESSION_KEY in production: %s)",
                     path.name,
+                    SESSION_KEY_HOWTO,
                 )
             except FileExistsError:
                 pass  # another worker was first: its key is the one

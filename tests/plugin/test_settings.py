@@ -85,20 +85,17 @@ def test_bad_values_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, valu
         Settings()
 
 
-def test_production_without_a_session_key_is_refused_with_how_to_make_one(
+def test_production_without_a_session_key_still_starts(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    """The session key is beyond the fixed contract: a deployment configured by the contract's
+    settings alone keeps starting (the key is then generated beside the database, warned)."""
     issuers = tmp_path / "issuers.json"
     issuers.write_text("[]")
     monkeypatch.setenv("THERAPY_CDS_TRUSTED_ISSUERS_FILE", str(issuers))
     monkeypatch.setenv("THERAPY_CDS_PUBLIC_BASE_URL", "https://cds.example.org")
-    with pytest.raises(ValidationError) as info:
-        Settings()
-    message = str(info.value)
-    assert "THERAPY_CDS_SESSION_KEY is not set" in message
-    assert "openssl rand -base64 32" in message
-    assert "--dev" in message
-    assert Settings(dev_mode=True).session_key is None  # development generates one (README)
+    assert Settings().session_key is None
+    assert Settings(dev_mode=True).session_key is None
 
 
 @pytest.mark.parametrize(

@@ -398,16 +398,21 @@ def test_without_a_database_file_development_keeps_the_key_in_the_process(
     assert list(tmp_path.iterdir()) == []
 
 
-def test_production_never_generates_a_key(tmp_path: Path) -> None:
+def test_production_without_a_key_keeps_one_beside_the_sqlite_file_and_warns(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     issuers = tmp_path / "issuers.json"
     issuers.write_text("[]")
     settings = Settings.model_construct(
         **dev_settings(tmp_path).model_dump()
         | {"dev_mode": False, "require_auth": True, "trusted_issuers_file": issuers}
     )
-    with pytest.raises(SessionKeyError, match="THERAPY_CDS_SESSION_KEY is not set"):
-        session_key(settings)
-    assert not list(tmp_path.glob(f"*{KEY_FILE_SUFFIX}"))
+    with caplog.at_level(logging.WARNING):
+        first, second = session_key(settings), session_key(settings)
+    assert first == second
+    assert len(list(tmp_path.glob(f"*{KEY_FILE_SUFFIX}"))) == 1
+    assert "THERAPY_CDS_SESSION_KEY is not set" in caplog.text
+    assert "openssl rand -base64 32" in caplog.text
 
 
 def test_serve_refuses_a_damaged_development_key_in_one_line(
