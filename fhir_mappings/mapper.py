@@ -61,7 +61,6 @@ from fhir_mappings.model import (
     TherapyRecord,
     TimedService,
     TimingKind,
-    fast_builder,
 )
 from fhir_mappings.performers import party_roles, service_role
 from fhir_mappings.references import (
@@ -154,7 +153,6 @@ _LISTED_CODES = frozenset(codes.CODE_LIST.codes)  # written as the list writes t
 _PLAIN_MODIFIERS = frozenset(codes.CODE_LIST.discipline_modifiers) | codes.CODE_LIST.ncci_modifiers
 
 
-# The domain values are frozen dataclasses; these build the same instances several times faster.
 def _human_name(value: object) -> str:
     """The first readable HumanName: ``text``, else given names and family."""
     if type(value) is not list:
@@ -208,15 +206,6 @@ def _party_name(
         return ""
     name = res.get("name")
     return name.strip() if type(name) is str else ""
-
-
-_new_service = fast_builder(TimedService)
-_new_charge = fast_builder(Charge)
-_new_plan = fast_builder(PlanOfCare)
-_new_encounter = fast_builder(EncounterInfo)
-_new_progress_report = fast_builder(ProgressReport)
-_new_issue = fast_builder(MappingIssue)
-_new_record = fast_builder(TherapyRecord)
 
 
 # ------------------------------------------------------------------------- public entry points
@@ -384,7 +373,7 @@ class _Mapper:
             for item in by_type.get("DocumentReference", ())
             if (report := self._progress_report(item)) is not None
         ]
-        return _new_record(
+        return TherapyRecord(
             fhir_version=version,
             services=tuple(services),
             charges=tuple(self.charges),
@@ -551,7 +540,11 @@ class _Mapper:
         field: str | None = None,
         code: IssueCode = IssueCode.VALUE_NOT_USED,
     ) -> None:
-        self.issues.append(_new_issue(location, message, resource, field, code))
+        self.issues.append(
+            MappingIssue(
+                location=location, message=message, resource=resource, field=field, code=code
+            )
+        )
 
     def _point(
         self,
@@ -899,7 +892,7 @@ class _Mapper:
                     if found is not None and found not in locations:
                         locations.append(found)
         provider = res.get("serviceProvider")
-        self.encounters[key] = _new_encounter(
+        self.encounters[key] = EncounterInfo(
             ref=key,
             status=status if isinstance(status, str) else None,
             start=start_utc,
@@ -972,7 +965,7 @@ class _Mapper:
             self._issue(loc, "progress report without a usable date; not used", key, "date")
             return None
         patient, _ = self._subject(res, "subject", loc, key)
-        return _new_progress_report(
+        return ProgressReport(
             ref=key,
             date=day,
             discipline=codes.PROGRESS_NOTE_TYPES[found],
@@ -1085,7 +1078,7 @@ class _Mapper:
                     )
         category = res.get("category")
         patient, _ = self._subject(res, "subject", loc, key)
-        self.plans[key] = _new_plan(
+        self.plans[key] = PlanOfCare(
             ref=key,
             kind="CarePlan",
             status=status if isinstance(status, str) else None,
@@ -1107,7 +1100,7 @@ class _Mapper:
         if isinstance(code, dict):
             concepts.append(code.get("concept", code))
         patient, _ = self._subject(res, "subject", loc, key)
-        self.plans[key] = _new_plan(
+        self.plans[key] = PlanOfCare(
             ref=key,
             kind="ServiceRequest",
             status=status if isinstance(status, str) else None,
@@ -1181,18 +1174,17 @@ class _Mapper:
         patient, _ = self._subject(res, "subject", loc, key)
         based_on = res.get("basedOn")
         self.charges.append(
-            _new_charge(  # positional: the field order of Charge
-                key,  # ref
-                _DRAFT_ORDER,  # source
-                code_value,
-                system,
-                units,
-                tuple(modifiers),
-                patient,
-                service_date,
-                status if isinstance(status, str) else None,
-                (),  # procedure_refs
-                () if based_on is None else self._refs(based_on, key),  # plan_refs
+            Charge(
+                ref=key,
+                source=_DRAFT_ORDER,
+                code=code_value,
+                system=system,
+                units=units,
+                modifiers=tuple(modifiers),
+                patient=patient,
+                service_date=service_date,
+                status=status if isinstance(status, str) else None,
+                plan_refs=() if based_on is None else self._refs(based_on, key),
             )
         )
 
@@ -1298,7 +1290,7 @@ class _Mapper:
                     elif target not in linked:
                         linked.append(target)
             ref = f"{key}#item-{sequence}"
-            charge = _new_charge(
+            charge = Charge(
                 ref=ref,
                 source=_CLAIM,
                 code=code_value,
@@ -1495,29 +1487,31 @@ class _Mapper:
         if type(raw_sites) is list:
             body_sites = self._body_sites(raw_sites)
 
-        return _new_service(  # positional: the field order of TimedService
-            key,  # ref
-            code_value,
-            system,
-            status,
-            kind,  # timing
-            start_utc,
-            end_utc,
-            service_date,
-            spans_midnight,
-            patient,
-            encounter,
-            performers,
-            body_sites,
-            delivery,  # delivery_mode
-            subject_is_group,
-            modifiers,
-            billed_units,
-            plan_refs,
-            bool(res.get("reasonCode") or res.get("reasonReference") or res.get("reason")),
-            display,
-            index.of(res.get("location"), key) if "location" in res else None,
-            service_role(performers, self.roles),  # performer_role (R-G3)
+        return TimedService(
+            ref=key,
+            code=code_value,
+            system=system,
+            status=status,
+            timing=kind,
+            start=start_utc,
+            end=end_utc,
+            service_date=service_date,
+            spans_midnight=spans_midnight,
+            patient=patient,
+            encounter=encounter,
+            performers=performers,
+            body_sites=body_sites,
+            delivery_mode=delivery,
+            subject_is_group=subject_is_group,
+            modifiers=modifiers,
+            billed_units=billed_units,
+            plan_refs=plan_refs,
+            has_reason=bool(
+                res.get("reasonCode") or res.get("reasonReference") or res.get("reason")
+            ),
+            display=display,
+            location=index.of(res.get("location"), key) if "location" in res else None,
+            performer_role=service_role(performers, self.roles),  # R-G3
         )
 
     def _timing(self, res: JsonObject, loc: str, key: str) -> _Span:
