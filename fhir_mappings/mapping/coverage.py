@@ -16,6 +16,8 @@ MAX_ITEMS = 8
 
 
 def read_coverage(ctx: MappingContext, item: Item) -> CoverageInfo:
+    """One Coverage: status, beneficiary, period, order (a positive integer, else reported),
+    type codings and payer parties, each list capped at :data:`MAX_ITEMS`."""
     source, _, key, res = item
     loc = source.location
     status = res.get("status")
