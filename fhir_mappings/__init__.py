@@ -24,11 +24,12 @@ Decisions on points the rule book leaves open (each module says more):
   ``"<container>#id"`` (:mod:`~fhir_mappings.references`).
 * A Claim line linked to a Procedure wins over the Procedure's modifier / units extensions; a
   ServiceRequest a Procedure is ``basedOn`` is a plan of care, not a charge, unless it is a draft
-  order being signed (:mod:`~fhir_mappings.mapper`).
+  order being signed (:mod:`~fhir_mappings.mapping.procedures`,
+  :mod:`~fhir_mappings.mapping.charges`).
 * With a ``context.patientId`` (a CDS Hooks call), a resource whose subject names another
   patient, or one that cannot be resolved (identifier-only, display-only, unresolved urn), is
   left out and only counted: an unresolvable subject is not assumed to be the patient
-  (:mod:`~fhir_mappings.mapper`).
+  (:mod:`~fhir_mappings.mapping.patients`).
 * Data without a patient belongs to ``context.patientId``, else to the input's only patient;
   undated draft orders join the visits holding their code (:mod:`~fhir_mappings.visits`).
 """

@@ -10,12 +10,10 @@ from the start timestamp's own offset (rule I-2.4).
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Any, ParamSpec, TypeVar, cast
 
 CPT_SYSTEM = "http://www.ama-assn.org/go/cpt"
 HCPCS_SYSTEM = "http://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets"
@@ -354,62 +352,3 @@ class VisitGrouping:
     set_aside: tuple[SetAside, ...] = ()
     # Added for issue 3 (additive, defaulted): charges no visit could take (I-2, R-B2).
     unattached_charges: tuple[Charge, ...] = ()
-
-
-_P = ParamSpec("_P")
-_T = TypeVar("_T")
-
-
-def fast_builder(cls: Callable[_P, _T]) -> Callable[_P, _T]:
-    """A constructor for the frozen, slotted dataclass ``cls``, several times faster than ``cls``.
-
-    A frozen dataclass's ``__init__`` sets every field through ``object.__setattr__`` (about 6 us
-    for a :class:`TimedService`, more than the rest of mapping its Procedure). The builder is a
-    plain slotted twin of ``cls`` (same fields, defaults and slot layout) whose ``__init__``
-    stores the fields directly and then makes the object a ``cls``: the result is an ordinary
-    ``cls`` instance, equal, hashable, frozen, printed and pickled like one built by ``cls(...)``.
-    The mapper uses it for the values it builds once per resource, the rules for their findings,
-    fixes and per-visit results.
-
-    ``cls`` must be a frozen, slotted dataclass deriving from ``object``, without
-    ``__post_init__`` (checked once, here: anything else raises ``TypeError``).
-    """
-    params = getattr(cls, "__dataclass_params__", None)
-    if (
-        not isinstance(cls, type)
-        or params is None
-        or not params.frozen
-        or cls.__bases__ != (object,)
-        or hasattr(cls, "__post_init__")
-    ):
-        raise TypeError(f"{cls!r} is not a frozen dataclass without __post_init__")
-    set_attribute = object.__setattr__
-
-    def post_init(self: Any) -> None:
-        set_attribute(self, "__class__", cls)  # the fields are set: from now on it is frozen
-
-    twin = dataclasses.make_dataclass(
-        f"_{cls.__name__}Builder",
-        [
-            (
-                f.name,
-                f.type,
-                dataclasses.field(
-                    default=f.default,
-                    default_factory=f.default_factory,
-                    init=f.init,
-                    kw_only=f.kw_only,
-                ),
-            )
-            for f in dataclasses.fields(cls)
-        ],
-        namespace={"__post_init__": post_init, "__module__": cls.__module__},
-        slots=True,
-        eq=False,
-        repr=False,
-        match_args=False,
-    )
-    if getattr(twin, "__slots__", ()) != getattr(cls, "__slots__", None):
-        raise TypeError(f"{cls!r} is not slotted, or has slots that are not fields")
-    set_attribute(object.__new__(twin), "__class__", cls)  # same layout, or TypeError now
-    return cast(Callable[_P, _T], twin)

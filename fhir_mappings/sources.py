@@ -40,7 +40,6 @@ KNOWN_BUNDLE_TYPES = frozenset(
     }
 )
 _MAX_NESTING = 4
-_new = tuple.__new__  # builds SourcedResource without its Python-level __new__ (hot path)
 _CONTAINERS = frozenset({"Bundle", "OperationOutcome"})  # never data themselves
 
 
@@ -127,7 +126,14 @@ def collect_bundle(
             resource_type = resource.get("resourceType")
             if type(resource_type) is str and resource_type and resource_type not in _CONTAINERS:
                 # the common case, without the checks below
-                append(_new(SourcedResource, (location, resource, full_url, draft_order)))
+                append(
+                    SourcedResource(
+                        location=location,
+                        resource=resource,
+                        full_url=full_url,
+                        draft_order=draft_order,
+                    )
+                )
                 continue
         _add_resource(
             resource,

@@ -68,12 +68,11 @@ class Moment(NamedTuple):
         return None if self.at is None else self.at.astimezone(UTC)
 
 
-# Bound once; Moments are built with tuple.__new__ (no Python-level __new__).
+# Enum members bound once.
 _YEAR = Precision.YEAR
 _MONTH = Precision.MONTH
 _DAY = Precision.DAY
 _TIME = Precision.TIME
-_new = tuple.__new__
 
 
 def parse_time(value: object) -> Moment | None:
@@ -99,7 +98,8 @@ def parse_time(value: object) -> Moment | None:
 
 def parse_text(text: str) -> Moment:
     """Read a FHIR date/dateTime string (see :func:`parse_time`)."""
-    return _new(Moment, parse_fields(text))
+    precision, at, day, assumed_utc = parse_fields(text)
+    return Moment(precision=precision, at=at, day=day, assumed_utc=assumed_utc)
 
 
 def parse_fields(text: str) -> tuple[Precision, datetime | None, date | None, bool]:

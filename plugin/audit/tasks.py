@@ -51,7 +51,13 @@ from fhir_mappings import (
     read_line,
 )
 from fhir_mappings.loader import format_size
-from fhir_mappings.mapper import _MAPPED_TYPES, PARTY_TYPES, map_collected, party_name
+from fhir_mappings.mapper import (
+    MAPPED_TYPES,
+    PARTY_TYPES,
+    map_collected,
+    party_name,
+    patient_reference,
+)
 from fhir_mappings.model import MappingIssue
 from fhir_mappings.references import ReferenceIndex
 from fhir_mappings.sources import Collected, SourcedResource, collect_resources
@@ -72,9 +78,6 @@ from plugin.settings import MAX_PROCEDURES_PER_VISIT
 from plugin.web.timeline import build_timeline, render_svg
 from plugin.web.visits import describe_zone, recorded_offset, visit_resources
 
-# The resource types fhir_mappings maps; every other type is out of scope wherever it appears,
-# so pass 1 counts it and does not copy it. Taken from the mapper so that the two never drift.
-ROUTED_TYPES: frozenset[str] = frozenset(_MAPPED_TYPES)
 NO_PATIENT_GROUP = 500  # resources naming no patient are mapped this many at a time
 _FLUSH_BYTES = 4 * 1024 * 1024  # pass 1 buffers at most this much before appending to shards
 _SEVERITY_RANK = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
@@ -536,21 +539,6 @@ def audit_documents(task: DocumentTask) -> TaskResult:
 # ------------------------------------------------------------------ pass 1: split the export
 
 
-def _patient_key(resource: dict[str, Any], index: ReferenceIndex) -> str:
-    """The normalised patient reference a resource belongs to ("" when it names none)."""
-    subject = resource.get("subject")
-    if subject is None:
-        subject = resource.get("patient")
-    if subject is None:
-        subject = resource.get("beneficiary")  # Coverage
-    if type(subject) is not dict:
-        return ""
-    reference = subject.get("reference")
-    if type(reference) is not str or not reference.strip() or reference.strip()[0] == "#":
-        return ""
-    return index.normalise(reference, "") or ""
-
-
 def _outcome_codes(outcome: dict[str, Any]) -> str:
     # Only severities and codes: diagnostics may carry patient data.
     codes = []
@@ -643,8 +631,8 @@ def split_chunk(task: ChunkTask) -> TaskResult:
             continue
         if rtype == "Bundle":
             key = f"bundle:{task.chunk_id}:{line_no}"  # a record of its own (pass 2)
-        elif rtype in ROUTED_TYPES:
-            key = _patient_key(resource, index)
+        elif rtype in MAPPED_TYPES:  # every other type is out of scope: counted, not copied
+            key = patient_reference(resource, index) or ""
         elif rtype in PARTY_TYPES and isinstance(resource.get("id"), str):
             # read for its name only (the by-practitioner and by-site tables): used, not copied
             tally.resources_read += 1

@@ -33,7 +33,7 @@ from types import MappingProxyType
 from fhir_mappings.model import Discipline, PerformerRole, TimedService
 from plugin.rules.catalogue import RuleId
 from plugin.rules.counts import CodeCounts
-from plugin.rules.findings import Finding, make_finding, new_finding_facts, new_fix
+from plugin.rules.findings import Finding, FindingFacts, Fix, make_finding
 from plugin.rules.view import VisitView
 
 #: The first date of service on which CMS requires CQ/CO (S40a).
@@ -95,14 +95,14 @@ def assistant_findings(view: VisitView, units: CodeCounts) -> list[Finding]:
                                 f" {n} unit{'' if n == 1 else 's'}; add {modifier}"
                                 f" (paid at 85 % from 2022)."
                             ),
-                            facts=new_finding_facts(
+                            facts=FindingFacts(
                                 minutes=assistant,
                                 raw_minutes=total,
                                 units_allowed=n,
                                 detail=modifier,
                             ),
                             fixes=(
-                                new_fix(
+                                Fix(
                                     line_code=code, charge_refs=line.fix_refs, add_modifier=modifier
                                 ),
                             ),
@@ -123,11 +123,9 @@ def assistant_findings(view: VisitView, units: CodeCounts) -> list[Finding]:
                         f" as a performer of its services on this date; remove {modifier} or"
                         " record the assistant."
                     ),
-                    facts=new_finding_facts(detail=modifier),
+                    facts=FindingFacts(detail=modifier),
                     fixes=(
-                        new_fix(
-                            line_code=code, charge_refs=line.fix_refs, remove_modifier=modifier
-                        ),
+                        Fix(line_code=code, charge_refs=line.fix_refs, remove_modifier=modifier),
                     ),
                 )
             )

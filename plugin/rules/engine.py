@@ -24,7 +24,6 @@ from fhir_mappings.model import (
     SetAsideReason,
     TherapyVisit,
     VisitGrouping,
-    fast_builder,
 )
 from plugin.rules.assistant import assistant_findings
 from plugin.rules.catalogue import RuleId
@@ -33,9 +32,9 @@ from plugin.rules.code_catalog import CodeCatalog, default_code_catalog
 from plugin.rules.counts import CodeCounts
 from plugin.rules.findings import (
     Finding,
+    FindingFacts,
+    Fix,
     make_finding,
-    new_finding_facts,
-    new_fix,
     sort_findings,
 )
 from plugin.rules.mue import mue_findings
@@ -158,9 +157,6 @@ def over_under_billed(billing: Sequence[CodeBilling]) -> tuple[int, int]:
         else:
             under -= line.difference
     return over, under
-
-
-_new_visit_analysis = fast_builder(VisitAnalysis)
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,7 +349,7 @@ def _finish(
         *assistant_findings(view, assessment.units),
         *(() if visit.charge_lines_read else (charges_not_available_finding(view, pair),)),
     )
-    return _new_visit_analysis(
+    return VisitAnalysis(
         patient=visit.patient,
         date=visit.service_date,
         discipline=visit.discipline,
@@ -393,7 +389,7 @@ def charges_not_available_finding(view: VisitView, pair: PairResult) -> Finding:
         codes=codes,
         resources=[r for line in view.lines.values() for r in line.service_refs],
         message=message,
-        facts=new_finding_facts(detail="no-charges"),
+        facts=FindingFacts(detail="no-charges"),
     )
 
 
@@ -414,7 +410,7 @@ def set_aside_finding(set_aside: SetAside) -> Finding:
                 f"{s.code}: no usable date or time was recorded, so the service could not be"
                 " placed on a date of service and was not analysed."
             ),
-            facts=new_finding_facts(detail="no-date"),
+            facts=FindingFacts(detail="no-date"),
         )
     if set_aside.reason is SetAsideReason.NO_PATIENT:
         return make_finding(
@@ -422,14 +418,14 @@ def set_aside_finding(set_aside: SetAside) -> Finding:
             codes=(s.code,),
             resources=(s.ref,),
             message=f"{s.code}: the service names no patient and was not analysed.",
-            facts=new_finding_facts(status=s.status, detail="no-patient"),
+            facts=FindingFacts(status=s.status, detail="no-patient"),
         )
     return make_finding(
         RuleId.I_IGNORED_STATUS,
         codes=(s.code,),
         resources=(s.ref,),
         message=f"{s.code}: the service has status '{s.status}' and was not analysed.",
-        facts=new_finding_facts(status=s.status, detail="status"),
+        facts=FindingFacts(status=s.status, detail="status"),
     )
 
 
@@ -447,8 +443,8 @@ def unattached_charge_finding(charge: Charge, codes: CodeCatalog) -> Finding | N
             " service of the patient on that date supports it; document the service with its"
             " start and end time, or remove the charge."
         ),
-        facts=new_finding_facts(units_allowed=0, units_billed=charge.units, detail="unattached"),
-        fixes=(new_fix(line_code=charge.code, charge_refs=(charge.ref,), set_units=0),),
+        facts=FindingFacts(units_allowed=0, units_billed=charge.units, detail="unattached"),
+        fixes=(Fix(line_code=charge.code, charge_refs=(charge.ref,), set_units=0),),
     )
 
 

@@ -12,7 +12,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 
-from fhir_mappings.model import fast_builder
 from plugin.rules.catalogue import SEVERITY_RANK, RuleId, Severity, severity_of
 from plugin.rules.counts import CodeCounts
 
@@ -38,9 +37,6 @@ class Fix:
     remove_modifier: str | None = None
     replace_code: str | None = None
     new_line: bool = False
-
-
-new_fix = fast_builder(Fix)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,9 +87,6 @@ class FindingFacts:
     last_report: date | None = None
 
 
-new_finding_facts = fast_builder(FindingFacts)
-
-
 @dataclass(frozen=True, slots=True)
 class Finding:
     """One rule outcome (I-6). ``severity`` always equals the catalogue's for ``rule``."""
@@ -107,7 +100,6 @@ class Finding:
     fixes: tuple[Fix, ...] = ()
 
 
-_new_finding = fast_builder(Finding)
 _SEVERITY = {rule: severity_of(rule) for rule in RuleId}
 _NO_FACTS = FindingFacts()  # frozen: one shared value for findings without facts
 
@@ -122,14 +114,14 @@ def make_finding(
     fixes: Iterable[Fix] = (),
 ) -> Finding:
     """Build a finding with the catalogue severity; codes and resources sorted, de-duplicated."""
-    return _new_finding(
-        rule,
-        _SEVERITY[rule],
-        tuple(sorted(set(codes))),
-        tuple(sorted(set(resources))),
-        message,
-        facts if facts is not None else _NO_FACTS,
-        fixes if type(fixes) is tuple else tuple(fixes),
+    return Finding(
+        rule=rule,
+        severity=_SEVERITY[rule],
+        codes=tuple(sorted(set(codes))),
+        resources=tuple(sorted(set(resources))),
+        message=message,
+        facts=facts if facts is not None else _NO_FACTS,
+        fixes=fixes if type(fixes) is tuple else tuple(fixes),
     )
 
 

@@ -25,7 +25,7 @@ from fhir_mappings.model import TherapyVisit
 from plugin.rules.billing import NOT_BILLED_STATUSES
 from plugin.rules.catalogue import RuleId
 from plugin.rules.cms_data import MueTable
-from plugin.rules.findings import Finding, make_finding, new_finding_facts, new_fix
+from plugin.rules.findings import Finding, FindingFacts, Fix, make_finding
 from plugin.rules.units import plural_units
 
 
@@ -87,11 +87,9 @@ def mue_findings(
                         " line; medically necessary units beyond it go on another line with an"
                         " appropriate modifier."
                     ),
-                    facts=new_finding_facts(
-                        units_allowed=edit.value, units_billed=most, detail="line"
-                    ),
+                    facts=FindingFacts(units_allowed=edit.value, units_billed=most, detail="line"),
                     fixes=tuple(
-                        new_fix(line_code=code, charge_refs=(ref,), set_units=edit.value)
+                        Fix(line_code=code, charge_refs=(ref,), set_units=edit.value)
                         for ref, _ in over
                     ),
                 )
@@ -119,7 +117,7 @@ def mue_findings(
                     f" table {name}): the day's lines are summed and {outcome}. Review the"
                     " units of the day's lines."
                 ),
-                facts=new_finding_facts(
+                facts=FindingFacts(
                     units_allowed=edit.value, units_billed=total, detail="date-of-service"
                 ),
             )

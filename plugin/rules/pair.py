@@ -31,10 +31,10 @@ from datetime import date
 from enum import StrEnum
 from typing import Literal
 
-from fhir_mappings.model import TherapyVisit, TimedService, fast_builder
+from fhir_mappings.model import TherapyVisit, TimedService
 from plugin.rules.billing import NCCI_MODIFIERS, X_MODIFIERS, BillingLine
 from plugin.rules.catalogue import RuleId
-from plugin.rules.findings import Finding, Fix, make_finding, new_finding_facts, new_fix
+from plugin.rules.findings import Finding, FindingFacts, Fix, make_finding
 from plugin.rules.intervals import cross_overlap, describe_minutes, whole_minutes
 from plugin.rules.ptp import PtpEdit, PtpTable
 from plugin.rules.units import UnitAssessment
@@ -81,7 +81,6 @@ class PairResult:
     co_treatment: tuple[str, ...] = ()
 
 
-_new_pair_result = fast_builder(PairResult)
 _FOCUS_ORDERS = frozenset({FOCUS_PAIR, (FOCUS_PAIR[1], FOCUS_PAIR[0])})
 
 
@@ -140,8 +139,13 @@ def evaluate_pair(
     ``edit`` is the table's 97140/97530 edit on the date of service (:func:`pair_edit`).
     """
     if edit is None or edit.modifier_indicator == 9:
-        return _new_pair_result(
-            PairStatus.NOT_APPLICABLE, pair_rule, *FOCUS_PAIR, None, reason="no-edit"
+        return PairResult(
+            status=PairStatus.NOT_APPLICABLE,
+            pair_rule=pair_rule,
+            column1=FOCUS_PAIR[0],
+            column2=FOCUS_PAIR[1],
+            modifier_indicator=None,
+            reason="no-edit",
         )
     col1, col2 = edit.column1, edit.column2
     lines = view.lines
@@ -154,8 +158,15 @@ def evaluate_pair(
         by_allocation: tuple[PairStatus, ...] = (),
         findings: tuple[Finding, ...] = (),
     ) -> PairResult:
-        return _new_pair_result(
-            status, pair_rule, col1, col2, edit.modifier_indicator, reason, by_allocation, findings
+        return PairResult(
+            status=status,
+            pair_rule=pair_rule,
+            column1=col1,
+            column2=col2,
+            modifier_indicator=edit.modifier_indicator,
+            reason=reason,
+            by_allocation=by_allocation,
+            findings=findings,
         )
 
     if not first or not second:
@@ -172,7 +183,7 @@ def evaluate_pair(
         allowed2 = assessment.max_allowed(col2)
         fixes: tuple[Fix, ...] = ()
         if line2 is not None and line2.billed_units is not None and line2.billed_units > allowed2:
-            fixes = (new_fix(line_code=col2, charge_refs=line2.fix_refs, set_units=allowed2),)
+            fixes = (Fix(line_code=col2, charge_refs=line2.fix_refs, set_units=allowed2),)
         finding = make_finding(
             RuleId.E_PAIR_SAME_TIMEBLOCK,
             codes=(col1, col2),
@@ -182,7 +193,7 @@ def evaluate_pair(
                 f" {describe_minutes(shared_total)}): the shared minutes count for {col1} only,"
                 f" and no modifier can make them separate for {col2}."
             ),
-            facts=new_finding_facts(
+            facts=FindingFacts(
                 minutes=minutes,
                 units_allowed=allowed2,
                 column1=col1,
@@ -307,7 +318,7 @@ def _modifier_findings(
     refs2 = line2.fix_refs if line2 else ()
     resources = sides.resources
     ctx = sides.context
-    facts = new_finding_facts(
+    facts = FindingFacts(
         column1=col1,
         column2=col2,
         modifier_indicator=edit.modifier_indicator,
@@ -328,7 +339,7 @@ def _modifier_findings(
                     f" modifier can bypass it, so {col2} is not payable with {col1} on the"
                     f" same date.{caveat}"
                 ),
-                facts=new_finding_facts(
+                facts=FindingFacts(
                     column1=col1,
                     column2=col2,
                     modifier_indicator=0,
@@ -349,7 +360,7 @@ def _modifier_findings(
                     f" are distinct, so add modifier {usable} to the {col2} line.{caveat}"
                 ),
                 facts=facts,
-                fixes=(new_fix(line_code=col2, charge_refs=refs2, add_modifier=bypass),),
+                fixes=(Fix(line_code=col2, charge_refs=refs2, add_modifier=bypass),),
             )
         )
     elif not mods2:
@@ -379,8 +390,8 @@ def _modifier_findings(
                 ),
                 facts=facts,
                 fixes=(
-                    new_fix(line_code=col2, charge_refs=refs2, add_modifier=added),
-                    new_fix(line_code=col1, charge_refs=refs1, remove_modifier=moved),
+                    Fix(line_code=col2, charge_refs=refs2, add_modifier=added),
+                    Fix(line_code=col1, charge_refs=refs1, remove_modifier=moved),
                 ),
             )
         )
@@ -405,7 +416,7 @@ def _modifier_findings(
                 ),
                 facts=facts,
                 fixes=(
-                    new_fix(
+                    Fix(
                         line_code=col2,
                         charge_refs=refs2,
                         remove_modifier=modifier,
@@ -429,9 +440,9 @@ def _modifier_findings(
         evidenced = all(_x_condition_holds(x, first, second) for x in xs)
         refs = line.fix_refs
         fixes = (
-            (new_fix(line_code=code, charge_refs=refs, remove_modifier="59"),)
+            (Fix(line_code=code, charge_refs=refs, remove_modifier="59"),)
             if evidenced
-            else tuple(new_fix(line_code=code, charge_refs=refs, remove_modifier=x) for x in xs)
+            else tuple(Fix(line_code=code, charge_refs=refs, remove_modifier=x) for x in xs)
         )
         found.append(
             make_finding(
@@ -478,7 +489,7 @@ def _strict_finding(
             f" {STRICT_MINUTES} minutes of its own distinct time ({detail}); they"
             f" are not separate 15-minute blocks.{caveat}"
         ),
-        facts=new_finding_facts(
+        facts=FindingFacts(
             minutes=min(short.values()),
             column1=col1,
             column2=col2,
@@ -560,16 +571,16 @@ def evaluate_cotreatment(
         by_allocation: tuple[PairStatus, ...] = (),
         findings: tuple[Finding, ...] = (),
     ) -> PairResult:
-        return _new_pair_result(
-            status,
-            pair_rule,
-            col1,
-            col2,
-            edit.modifier_indicator,
-            reason,
-            by_allocation,
-            findings,
-            disciplines,
+        return PairResult(
+            status=status,
+            pair_rule=pair_rule,
+            column1=col1,
+            column2=col2,
+            modifier_indicator=edit.modifier_indicator,
+            reason=reason,
+            by_allocation=by_allocation,
+            findings=findings,
+            co_treatment=disciplines,
         )
 
     # 1. INDETERMINATE (R-E8)
@@ -591,7 +602,7 @@ def evaluate_cotreatment(
                 f" time cannot support both codes, and no modifier makes it separate for {col2}."
                 " Record which discipline delivered that time and bill it once."
             ),
-            facts=new_finding_facts(
+            facts=FindingFacts(
                 minutes=whole_minutes(shared.shared),
                 column1=col1,
                 column2=col2,
@@ -637,19 +648,19 @@ def cotreatment_status(
         return own
     worst = min(judged, key=lambda r: _STATUS_WEIGHT[r.status])
     disciplines = tuple(dict.fromkeys(d for r in judged for d in r.co_treatment))
-    return _new_pair_result(
-        worst.status,
-        worst.pair_rule,
-        worst.column1,
-        worst.column2,
-        worst.modifier_indicator,
-        worst.reason,
-        tuple(
+    return PairResult(
+        status=worst.status,
+        pair_rule=worst.pair_rule,
+        column1=worst.column1,
+        column2=worst.column2,
+        modifier_indicator=worst.modifier_indicator,
+        reason=worst.reason,
+        by_allocation=tuple(
             worst.status if a.get(worst.column1, 0) >= 1 else PairStatus.NOT_APPLICABLE
             for a in assessment.chosen
         ),
-        (),
-        disciplines,
+        findings=(),
+        co_treatment=disciplines,
     )
 
 
@@ -689,7 +700,7 @@ def other_ptp_findings(
                     f" (column 2), modifier indicator {e.modifier_indicator}; {bypass}."
                     f" Not checked further.{caution}"
                 ),
-                facts=new_finding_facts(
+                facts=FindingFacts(
                     column1=e.column1,
                     column2=e.column2,
                     modifier_indicator=e.modifier_indicator,
@@ -745,7 +756,7 @@ def cross_discipline_ptp_findings(
                         f" (column 2) on this visit is denied unless an NCCI-associated modifier"
                         f" applies (indicator {e.modifier_indicator}). Not checked further."
                     ),
-                    facts=new_finding_facts(
+                    facts=FindingFacts(
                         column1=e.column1,
                         column2=e.column2,
                         modifier_indicator=e.modifier_indicator,

@@ -23,7 +23,7 @@ from datetime import date
 from fhir_mappings.model import Discipline, PlanOfCare, TimedService
 from plugin.rules.billing import DISCIPLINE_MODIFIERS
 from plugin.rules.catalogue import RuleId
-from plugin.rules.findings import Finding, make_finding, new_finding_facts, new_fix
+from plugin.rules.findings import Finding, FindingFacts, Fix, make_finding
 from plugin.rules.view import VisitView
 
 RECERTIFICATION_DAYS = 90
@@ -151,7 +151,7 @@ def review_plan_of_care(view: VisitView) -> PlanReview:
                 codes=[s.code for s in services],
                 resources=[plan_ref, *(s.ref for s in services)],
                 message=_message(problem, (s.code for s in services), on),
-                facts=new_finding_facts(
+                facts=FindingFacts(
                     plan_refs=(plan_ref,),
                     plan_status=plan.status,
                     plan_start=plan.start,
@@ -215,7 +215,7 @@ def _discipline_findings(view: VisitView) -> list[Finding]:
                 f" discipline modifier; {advice}."
             ),
             fixes=tuple(
-                new_fix(line_code=line.code, charge_refs=line.fix_refs, add_modifier=wanted)
+                Fix(line_code=line.code, charge_refs=line.fix_refs, add_modifier=wanted)
                 for line in missing
             )
             if wanted

@@ -36,7 +36,7 @@ from fhir_mappings.model import (
 )
 from fhir_mappings.visits import sole_patient
 from plugin.rules.catalogue import RuleId
-from plugin.rules.findings import Finding, make_finding, new_finding_facts
+from plugin.rules.findings import Finding, FindingFacts, make_finding
 
 REPORT_INTERVAL_DAYS = 10
 """R-E6: a progress report at least once every 10 treatment days."""
@@ -163,7 +163,7 @@ def progress_report_due(
             + (f" (it was due on {tenth})" if tenth != on else "")
             + ": write it with this visit's note."
         ),
-        facts=new_finding_facts(
+        facts=FindingFacts(
             plan_refs=(plan.ref,),
             plan_start=episode_start,
             treatment_days=count,

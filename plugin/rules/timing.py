@@ -11,7 +11,7 @@ from __future__ import annotations
 from fhir_mappings.model import TimedService, TimingKind
 from fhir_mappings.times import MAX_SERVICE_SPAN, VISIT_YEARS
 from plugin.rules.catalogue import RuleId
-from plugin.rules.findings import Finding, make_finding, new_finding_facts
+from plugin.rules.findings import Finding, FindingFacts, make_finding
 from plugin.rules.intervals import as_utc
 
 
@@ -27,7 +27,7 @@ def timing_findings(service: TimedService) -> tuple[Finding, ...]:
                 codes=(code,),
                 resources=(ref,),
                 message=message,
-                facts=new_finding_facts(detail=detail),
+                facts=FindingFacts(detail=detail),
             )
         )
 

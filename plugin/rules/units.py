@@ -25,7 +25,7 @@ from fhir_mappings.model import TimedService
 from plugin.rules.billing import BillingLine
 from plugin.rules.catalogue import RuleId
 from plugin.rules.counts import CodeCounts
-from plugin.rules.findings import Finding, Fix, make_finding, new_finding_facts, new_fix
+from plugin.rules.findings import Finding, FindingFacts, Fix, make_finding
 from plugin.rules.intervals import (
     Overlap,
     SpanAttribution,
@@ -184,7 +184,7 @@ def assess_units(
                     f"The remaining minutes of {', '.join(tied)} are equal, so any of these"
                     f" allocations is acceptable: {options}."
                 ),
-                facts=new_finding_facts(allocations=allocations, units_allowed=allowed_total),
+                facts=FindingFacts(allocations=allocations, units_allowed=allowed_total),
             )
         )
     if billed:
@@ -227,11 +227,11 @@ def _group_findings(
         refs = line.fix_refs if line else ()
         if mixed:
             template = line.charge_refs if line else ()
-            fix = new_fix(line_code=GROUP_CODE, charge_refs=template, set_units=1, new_line=True)
+            fix = Fix(line_code=GROUP_CODE, charge_refs=template, set_units=1, new_line=True)
         elif has_group_code:
-            fix = new_fix(line_code=code, charge_refs=refs, set_units=0)
+            fix = Fix(line_code=code, charge_refs=refs, set_units=0)
         else:
-            fix = new_fix(line_code=code, charge_refs=refs, replace_code=GROUP_CODE, set_units=1)
+            fix = Fix(line_code=code, charge_refs=refs, replace_code=GROUP_CODE, set_units=1)
         minutes = sum(s.minutes or 0 for s in services)
         advice = (
             f"Bill {GROUP_CODE} x 1 for the group session; the {code} line bills the one-on-one"
@@ -248,7 +248,7 @@ def _group_findings(
                     f"{code} is a one-on-one code but was delivered to a group; its"
                     f" {minutes} minutes are excluded from the timed total. {advice}"
                 ),
-                facts=new_finding_facts(minutes=minutes, units_allowed=0),
+                facts=FindingFacts(minutes=minutes, units_allowed=0),
                 fixes=(fix,),
             )
         )
@@ -282,7 +282,7 @@ def _overlap_findings(attribution: SpanAttribution) -> list[Finding]:
         else:
             what = f"{' and '.join(o.codes)} overlap by {describe_minutes(o.length)}"
         message = f"{what}; one-on-one minutes cannot support two codes, so {_pair_outcome(o)}."
-        facts = new_finding_facts(minutes=o.minutes, minutes_kept_by=o.kept_by)
+        facts = FindingFacts(minutes=o.minutes, minutes_kept_by=o.kept_by)
     else:
         pairs = "; ".join(
             f"{o.refs[0]} and {o.refs[1]} ({' and '.join(o.codes)}) share"
@@ -297,7 +297,7 @@ def _overlap_findings(attribution: SpanAttribution) -> list[Finding]:
             f" {'The first ' + str(len(listed)) if left_out else 'The pairs'}, in time order:"
             f" {pairs}{more}."
         )
-        facts = new_finding_facts(minutes=whole_minutes(attribution.shared))
+        facts = FindingFacts(minutes=whole_minutes(attribution.shared))
     return [
         make_finding(
             RuleId.W_OVERLAP, codes=codes, resources=resources, message=message, facts=facts
@@ -320,7 +320,7 @@ def _combine_findings(
         units_allowed = allowed.pop() if len(allowed) == 1 else None
         line = lines.get(code)
         fixes = (
-            (new_fix(line_code=code, charge_refs=line.charge_refs, set_units=units_allowed),)
+            (Fix(line_code=code, charge_refs=line.charge_refs, set_units=units_allowed),)
             if line and len(line.charge_refs) > 1 and units_allowed is not None
             else ()
         )
@@ -335,7 +335,7 @@ def _combine_findings(
                     f" minutes are added together ({minutes.get(code, 0)} minutes) and billed"
                     f" on one line{units_text}."
                 ),
-                facts=new_finding_facts(minutes=minutes.get(code, 0), units_allowed=units_allowed),
+                facts=FindingFacts(minutes=minutes.get(code, 0), units_allowed=units_allowed),
                 fixes=fixes,
             )
         )
@@ -361,7 +361,7 @@ def _billed(lines: Mapping[str, BillingLine], codes: Iterable[str], read: bool) 
 
 def _zero_fix(line: BillingLine | None, code: str) -> tuple[Fix, ...]:
     if line is not None and line.billed_units:
-        return (new_fix(line_code=code, charge_refs=line.fix_refs, set_units=0),)
+        return (Fix(line_code=code, charge_refs=line.fix_refs, set_units=0),)
     return ()
 
 
@@ -393,7 +393,7 @@ def _threshold_findings(
                             f"{code} has {m} minutes, under the 8 needed for one unit under"
                             " the per-code (AMA) rule; do not bill it."
                         ),
-                        facts=new_finding_facts(
+                        facts=FindingFacts(
                             minutes=m,
                             raw_minutes=raw[code],
                             units_allowed=0,
@@ -414,7 +414,7 @@ def _threshold_findings(
                     f"The day's timed minutes total {total}, under the 8 needed for one unit;"
                     " no timed unit can be billed."
                 ),
-                facts=new_finding_facts(
+                facts=FindingFacts(
                     minutes=total, units_allowed=0, units_billed=_billed(lines, minutes, read)
                 ),
                 fixes=fixes,
@@ -434,7 +434,7 @@ def _threshold_findings(
                         f" day's {total} timed minutes allow no unit for it; keep it in the"
                         " note, do not bill it."
                     ),
-                    facts=new_finding_facts(
+                    facts=FindingFacts(
                         minutes=m,
                         raw_minutes=raw[code],
                         units_allowed=0,
@@ -501,13 +501,11 @@ def _exceed_findings(
                     message=_exceed_message(
                         payer_rule, code, n, max_allowed[code], allocations, allowed_total, counted
                     ),
-                    facts=new_finding_facts(
+                    facts=FindingFacts(
                         units_allowed=max_allowed[code], units_billed=n, detail="code"
                     ),
                     fixes=(
-                        new_fix(
-                            line_code=code, charge_refs=line.fix_refs, set_units=max_allowed[code]
-                        ),
+                        Fix(line_code=code, charge_refs=line.fix_refs, set_units=max_allowed[code]),
                     ),
                 )
             )
@@ -515,7 +513,7 @@ def _exceed_findings(
     if payer_rule == "cms" and billed and capped > allowed_total:
         target = chosen[0]
         fixes = [
-            new_fix(line_code=c, charge_refs=lines[c].fix_refs, set_units=target.get(c, 0))
+            Fix(line_code=c, charge_refs=lines[c].fix_refs, set_units=target.get(c, 0))
             for c, n in billed.items()
             if n != target.get(c, 0)
         ]
@@ -530,7 +528,7 @@ def _exceed_findings(
                     f" minutes support {allowed_total} in total; for example bill"
                     f" {_describe(target)}."
                 ),
-                facts=new_finding_facts(
+                facts=FindingFacts(
                     units_allowed=allowed_total,
                     units_billed=billed_total,
                     allocations=tuple(allocations),

@@ -23,8 +23,8 @@ from audit_support import (
     summary,
 )
 
-from fhir_mappings.mapper import _MAPPED_TYPES
-from plugin.audit.tasks import ROUTED_TYPES
+from fhir_mappings.mapper import MAPPED_TYPES, PATIENT_FIELDS
+from plugin.audit.tasks import ChunkTask, shard_dir, split_chunk
 
 
 @pytest.fixture(scope="module")
@@ -136,10 +136,23 @@ def test_patients_and_visits_are_counted_once(
     assert len(keys) == len(set(keys)) == body["totals"]["visits"]
 
 
-def test_pass_one_routes_every_type_the_mapper_reads() -> None:
-    # Types outside this set are counted out of scope in pass 1 and never reach the mapper.
-    assert frozenset(_MAPPED_TYPES) == ROUTED_TYPES
-    assert {"Procedure", "ServiceRequest", "Claim", "CarePlan", "Encounter"} <= ROUTED_TYPES
+def test_pass_one_routes_every_type_the_mapper_reads(tmp_path: Path) -> None:
+    # Pass 1 copies each resource the mapper reads to its patient's shard, found through the
+    # mapper's own patient element of that type; other types are counted out of scope there.
+    lines = [
+        {"resourceType": rtype, "id": f"r{n}", PATIENT_FIELDS[rtype]: {"reference": "Patient/p1"}}
+        for n, rtype in enumerate(sorted(MAPPED_TYPES))
+    ]
+    lines.append({"resourceType": "Condition", "id": "c1", "subject": {"reference": "Patient/p1"}})
+    source = tmp_path / "mixed.ndjson"
+    source.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    workdir = tmp_path / "work"
+    shard_dir(str(workdir), 0).mkdir(parents=True)
+    size = source.stat().st_size
+    result = split_chunk(ChunkTask(1, 0, str(source), 0, size, 1, 1, str(workdir)))
+    assert dict(result.tally.out_of_scope_by_type) == {"Condition": 1}
+    routed = (shard_dir(str(workdir), 0) / "000000.ndj").read_text().splitlines()
+    assert [json.loads(row.split("\t")[2]) for row in routed] == ["Patient/p1"] * len(MAPPED_TYPES)
 
 
 def test_bundle_lines_in_ndjson_are_audited_as_their_own_records(tmp_path: Path) -> None:
