@@ -46,12 +46,12 @@ class PayerRule(Vocabulary):
     CMS = (
         "cms",
         "CMS 8-minute rule",
-        "the day's timed minutes are pooled; one unit from 8 minutes, then one per 15",
+        "the day's timed minutes are pooled: 8 to 22 minutes earn 1 unit, each further 15 one more",
     )
     AMA = (
         "ama",
         "AMA per-code rule",
-        "each code is counted on its own minutes (per-code midpoint), no pooling",
+        "each code is counted on its own minutes (8 to 22 minutes: 1 unit), no pooling",
     )
 
 
