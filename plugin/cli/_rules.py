@@ -43,7 +43,7 @@ def rule_option(kind: type[Vocabulary], default: str) -> Any:
     return typer.Option(
         CHOICES[kind].option,
         parser=_parser(kind),
-        metavar="|".join(kind),
+        metavar=f"<{'|'.join(kind)}>",
         help=f"{choices_text(kind)}. Default: {default}.",
     )
 
