@@ -18,6 +18,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from fhir_mappings import DEFAULT_MAX_FILE_BYTES
@@ -161,8 +162,8 @@ class Settings(BaseSettings):
             raise TypeError(f"{info.field_name} is not a rule choice")  # a field list slip
         try:
             return parse(kind, value, CHOICES[kind].setting)
-        except VocabularyError as exc:
-            raise ValueError(str(exc)) from None
+        except VocabularyError as exc:  # the message as it is ("Value error, " left out)
+            raise PydanticCustomError("rule_choice", "{message}", {"message": str(exc)}) from None
 
     @field_validator("metrics_token")
     @classmethod

@@ -33,6 +33,7 @@ class Vocabulary(StrEnum):
     """One sentence: what choosing this value does (CLI help, docs)."""
 
     def __new__(cls, value: str, label: str = "", meaning: str = "") -> Self:
+        # (defaults only so that a lookup by value, `PayerRule("cms")`, type-checks)
         member = str.__new__(cls, value)
         member._value_ = value
         member.label = label

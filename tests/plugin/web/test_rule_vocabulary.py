@@ -156,6 +156,16 @@ def test_settings_accept_exactly_the_values(
         assert MARKER not in str(caught.value)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_bad_setting_stops_the_cli_with_the_message_alone(kind: type[Vocabulary]) -> None:
+    setting = CHOICES[kind].setting
+    result = runner.invoke(cli, ["check", str(SAMPLES / SAMPLE)], env={setting: MARKER})
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"therapy-cds check: configuration error: {_message(kind, setting)}"
+    )
+
+
 def test_settings_defaults_are_members() -> None:
     settings = Settings(dev_mode=True)
     assert settings.payer_rule is PayerRule.CMS
