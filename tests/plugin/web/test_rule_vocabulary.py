@@ -307,6 +307,19 @@ async def test_the_sandbox_form_offers_exactly_the_values(client: httpx.AsyncCli
             assert f"{html.escape(member.label)}</option>" in page
 
 
+@pytest.mark.anyio
+async def test_the_rules_page_and_docs_list_every_choice(client: httpx.AsyncClient) -> None:
+    page = html.unescape((await client.get("/rules")).text)
+    docs = (ROOT / "docs" / "rules.md").read_text(encoding="utf-8")
+    for kind, choice in CHOICES.items():
+        for name in (choice.setting, choice.option, choice.member):
+            assert f"<code>{name}</code>" in page
+            assert f"`{name}`" in docs
+        for member in kind:
+            assert f"<dt><code>{member.value}</code> {member.label}</dt>" in page
+            assert f"| `{member.value}` | {member.label} | {member.meaning} |" in docs
+
+
 # ---------------------------------------------------------------- SMART app
 
 
