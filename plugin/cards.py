@@ -30,7 +30,7 @@ from plugin.markdown import quote_markdown
 from plugin.rules import Analysis, Finding, Fix, PairResult, VisitAnalysis
 from plugin.rules.billing import NCCI_MODIFIERS
 from plugin.rules.catalogue import CATALOGUE, SEVERITY_RANK, RuleId, Severity
-from plugin.settings import CardPolicy
+from plugin.rules.vocabulary import CardPolicy, PairRule, PayerRule
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def _exceed_summary(finding: Finding, visit: VisitAnalysis | None, on: str) -> s
     code = _codes_text(finding.codes)
     if visit is None or facts.detail == "unattached":
         return f"{code}{on}: {_units_word(billed)} billed; no documented service supports them"
-    if visit.payer_rule == "cms":
+    if visit.payer_rule == PayerRule.CMS:
         allocation = visit.allocations[0] if visit.allocations else visit.units
         who = code if facts.detail == "code" else "Timed codes"
         return (
@@ -319,9 +319,9 @@ def _units_table(visit: VisitAnalysis) -> str:
             f"| {visit.minutes.get(code, 0)} "
             f"| {visit.units.get(code, 0)} |"
         )
-    rule = "CMS 8-minute rule, pooled" if visit.payer_rule == "cms" else "AMA per-code rule"
+    rule = "CMS 8-minute rule, pooled" if visit.payer_rule == PayerRule.CMS else "AMA per-code rule"
     if visit.payer_rule_reason:  # which rule and why (issue 15); may name a payer: escaped
-        pooled = "pooled" if visit.payer_rule == "cms" else "per code"
+        pooled = "pooled" if visit.payer_rule == PayerRule.CMS else "per code"
         rule = f"{pooled}; {quote_markdown(visit.payer_rule_reason)}"
     rows.append("")
     rows.append(
@@ -344,7 +344,7 @@ def _documentation(resources: Sequence[str]) -> str:
 def _pair_reading(finding: Finding) -> str | None:
     if not (finding.facts.pair_rule and finding.rule.value.startswith(("E-PAIR", "W-MODIFIER"))):
         return None
-    if finding.facts.pair_rule == "cms":
+    if finding.facts.pair_rule == PairRule.CMS:
         return "Pair rule: CMS (distinct blocks, split blocks allowed)."
     return "Pair rule: strict (each code needs 15 minutes of its own)."
 
@@ -536,7 +536,7 @@ def _suggestion(
 class CardOptions:
     """Per-call inputs to card building.
 
-    ``policy``: which cards to answer with (:data:`plugin.settings.CardPolicy`);
+    ``policy``: which cards to answer with (:class:`plugin.rules.vocabulary.CardPolicy`);
     ``rules_url``: the absolute URL of the finding catalogue page, each card links to its
     findings' entries (``None``: no link, CDS Hooks links must be absolute)."""
 
@@ -544,7 +544,7 @@ class CardOptions:
     drafts: DraftOrders | None = None
     links: tuple[Link, ...] = ()
     notes: tuple[str, ...] = ()  # one-line caveats on the card carrying the visit's units table
-    policy: CardPolicy = "problems"
+    policy: CardPolicy = CardPolicy.PROBLEMS
     rules_url: str | None = None
 
 
@@ -927,7 +927,7 @@ _INDICATOR_RANK = {"critical": 0, "warning": 1, "info": 2}
 
 def _visit_cards(visit: VisitAnalysis, options: CardOptions) -> list[Card]:
     groups = problem_groups(visit.findings)
-    with_summary = options.policy != "problems"
+    with_summary = options.policy != CardPolicy.PROBLEMS
     replaced = frozenset(
         ref
         for f in visit.findings
@@ -973,7 +973,7 @@ def _visit_cards(visit: VisitAnalysis, options: CardOptions) -> list[Card]:
         )
     if with_summary:
         cards.append(summary_card(visit, options, groups))
-    if options.policy == "all":
+    if options.policy == CardPolicy.ALL:
         cards.extend(info_card(f, visit, options) for f in infos)
     return cards
 
@@ -996,7 +996,7 @@ def cards_for(analysis: Analysis, options: CardOptions) -> tuple[Card, ...]:
     loose: Sequence[Finding] = analysis.findings
     for group in problem_groups(loose):
         cards.append(problem_card(group, None, options))
-    if options.policy != "problems" and loose:
+    if options.policy != CardPolicy.PROBLEMS and loose:
         cards.append(
             Card(
                 uuid=_uuid_factory(options.hook_instance, "outside-visits")("card"),
@@ -1008,7 +1008,7 @@ def cards_for(analysis: Analysis, options: CardOptions) -> tuple[Card, ...]:
                 source=_source(loose[0].rule.value, "Findings outside any visit"),
             )
         )
-    if options.policy == "all":
+    if options.policy == CardPolicy.ALL:
         cards.extend(info_card(f, None, options) for f in loose if not _is_problem(f))
     cards.sort(key=lambda c: _INDICATOR_RANK[c.indicator])
     return tuple(cards)

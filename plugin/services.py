@@ -28,7 +28,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import orjson
@@ -51,11 +51,20 @@ from fhir_mappings.orders import billing_codes, draft_service_requests, order_da
 from fhir_mappings.writeback import DraftOrders
 from plugin.cards import CardOptions, cards_for, other_patient_card
 from plugin.pipeline import TooManyProceduresError, check_record, require_procedures_within
-from plugin.rules import Analysis, Finding, PairRule, PayerRule
+from plugin.rules import Analysis, Finding
 from plugin.rules.pair import FOCUS_PAIR
 from plugin.rules.payer import PayerChoice, PayerMapping
 from plugin.rules.progress import HISTORY_NOT_CHECKED
-from plugin.settings import CARD_POLICIES, MAX_PROCEDURES_PER_VISIT, CardPolicy
+from plugin.rules.vocabulary import (
+    CHOICES,
+    CardPolicy,
+    PairRule,
+    PayerRule,
+    Vocabulary,
+    VocabularyError,
+    parse,
+)
+from plugin.settings import MAX_PROCEDURES_PER_VISIT
 
 ORDER_SIGN_SERVICE = "therapy-timed-codes"
 DISCHARGE_SERVICE = "therapy-timed-codes-discharge"
@@ -95,8 +104,9 @@ _USAGE = (
     "Needs the visit's Procedures with performedPeriod (R4/R4B) or occurrencePeriod (R5), coded "
     "in CPT; charges as draft ServiceRequests (quantityQuantity = units, modifiers in orderDetail)."
     " Rule overrides per call: request extension "
-    f'"{EXTENSION_KEY}": {{"payerRule": "cms|ama", "pairRule": "cms|strict",'
-    ' "cardPolicy": "problems|summary|all"}.'
+    f'"{EXTENSION_KEY}": {{'
+    + ", ".join(f'"{c.member}": "{"|".join(kind)}"' for kind, c in CHOICES.items())
+    + "}."
 )
 
 #: The prefetch-like key the same-day search is read under (never declared in discovery: a CDS
@@ -116,7 +126,7 @@ _NOT_POOLED = {
 class RuleChoice:
     payer_rule: PayerRule
     pair_rule: PairRule
-    card_policy: CardPolicy = "problems"
+    card_policy: CardPolicy = CardPolicy.PROBLEMS
     # issue 15: the payer mapping (None: the shipped one) and, when the call chose the payer
     # rule itself, why (then Coverage is not consulted)
     payer_mapping: PayerMapping | None = None
@@ -131,17 +141,12 @@ def _rule_choice(invocation: Invocation, defaults: RuleChoice) -> RuleChoice:
         return defaults
     if not isinstance(ours, dict):
         raise InvalidRequest(f"extension '{EXTENSION_KEY}' must be an object")
-    payer = ours.get("payerRule", defaults.payer_rule)
-    pair = ours.get("pairRule", defaults.pair_rule)
-    policy = ours.get("cardPolicy", defaults.card_policy)
-    if payer not in ("cms", "ama"):
-        raise InvalidRequest(f"extension '{EXTENSION_KEY}'.payerRule must be 'cms' or 'ama'")
-    if pair not in ("cms", "strict"):
-        raise InvalidRequest(f"extension '{EXTENSION_KEY}'.pairRule must be 'cms' or 'strict'")
-    if policy not in CARD_POLICIES:
-        raise InvalidRequest(
-            f"extension '{EXTENSION_KEY}'.cardPolicy must be 'problems', 'summary' or 'all'"
-        )
+    try:
+        payer = _member(ours, PayerRule, defaults.payer_rule)
+        pair = _member(ours, PairRule, defaults.pair_rule)
+        policy = _member(ours, CardPolicy, defaults.card_policy)
+    except VocabularyError as exc:  # names the member and the accepted values, not the value
+        raise InvalidRequest(str(exc)) from None
     return replace(
         defaults,
         payer_rule=payer,
@@ -149,6 +154,17 @@ def _rule_choice(invocation: Invocation, defaults: RuleChoice) -> RuleChoice:
         card_policy=policy,
         payer_override="request extension" if "payerRule" in ours else defaults.payer_override,
     )
+
+
+_Rule = TypeVar("_Rule", bound=Vocabulary)
+
+
+def _member(ours: Mapping[str, object], kind: type[_Rule], default: _Rule) -> _Rule:
+    """The extension's member for ``kind`` (``payerRule``, ...), or ``default`` when absent."""
+    name = CHOICES[kind].member
+    if name not in ours:
+        return default
+    return parse(kind, ours[name], f"extension '{EXTENSION_KEY}'.{name}")
 
 
 def coverage_of(invocation: Invocation) -> tuple[object, str | None]:

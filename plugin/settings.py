@@ -12,7 +12,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import ByteSize, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    ByteSize,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from fhir_mappings import DEFAULT_MAX_FILE_BYTES
@@ -22,16 +30,22 @@ from plugin.rules.payer import (
     load_payer_mapping,
     shipped_payer_mapping,
 )
+from plugin.rules.vocabulary import (
+    CHOICES,
+    CardPolicy,
+    PairRule,
+    PayerRule,
+    Vocabulary,
+    VocabularyError,
+    parse,
+)
 
-PayerRule = Literal["cms", "ama"]
-PairRule = Literal["cms", "strict"]
+__all__ = ["CARD_POLICIES", "CardPolicy", "PairRule", "PayerRule", "Settings", "get_settings"]
+
+#: The card policies, in the enum's order (for scripts that check a policy name).
+CARD_POLICIES: tuple[CardPolicy, ...] = tuple(CardPolicy)
+
 LogFormat = Literal["text", "json"]
-#: Which cards a call answers with (``THERAPY_CDS_CARD_POLICY``, request extension
-#: ``cardPolicy``): ``problems`` -- only what to act on (a visit with nothing to act on gets no
-#: card); ``summary`` -- also each visit's ``info`` summary card; ``all`` -- also one ``info``
-#: card per informational finding (README, "Cards").
-CardPolicy = Literal["problems", "summary", "all"]
-CARD_POLICIES: tuple[CardPolicy, ...] = ("problems", "summary", "all")
 
 SANDBOX_ORIGIN = "https://sandbox.cds-hooks.org"
 
@@ -84,15 +98,17 @@ class Settings(BaseSettings):
         hide_input_in_errors=True,  # a refused METRICS_TOKEN must not be printed
     )
 
-    payer_rule: PayerRule = "cms"
+    # The rule choices (plugin.rules.vocabulary); read with its parse, so a refused value says
+    # the variable and the accepted values as every other entry point does.
+    payer_rule: PayerRule = PayerRule.CMS
     # Beyond the contract (issue 15): the payer mapping (TOML) that picks each visit's payer
     # rule from the patient's Coverage; None: the shipped one (plugin/data/payer_rules.toml).
     # Read and validated at start-up; `payer_rule` stays the default for unmapped payers.
     payer_rules_file: Path | None = None
-    pair_interval_rule: PairRule = "cms"
+    pair_interval_rule: PairRule = PairRule.CMS
     # Beyond the contract (issue 13): which cards a call answers with; a call may choose
     # another with the request extension member `cardPolicy`.
-    card_policy: CardPolicy = "problems"
+    card_policy: CardPolicy = CardPolicy.PROBLEMS
     database_url: str = "sqlite:///./therapy-cds.db"
     require_auth: bool = True
     trusted_issuers_file: Path | None = None
@@ -179,6 +195,17 @@ class Settings(BaseSettings):
         if value is not None:
             decode_session_key(value.get_secret_value())
         return value
+
+    @field_validator("payer_rule", "pair_interval_rule", "card_policy", mode="before")
+    @classmethod
+    def _rule_choice(cls, value: object, info: ValidationInfo) -> object:
+        kind = cls.model_fields[str(info.field_name)].annotation
+        if not (isinstance(kind, type) and issubclass(kind, Vocabulary)):
+            raise TypeError(f"{info.field_name} is not a rule choice")  # a field list slip
+        try:
+            return parse(kind, value, CHOICES[kind].setting)
+        except VocabularyError as exc:  # the message as it is ("Value error, " left out)
+            raise PydanticCustomError("rule_choice", "{message}", {"message": str(exc)}) from None
 
     @field_validator("metrics_token")
     @classmethod

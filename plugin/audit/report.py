@@ -19,6 +19,7 @@ from plugin.audit.charts import Bar, Series, bar_chart, stacked_bar, trend_chart
 from plugin.audit.tally import NOT_RECORDED
 from plugin.audit.tasks import ReportVisit
 from plugin.rules import CATALOGUE, RuleId
+from plugin.rules.vocabulary import PayerRule
 
 SEVERITY_COLOUR = {"error": "#c5221f", "warning": "#e8710a", "info": "#1a73e8"}
 PAIR_COLOUR = {
@@ -33,7 +34,7 @@ PAIR_MEANING = {
     "INDETERMINATE": "a 97140 or 97530 service lacks a start or end time",
     "NOT_APPLICABLE": "the visit does not earn units of both codes",
 }
-PAYER_RULE_NAME = {"cms": "CMS 8-minute rule (pooled)", "ama": "AMA/CPT midpoint rule (per code)"}
+PAYER_RULE_NAME = {rule.value: rule.label for rule in PayerRule}
 
 
 def _payer_text(rules: Mapping[str, Any]) -> str:

@@ -84,8 +84,8 @@ class _Silent:
 class AuditOptions:
     paths: tuple[Path, ...]
     out: Path
-    payer_rule: PayerRule = "cms"
-    pair_rule: PairRule = "cms"
+    payer_rule: PayerRule = PayerRule.CMS
+    pair_rule: PairRule = PairRule.CMS
     jobs: int = 1
     pseudonym_key: bytes | None = None
     report_limit: int = 500

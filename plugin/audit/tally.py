@@ -138,9 +138,10 @@ class Tally:
                 month["visits_with_errors"] += 1
         over = under = 0
         billing = billed_vs_allowed(visit)
-        by_rule = self.billing.get(visit.payer_rule)
+        rule = visit.payer_rule.value  # a plain str: the key of a JSON object
+        by_rule = self.billing.get(rule)
         if by_rule is None:
-            by_rule = self.billing[visit.payer_rule] = Counter()
+            by_rule = self.billing[rule] = Counter()
         if billing is None:
             by_rule["visits_without_charges"] += 1
             month["visits_without_charges"] += 1

@@ -32,7 +32,7 @@ from plugin.cli._inputs import (
     max_file_bytes,
     rule_tables,
 )
-from plugin.cli.check import PairRuleOption, PayerRuleOption
+from plugin.cli._rules import PairRuleOption, PayerRuleOption
 from plugin.rules.payer import PayerChoice
 
 
@@ -93,12 +93,8 @@ def audit(
         "NDJSON exports.",
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the report (created if needed)."),
-    payer_rule: PayerRuleOption | None = typer.Option(
-        None, "--payer-rule", help="cms (8-minute rule) or ama; default THERAPY_CDS_PAYER_RULE."
-    ),
-    pair_rule: PairRuleOption | None = typer.Option(
-        None, "--pair-rule", help="cms or strict; default THERAPY_CDS_PAIR_INTERVAL_RULE."
-    ),
+    payer_rule: PayerRuleOption = None,
+    pair_rule: PairRuleOption = None,
     jobs: int = typer.Option(0, "--jobs", "-j", help="Processes to use; 0 = every core."),
     pseudonymize: bool = typer.Option(
         False,
@@ -134,8 +130,8 @@ def audit(
     options = AuditOptions(
         paths=tuple(paths),
         out=out,
-        payer_rule=payer_rule.value if payer_rule else defaults.payer_rule,
-        pair_rule=pair_rule.value if pair_rule else defaults.pair_interval_rule,
+        payer_rule=payer_rule or defaults.payer_rule,
+        pair_rule=pair_rule or defaults.pair_interval_rule,
         jobs=jobs or cpu_count(),
         pseudonym_key=key,
         report_limit=report_visits,

@@ -43,8 +43,9 @@ from plugin.cli._inputs import (
     max_file_bytes,
     rule_tables,
 )
+from plugin.cli._rules import PairRuleOption, PayerRuleOption
 from plugin.pipeline import CheckResult, TooManyProceduresError, check_record
-from plugin.rules import PairRule, PayerRule, VisitAnalysis, analysis_to_json, billed_vs_allowed
+from plugin.rules import VisitAnalysis, analysis_to_json, billed_vs_allowed
 from plugin.rules.engine import tables_used
 from plugin.rules.payer import PayerChoice
 from plugin.rules.progress import HISTORY_NOT_CHECKED
@@ -53,16 +54,6 @@ from plugin.rules.progress import HISTORY_NOT_CHECKED
 class OutputFormat(StrEnum):
     text = "text"
     json = "json"
-
-
-class PayerRuleOption(StrEnum):
-    cms = "cms"
-    ama = "ama"
-
-
-class PairRuleOption(StrEnum):
-    cms = "cms"
-    strict = "strict"
 
 
 class FailOn(StrEnum):
@@ -111,12 +102,8 @@ def check(
     paths: list[Path] = typer.Argument(
         ..., help="Bundle, resource, CDS Hooks request or NDJSON files (or folders of them)."
     ),
-    payer_rule: PayerRuleOption | None = typer.Option(
-        None, "--payer-rule", help="cms (8-minute rule) or ama; default THERAPY_CDS_PAYER_RULE."
-    ),
-    pair_rule: PairRuleOption | None = typer.Option(
-        None, "--pair-rule", help="cms or strict; default THERAPY_CDS_PAIR_INTERVAL_RULE."
-    ),
+    payer_rule: PayerRuleOption = None,
+    pair_rule: PairRuleOption = None,
     output: OutputFormat = typer.Option(OutputFormat.text, "--format", help="text or json."),
     strict: bool = typer.Option(
         False, "--strict", help="Also validate every resource with the full FHIR models."
@@ -139,8 +126,8 @@ def check(
     manifest) are skipped with a note."""
 
     defaults = cli_settings("check")  # only the rule defaults are read here
-    payer: PayerRule = payer_rule.value if payer_rule else defaults.payer_rule
-    pair: PairRule = pair_rule.value if pair_rule else defaults.pair_interval_rule
+    payer = payer_rule or defaults.payer_rule
+    pair = pair_rule or defaults.pair_interval_rule
     max_bytes = max_file_bytes(max_file_size, defaults)
     tables = rule_tables(ptp_file, mue_file, defaults, "check")
     results: list[tuple[Path, CheckResult]] = []

@@ -39,7 +39,9 @@ from rich.text import Text
 from fhir_mappings import DEFAULT_MAX_FILE_BYTES, InputError, read_input
 from plugin.cli._app import app
 from plugin.cli._inputs import MaxFileSize, max_file_bytes
+from plugin.cli._rules import CardPolicyOption
 from plugin.hook_request import BundleError, Hook, build_hook_request
+from plugin.rules.vocabulary import CHOICES, CardPolicy
 from plugin.services import EXTENSION_KEY
 
 JsonObject = dict[str, Any]
@@ -55,12 +57,6 @@ _MAX_MESSAGE = 300
 class HookName(StrEnum):
     ORDER_SIGN = "order-sign"
     ENCOUNTER_DISCHARGE = "encounter-discharge"
-
-
-class CardPolicyName(StrEnum):
-    PROBLEMS = "problems"
-    SUMMARY = "summary"
-    ALL = "all"
 
 
 class InvokeError(Exception):
@@ -391,8 +387,8 @@ DISCHARGE_HINT = (
 
 
 NOTHING_TO_ACT_ON_HINT = (
-    "no card: nothing to act on under the card policy 'problems' (the default);"
-    " --card-policy summary also shows each visit's units summary"
+    f"no card: nothing to act on under the card policy '{CardPolicy.PROBLEMS}' (the default);"
+    f" {CHOICES[CardPolicy].option} {CardPolicy.SUMMARY} also shows each visit's units summary"
 )
 
 
@@ -406,7 +402,7 @@ def hook_hint(request: Mapping[str, Any], answer: Mapping[str, Any]) -> str | No
     if request.get("hook") == "order-sign" and not drafts:
         return DISCHARGE_HINT
     policy = _mapping(_mapping(request.get("extension")).get(EXTENSION_KEY)).get("cardPolicy")
-    return NOTHING_TO_ACT_ON_HINT if policy in (None, "problems") else None
+    return NOTHING_TO_ACT_ON_HINT if policy in (None, CardPolicy.PROBLEMS) else None
 
 
 def with_card_policy(request: JsonObject, policy: str | None) -> JsonObject:
@@ -501,14 +497,7 @@ def invoke(
         float, typer.Option("--timeout", min=0.1, help="Seconds to wait for each answer.")
     ] = 30.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON answer.")] = False,
-    card_policy: Annotated[
-        CardPolicyName | None,
-        typer.Option(
-            "--card-policy",
-            help="Ask for these cards (request extension cardPolicy): problems, summary or all"
-            " (default: the service's THERAPY_CDS_CARD_POLICY).",
-        ),
-    ] = None,
+    card_policy: CardPolicyOption = None,
     max_file_size: MaxFileSize = None,
 ) -> None:
     """Build a CDS Hooks request from a bundle, post it to a running service, print the cards."""
@@ -528,7 +517,7 @@ def invoke(
             signer=signer,
             timeout=timeout,
             max_bytes=max_file_size,
-            card_policy=card_policy.value if card_policy else None,
+            card_policy=card_policy,
         )
     except InvokeError as exc:
         typer.echo(f"therapy-cds invoke: {exc}", err=True)

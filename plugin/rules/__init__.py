@@ -26,7 +26,7 @@ from plugin.rules.engine import (
     over_under_billed,
 )
 from plugin.rules.findings import Finding, FindingFacts, Fix
-from plugin.rules.pair import PairResult, PairRule, PairStatus
+from plugin.rules.pair import PairResult, PairStatus
 from plugin.rules.ptp import (
     PtpEdit,
     PtpFormatError,
@@ -36,11 +36,13 @@ from plugin.rules.ptp import (
     load_ptp_csv,
     load_ptp_file,
 )
-from plugin.rules.units import PayerRule, ama_units, cms_allocations, units
+from plugin.rules.units import ama_units, cms_allocations, units
+from plugin.rules.vocabulary import CardPolicy, PairRule, PayerRule, VocabularyError, parse
 
 __all__ = [
     "CATALOGUE",
     "Analysis",
+    "CardPolicy",
     "CatalogueEntry",
     "CodeBilling",
     "CodeCatalog",
@@ -59,6 +61,7 @@ __all__ = [
     "Severity",
     "StaticCodeCatalog",
     "VisitAnalysis",
+    "VocabularyError",
     "ama_units",
     "analysis_to_json",
     "analyze",
@@ -73,5 +76,6 @@ __all__ = [
     "load_ptp_csv",
     "load_ptp_file",
     "over_under_billed",
+    "parse",
     "units",
 ]

@@ -41,7 +41,6 @@ from plugin.rules.mue import mue_findings
 from plugin.rules.pair import (
     PairPartner,
     PairResult,
-    PairRule,
     cotreatment_status,
     cross_discipline_ptp_findings,
     evaluate_cotreatment,
@@ -56,12 +55,12 @@ from plugin.rules.ptp import PtpEdit, PtpTable
 from plugin.rules.timing import timing_findings
 from plugin.rules.units import (
     Allocation,
-    PayerRule,
     UnitAssessment,
     assess_units,
     plural_units,
 )
 from plugin.rules.view import VisitView, visit_view
+from plugin.rules.vocabulary import PairRule, PayerRule
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,8 +177,8 @@ class Analysis:
 def analyze_visit(
     visit: TherapyVisit,
     *,
-    payer_rule: PayerRule = "cms",
-    pair_rule: PairRule = "cms",
+    payer_rule: PayerRule = PayerRule.CMS,
+    pair_rule: PairRule = PairRule.CMS,
     ptp: PtpTable | None = None,
     codes: CodeCatalog | None = None,
     same_day: Sequence[TherapyVisit] = (),
@@ -451,8 +450,8 @@ def unattached_charge_finding(charge: Charge, codes: CodeCatalog) -> Finding | N
 def analyze(
     grouping: VisitGrouping,
     *,
-    payer_rule: PayerRule = "cms",
-    pair_rule: PairRule = "cms",
+    payer_rule: PayerRule = PayerRule.CMS,
+    pair_rule: PairRule = PairRule.CMS,
     ptp: PtpTable | None = None,
     codes: CodeCatalog | None = None,
     history: TherapyHistory | None = None,

@@ -29,7 +29,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
-from typing import Literal
 
 from fhir_mappings.model import TherapyVisit, TimedService
 from plugin.rules.billing import NCCI_MODIFIERS, X_MODIFIERS, BillingLine
@@ -39,8 +38,8 @@ from plugin.rules.intervals import cross_overlap, describe_minutes, whole_minute
 from plugin.rules.ptp import PtpEdit, PtpTable
 from plugin.rules.units import UnitAssessment
 from plugin.rules.view import VisitView
+from plugin.rules.vocabulary import PairRule
 
-PairRule = Literal["cms", "strict"]
 FOCUS_PAIR: tuple[str, str] = ("97140", "97530")
 """The pair this product checks in depth (R-D2); its column order comes from the PTP table."""
 STRICT_MINUTES = 15
@@ -132,7 +131,7 @@ def evaluate_pair(
     *,
     assessment: UnitAssessment,
     edit: PtpEdit | None,
-    pair_rule: PairRule = "cms",
+    pair_rule: PairRule = PairRule.CMS,
 ) -> PairResult:
     """The 97140/97530 status of one visit, in the order of I-4 (R-D1..R-D4, R-E8).
 
@@ -473,7 +472,7 @@ def _strict_finding(
 ) -> Finding | None:
     """Under the ``strict`` pair rule: a pair code with under 15 minutes of its own time
     (``minutes``: the attributed minutes of the two codes)."""
-    if pair_rule != "strict":
+    if pair_rule != PairRule.STRICT:
         return None
     short = {c: minutes.get(c, 0) for c in (col1, col2)}
     short = {c: m for c, m in short.items() if m < STRICT_MINUTES}
@@ -495,7 +494,7 @@ def _strict_finding(
             column2=col2,
             modifier_indicator=edit.modifier_indicator,
             pair_rule=pair_rule,
-            detail="strict",
+            detail=PairRule.STRICT,
             co_treatment=disciplines,
         ),
     )
@@ -529,7 +528,7 @@ def evaluate_cotreatment(
     assessment: UnitAssessment,
     partners: Sequence[PairPartner],
     edit: PtpEdit | None,
-    pair_rule: PairRule = "cms",
+    pair_rule: PairRule = PairRule.CMS,
 ) -> PairResult | None:
     """The 97140/97530 pair across disciplines (co-treatment; R-D1: the edits apply to PT and
     OT of the same provider together), judged on the visit holding the column-2 code.

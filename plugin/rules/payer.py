@@ -22,7 +22,7 @@ or HTML escapes it).
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from functools import cache
@@ -30,9 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from fhir_mappings.model import CoverageInfo
-from plugin.rules.units import PayerRule
+from plugin.rules.vocabulary import PayerRule, VocabularyError, parse
 
-PAYER_RULE_TEXT: Mapping[str, str] = {"cms": "CMS 8-minute rule", "ama": "AMA per-code rule"}
 #: Most entries, and matchers per entry, a payer mapping file may hold.
 MAX_ENTRIES = 500
 MAX_MATCHERS = 500
@@ -105,11 +104,13 @@ def _entry(raw: object, where: str) -> PayerEntry:
             f"{where}: unknown key(s) {', '.join(unknown)}; expected label, rule and"
             " types / identifiers / references / names"
         )
-    label, rule = raw.get("label"), raw.get("rule")
+    label = raw.get("label")
     if not isinstance(label, str) or not label.strip() or len(label) > 80:
         raise PayerMappingError(f"{where}: 'label' must be text of 1 to 80 characters")
-    if rule not in ("cms", "ama"):
-        raise PayerMappingError(f'{where}: \'rule\' must be "cms" or "ama"')
+    try:
+        rule = parse(PayerRule, raw.get("rule"), f"{where}: 'rule'")
+    except VocabularyError as exc:
+        raise PayerMappingError(str(exc)) from None
     if not any(k in raw for k in _MATCHERS):
         raise PayerMappingError(
             f"{where}: give at least one of types, identifiers, references, names"
@@ -194,13 +195,13 @@ class PayerChoice:
     why no Coverage could be read (then ``default`` applies and the reason says so);
     ``mapping``: ``None`` for the shipped one."""
 
-    default: PayerRule = "cms"
+    default: PayerRule = PayerRule.CMS
     mapping: PayerMapping | None = None
     override: str | None = None
     unread: str | None = None
 
     def decide(self, coverages: Sequence[CoverageInfo], patient: str, day: date) -> PayerDecision:
-        rule_text = PAYER_RULE_TEXT[self.default]
+        rule_text = PayerRule(self.default).label
         if self.override is not None:
             return PayerDecision(self.default, f"{self.override} → {rule_text}")
         fallback = f"default {rule_text}"
@@ -220,9 +221,7 @@ class PayerChoice:
                 self.default,
                 f"{_described(chosen)} coverage not in the payer mapping{note} → {fallback}",
             )
-        return PayerDecision(
-            entry.rule, f"{entry.label} coverage{note} → {PAYER_RULE_TEXT[entry.rule]}"
-        )
+        return PayerDecision(entry.rule, f"{entry.label} coverage{note} → {entry.rule.label}")
 
     def decide_all(
         self, coverages: Sequence[CoverageInfo], visits: Iterable[tuple[str, date]]
@@ -260,7 +259,6 @@ def _described(coverage: CoverageInfo) -> str:
 
 
 __all__ = [
-    "PAYER_RULE_TEXT",
     "PayerChoice",
     "PayerDecision",
     "PayerEntry",

@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations
-from typing import Literal
 
 from fhir_mappings.model import TimedService
 from plugin.rules.billing import BillingLine
@@ -34,8 +33,8 @@ from plugin.rules.intervals import (
     whole_minutes,
 )
 from plugin.rules.view import VisitView
+from plugin.rules.vocabulary import PayerRule
 
-PayerRule = Literal["cms", "ama"]
 Allocation = CodeCounts
 GROUP_CODE = "97150"
 
@@ -80,7 +79,7 @@ def ama_units(minutes: Mapping[str, int]) -> Allocation:
 
 def allocations_for(minutes: Mapping[str, int], payer_rule: PayerRule) -> tuple[Allocation, ...]:
     """The acceptable allocations under the payer's unit rule (R-B6 or R-C2)."""
-    if payer_rule == "ama":
+    if payer_rule == PayerRule.AMA:
         return (ama_units(minutes),)
     return cms_allocations(minutes)
 
@@ -141,7 +140,7 @@ def assess_units(
     minutes = CodeCounts.from_sorted(kept_counts)
     total = sum(kept_counts.values())
     allocations = allocations_for(minutes, payer_rule)
-    allowed_total = units(total) if payer_rule == "cms" else sum(allocations[0].values())
+    allowed_total = units(total) if payer_rule == PayerRule.CMS else sum(allocations[0].values())
 
     timed_codes = view.timed_codes
     billed = {
@@ -380,7 +379,7 @@ def _threshold_findings(
     found: list[Finding] = []
     if not minutes:
         return found
-    if payer_rule == "ama":
+    if payer_rule == PayerRule.AMA:
         for code, m in minutes.items():
             if m < 8:
                 line = lines.get(code)
@@ -456,7 +455,7 @@ def _exceed_message(
     counted: tuple[int, Mapping[str, int]],
 ) -> str:
     total, minutes = counted
-    if payer_rule == "ama":
+    if payer_rule == PayerRule.AMA:
         return (
             f"{code} is billed for {plural_units(billed)} but its {minutes.get(code, 0)} minutes"
             f" support at most {allowed} under the per-code (AMA) rule."
@@ -510,7 +509,7 @@ def _exceed_findings(
                 )
             )
     capped = sum(min(n, max_allowed[c]) for c, n in billed.items())
-    if payer_rule == "cms" and billed and capped > allowed_total:
+    if payer_rule == PayerRule.CMS and billed and capped > allowed_total:
         target = chosen[0]
         fixes = [
             Fix(line_code=c, charge_refs=lines[c].fix_refs, set_units=target.get(c, 0))

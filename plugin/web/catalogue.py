@@ -15,6 +15,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from plugin.rules import CATALOGUE, catalogue_markdown
+from plugin.rules.vocabulary import CHOICES
 from plugin.web.pages import render
 from plugin.web.samples import Scenario, examples_by_rule
 from plugin.web.settings import WebSettings, default_sample_bundles_dir
@@ -53,10 +54,35 @@ def _example_text(examples: Sequence[tuple[Scenario, str]]) -> str:
     return "Example" + ("s" if len(parts) > 1 else "") + ": " + "; ".join(parts) + "."
 
 
+def choices_markdown() -> str:
+    """The rule choices (:mod:`plugin.rules.vocabulary`): where each is made, its values."""
+    lines = [
+        "## Rule choices",
+        "",
+        "Each choice has a default setting and a CLI option (the rules: `check` and `audit`; the",
+        "card policy: `invoke`); a CDS Hooks call may choose per call with the member of the",
+        "request extension `io.github.therapy-cds`, as the sandbox and the SMART app do. Any other",
+        "value is refused with the accepted ones: a 400 for a call, exit 2 for the CLI, a start-up",
+        "error for a setting.",
+        "",
+    ]
+    for kind, choice in CHOICES.items():
+        lines.append(
+            f"### {choice.noun.capitalize()}: `{choice.setting}`, `{choice.option}`,"
+            f" `{choice.member}`"
+        )
+        lines.append("")
+        lines.append("| value | label | meaning |")
+        lines.append("|---|---|---|")
+        lines.extend(f"| `{rule.value}` | {rule.label} | {rule.meaning} |" for rule in kind)
+        lines.append("")
+    return "\n".join(lines)
+
+
 def rules_markdown(samples_dir: Path | None = None) -> str:
     """The text of ``docs/rules.md``."""
     examples = examples_by_rule(samples_dir or default_sample_bundles_dir())
-    lines = [_INTRO + catalogue_markdown(), "## Findings", ""]
+    lines = [_INTRO + catalogue_markdown(), choices_markdown(), "## Findings", ""]
     for entry in CATALOGUE.values():
         rule = entry.rule.value
         lines.append(f"### `{rule}`")

@@ -11,6 +11,15 @@ from typing import Any
 from fastapi.responses import HTMLResponse, JSONResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from plugin.rules.vocabulary import (
+    CHOICES,
+    FROM_COVERAGE,
+    FROM_COVERAGE_LABEL,
+    CardPolicy,
+    PairRule,
+    PayerRule,
+)
+
 HERE = Path(__file__).resolve().parent
 TEMPLATES = HERE / "templates"
 STATIC = HERE / "static"
@@ -21,6 +30,15 @@ _env = Environment(
     autoescape=select_autoescape(("html", "xml"), default=True),
     trim_blocks=True,
     lstrip_blocks=True,
+)
+# The rule vocabulary, for the forms' choices (templates/_rule_choices.html).
+_env.globals.update(
+    PayerRule=PayerRule,
+    PairRule=PairRule,
+    CardPolicy=CardPolicy,
+    rule_choices=CHOICES,
+    from_coverage=FROM_COVERAGE,
+    from_coverage_label=FROM_COVERAGE_LABEL,
 )
 
 # Scripts, styles and images come from this service only; nothing is fetched elsewhere.

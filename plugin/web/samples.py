@@ -10,6 +10,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from plugin.rules.vocabulary import PairRule, PayerRule
+
 logger = logging.getLogger(__name__)
 
 MANIFEST = "scenarios.json"
@@ -62,8 +64,8 @@ def _load(directory: Path) -> tuple[Scenario, ...]:
                 shows=str(item.get("shows", "")),
                 hook=str(item.get("hook", "order-sign")),
                 fhir_version=str(item.get("fhir_version", "R4")),
-                payer_rule=str(item.get("payer_rule", "cms")),
-                pair_rule=str(item.get("pair_rule", "cms")),
+                payer_rule=str(item.get("payer_rule", PayerRule.CMS.value)),
+                pair_rule=str(item.get("pair_rule", PairRule.CMS.value)),
                 expected_rules=_expected_rules(item.get("expected", {})),
             )
         )

@@ -22,7 +22,7 @@ import copy
 import logging
 import uuid
 from dataclasses import dataclass
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, Literal, TypeVar, cast
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -34,13 +34,24 @@ from fhir_mappings import Charge, map_cds_hooks
 from plugin.hook_request import HOOKS, BundleError, build_hook_request
 from plugin.pipeline import TooManyProceduresError
 from plugin.rules.payer import PayerChoice
+from plugin.rules.vocabulary import (
+    CHOICES,
+    FROM_COVERAGE,
+    CardPolicy,
+    PairRule,
+    PayerRule,
+    Vocabulary,
+    VocabularyError,
+    parse,
+    parse_payer_choice,
+)
 from plugin.services import (
     DISCHARGE_SERVICE,
     EXTENSION_KEY,
     ORDER_SIGN_SERVICE,
     draft_service_requests,
 )
-from plugin.settings import CARD_POLICIES, Settings
+from plugin.settings import Settings
 from plugin.web.pages import BodyError, json_error, render
 from plugin.web.samples import scenario_bundle, scenarios
 from plugin.web.settings import WebSettings
@@ -49,12 +60,7 @@ from plugin.web.visits import analyse_bundle
 logger = logging.getLogger(__name__)
 
 SERVICE_FOR_HOOK = {"order-sign": ORDER_SIGN_SERVICE, "encounter-discharge": DISCHARGE_SERVICE}
-PAYER_RULES = ("cms", "ama")
-PAIR_RULES = ("cms", "strict")
-
-
-#: The payer-rule choice "from the patient's Coverage, else THERAPY_CDS_PAYER_RULE" (issue 15).
-FROM_COVERAGE: Final = "coverage"
+_Rule = TypeVar("_Rule", bound=Vocabulary)
 
 
 def _choice(data: dict[str, Any], key: str, allowed: tuple[str, ...], default: str) -> str:
@@ -62,6 +68,25 @@ def _choice(data: dict[str, Any], key: str, allowed: tuple[str, ...], default: s
     if value not in allowed:
         raise BodyError(400, f"'{key}' must be one of {', '.join(allowed)}")
     return str(value)
+
+
+def _rule(data: dict[str, Any], kind: type[_Rule], default: _Rule) -> _Rule:
+    """The body's member for a rule choice (``pairRule``, ``cardPolicy``), or ``default``."""
+    name = CHOICES[kind].member
+    try:
+        return parse(kind, data.get(name, default), f"'{name}'")
+    except VocabularyError as exc:  # names the member and the accepted values, not the value
+        raise BodyError(400, str(exc)) from None
+
+
+def _payer(data: dict[str, Any]) -> PayerRule | None:
+    """The body's ``payerRule``: a rule chosen on the page, or None (absent or ``coverage``):
+    from the patient's Coverage, else THERAPY_CDS_PAYER_RULE (issue 15)."""
+    name = CHOICES[PayerRule].member
+    try:
+        return parse_payer_choice(data.get(name, FROM_COVERAGE), f"'{name}'")
+    except VocabularyError as exc:
+        raise BodyError(400, str(exc)) from None
 
 
 def _bundle(data: dict[str, Any]) -> dict[str, Any]:
@@ -283,9 +308,9 @@ def sandbox_router(settings: Settings, web: WebSettings) -> APIRouter:
         try:
             data = await read_json_object(request, max_bytes=web.sandbox_max_bytes)
             hook = _choice(data, "hook", HOOKS, "order-sign")
-            payer = _choice(data, "payerRule", (*PAYER_RULES, FROM_COVERAGE), FROM_COVERAGE)
-            pair = _choice(data, "pairRule", PAIR_RULES, settings.pair_interval_rule)
-            policy = _choice(data, "cardPolicy", CARD_POLICIES, settings.card_policy)
+            payer = _payer(data)
+            pair = _rule(data, PairRule, settings.pair_interval_rule)
+            policy = _rule(data, CardPolicy, settings.card_policy)
             built = build_hook_request(
                 _bundle(data), cast(Literal["order-sign", "encounter-discharge"], hook)
             )
@@ -295,9 +320,9 @@ def sandbox_router(settings: Settings, web: WebSettings) -> APIRouter:
             return json_error(exc.status_code, exc.message)
         except BundleError as exc:  # says which entry and what is missing, never the content
             return json_error(422, str(exc))
-        ours: dict[str, str] = {"pairRule": pair, "cardPolicy": policy}
-        if payer != FROM_COVERAGE:  # a rule chosen on the page overrides the Coverage
-            ours["payerRule"] = payer
+        ours = {CHOICES[PairRule].member: pair.value, CHOICES[CardPolicy].member: policy.value}
+        if payer is not None:  # a rule chosen on the page overrides the Coverage
+            ours[CHOICES[PayerRule].member] = payer.value
         built["extension"] = {EXTENSION_KEY: ours}
         return JSONResponse({"serviceId": SERVICE_FOR_HOOK[hook], "request": built})
 
@@ -338,8 +363,8 @@ def sandbox_router(settings: Settings, web: WebSettings) -> APIRouter:
         """Body ``{bundle, payerRule, pairRule}`` -> every visit's timeline and findings."""
         try:
             data = await read_json_object(request, max_bytes=web.sandbox_max_bytes)
-            payer = _choice(data, "payerRule", (*PAYER_RULES, FROM_COVERAGE), FROM_COVERAGE)
-            pair = _choice(data, "pairRule", PAIR_RULES, settings.pair_interval_rule)
+            payer = _payer(data)
+            pair = _rule(data, PairRule, settings.pair_interval_rule)
             bundle = _bundle(data)
         except CdsError as exc:  # the body itself: media type, size, JSON limits
             return error_response(exc)
@@ -351,14 +376,12 @@ def sandbox_router(settings: Settings, web: WebSettings) -> APIRouter:
             view = await run_in_threadpool(
                 analyse_bundle,
                 bundle,
-                payer_rule=settings.payer_rule
-                if payer == FROM_COVERAGE
-                else cast(Literal["cms", "ama"], payer),
-                pair_rule=cast(Literal["cms", "strict"], pair),
+                payer_rule=payer or settings.payer_rule,
+                pair_rule=pair,
                 max_procedures_per_visit=settings.max_procedures_per_visit,
                 payer=PayerChoice(
                     mapping=settings.payer_mapping(),
-                    override=None if payer == FROM_COVERAGE else "chosen in the sandbox",
+                    override=None if payer is None else "chosen in the sandbox",
                 ),
             )
         except TooManyProceduresError as exc:  # the cap, said as it is (issue 17)

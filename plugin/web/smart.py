@@ -24,7 +24,7 @@ import functools
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Literal, cast
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import httpx
@@ -39,6 +39,15 @@ from fhir_mappings import map_cds_hooks
 from plugin.cards import other_patient_summary
 from plugin.pipeline import TooManyProceduresError, check_record, require_procedures_within
 from plugin.rules.payer import PayerChoice
+from plugin.rules.vocabulary import (
+    CHOICES,
+    FROM_COVERAGE,
+    PairRule,
+    PayerRule,
+    VocabularyError,
+    parse,
+    parse_payer_choice,
+)
 from plugin.services import history_note, not_pooled_note, pooled_record
 from plugin.settings import Settings
 from plugin.web.pages import render
@@ -78,10 +87,6 @@ REFUSED_ENCOUNTER = (
 #: through the cache) for at most PROBE_SECONDS.
 MAX_SUGGESTED = 10
 PROBE_SECONDS = 2.0
-PAYER_RULES = ("cms", "ama")
-#: The payer-rule choice "from the patient's Coverage, else THERAPY_CDS_PAYER_RULE" (issue 15).
-FROM_COVERAGE = "coverage"
-PAIR_RULES = ("cms", "strict")
 #: What the mapping and the checks may raise on records of a shape or value they cannot read
 #: (an overflowing date, say): shown as a page saying so, never a 500.
 UNREADABLE_RECORDS = (
@@ -364,10 +369,14 @@ def smart_router(app_state: SmartApp) -> APIRouter:
 
     async def show_visit(request: Request, session: SmartSession) -> Response:
         params = request.query_params
-        payer = params.get("payerRule") or FROM_COVERAGE
-        pair = params.get("pairRule", smart.settings.pair_interval_rule)
-        if payer not in (*PAYER_RULES, FROM_COVERAGE) or pair not in PAIR_RULES:
-            return smart.error_page("Unknown payer or pair rule.", 400)
+        payer_name, pair_name = CHOICES[PayerRule].member, CHOICES[PairRule].member
+        try:  # the payer rule: None (absent, empty or "coverage") is the Coverage's
+            payer = parse_payer_choice(params.get(payer_name) or FROM_COVERAGE, f"'{payer_name}'")
+            pair = parse(
+                PairRule, params.get(pair_name, smart.settings.pair_interval_rule), f"'{pair_name}'"
+            )
+        except VocabularyError as exc:
+            return smart.error_page(f"{exc}.", 400)
         chosen = params.get("encounter")
         if chosen is not None and not is_fhir_id(chosen):
             return smart.error_page("Not a FHIR id for an Encounter.", 400)
@@ -414,15 +423,13 @@ def smart_router(app_state: SmartApp) -> APIRouter:
             def analyse() -> AnalysisView:
                 result = check_record(
                     record,
-                    payer_rule=smart.settings.payer_rule
-                    if payer == FROM_COVERAGE
-                    else cast(Literal["cms", "ama"], payer),
-                    pair_rule=cast(Literal["cms", "strict"], pair),
+                    payer_rule=payer or smart.settings.payer_rule,
+                    pair_rule=pair,
                     max_procedures_per_visit=cap,
                     visit_history=visit.visit_history,
                     payer=PayerChoice(
                         mapping=smart.settings.payer_mapping(),
-                        override=None if payer == FROM_COVERAGE else "chosen in the app",
+                        override=None if payer is None else "chosen in the app",
                         unread=visit.coverage_unread,
                     ),
                 )
@@ -462,7 +469,7 @@ def smart_router(app_state: SmartApp) -> APIRouter:
                 "care_plans": len(care_plans.get("entry", []))
                 if isinstance(care_plans, Mapping)
                 else 0,
-                "payer_rule": payer,
+                "payer_rule": payer or FROM_COVERAGE,
                 "pair_rule": pair,
                 "iss_origin": origin(session.iss),
                 "banner": _banner(visit.patient, patient_id)
