@@ -9,12 +9,14 @@ stderr: exit 2 for unusable arguments, 1 when the export could not be obtained.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import tempfile
+import weakref
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -87,13 +89,13 @@ class ExportArgs:
     export_dir: Path | None = None
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, weakref_slot=True)  # weakref: its folders go when it does
 class Sources:
     paths: tuple[Path, ...]
     out: Path
     out_url: str | None = None  # --out as given when it is remote
-    # staging and remote-output folders: removed when the command is done (or collected)
-    _temporary: list[tempfile.TemporaryDirectory[str]] = field(default_factory=list)
+    # staging and remote-output folders: removed by close(), else when the command ends
+    _temporary: list[weakref.finalize[Any, Any]] = field(default_factory=list)
 
     @property
     def report(self) -> str:
@@ -115,9 +117,15 @@ class Sources:
         finally:
             self.close()
 
+    def temporary(self, prefix: str) -> Path:
+        """A new local folder that is removed with the command, however it ends."""
+        folder = tempfile.mkdtemp(prefix=prefix)
+        self._temporary.append(weakref.finalize(self, shutil.rmtree, folder, ignore_errors=True))
+        return Path(folder)
+
     def close(self) -> None:
-        for folder in self._temporary:
-            folder.cleanup()
+        for cleanup in self._temporary:
+            cleanup()
         self._temporary.clear()
 
 
@@ -138,9 +146,7 @@ def resolve_sources(paths: list[str] | None, out: str, export: ExportArgs, quiet
         local_out = local_path(out)
         if local_out is None:
             check_writable(out)
-            holder = tempfile.TemporaryDirectory(prefix="therapy-cds-out-")
-            sources._temporary.append(holder)
-            sources.out, sources.out_url = Path(holder.name), out
+            sources.out, sources.out_url = sources.temporary("therapy-cds-out-"), out
         else:
             sources.out = local_out
         local: list[Path] = []
@@ -152,9 +158,7 @@ def resolve_sources(paths: list[str] | None, out: str, export: ExportArgs, quiet
             else:
                 local.append(found)
         if remote:
-            holder = tempfile.TemporaryDirectory(prefix="therapy-cds-inputs-")
-            sources._temporary.append(holder)
-            local.extend(stage_inputs(remote, Path(holder.name)))
+            local.extend(stage_inputs(remote, sources.temporary("therapy-cds-inputs-")))
     except StorageError as exc:
         sources.close()
         _fail(str(exc), 2)
@@ -162,6 +166,7 @@ def resolve_sources(paths: list[str] | None, out: str, export: ExportArgs, quiet
         folder = export.export_dir
         if folder is None:
             if sources.out_url is not None:
+                sources.close()
                 _fail("with a remote --out, give --export-dir for the downloaded export", 2)
             folder = sources.out / EXPORT_FOLDER
         local.append(_download(export, folder, quiet))
