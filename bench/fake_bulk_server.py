@@ -66,6 +66,9 @@ class Behaviour:
     drop_times: int = 1
     require_auth: bool = True
     token_seconds: int = 300
+    ranges: bool = True  # False: Range is ignored, every answer is the whole file (200)
+    busy_files: int = 0  # the first N file requests answer 503 with Retry-After
+    file_host: str | None = None  # e.g. "localhost": the manifest's file URLs name that host
 
 
 @dataclass
@@ -77,6 +80,7 @@ class Record:
     tokens_issued: int = 0
     unauthorized: int = 0
     deletes: int = 0
+    busy: int = 0  # file requests answered 503
     file_requests: Counter[str] = field(default_factory=Counter)
     range_requests: Counter[str] = field(default_factory=Counter)
 
@@ -354,6 +358,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         output, errors = self.fake.files(state["types"])
         suffix = ".ndjson.gz" if behaviour.gzip == "file" else ".ndjson"
+        origin = self.fake.origin
+        if behaviour.file_host:
+            origin = origin.replace("127.0.0.1", behaviour.file_host)
         self._json(
             200,
             {
@@ -361,13 +368,13 @@ class _Handler(BaseHTTPRequestHandler):
                 "request": f"{self.fake.base}/$export",
                 "requiresAccessToken": behaviour.require_auth,
                 "output": [
-                    {"type": kind, "url": f"{self.fake.origin}/files/{job}/{path.stem}{suffix}"}
+                    {"type": kind, "url": f"{origin}/files/{job}/{path.stem}{suffix}"}
                     for kind, path in output
                 ],
                 "error": [
                     {
                         "type": "OperationOutcome",
-                        "url": f"{self.fake.origin}/files/{job}/{path.stem}{suffix}",
+                        "url": f"{origin}/files/{job}/{path.stem}{suffix}",
                     }
                     for path in errors
                 ],
@@ -391,11 +398,23 @@ class _Handler(BaseHTTPRequestHandler):
         start = 0
         asked = self.headers.get("Range", "")
         with self.fake.lock:
+            busy = self.fake.record.busy < behaviour.busy_files
+            if busy:
+                self.fake.record.busy += 1
+        if busy:
+            self._json(503, _outcome("transient", "busy"), {"Retry-After": "1"})
+            return
+        with self.fake.lock:
             self.fake.record.file_requests[name] += 1
             times = self.fake.record.file_requests[name]
             if asked:
                 self.fake.record.range_requests[name] += 1
-        if asked.startswith("bytes=") and asked.endswith("-") and asked[6:-1].isdigit():
+        if (
+            behaviour.ranges
+            and asked.startswith("bytes=")
+            and asked.endswith("-")
+            and asked[6:-1].isdigit()
+        ):
             start = int(asked[6:-1])
             if start >= total:
                 self._empty(416, {"Content-Range": f"bytes */{total}"})

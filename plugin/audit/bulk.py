@@ -247,7 +247,7 @@ class BackendAuth:
 
     async def header(self, client: httpx.AsyncClient, fhir_base: str) -> str:
         async with self._lock:
-            if self._token is None or time.monotonic() >= self._expires - TOKEN_MARGIN_SECONDS:
+            if self._token is None or time.monotonic() >= self._expires:
                 await self._fetch(client, fhir_base)
             assert self._token is not None
             return f"Bearer {self._token}"
@@ -290,7 +290,8 @@ class BackendAuth:
         lifetime = body.get("expires_in")
         seconds = float(lifetime) if isinstance(lifetime, int | float) and lifetime > 0 else 300
         self._token = token
-        self._expires = time.monotonic() + seconds
+        # replaced a little before it runs out (a tenth of its life, at most TOKEN_MARGIN)
+        self._expires = time.monotonic() + seconds - min(TOKEN_MARGIN_SECONDS, seconds / 10)
         self.tokens_fetched += 1
 
     async def _discover(self, client: httpx.AsyncClient, fhir_base: str) -> str:
@@ -560,6 +561,7 @@ class BulkClient:
         assert state.manifest is not None
         manifest = state.manifest
         needs_token = manifest.get("requiresAccessToken") is True
+        trusted = {_origin(self.request.fhir_base), _origin(state.status_url or "")}
         planned: list[tuple[str, str]] = []
         seen: dict[str, int] = {}
         for group in ("output", "error"):
@@ -571,6 +573,11 @@ class BulkClient:
                 kind = entry.get("type") if isinstance(entry, dict) else None
                 if not isinstance(url, str) or not url:
                     continue
+                if needs_token and self.auth is not None and _origin(url) not in trusted:
+                    raise BulkExportError(
+                        f"{_safe(url)}: the manifest wants the access token sent to another "
+                        "host than the FHIR server's; refused (the token is not given away)"
+                    )
                 label = kind if isinstance(kind, str) and re.fullmatch(r"[A-Za-z]+", kind) else "x"
                 if group == "error":
                     label = f"error-{label}"
@@ -616,6 +623,11 @@ class BulkClient:
                 if code == 416 and have:  # nothing left past what we have, or a stale part
                     part.unlink()
                     failure = "the server refused to resume it"
+                    continue
+                if code in (429, 503):  # busy: wait as told (bounded), then try again
+                    told = retry_after(response.headers.get("Retry-After"))
+                    failure = f"the server was busy (HTTP {code})"
+                    await self._sleep(min(MAX_WAIT_SECONDS, told or FIRST_WAIT_SECONDS))
                     continue
                 if code not in (200, 206):
                     body = await response.aread()
@@ -688,6 +700,11 @@ def _finish(part: Path, final: Path) -> None:
         ) from None
     os.replace(unpacked, final)
     part.unlink()
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
 
 
 def _range_start(response: httpx.Response) -> int | None:

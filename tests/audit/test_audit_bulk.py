@@ -212,6 +212,46 @@ def test_a_finished_export_is_replaced_by_a_new_one_on_the_next_run(
     assert _downloaded(tmp_path / "out" / "fhir-export") == _served_files(export)
 
 
+def test_a_token_is_fetched_again_before_it_expires(
+    export: Path, rsa_key: tuple[Path, Any], tmp_path: Path
+) -> None:
+    key, public = rsa_key
+    with _server(export, public, in_progress_polls=3, token_seconds=2) as server:
+        result = _audit_from(server, key, tmp_path / "out")
+        assert result.exit_code == 0, result.output
+        record = server.record
+    assert record.tokens_issued >= 2  # three 1-second waits outlive a 2-second token
+    assert record.unauthorized == 0  # replaced before the server had to refuse it
+
+
+def test_a_server_that_ignores_ranges_and_one_that_is_busy(
+    export: Path, rsa_key: tuple[Path, Any], tmp_path: Path
+) -> None:
+    key, public = rsa_key
+    with _server(
+        export, public, in_progress_polls=0, drop_file="Encounter", ranges=False, busy_files=2
+    ) as server:
+        result = _audit_from(server, key, tmp_path / "out")
+        assert result.exit_code == 0, result.output
+        record = server.record
+    assert record.range_requests["Encounter"] == 1  # asked to resume, got the whole file
+    assert record.busy == 2
+    assert sum(record.file_requests.values()) == len(_served_files(export)) + 1
+    assert _downloaded(tmp_path / "out" / "fhir-export") == _served_files(export)
+
+
+def test_the_token_is_not_sent_to_another_host(
+    export: Path, rsa_key: tuple[Path, Any], tmp_path: Path
+) -> None:
+    key, public = rsa_key
+    with _server(export, public, in_progress_polls=0, file_host="localhost") as server:
+        result = _audit_from(server, key, tmp_path / "out")
+        record = server.record
+    assert result.exit_code == 1
+    assert "wants the access token sent to another host" in result.stderr
+    assert sum(record.file_requests.values()) == 0
+
+
 # ------------------------------------------------------------------------ failure modes
 
 
