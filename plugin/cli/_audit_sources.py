@@ -39,12 +39,16 @@ FhirExport = Annotated[
         "--fhir-export",
         metavar="URL",
         help="Run a FHIR Bulk Data $export and audit it: the FHIR base URL (system level), "
-        "[base]/Group/ID or [base]/Patient. Only the resource types the rules read are asked for.",
+        "BASE/Group/ID or BASE/Patient. Only the resource types the rules read are asked for.",
     ),
 ]
 ClientId = Annotated[
     str | None,
-    typer.Option("--client-id", help="SMART Backend Services client id registered with the EHR."),
+    typer.Option(
+        "--client-id",
+        metavar="ID",
+        help="SMART Backend Services client id registered with the EHR.",
+    ),
 ]
 PrivateKey = Annotated[
     Path | None,
@@ -57,7 +61,9 @@ PrivateKey = Annotated[
 KeyId = Annotated[
     str | None,
     typer.Option(
-        "--key-id", help="kid of the key as registered (default: the JWK's kid or thumbprint)."
+        "--key-id",
+        metavar="KID",
+        help="kid of the key as registered (default: the JWK's kid or thumbprint).",
     ),
 ]
 Since = Annotated[
@@ -198,6 +204,10 @@ def _download(export: ExportArgs, folder: Path, quiet: bool) -> Path:
             auth = BackendAuth(export.client_id, key, default_scope(request.types))
     except BulkExportError as exc:
         _fail(str(exc), 2)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _fail(f"{folder}: cannot hold the export ({exc.strerror or type(exc).__name__})", 2)
     display = _ExportDisplay(Console(stderr=True, highlight=False), quiet)
     try:
         result = BulkClient(request, folder, auth, progress=display).run()
