@@ -62,6 +62,7 @@ ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_SECONDS = 300  # the longest lifetime the SMART Backend Services spec allows
 TOKEN_MARGIN_SECONDS = 30  # a token this close to expiry is replaced before use
 FIRST_WAIT_SECONDS = 1.0
+MIN_WAIT_SECONDS = 0.5  # "Retry-After: 0" or a date just past: still not a busy loop
 MAX_WAIT_SECONDS = 120.0  # no single wait between two status polls is longer
 DOWNLOAD_ATTEMPTS = 4  # per file and run: the first try and three resumes
 _NOT_A_KEY = "not a private RSA or EC key (PEM, JWK or JWK Set)"
@@ -534,7 +535,9 @@ class BulkClient:
                 )
                 self.progress.waiting(text[:80])
                 told = retry_after(response.headers.get("Retry-After"))
-                delay = min(MAX_WAIT_SECONDS, told if told is not None else wait)
+                delay = min(
+                    MAX_WAIT_SECONDS, max(MIN_WAIT_SECONDS, told if told is not None else wait)
+                )
                 wait = min(MAX_WAIT_SECONDS, wait * 2)
                 await self._sleep(delay)
                 continue
@@ -672,7 +675,7 @@ class BulkClient:
                     continue
             finally:
                 await response.aclose()
-            _finish(part, final)
+            await asyncio.to_thread(_finish, part, final)  # gunzip off the event loop
             return final
         raise BulkExportError(
             f"{_safe(url)}: download failed {DOWNLOAD_ATTEMPTS} times ({failure}); run the same "

@@ -175,12 +175,21 @@ def resolve_sources(paths: list[str] | None, out: str, export: ExportArgs, quiet
                 sources.close()
                 _fail("with a remote --out, give --export-dir for the downloaded export", 2)
             folder = sources.out / EXPORT_FOLDER
-        local.append(_download(export, folder, quiet))
+        if _download(export, folder, quiet):
+            local.append(folder)
+        elif not local:
+            sys.stdout.write(
+                "The export holds no files of the types the audit reads"
+                + (" (nothing changed since --since)" if export.since else "")
+                + "; nothing to audit.\n"
+            )
+            raise typer.Exit(0)
     sources.paths = tuple(local)
     return sources
 
 
-def _download(export: ExportArgs, folder: Path, quiet: bool) -> Path:
+def _download(export: ExportArgs, folder: Path, quiet: bool) -> int:
+    """Download the export into ``folder``; the number of files it held."""
     from plugin.audit.bulk import (
         BackendAuth,
         BulkClient,
@@ -225,7 +234,7 @@ def _download(export: ExportArgs, folder: Path, quiet: bool) -> Path:
             + ("; resumed" if result.resumed else "")
             + "\n"
         )
-    return folder
+    return len(result.files)
 
 
 class _ExportDisplay:

@@ -252,6 +252,22 @@ def test_the_token_is_not_sent_to_another_host(
     assert sum(record.file_requests.values()) == 0
 
 
+def test_an_empty_incremental_export_says_there_is_nothing_to_audit(
+    rsa_key: tuple[Path, Any], tmp_path: Path
+) -> None:
+    key, public = rsa_key
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with _server(empty, public, in_progress_polls=0) as server:
+        result = _audit_from(server, key, tmp_path / "out", "--since", "2026-01-01")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (
+        "The export holds no files of the types the audit reads (nothing changed since "
+        "--since); nothing to audit.\n"
+    )
+    assert not (tmp_path / "out" / "summary.json").exists()
+
+
 # ------------------------------------------------------------------------ failure modes
 
 
