@@ -72,6 +72,10 @@ class BulkExportError(Exception):
     """The export could not be obtained; ``str(error)`` is the one line to show."""
 
 
+class _ExportFailedError(BulkExportError):
+    """The server ended the export (error answer on the status URL): not to be resumed."""
+
+
 class BulkProgress(Protocol):
     """What the client reports while it works (the CLI draws it with rich)."""
 
@@ -398,7 +402,12 @@ class BulkClient:
                 if state.status_url is None:
                     state.status_url = await self._kick_off(client)
                     self._save(state)
-                state.manifest = await self._poll(client, state.status_url)
+                try:
+                    state.manifest = await self._poll(client, state.status_url)
+                except _ExportFailedError as failed:
+                    state.status_url = None  # the next run asks for a new export
+                    self._save(state)
+                    raise BulkExportError(str(failed)) from None
                 self._save(state)
             files = await self._download_all(client, state)
             state.complete = True
@@ -529,7 +538,7 @@ class BulkClient:
                         "JSON with an output list"
                     )
                 return manifest
-            if code in (202, 429, 503):
+            if code in (202, 429, 502, 503, 504):  # running, or busy / a proxy hiccup
                 text = response.headers.get("X-Progress") or (
                     "in progress" if code == 202 else "server busy"
                 )
@@ -542,11 +551,11 @@ class BulkClient:
                 await self._sleep(delay)
                 continue
             if code in (404, 410):
-                raise BulkExportError(
+                raise _ExportFailedError(
                     f"{_safe(status_url)}: the export is gone (HTTP {code}); it was cancelled "
-                    f"or expired. Delete {self._state_path()} to start a new one"
+                    "or expired. Run the command again to start a new one"
                 )
-            raise BulkExportError(
+            raise _ExportFailedError(
                 f"{_safe(status_url)}: the export failed (HTTP {code}{_outcome_text(response)})"
             )
 

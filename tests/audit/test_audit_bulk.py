@@ -277,11 +277,18 @@ def test_an_export_error_is_one_line_with_the_servers_diagnostics(
     key, public = rsa_key
     with _server(export, public, in_progress_polls=1, fail_export=True) as server:
         result = _audit_from(server, key, tmp_path / "out")
-    assert result.exit_code == 1
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1
-    assert lines[0].endswith("the export failed (HTTP 500: export failed: the database went away)")
-    assert "Traceback" not in result.output
+        assert result.exit_code == 1
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1
+        assert lines[0].endswith(
+            "the export failed (HTTP 500: export failed: the database went away)"
+        )
+        assert "Traceback" not in result.output
+
+        server.behaviour.fail_export = False
+        again = _audit_from(server, key, tmp_path / "out")
+        assert again.exit_code == 0, again.output
+        assert len(server.record.kickoffs) == 2  # a failed export is asked for anew, not resumed
 
 
 def test_a_key_the_ehr_does_not_know_is_refused_clearly(
