@@ -443,15 +443,13 @@ class BulkClient:
             and (saved.get("manifest") is None or isinstance(saved.get("manifest"), dict))
         ):
             status = saved.get("status_url")
-            return (
-                _State(
-                    key,
-                    status if isinstance(status, str) else None,
-                    saved.get("manifest"),
-                    [f for f in saved.get("files", []) if isinstance(f, str)],
-                ),
-                True,
+            state = _State(
+                key,
+                status if isinstance(status, str) else None,
+                saved.get("manifest"),
+                [f for f in saved.get("files", []) if isinstance(f, str)],
             )
+            return state, state.status_url is not None or state.manifest is not None
         # a finished export or another request: its files give way to the new export
         old = saved.get("files", []) if isinstance(saved, dict) else []
         for name in old:

@@ -69,7 +69,9 @@ def _server(export: Path, public: Any, **behaviour: Any) -> Any:
     return fake.FakeBulkServer(export, CLIENT, public, fake.Behaviour(**behaviour))
 
 
-def _audit_from(server: Any, key: Path, out: Path, *extra: str, url: str | None = None) -> Any:
+def _audit_from(
+    server: Any, key: Path, out: Path, *extra: str, url: str | None = None, quiet: bool = True
+) -> Any:
     return run_cli(
         "audit",
         "--fhir-export",
@@ -82,7 +84,7 @@ def _audit_from(server: Any, key: Path, out: Path, *extra: str, url: str | None 
         str(out),
         "--jobs",
         "1",
-        "--quiet",
+        *(["--quiet"] if quiet else []),
         *extra,
     )
 
@@ -161,8 +163,12 @@ def test_group_level_since_gzip_and_an_http_date_retry_after(
             "--since",
             "2025-01-31",
             url=f"{server.base}/Group/clinic-7/$export",
+            quiet=packing == "encoding",
         )
         assert result.exit_code == 0, result.output
+        if packing == "file":  # with the progress display
+            served = len(_served_files(export))
+            assert f"therapy-cds audit: export of {served} file(s) in " in result.stderr
         record = server.record
     assert record.kickoffs[0]["level"] == "Group/clinic-7"
     assert record.kickoffs[0]["since"] == "2025-01-31T00:00:00+00:00"
