@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -149,11 +151,9 @@ def audit(
     key = None
     if pseudonymize or pseudonym_key_text:
         key = pseudonym_key(pseudonym_key_text)
-    export = ExportArgs(fhir_export, client_id, private_key, key_id, since, export_dir)
-    sources = resolve_sources(paths, out, export, quiet)  # downloads / stages; exits on error
     options = AuditOptions(
-        paths=sources.paths,
-        out=sources.out,
+        paths=(),  # set below, once the options are known to be usable
+        out=Path(),
         payer_rule=payer_rule.value if payer_rule else defaults.payer_rule,
         pair_rule=pair_rule.value if pair_rule else defaults.pair_interval_rule,
         jobs=jobs or cpu_count(),
@@ -167,6 +167,9 @@ def audit(
             override="chosen with --payer-rule" if payer_rule else None,
         ),
     )
+    export = ExportArgs(fhir_export, client_id, private_key, key_id, since, export_dir)
+    sources = resolve_sources(paths, out, export, quiet)  # downloads / stages; exits on error
+    options = replace(options, paths=sources.paths, out=sources.out)
     console = Console(stderr=True, highlight=False)
     bar = _Bar(console)
     try:
