@@ -234,8 +234,16 @@ class BackendAuth:
         self.token_url: str | None = None
         self._token: str | None = None
         self._expires = 0.0
-        self._lock = asyncio.Lock()
+        self._lock: asyncio.Lock | None = None
+        self._lock_loop: asyncio.AbstractEventLoop | None = None
         self.tokens_fetched = 0
+
+    def _guard(self) -> asyncio.Lock:
+        """One token fetch at a time, per event loop (the object may serve several runs)."""
+        loop = asyncio.get_running_loop()
+        if self._lock is None or self._lock_loop is not loop:
+            self._lock, self._lock_loop = asyncio.Lock(), loop
+        return self._lock
 
     def assertion(self, audience: str) -> str:
         now = int(time.time())
@@ -251,7 +259,7 @@ class BackendAuth:
         return jwt.encode(header, claims, self.key.key, algorithms=[self.key.alg])
 
     async def header(self, client: httpx.AsyncClient, fhir_base: str) -> str:
-        async with self._lock:
+        async with self._guard():
             if self._token is None or time.monotonic() >= self._expires:
                 await self._fetch(client, fhir_base)
             assert self._token is not None

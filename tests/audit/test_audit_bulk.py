@@ -19,8 +19,11 @@ from joserfc.jwk import ECKey, RSAKey, import_key
 from plugin.audit.bulk import (
     EXPORT_TYPES,
     STATE_FILE,
+    BackendAuth,
+    BulkClient,
     BulkExportError,
     ExportRequest,
+    default_scope,
     load_client_key,
     parse_since,
     retry_after,
@@ -203,6 +206,30 @@ def test_a_download_that_keeps_failing_resumes_on_the_next_run(
     assert all(n == 1 for kind, n in record.file_requests.items() if kind != "Claim")
     assert _downloaded(out / "fhir-export") == _served_files(export)
     assert not partial.exists()
+
+
+def test_an_export_interrupted_while_the_server_works_is_polled_again_not_restarted(
+    export: Path, rsa_key: tuple[Path, Any], tmp_path: Path
+) -> None:
+    key, public = rsa_key
+    folder = tmp_path / "export"
+
+    async def interrupted(seconds: float) -> None:
+        raise KeyboardInterrupt  # Ctrl-C during the first wait
+
+    with _server(export, public, in_progress_polls=2) as server:
+        request = ExportRequest(f"{server.base}/Patient")
+        auth = BackendAuth(CLIENT, load_client_key(key), default_scope(request.types))
+        with pytest.raises(KeyboardInterrupt):
+            BulkClient(request, folder, auth, sleep=interrupted).run()
+        assert server.record.polls == 1
+        result = BulkClient(request, folder, auth).run()
+        record = server.record
+    assert result.resumed
+    assert record.kickoffs == [{"level": "Patient", "types": sorted(EXPORT_TYPES), "since": None}]
+    assert record.polls == 3
+    assert {p.name.split(".")[0] for p in result.files} >= {"Procedure", "Claim"}
+    assert _downloaded(folder) == _served_files(export)
 
 
 def test_a_finished_export_is_replaced_by_a_new_one_on_the_next_run(
