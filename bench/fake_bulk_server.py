@@ -103,7 +103,7 @@ class FakeBulkServer:
         self.used_jti: set[str] = set()
         self.first_token: str | None = None
         self.jobs: dict[str, dict[str, Any]] = {}
-        self._packed = Path(tempfile.mkdtemp(prefix="fake-bulk-"))
+        self._packed: Path | None = None  # gzip copies of the files, made when first asked
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.base = ""
@@ -137,7 +137,8 @@ class FakeBulkServer:
             self._httpd.shutdown()
             self._httpd.server_close()
             self._httpd = None
-        shutil.rmtree(self._packed, ignore_errors=True)
+        if self._packed is not None:
+            shutil.rmtree(self._packed, ignore_errors=True)
 
     # ---- the export
 
@@ -155,8 +156,10 @@ class FakeBulkServer:
         """The bytes to serve for ``source``: itself, or its gzip (made once)."""
         if self.behaviour.gzip == "none":
             return source
-        packed = self._packed / (source.name + ".gz")
         with self.lock:
+            if self._packed is None:
+                self._packed = Path(tempfile.mkdtemp(prefix="fake-bulk-"))
+            packed = self._packed / (source.name + ".gz")
             if not packed.exists():
                 with source.open("rb") as raw, gzip.open(packed, "wb", compresslevel=1) as out:
                     shutil.copyfileobj(raw, out, 1 << 20)
