@@ -49,6 +49,7 @@ import httpx
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet, RSAKey, import_key
 
+from fhir_mappings import InputError, read_input
 from fhir_mappings.mapper import _MAPPED_TYPES, PARTY_TYPES
 
 # What the audit reads: the mapped types (the rules' input) and the parties whose names the
@@ -65,6 +66,7 @@ FIRST_WAIT_SECONDS = 1.0
 MIN_WAIT_SECONDS = 0.5  # "Retry-After: 0" or a date just past: still not a busy loop
 MAX_WAIT_SECONDS = 120.0  # no single wait between two status polls is longer
 DOWNLOAD_ATTEMPTS = 4  # per file and run: the first try and three resumes
+KEY_FILE_BYTES = 1 << 20  # a key file, even a JWK Set, is far smaller
 _NOT_A_KEY = "not a private RSA or EC key (PEM, JWK or JWK Set)"
 
 
@@ -182,9 +184,9 @@ def load_client_key(path: Path, kid: str | None = None) -> ClientKey:
     (``kid`` picks the key). RSA signs RS384, P-384 signs ES384 (SMART Backend Services)."""
     where = f"--private-key {path}"
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise BulkExportError(f"{where}: cannot be read ({exc.strerror or 'error'})") from None
+        raw = read_input(path, KEY_FILE_BYTES)  # a regular file only (never waits on a FIFO)
+    except InputError as exc:
+        raise BulkExportError(f"--private-key {exc}") from None
     try:
         document = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -319,6 +321,11 @@ class BackendAuth:
             raise BulkExportError(
                 f"{url}: no token_endpoint (HTTP {response.status_code}); the server does not "
                 "announce SMART Backend Services"
+            )
+        if url.startswith("https:") and not endpoint.startswith("https:"):
+            raise BulkExportError(
+                f"{url}: the token endpoint {_safe(endpoint)} is not https; refused (the token "
+                "would travel in clear)"
             )
         algorithms = body.get("token_endpoint_auth_signing_alg_values_supported")
         if isinstance(algorithms, list) and algorithms and self.key.alg not in algorithms:

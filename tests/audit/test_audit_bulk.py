@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -368,6 +369,13 @@ def test_unusable_export_arguments_are_usage_errors(
     assert len(lines) == 1
     assert lines[0].startswith("therapy-cds audit: ")
     assert message in lines[0]
+
+
+def test_a_key_file_that_is_a_fifo_is_refused_without_waiting(tmp_path: Path) -> None:
+    fifo = tmp_path / "key.pem"
+    os.mkfifo(fifo)
+    with pytest.raises(BulkExportError, match=r"^--private-key .*key\.pem"):
+        load_client_key(fifo)
 
 
 def test_an_ec_key_off_p384_is_refused(tmp_path: Path) -> None:
