@@ -16,7 +16,7 @@ import weakref
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -30,6 +30,9 @@ from rich.progress import (
     TimeElapsedColumn,
     TransferSpeedColumn,
 )
+
+if TYPE_CHECKING:
+    from plugin.audit.bulk import BackendAuth, ExportRequest
 
 EXPORT_FOLDER = "fhir-export"  # under a local --out, unless --export-dir says otherwise
 
@@ -147,6 +150,9 @@ def resolve_sources(paths: list[str] | None, out: str, export: ExportArgs, quiet
     given = list(paths or [])
     if not given and export.url is None:
         _fail("give the files or folders to audit (PATH...), or --fhir-export URL", 2)
+    prepared = _prepare(export) if export.url is not None else None  # before anything is copied
+    if prepared is not None and export.export_dir is None and local_path(out) is None:
+        _fail("with a remote --out, give --export-dir for the downloaded export", 2)
     sources = Sources(paths=(), out=Path())
     try:
         local_out = local_path(out)
@@ -168,14 +174,9 @@ def resolve_sources(paths: list[str] | None, out: str, export: ExportArgs, quiet
     except StorageError as exc:
         sources.close()
         _fail(str(exc), 2)
-    if export.url is not None:
-        folder = export.export_dir
-        if folder is None:
-            if sources.out_url is not None:
-                sources.close()
-                _fail("with a remote --out, give --export-dir for the downloaded export", 2)
-            folder = sources.out / EXPORT_FOLDER
-        if _download(export, folder, quiet):
+    if prepared is not None:
+        folder = export.export_dir or sources.out / EXPORT_FOLDER
+        if _download(*prepared, folder, quiet):
             local.append(folder)
         elif not local:
             sys.stdout.write(
@@ -188,11 +189,10 @@ def resolve_sources(paths: list[str] | None, out: str, export: ExportArgs, quiet
     return sources
 
 
-def _download(export: ExportArgs, folder: Path, quiet: bool) -> int:
-    """Download the export into ``folder``; the number of files it held."""
+def _prepare(export: ExportArgs) -> tuple[ExportRequest, BackendAuth | None]:
+    """The export request and its authorization, from the options (exit 2 when unusable)."""
     from plugin.audit.bulk import (
         BackendAuth,
-        BulkClient,
         BulkExportError,
         ExportRequest,
         default_scope,
@@ -213,6 +213,13 @@ def _download(export: ExportArgs, folder: Path, quiet: bool) -> int:
             auth = BackendAuth(export.client_id, key, default_scope(request.types))
     except BulkExportError as exc:
         _fail(str(exc), 2)
+    return request, auth
+
+
+def _download(request: ExportRequest, auth: BackendAuth | None, folder: Path, quiet: bool) -> int:
+    """Download the export into ``folder``; the number of files it held."""
+    from plugin.audit.bulk import BulkClient, BulkExportError
+
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
