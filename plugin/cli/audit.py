@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -24,6 +25,16 @@ from rich.progress import (
 )
 
 from plugin.cli._app import app
+from plugin.cli._audit_sources import (
+    ClientId,
+    ExportArgs,
+    ExportDir,
+    FhirExport,
+    KeyId,
+    PrivateKey,
+    Since,
+    resolve_sources,
+)
 from plugin.cli._inputs import (
     MaxFileSize,
     MueFiles,
@@ -87,12 +98,15 @@ class _Bar:
 
 @app.command()
 def audit(
-    paths: list[Path] = typer.Argument(
-        ...,
+    paths: list[str] | None = typer.Argument(
+        None,
         help="Folders or files: Bundle / resource / CDS Hooks request JSON, FHIR Bulk Data "
-        "NDJSON exports.",
+        "NDJSON exports; local paths or URLs (s3://, gs://, file://).",
+        show_default=False,
     ),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder for the report (created if needed)."),
+    out: str = typer.Option(
+        ..., "--out", "-o", help="Folder for the report (created if needed); a path or a URL."
+    ),
     payer_rule: PayerRuleOption = None,
     pair_rule: PairRuleOption = None,
     jobs: int = typer.Option(0, "--jobs", "-j", help="Processes to use; 0 = every core."),
@@ -114,6 +128,12 @@ def audit(
     max_file_size: MaxFileSize = None,
     ptp_file: PtpFiles = None,
     mue_file: MueFiles = None,
+    fhir_export: FhirExport = None,
+    client_id: ClientId = None,
+    private_key: PrivateKey = None,
+    key_id: KeyId = None,
+    since: Since = None,
+    export_dir: ExportDir = None,
 ) -> None:
     """Audit many visits: CSV files, summary.json and a readable report.html in --out."""
     # imported here so that the other commands do not pay for the audit's imports
@@ -128,8 +148,8 @@ def audit(
     if pseudonymize or pseudonym_key_text:
         key = pseudonym_key(pseudonym_key_text)
     options = AuditOptions(
-        paths=tuple(paths),
-        out=out,
+        paths=(),  # set below, once the options are known to be usable
+        out=Path(),
         payer_rule=payer_rule or defaults.payer_rule,
         pair_rule=pair_rule or defaults.pair_interval_rule,
         jobs=jobs or cpu_count(),
@@ -143,6 +163,9 @@ def audit(
             override="chosen with --payer-rule" if payer_rule else None,
         ),
     )
+    export = ExportArgs(fhir_export, client_id, private_key, key_id, since, export_dir)
+    sources = resolve_sources(paths, out, export, quiet)  # downloads / stages; exits on error
+    options = replace(options, paths=sources.paths, out=sources.out)
     console = Console(stderr=True, highlight=False)
     bar = _Bar(console)
     try:
@@ -156,6 +179,7 @@ def audit(
     except KeyboardInterrupt:
         _say(f"interrupted; what is in {out} is incomplete")
         raise typer.Exit(130) from None
+    sources.publish()
     totals = outcome.summary["totals"]
     recon = outcome.summary["reconciliation"]
     run = outcome.summary["run"]
@@ -164,6 +188,6 @@ def audit(
         f"{totals['errors']:,} errors) in {run['seconds']:.1f} s "
         f"({run['visits_per_second'] or 0:,.0f} visits/s, {run['jobs']} process(es)); "
         f"{recon['rejected']:,} resource(s) and {recon['files_rejected']:,} file(s) rejected.\n"
-        f"Report: {out / 'report.html'}\n"
+        f"Report: {sources.report}\n"
     )
     raise typer.Exit(0)
