@@ -47,9 +47,11 @@ from payloads import order_sign_request  # noqa: E402
 
 from cds_hooks.models import CdsResponse  # noqa: E402
 from fhir_mappings import map_cds_hooks  # noqa: E402
-from plugin.cards import CardOptions, DraftOrders, cards_for, warm_up  # noqa: E402
+from fhir_mappings.orders import draft_service_requests  # noqa: E402
+from fhir_mappings.writeback import DraftOrders, warm_up  # noqa: E402
+from plugin.cards import CardOptions, cards_for  # noqa: E402
 from plugin.pipeline import check_record  # noqa: E402
-from plugin.services import ORDER_SIGN_SERVICE, draft_service_requests  # noqa: E402
+from plugin.services import ORDER_SIGN_SERVICE  # noqa: E402
 
 
 def best_of(call: Callable[[], object], repeat: int, rounds: int, pause: float = 0.0) -> float:

@@ -514,7 +514,6 @@ __all__ = [
     "bills_therapy",
     "build_registry",
     "coverage_of",
-    "draft_service_requests",
     "history_available",
     "history_note",
     "not_pooled_note",

@@ -31,6 +31,7 @@ from starlette.concurrency import run_in_threadpool
 from cds_hooks.body import read_json_object
 from cds_hooks.errors import CdsError, error_response
 from fhir_mappings import Charge, map_cds_hooks
+from fhir_mappings.orders import draft_service_requests
 from plugin.hook_request import HOOKS, BundleError, build_hook_request
 from plugin.pipeline import TooManyProceduresError
 from plugin.rules.payer import PayerChoice
@@ -49,7 +50,6 @@ from plugin.services import (
     DISCHARGE_SERVICE,
     EXTENSION_KEY,
     ORDER_SIGN_SERVICE,
-    draft_service_requests,
 )
 from plugin.settings import Settings
 from plugin.web.pages import BodyError, json_error, render
