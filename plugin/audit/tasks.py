@@ -761,6 +761,20 @@ def _audit_lines(
     )
 
 
+AuditTask = DocumentTask | ChunkTask | ShardTask | DrawTask
+
+
+def run_task(task: AuditTask) -> Any:
+    """Run one task of any kind (what every engine's worker calls)."""
+    if isinstance(task, DocumentTask):
+        return audit_documents(task)
+    if isinstance(task, ChunkTask):
+        return split_chunk(task)
+    if isinstance(task, DrawTask):
+        return draw_timelines(task)
+    return audit_shard(task)
+
+
 def cpu_count() -> int:
     try:
         return len(os.sched_getaffinity(0))
