@@ -21,6 +21,7 @@ processes on this machine, started for the audit and stopped after it.
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 from collections.abc import Iterator, Sequence
@@ -29,8 +30,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from distributed import Client, LocalCluster, as_completed
+from distributed import CancelledError, Client, KilledWorker, LocalCluster, as_completed
 
+from plugin.audit.runner import AuditUsageError
 from plugin.audit.tasks import AuditTask, run_task
 from plugin.rules.cms_data import RuleTables, use_tables
 
@@ -40,7 +42,7 @@ MAX_LOCAL_WORKERS = 256
 PACKAGE = "therapy-cds"
 
 
-class DaskEngineError(Exception):
+class DaskEngineError(AuditUsageError):
     """The cluster cannot run the audit; ``str(error)`` is the one line to show."""
 
 
@@ -77,14 +79,17 @@ def _version() -> str:
         return "not installed"
 
 
-def probe_worker(token_file: str, token: str) -> str:
-    """Run on each worker before the audit: "" when it can take part, else why not."""
+def probe_worker(token_file: str, token: str, inputs: Sequence[str] = ()) -> str:
+    """Run on each worker before the audit: ``version:X`` when it can take part, else why not."""
     try:
         seen = Path(token_file).read_text(encoding="ascii")
     except OSError:
         seen = ""
     if seen != token:
         return "cannot see the output folder"
+    for path in inputs:
+        if not os.path.exists(path):
+            return f"cannot see the input {path}"
     return f"version:{_version()}"
 
 
@@ -97,7 +102,9 @@ def run_with_tables(task: AuditTask, tables: RuleTables) -> Any:
 class DaskPool:
     """The :class:`~plugin.audit.runner.TaskPool` of a Dask cluster (see the module docstring)."""
 
-    def __init__(self, address: str, tables: RuleTables, workdir: Path) -> None:
+    def __init__(
+        self, address: str, tables: RuleTables, workdir: Path, inputs: Sequence[Path] = ()
+    ) -> None:
         self.address = parse_address(address)
         self._cluster: LocalCluster | None = None
         self._client: Client | None = None
@@ -105,7 +112,7 @@ class DaskPool:
         self._run = secrets.token_hex(6)  # task keys of this audit, unique on a shared cluster
         try:
             self._connect()
-            self.workers, self.threads = self._check_workers(workdir)
+            self.workers, self.threads = self._check_workers(workdir, inputs)
             assert self._client is not None
             # sent once to every worker, then handed to each task by reference
             self._tables = self._client.scatter(tables, broadcast=True, hash=False)
@@ -140,15 +147,17 @@ class DaskPool:
                 f"start workers with `dask worker {where}`"
             ) from None
 
-    def _check_workers(self, workdir: Path) -> tuple[int, int]:
-        """(workers, threads) after checking every worker sees the work folder and runs the same
-        therapy-cds as this machine."""
+    def _check_workers(self, workdir: Path, inputs: Sequence[Path]) -> tuple[int, int]:
+        """(workers, threads) after checking every worker sees the work folder and the inputs,
+        and runs the same therapy-cds as this machine."""
         assert self._client is not None
         token = secrets.token_hex(16)
         token_file = workdir / "dask-token"
         token_file.write_text(token, encoding="ascii")
         try:
-            answers: dict[str, str] = self._client.run(probe_worker, str(token_file), token)
+            answers: dict[str, str] = self._client.run(
+                probe_worker, str(token_file), token, [str(p.absolute()) for p in inputs]
+            )
         except Exception as exc:
             raise DaskEngineError(
                 f"--dask {self.address.text}: a worker could not run the audit's code "
@@ -160,10 +169,13 @@ class DaskPool:
         ours = f"version:{_version()}"
         blind = sorted(w for w, answer in answers.items() if not answer.startswith("version:"))
         if blind:
+            what = answers[blind[0]]
+            if what == "cannot see the output folder":
+                what = f"cannot see the output folder {workdir.parent}"
             raise DaskEngineError(
                 f"--dask {self.address.text}: {len(blind)} of {len(answers)} worker(s) (first "
-                f"{blind[0]}) cannot see the output folder {workdir.parent}; put the inputs and "
-                "--out on storage every worker mounts at the same path"
+                f"{blind[0]}) {what}; put the inputs and --out on storage every worker mounts "
+                "at the same path"
             )
         other = sorted(w for w, answer in answers.items() if answer != ours)
         if other:
@@ -187,8 +199,10 @@ class DaskPool:
     def run(self, tasks: Sequence[AuditTask]) -> Iterator[Any]:
         """Each task's result as it finishes (the runner's merges do not depend on the order).
 
-        A task that raises (a bug, or a worker lost for good) stops the audit: the others are
-        cancelled and the error is raised here, as in a local run."""
+        A task that raises stops the audit: the others are cancelled and the error is raised
+        here, as in a local run; a cluster that fails under the audit (a worker killed again and
+        again, the scheduler gone, a worker that lost the shared storage) is a
+        :class:`DaskEngineError`."""
         if not tasks:
             return
         assert self._client is not None
@@ -202,6 +216,11 @@ class DaskPool:
         try:
             for _, result in as_completed(futures, with_results=True):
                 yield result
+        except (KilledWorker, CancelledError, OSError, TimeoutError) as exc:
+            raise DaskEngineError(
+                f"--dask {self.address.text}: the cluster failed during the audit "
+                f"({type(exc).__name__}: {_reason(exc)}); the outputs were not written"
+            ) from None
         finally:
             self._client.cancel(futures)
 

@@ -293,7 +293,7 @@ def open_pool(options: AuditOptions, tables: RuleTables, work: Path) -> TaskPool
     if options.dask is None:
         return LocalPool(max(1, options.jobs), tables)
     try:
-        from plugin.audit.distributed import DaskEngineError, DaskPool
+        from plugin.audit.distributed import DaskPool
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] not in ("dask", "distributed"):
             raise
@@ -301,10 +301,7 @@ def open_pool(options: AuditOptions, tables: RuleTables, work: Path) -> TaskPool
             '--dask needs the dask extra: pip install "therapy-cds[dask]" (on this machine '
             "and on every worker)"
         ) from None
-    try:
-        return DaskPool(options.dask, tables, work)
-    except DaskEngineError as exc:
-        raise AuditUsageError(str(exc)) from None
+    return DaskPool(options.dask, tables, work, options.paths)  # raises AuditUsageError
 
 
 class _Report:

@@ -168,10 +168,16 @@ def test_jobs_and_dask_together_are_refused(tmp_path: Path) -> None:
     )
 
 
-def test_a_worker_that_cannot_see_the_work_folder_says_so(tmp_path: Path) -> None:
+def test_a_worker_that_cannot_see_the_work_folder_or_inputs_says_so(tmp_path: Path) -> None:
+    # what each worker answers before the first task (run here: every worker of the module's
+    # cluster shares this machine's file system)
     token = tmp_path / "dask-token"
     token.write_text("abc", encoding="ascii")
-    assert distributed_engine.probe_worker(str(token), "abc").startswith("version:")
-    assert distributed_engine.probe_worker(str(token), "other") == "cannot see the output folder"
-    missing = str(tmp_path / "elsewhere" / "dask-token")
-    assert distributed_engine.probe_worker(missing, "abc") == "cannot see the output folder"
+    probe = distributed_engine.probe_worker
+    assert probe(str(token), "abc", [str(SAMPLES)]).startswith("version:")
+    assert probe(str(token), "other") == "cannot see the output folder"
+    assert probe(str(tmp_path / "elsewhere" / "dask-token"), "abc") == (
+        "cannot see the output folder"
+    )
+    missing = str(tmp_path / "export-only-here")
+    assert probe(str(token), "abc", [str(SAMPLES), missing]) == f"cannot see the input {missing}"
