@@ -147,9 +147,10 @@ def _meaning(rule: str) -> tuple[str, str]:
 def _engine_text(run: Mapping[str, Any]) -> str:
     """Which engine ran the audit: local processes, or a Dask cluster (issue 19)."""
     if run.get("engine") == "dask":
+        shipped = ", shard data sent to them" if run.get("storage") == "shipped" else ""
         return (
             f"on Dask at {run.get('scheduler', '?')} ({run.get('workers', '?')} worker(s), "
-            f"{run['jobs']} thread(s))"
+            f"{run['jobs']} thread(s){shipped})"
         )
     return f"with {run['jobs']} local process(es)"
 

@@ -96,10 +96,36 @@ def test_dask_outputs_are_byte_identical_to_the_local_run(
     assert dask_run["engine"] == "dask"
     assert dask_run["scheduler"] == scheduler
     assert dask_run["workers"] == dask_run["jobs"] == 2
+    assert dask_run["storage"] == "shared"
     html = [(o / "report.html").read_text() for o in (local, dask)]
     assert comparable_report(html[0]) == comparable_report(html[1])
     assert "with 1 local process(es)" in html[0]
     assert f"on Dask at {scheduler} (2 worker(s), 2 thread(s))" in html[1]
+
+
+@pytest.mark.usefixtures("small_shards")
+def test_without_shared_storage_shards_are_shipped_and_outputs_stay_identical(
+    scheduler: str, inputs: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the token the workers look for never reaches the work folder, as when --out is a folder
+    # of this machine only: the workers answer that they cannot see it
+    monkeypatch.setattr(distributed_engine, "write_token", lambda path, token: None)
+    export, _ = inputs
+    local, dask = tmp_path / "local", tmp_path / "dask"
+    assert audit(str(export), "--out", str(local), "--jobs", "1", "-q").exit_code == 0
+    result = audit(str(export), "--out", str(dask), "--dask", scheduler, "-q")
+    assert result.exit_code == 0, result.output
+    for name in ("visits.csv", "findings.csv", "rejected.csv"):
+        assert (local / name).read_bytes() == (dask / name).read_bytes(), name
+    first, second = summary(local), summary(dask)
+    dask_run = second.pop("run")
+    first.pop("run")
+    assert first == second
+    assert dask_run["storage"] == "shipped"
+    assert dask_run["shards"] > 4
+    html = [(o / "report.html").read_text() for o in (local, dask)]
+    assert comparable_report(html[0]) == comparable_report(html[1])
+    assert "2 thread(s), shard data sent to them)" in html[1]
 
 
 def _one_line_error(result: object, out: Path) -> str:
@@ -174,10 +200,16 @@ def test_a_worker_that_cannot_see_the_work_folder_or_inputs_says_so(tmp_path: Pa
     token = tmp_path / "dask-token"
     token.write_text("abc", encoding="ascii")
     probe = distributed_engine.probe_worker
-    assert probe(str(token), "abc", [str(SAMPLES)]).startswith("version:")
-    assert probe(str(token), "other") == "cannot see the output folder"
+    version = probe(str(token), "abc")[0]
+    assert version
+    assert probe(str(token), "abc", [str(SAMPLES)]) == (version, "")
+    assert probe(str(token), "other") == (version, "cannot see the output folder")
     assert probe(str(tmp_path / "elsewhere" / "dask-token"), "abc") == (
-        "cannot see the output folder"
+        version,
+        "cannot see the output folder",
     )
     missing = str(tmp_path / "export-only-here")
-    assert probe(str(token), "abc", [str(SAMPLES), missing]) == f"cannot see the input {missing}"
+    assert probe(str(token), "abc", [str(SAMPLES), missing]) == (
+        version,
+        f"cannot see the input {missing}",
+    )
