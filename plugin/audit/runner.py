@@ -1,4 +1,5 @@
-"""Run an audit: find the inputs, split exports by patient, audit in N processes, write DIR.
+"""Run an audit: find the inputs, split exports by patient, audit in N processes (or on a Dask
+cluster, :mod:`plugin.audit.distributed`), write DIR.
 
 Memory does not grow with the number of visits: pass 1 streams each NDJSON byte range into
 per-patient shard files of about :data:`SHARD_BYTES` each (their number grows with the input
