@@ -5,13 +5,14 @@ One LocalCluster of 2 worker processes serves the whole module (starting one tak
 
 from __future__ import annotations
 
+import importlib.util
 import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from audit_support import SAMPLES, audit, comparable_report, generate, summary
+from audit_support import ROOT, SAMPLES, audit, comparable_report, generate, summary
 from distributed import LocalCluster
 
 import plugin.audit.distributed as distributed_engine
@@ -213,3 +214,28 @@ def test_a_worker_that_cannot_see_the_work_folder_or_inputs_says_so(tmp_path: Pa
         version,
         f"cannot see the input {missing}",
     )
+
+
+def test_the_bench_extrapolates_from_the_rate_per_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = importlib.util.spec_from_file_location(
+        "therapy_bench_audit", ROOT / "bench" / "bench_audit.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, bench)  # its dataclasses look themselves up
+    spec.loader.exec_module(bench)
+    rows = [
+        {"workers": 1, "visits": 100, "visits_per_s": 90, "audit_phase_visits_per_s": 95},
+        {"workers": 1, "visits": 1000, "visits_per_s": 500, "audit_phase_visits_per_s": 800},
+        {"workers": 2, "visits": 1000, "visits_per_s": 900, "audit_phase_visits_per_s": 1600},
+    ]
+    lines = bench.extrapolate(rows, 10_000_000, 10, 0).strip().splitlines()
+    assert lines == [
+        "2 workers vs 1: 1.80x visits/s (1,000 visits)",
+        "per worker: 450 visits/s whole command, 800 visits/s audit phase (from 2 worker(s))",
+        "extrapolated, 10,000,000 visits on 10 nodes x 2 worker(s), whole command rate: "
+        "1,111 s (18.5 min)",
+        "extrapolated, 10,000,000 visits on 10 nodes x 2 worker(s), audit phase rate: "
+        "625 s (10.4 min)",
+    ]
