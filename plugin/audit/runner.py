@@ -38,6 +38,7 @@ from plugin.audit.tasks import (
     DrawTask,
     ReportVisit,
     ShardTask,
+    part_path,
     reject_files,
     run_task,
     shard_dir,
@@ -425,7 +426,7 @@ def run_audit(options: AuditOptions, progress: AuditProgress | None = None) -> A
         seconds = time.perf_counter() - started
         summary = _summary(inputs, tally, report, shard_count, started_at, seconds, options, engine)
         summary["run"]["phases"] = phases
-        _write_outputs(options.out, work, summary, report.visits)
+        _write_outputs(options.out, work, summary, report.visits, task_id)
         return AuditOutcome(out=options.out, summary=summary)
     finally:
         if pool is not None:
@@ -544,17 +545,23 @@ def _concat(target: Path, header: tuple[str, ...], parts: list[Path]) -> None:
 
 
 def _write_outputs(
-    out: Path, work: Path, summary: dict[str, Any], report_visits: list[ReportVisit]
+    out: Path,
+    work: Path,
+    summary: dict[str, Any],
+    report_visits: list[ReportVisit],
+    task_count: int,
 ) -> None:
     import orjson
 
-    parts = work / "parts"
     for name, header in (
         ("visits", VISIT_COLUMNS),
         ("findings", FINDING_COLUMNS),
         ("rejected", REJECTED_COLUMNS),
     ):
-        _concat(out / f"{name}.csv", header, sorted(parts.glob(f"*.{name}.csv")))
+        # each task's part file by name, in task id order: a folder listing can be stale on a
+        # network file system when other machines (Dask workers) wrote the files
+        named = (part_path(str(work), task, name) for task in range(task_count))
+        _concat(out / f"{name}.csv", header, [part for part in named if part.exists()])
     (out / "summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n")
     rejected_sample = _first_rows(out / "rejected.csv", 20)
     write_report(out / "report.html", summary, report_visits, rejected_sample)
