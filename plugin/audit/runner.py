@@ -424,7 +424,7 @@ def run_audit(options: AuditOptions, progress: AuditProgress | None = None) -> A
         pool.close()
 
         seconds = time.perf_counter() - started
-        summary = _summary(inputs, tally, report, shard_count, started_at, seconds, options, engine)
+        summary = _summary(options, inputs, tally, report, shard_count, started_at, seconds, engine)
         summary["run"]["phases"] = phases
         _write_outputs(options.out, work, summary, report.visits, task_id)
         return AuditOutcome(out=options.out, summary=summary)
@@ -489,13 +489,13 @@ def _largest_first(tasks: list[Any]) -> list[Any]:
 
 
 def _summary(
+    options: AuditOptions,
     inputs: InputFiles,
     tally: Tally,
     report: _Report,
     shard_count: int,
     started_at: datetime,
     seconds: float,
-    options: AuditOptions,
     engine: dict[str, Any],
 ) -> dict[str, Any]:
     body = tally.summary()
