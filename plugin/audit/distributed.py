@@ -79,7 +79,7 @@ def parse_address(text: str) -> DaskAddress:
                 f"--dask {value}: give between 1 and {MAX_LOCAL_WORKERS} local workers"
             )
         return DaskAddress(value, workers)
-    if not value or value.startswith("local") or any(c.isspace() for c in value):
+    if not value or value.startswith("local[") or any(c.isspace() for c in value):
         raise DaskEngineError(
             f"--dask {value!r}: give a scheduler address (tcp://HOST:8786) or local[N]"
         )

@@ -172,6 +172,13 @@ def test_without_the_dask_extra_the_error_says_what_to_install(
     )
 
 
+def test_addresses() -> None:
+    parse = distributed_engine.parse_address
+    assert parse(" local[3] ") == distributed_engine.DaskAddress("local[3]", 3)
+    for address in ("tcp://scheduler:8786", "localhost:8786", "tls://10.0.0.5:8786"):
+        assert parse(address) == distributed_engine.DaskAddress(address)
+
+
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
