@@ -148,6 +148,10 @@ def ensure_export(visits: int, seed: int) -> Path:
     return target
 
 
+def _import_audit() -> None:
+    import plugin.audit.distributed  # noqa: F401
+
+
 class DaskCluster:
     """A scheduler and ``workers`` worker processes (one thread each), started as the multi-node
     setup starts them, on 127.0.0.1; stopped on exit."""
@@ -185,6 +189,8 @@ class DaskCluster:
         with Client(scheduler_file=str(info), timeout=60) as client:
             client.wait_for_workers(self.workers, timeout=120)
             self.address = str(client.scheduler.address)
+            # long-lived workers have the rules imported already: import them before measuring
+            client.run(_import_audit)
         info.unlink(missing_ok=True)
         return self
 
