@@ -17,7 +17,9 @@ from distributed import LocalCluster
 
 import plugin.audit.distributed as distributed_engine
 import plugin.audit.runner as runner
+import plugin.audit.tasks as tasks
 from plugin.audit import OUTPUT_FILES
+from plugin.audit.tasks import AuditSettings, ChunkTask, ShardTask, run_task, shard_dir
 from plugin.rules.cms_data import active_tables, use_tables
 
 MUE_HEAD = (
@@ -127,6 +129,43 @@ def test_without_shared_storage_shards_are_shipped_and_outputs_stay_identical(
     html = [(o / "report.html").read_text() for o in (local, dask)]
     assert comparable_report(html[0]) == comparable_report(html[1])
     assert "2 thread(s), shard data sent to them)" in html[1]
+
+
+def test_a_task_run_again_writes_the_same_files(
+    inputs: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dask runs the tasks of a worker that died again elsewhere: pass 1 must not append the
+    same lines twice, nor pass 2 its rows."""
+    export, _ = inputs
+    work = runner.prepare_out(tmp_path / "out")
+    files = tuple(sorted(export.glob("*.ndjson")))
+    chunks, refused = runner.plan_chunks(files, 64 * 1024)
+    assert len(chunks) > 2
+    assert not refused
+    for shard in range(3):
+        shard_dir(str(work), shard).mkdir(parents=True)
+    chunk_tasks = [
+        ChunkTask(n, n, source, start, end, line, 3, str(work))
+        for n, (source, start, end, line) in enumerate(chunks)
+    ]
+    # flushes to the shards several times per task, so a rerun truncates only once
+    monkeypatch.setattr(tasks, "_FLUSH_BYTES", 16 * 1024)
+
+    def snapshot() -> dict[str, bytes]:
+        return {str(p.relative_to(work)): p.read_bytes() for p in work.rglob("*") if p.is_file()}
+
+    for task in chunk_tasks:
+        run_task(task)
+    settings = AuditSettings("cms", "cms", str(work))
+    sources = tuple(c[0] for c in chunks)
+    shard_tasks = [ShardTask(100 + s, s, 0, sources, settings) for s in range(3)]
+    for task in shard_tasks:
+        run_task(task)
+    once = snapshot()
+    assert any(name.endswith(".visits.csv") for name in once)
+    for task in [*chunk_tasks, *shard_tasks]:
+        run_task(task)
+    assert snapshot() == once
 
 
 def _one_line_error(result: object, out: Path) -> str:
