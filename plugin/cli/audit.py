@@ -127,7 +127,7 @@ def audit(
         metavar="ADDRESS",
         help="Run the tasks on a Dask cluster: a scheduler (tcp://HOST:8786; best with the inputs "
         "and --out on storage every worker mounts at the same path) or local[N] for N local "
-        'worker processes. Needs pip install "therapy-cds[dask]" here and on every worker.',
+        "worker processes. Needs therapy-cds with its dask extra here and on every worker.",
     ),
     max_file_size: MaxFileSize = None,
     ptp_file: PtpFiles = None,
