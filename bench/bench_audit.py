@@ -158,12 +158,20 @@ class DaskCluster:
         self.address = ""
 
     def __enter__(self) -> DaskCluster:
+        try:
+            return self._start()
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def _start(self) -> DaskCluster:
         from distributed import Client
 
         dask = str(Path(sys.executable).parent / "dask")
         info = OUT / f"scheduler-{os.getpid()}.json"
         info.unlink(missing_ok=True)
         scheduler = [dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard"]
+        scheduler += ["--dashboard-address", "127.0.0.1:0"]  # its HTTP endpoints: any free port
         self.processes.append(
             subprocess.Popen(
                 [*scheduler, "--scheduler-file", str(info)],
@@ -176,7 +184,6 @@ class DaskCluster:
         deadline = time.monotonic() + 60
         while not info.exists():
             if time.monotonic() > deadline or self.processes[0].poll() is not None:
-                self.__exit__()
                 raise SystemExit("the Dask scheduler did not start")
             time.sleep(0.1)
         self.processes.append(

@@ -164,7 +164,8 @@ class DaskPool:
                     n_workers=self.address.local_workers,
                     threads_per_worker=1,  # the rules are Python: one task per process at a time
                     processes=True,
-                    dashboard_address=None,
+                    # the scheduler's HTTP endpoints on a free port: 8787 may be another cluster's
+                    dashboard_address="127.0.0.1:0",
                     host="127.0.0.1",
                 )
                 self._client = Client(self._cluster, timeout=CONNECT_SECONDS)

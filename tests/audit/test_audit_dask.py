@@ -33,7 +33,7 @@ def scheduler() -> Iterator[str]:
         n_workers=2,
         threads_per_worker=1,
         processes=True,
-        dashboard_address=None,
+        dashboard_address="127.0.0.1:0",  # 8787 may be taken
         host="127.0.0.1",
     )
     try:
