@@ -46,7 +46,8 @@ def scheduler() -> Iterator[str]:
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     base = tmp_path_factory.mktemp("dask")
     export = generate(150, base, seed=19)[0]
-    # an MUE table of 1 unit of 97530 per line, from the workers' own copy of the tables only
+    # an MUE table (1 unit of 97530) given to the command: E-MUE-EXCEEDED in the outputs shows
+    # that the workers applied the tables the command read
     mue = base / "mue_test.csv"
     mue.write_text(f'{MUE_HEAD}\n97530,1,"3 Date of Service Edit: Clinical",Clinical: Data\n')
     return export, mue
