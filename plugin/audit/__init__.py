@@ -3,7 +3,8 @@
 Inputs are folders of documents (Bundles, resources, CDS Hooks requests: each file read as
 ``check`` reads it) and FHIR Bulk Data exports (NDJSON per resource type, not grouped by
 patient). Exports are split by patient into shard files on disk, then each shard is audited in
-one of N processes, so memory stays flat however many visits there are. Every visit goes
+one of N processes (or by a worker of a Dask cluster, :mod:`plugin.audit.distributed`), so
+memory stays flat however many visits there are. Every visit goes
 through :func:`plugin.pipeline.check_record`, the path ``check`` and the CDS services use, so
 an audit's counts are ``check``'s counts.
 

@@ -145,6 +145,17 @@ def _meaning(rule: str) -> tuple[str, str]:
     return entry.severity.value, entry.meaning
 
 
+def _engine_text(run: Mapping[str, Any]) -> str:
+    """Which engine ran the audit: local processes, or a Dask cluster (issue 19)."""
+    if run.get("engine") == "dask":
+        shipped = ", shard data sent to them" if run.get("storage") == "shipped" else ""
+        return (
+            f"on Dask at {run.get('scheduler', '?')} ({run.get('workers', '?')} worker(s), "
+            f"{run['jobs']} thread(s){shipped})"
+        )
+    return f"with {run['jobs']} local process(es)"
+
+
 def _header(summary: Mapping[str, Any]) -> str:
     rules = summary["rules"]
     inputs = summary["inputs"]
@@ -164,7 +175,7 @@ def _header(summary: Mapping[str, Any]) -> str:
         f"{'' if mue else ' · no MUE table loaded: E-MUE-EXCEEDED not checked'}</p>"
         f'<p class="run">{_n(inputs["document_files"])} document file(s), '
         f"{_n(inputs['export_files'])} export file(s) · started {_e(run['started'])} · "
-        f"{_e(run['seconds'])} s with {_e(run['jobs'])} process(es)</p>"
+        f"{_e(run['seconds'])} s {_e(_engine_text(run))}</p>"
         f'<p class="run">Beside this page: {_links()}</p></div></header>'
     )
 

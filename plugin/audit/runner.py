@@ -1,4 +1,5 @@
-"""Run an audit: find the inputs, split exports by patient, audit in N processes, write DIR.
+"""Run an audit: find the inputs, split exports by patient, audit in N processes (or on a Dask
+cluster, :mod:`plugin.audit.distributed`), write DIR.
 
 Memory does not grow with the number of visits: pass 1 streams each NDJSON byte range into
 per-patient shard files of about :data:`SHARD_BYTES` each (their number grows with the input
@@ -18,7 +19,7 @@ import stat
 import tempfile
 import time
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,18 +31,17 @@ from plugin.audit.rows import FINDING_COLUMNS, REJECTED_COLUMNS, VISIT_COLUMNS
 from plugin.audit.tally import Tally
 from plugin.audit.tasks import (
     AuditSettings,
+    AuditTask,
     ChunkTask,
     DocumentTask,
     DrawResult,
     DrawTask,
     ReportVisit,
     ShardTask,
-    audit_documents,
-    audit_shard,
-    draw_timelines,
+    part_path,
     reject_files,
+    run_task,
     shard_dir,
-    split_chunk,
 )
 from plugin.rules import PairRule, PayerRule
 from plugin.rules.cms_data import RuleTables, active_tables, use_tables
@@ -95,6 +95,9 @@ class AuditOptions:
     tables: RuleTables | None = None
     # issue 15: the payer mapping and whether --payer-rule overrides the records' Coverage
     payer: PayerChoice = field(default_factory=PayerChoice)
+    # issue 19: a Dask scheduler address or "local[N]" to run the tasks on (None: ``jobs``
+    # local processes)
+    dask: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,14 +232,22 @@ def _size(path: Path) -> int:
 # ------------------------------------------------------------------------------ running
 
 
-def _run_task(task: DocumentTask | ChunkTask | ShardTask | DrawTask) -> Any:
-    if isinstance(task, DocumentTask):
-        return audit_documents(task)
-    if isinstance(task, ChunkTask):
-        return split_chunk(task)
-    if isinstance(task, DrawTask):
-        return draw_timelines(task)
-    return audit_shard(task)
+class TaskPool(Protocol):
+    """Where an audit's tasks run: :class:`LocalPool` (processes on this machine) or
+    :class:`~plugin.audit.distributed.DaskPool` (a Dask cluster).
+
+    Tasks are small values (:data:`~plugin.audit.tasks.AuditTask`) that read their inputs and
+    write their part files themselves; ``run`` yields each one's result as it finishes. The
+    runner's merges do not depend on that order and part files are joined in task id order, so
+    every engine writes the same outputs."""
+
+    def run(self, tasks: Sequence[AuditTask]) -> Iterator[Any]: ...
+
+    def describe(self) -> dict[str, Any]:
+        """What summary.json's ``run`` says of the engine (``engine``, ``jobs`` ...)."""
+        ...
+
+    def close(self) -> None: ...
 
 
 def _warm(tables: RuleTables) -> None:
@@ -244,10 +255,11 @@ def _warm(tables: RuleTables) -> None:
     use_tables(tables)
 
 
-class _Pool:
+class LocalPool:
     """``jobs`` processes, or the calling process when ``jobs`` is 1 (same tasks either way)."""
 
     def __init__(self, jobs: int, tables: RuleTables) -> None:
+        self._jobs = jobs
         self._pool: Any = None
         if jobs > 1:
             # forkserver where there is one: a clean server process imports the rules once and
@@ -261,17 +273,37 @@ class _Pool:
                 context = multiprocessing.get_context("spawn")
             self._pool = context.Pool(jobs, initializer=_warm, initargs=(tables,))
 
-    def run(self, tasks: list[Any]) -> Iterator[Any]:
+    def run(self, tasks: Sequence[AuditTask]) -> Iterator[Any]:
         if self._pool is None:
-            yield from map(_run_task, tasks)
+            yield from map(run_task, tasks)
         else:
-            yield from self._pool.imap_unordered(_run_task, tasks, chunksize=1)
+            yield from self._pool.imap_unordered(run_task, tasks, chunksize=1)
+
+    def describe(self) -> dict[str, Any]:
+        return {"engine": "local", "jobs": self._jobs}
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.terminate()
             self._pool.join()
             self._pool = None
+
+
+def open_pool(options: AuditOptions, tables: RuleTables, work: Path) -> TaskPool:
+    """The engine ``options`` ask for: local processes, or the Dask cluster at ``options.dask``
+    (an :class:`AuditUsageError` when it cannot be used)."""
+    if options.dask is None:
+        return LocalPool(max(1, options.jobs), tables)
+    try:
+        from plugin.audit.distributed import DaskPool
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in ("dask", "distributed"):
+            raise
+        raise AuditUsageError(
+            '--dask needs the dask extra: pip install "therapy-cds[dask]" (on this machine '
+            "and on every worker)"
+        ) from None
+    return DaskPool(options.dask, tables, work, options.paths)  # raises AuditUsageError
 
 
 class _Report:
@@ -310,8 +342,10 @@ def run_audit(options: AuditOptions, progress: AuditProgress | None = None) -> A
     tables = options.tables if options.tables is not None else active_tables()
     restore = active_tables()
     use_tables(tables)  # the tasks run here too when jobs is 1 (restored at the end)
-    pool = _Pool(max(1, options.jobs), tables)
+    pool: TaskPool | None = None
     try:
+        pool = open_pool(options, tables, work)
+        engine = pool.describe()
         settings = AuditSettings(
             payer_rule=options.payer_rule,
             pair_rule=options.pair_rule,
@@ -390,18 +424,19 @@ def run_audit(options: AuditOptions, progress: AuditProgress | None = None) -> A
         pool.close()
 
         seconds = time.perf_counter() - started
-        summary = _summary(options, inputs, tally, report, shard_count, started_at, seconds)
+        summary = _summary(options, inputs, tally, report, shard_count, started_at, seconds, engine)
         summary["run"]["phases"] = phases
-        _write_outputs(options.out, work, summary, report.visits)
+        _write_outputs(options.out, work, summary, report.visits, task_id)
         return AuditOutcome(out=options.out, summary=summary)
     finally:
-        pool.close()
+        if pool is not None:
+            pool.close()
         use_tables(restore)
         shutil.rmtree(work, ignore_errors=True)
 
 
 def _draw(
-    pool: _Pool,
+    pool: TaskPool,
     visits: list[ReportVisit],
     first_task_id: int,
     workdir: str,
@@ -461,6 +496,7 @@ def _summary(
     shard_count: int,
     started_at: datetime,
     seconds: float,
+    engine: dict[str, Any],
 ) -> dict[str, Any]:
     body = tally.summary()
     tables = options.tables if options.tables is not None else active_tables()
@@ -494,7 +530,7 @@ def _summary(
             "started": started_at.isoformat(timespec="seconds"),
             "seconds": round(seconds, 3),
             "visits_per_second": round(tally.visits / seconds, 1) if seconds > 0 else None,
-            "jobs": max(1, options.jobs),
+            **engine,  # engine, jobs (processes or worker threads), scheduler and workers
             "shards": shard_count if inputs.exports else 0,
         },
     }
@@ -509,17 +545,23 @@ def _concat(target: Path, header: tuple[str, ...], parts: list[Path]) -> None:
 
 
 def _write_outputs(
-    out: Path, work: Path, summary: dict[str, Any], report_visits: list[ReportVisit]
+    out: Path,
+    work: Path,
+    summary: dict[str, Any],
+    report_visits: list[ReportVisit],
+    task_count: int,
 ) -> None:
     import orjson
 
-    parts = work / "parts"
     for name, header in (
         ("visits", VISIT_COLUMNS),
         ("findings", FINDING_COLUMNS),
         ("rejected", REJECTED_COLUMNS),
     ):
-        _concat(out / f"{name}.csv", header, sorted(parts.glob(f"*.{name}.csv")))
+        # each task's part file by name, in task id order: a folder listing can be stale on a
+        # network file system when other machines (Dask workers) wrote the files
+        named = (part_path(str(work), task, name) for task in range(task_count))
+        _concat(out / f"{name}.csv", header, [part for part in named if part.exists()])
     (out / "summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n")
     rejected_sample = _first_rows(out / "rejected.csv", 20)
     write_report(out / "report.html", summary, report_visits, rejected_sample)

@@ -571,11 +571,16 @@ def split_chunk(task: ChunkTask) -> TaskResult:
     buffers: dict[int, list[bytes]] = {}
     buffered = 0
     prefix = f"{task.chunk_id}\t".encode()
+    started: set[int] = set()  # shards this run has written to
 
     def flush() -> None:
         nonlocal buffered
         for shard, lines in buffers.items():
-            with (shard_dir(task.workdir, shard) / f"{task.chunk_id:06d}.ndj").open("ab") as out:
+            # the first write of this run truncates: a task run again (Dask retries the tasks of
+            # a worker that died) routes the same lines to the same files, never twice
+            mode = "ab" if shard in started else "wb"
+            started.add(shard)
+            with (shard_dir(task.workdir, shard) / f"{task.chunk_id:06d}.ndj").open(mode) as out:
                 out.writelines(lines)
         buffers.clear()
         buffered = 0
@@ -747,6 +752,20 @@ def _audit_lines(
         locator=locator,
         where=where,
     )
+
+
+AuditTask = DocumentTask | ChunkTask | ShardTask | DrawTask
+
+
+def run_task(task: AuditTask) -> Any:
+    """Run one task of any kind (what every engine's worker calls)."""
+    if isinstance(task, DocumentTask):
+        return audit_documents(task)
+    if isinstance(task, ChunkTask):
+        return split_chunk(task)
+    if isinstance(task, DrawTask):
+        return draw_timelines(task)
+    return audit_shard(task)
 
 
 def cpu_count() -> int:

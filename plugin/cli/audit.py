@@ -51,6 +51,12 @@ def _say(message: str) -> None:
     sys.stderr.write(f"therapy-cds audit: {message}\n")
 
 
+def _engine(run: dict[str, object]) -> str:
+    if run.get("engine") == "dask":
+        return f"{run['workers']} Dask worker(s)"
+    return f"{run['jobs']} process(es)"
+
+
 class _Bar:
     """A rich progress bar: share of input done, visits done, visits per second, time left."""
 
@@ -125,6 +131,14 @@ def audit(
         500, "--report-visits", help="Visits with findings listed in report.html (most serious)."
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    dask: str | None = typer.Option(
+        None,
+        "--dask",
+        metavar="ADDRESS",
+        help="Run the tasks on a Dask cluster: a scheduler (tcp://HOST:8786; best with the inputs "
+        "and --out on storage every worker mounts at the same path) or local[N] for N local "
+        "worker processes. Needs therapy-cds with its dask extra here and on every worker.",
+    ),
     max_file_size: MaxFileSize = None,
     ptp_file: PtpFiles = None,
     mue_file: MueFiles = None,
@@ -142,6 +156,9 @@ def audit(
 
     if jobs < 0 or report_visits < 0:
         _say("--jobs and --report-visits must be 0 or more")
+        raise typer.Exit(2)
+    if dask is not None and jobs:
+        _say("--jobs is for local processes; with --dask the cluster's workers do the work")
         raise typer.Exit(2)
     defaults = cli_settings("audit")  # only the rule defaults are read here
     key = None
@@ -162,6 +179,7 @@ def audit(
             mapping=defaults.payer_mapping(),
             override="chosen with --payer-rule" if payer_rule else None,
         ),
+        dask=dask,
     )
     export = ExportArgs(fhir_export, client_id, private_key, key_id, since, export_dir)
     sources = resolve_sources(paths, out, export, quiet)  # downloads / stages; exits on error
@@ -186,7 +204,7 @@ def audit(
     sys.stdout.write(
         f"{totals['visits']:,} visits audited ({totals['visits_with_findings']:,} with findings, "
         f"{totals['errors']:,} errors) in {run['seconds']:.1f} s "
-        f"({run['visits_per_second'] or 0:,.0f} visits/s, {run['jobs']} process(es)); "
+        f"({run['visits_per_second'] or 0:,.0f} visits/s, {_engine(run)}); "
         f"{recon['rejected']:,} resource(s) and {recon['files_rejected']:,} file(s) rejected.\n"
         f"Report: {sources.report}\n"
     )
