@@ -21,6 +21,7 @@ import plugin.audit.tasks as tasks
 from plugin.audit import OUTPUT_FILES
 from plugin.audit.tasks import AuditSettings, ChunkTask, ShardTask, run_task, shard_dir
 from plugin.rules.cms_data import active_tables, use_tables
+from plugin.rules.vocabulary import PairRule, PayerRule
 
 MUE_HEAD = (
     "HCPCS/CPT Code,Practitioner Services MUE Values,MUE Adjudication Indicator,MUE Rationale"
@@ -157,7 +158,7 @@ def test_a_task_run_again_writes_the_same_files(
 
     for task in chunk_tasks:
         run_task(task)
-    settings = AuditSettings("cms", "cms", str(work))
+    settings = AuditSettings(PayerRule.CMS, PairRule.CMS, str(work))
     sources = tuple(c[0] for c in chunks)
     shard_tasks = [ShardTask(100 + s, s, 0, sources, settings) for s in range(3)]
     for task in shard_tasks:
