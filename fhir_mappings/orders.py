@@ -8,10 +8,11 @@ write-back (:mod:`fhir_mappings.writeback`) need of them is read here, once:
 - the billing code: the codings of ``code`` (R4/R4B a CodeableConcept, R5 a CodeableReference
   whose ``concept`` holds it) in the CPT or HCPCS system (:func:`billing_codes`);
 - the dates the order was written for (``occurrenceDateTime``, ``authoredOn``: :func:`order_dates`);
-- the modifiers, where the mapper (:mod:`fhir_mappings.mapper`) reads them: R4/R4B
-  ``orderDetail[]`` CodeableConcepts, R5 ``orderDetail[].parameter[].valueCodeableConcept``,
-  and the project ``billing-modifier`` extension, whose coding may have no system. A coding's
-  code may name several modifiers, split on commas and blanks in any case
+- the modifiers (:func:`order_modifiers`), read by the mapper's own reading
+  (:func:`fhir_mappings.mapping.charges.request_modifiers`): R4/R4B ``orderDetail[]``
+  CodeableConcepts, R5 ``orderDetail[].parameter[].valueCodeableConcept``, and the project
+  ``billing-modifier`` extension, whose coding may have no system. A coding's code may name
+  several modifiers, split on commas and blanks in any case
   (:func:`fhir_mappings.codes.split_modifiers`).
 
 Everything is lenient: members of the wrong JSON type are passed over, never an error (the
@@ -21,10 +22,10 @@ mapper reports them when it maps the same resources).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any, TypeGuard
+from typing import Any
 
-from fhir_mappings.codes import split_modifiers
-from fhir_mappings.model import BILLING_SYSTEMS, EXT_BILLING_MODIFIER
+from fhir_mappings.mapping.charges import request_modifiers
+from fhir_mappings.mapping.codings import billing_system, coding_modifiers, is_modifier_extension
 
 JsonObject = dict[str, Any]
 
@@ -70,9 +71,9 @@ def billing_codes(order: Mapping[str, Any]) -> Iterator[str]:
     """The codes of the order's ``code`` codings in the CPT or HCPCS system (any of their
     spellings), in order."""
     for coding in code_codings(order):
-        system, code = coding.get("system"), coding.get("code")
-        # JSON arrays or objects here are not codes (and not hashable)
-        if isinstance(system, str) and isinstance(code, str) and system in BILLING_SYSTEMS:
+        code = coding.get("code")
+        # JSON arrays or objects here are not codes
+        if isinstance(code, str) and billing_system(coding.get("system")) is not None:
             yield code
 
 
@@ -89,20 +90,7 @@ def is_billing_system(system: object, *, allow_none: bool) -> bool:
     the ``billing-modifier`` extension is read)."""
     if system is None:
         return allow_none
-    return isinstance(system, str) and system in BILLING_SYSTEMS
-
-
-def coding_modifiers(coding: object, *, allow_none: bool) -> list[str]:
-    """The modifiers the mapper reads from one coding (``allow_none``: a coding without a
-    system counts, as in the extension)."""
-    if not isinstance(coding, dict):
-        return []
-    code = coding.get("code")
-    if not isinstance(code, str) or not is_billing_system(
-        coding.get("system"), allow_none=allow_none
-    ):
-        return []
-    return split_modifiers(code)
+    return billing_system(system) is not None
 
 
 def parameter_groups(order: Mapping[str, Any]) -> list[JsonObject]:
@@ -113,67 +101,30 @@ def parameter_groups(order: Mapping[str, Any]) -> list[JsonObject]:
     return [d for d in details if isinstance(d, dict) and isinstance(d.get("parameter"), list)]
 
 
-def modifier_concepts(order: Mapping[str, Any]) -> list[JsonObject]:
-    """Every CodeableConcept of ``orderDetail`` that may hold modifiers: R4/R4B entries and
-    R5 parameter values."""
-    details = order.get("orderDetail")
-    found: list[JsonObject] = []
-    for detail in details if isinstance(details, list) else ():
-        if not isinstance(detail, dict):
-            continue
-        parameters = detail.get("parameter")
-        if isinstance(parameters, list):
-            found += [
-                p["valueCodeableConcept"]
-                for p in parameters
-                if isinstance(p, dict) and isinstance(p.get("valueCodeableConcept"), dict)
-            ]
-        else:
-            found.append(detail)
-    return found
-
-
 def is_modifier_parameter(parameter: object) -> bool:
     """True when an R5 ``orderDetail.parameter`` holds a modifier the mapper reads."""
     if not isinstance(parameter, dict):
         return False
     return any(
-        coding_modifiers(c, allow_none=False)
+        coding_modifiers(c, allow_no_system=False)[0]
         for c in codings_of(parameter.get("valueCodeableConcept"))
     )
 
 
-def is_modifier_extension(extension: object) -> TypeGuard[JsonObject]:
-    """True for a project ``billing-modifier`` extension."""
-    return isinstance(extension, dict) and extension.get("url") == EXT_BILLING_MODIFIER
-
-
 def order_modifiers(order: Mapping[str, Any]) -> list[str]:
-    """The modifiers the mapper reads from the order, ``orderDetail`` first, then the
-    ``billing-modifier`` extension (repeats kept)."""
-    found = [
-        modifier
-        for concept in modifier_concepts(order)
-        for coding in codings_of(concept)
-        for modifier in coding_modifiers(coding, allow_none=False)
-    ]
-    extensions = order.get("extension")
-    for extension in extensions if isinstance(extensions, list) else ():
-        if is_modifier_extension(extension):
-            found += coding_modifiers(extension.get("valueCoding"), allow_none=True)
-    return found
+    """The distinct modifiers the mapper reads from the order, in its order: ``orderDetail``
+    first, then the ``billing-modifier`` extension (the problems it reports are left to it)."""
+    return request_modifiers(order)[0]
 
 
 __all__ = [
     "billing_codes",
     "code_codings",
-    "coding_modifiers",
     "codings_of",
     "draft_service_requests",
     "is_billing_system",
     "is_modifier_extension",
     "is_modifier_parameter",
-    "modifier_concepts",
     "order_dates",
     "order_modifiers",
     "parameter_groups",

@@ -4,15 +4,22 @@ A ServiceRequest coded in CPT or HCPCS is a charge; one a Procedure is ``basedOn
 of care instead (R-H3). A draft order (``context.draftOrders``) is always a charge, and also a
 plan when a Procedure points at it. R4 and R5 shapes of ``code`` (CodeableConcept /
 CodeableReference) and ``orderDetail`` land on the same fields.
+
+The modifiers of a ServiceRequest are read once, by :func:`request_modifiers`, for the mapper
+and for the draft orders' readers (:mod:`fhir_mappings.orders`, the suggestion write-back).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from fhir_mappings.mapping.codings import (
+    EXTENSION_WITHOUT_CODING,
+    MODIFIER_EXTENSION_FIELD,
     billing_coding,
-    extension_modifiers,
-    extensions,
-    modifier_codes,
+    coding_modifiers,
+    is_modifier_extension,
 )
 from fhir_mappings.mapping.context import Item, MappingContext
 from fhir_mappings.mapping.plans import read_request_as_plan
@@ -45,12 +52,9 @@ def read_service_request(ctx: MappingContext, item: Item, plan_targets: set[str]
         units = ctx.units(quantity.get("value"), loc, key, "quantityQuantity.value")
     elif quantity is not None:
         ctx.issue(loc, "quantityQuantity is not a Quantity; not used", key, "quantityQuantity")
-    details = res.get("orderDetail")
-    modifiers = [] if details is None else _order_detail_modifiers(ctx, details, loc, key)
-    if "extension" in res:
-        for extra in extension_modifiers(ctx, extensions(res), loc, key):
-            if extra not in modifiers:
-                modifiers.append(extra)
+    modifiers, problems = request_modifiers(res)
+    for problem, field in problems:
+        ctx.issue(loc, problem, key, field)
     service_date = None
     if "occurrenceDateTime" in res:
         point = ctx.point(res["occurrenceDateTime"], loc, key, "occurrenceDateTime")
@@ -77,14 +81,13 @@ def read_service_request(ctx: MappingContext, item: Item, plan_targets: set[str]
     )
 
 
-def _order_detail_modifiers(ctx: MappingContext, details: object, loc: str, key: str) -> list[str]:
-    """Modifier codings of ``orderDetail``.
-
-    R4 has CodeableConcept[]; R5 has ``[{parameter: [{valueCodeableConcept}]}]``.
-    """
-    if not isinstance(details, list):
-        return []
+def order_detail_codings(details: object) -> list[object]:
+    """The codings of a ServiceRequest's ``orderDetail`` that may name modifiers: R4/R4B
+    entries are CodeableConcepts, R5 entries hold them as ``parameter[].valueCodeableConcept``
+    (an entry with a ``parameter`` list is read as R5). Members of another JSON type hold none."""
     codings: list[object] = []
+    if not isinstance(details, list):
+        return codings
     for detail in details:
         if not isinstance(detail, dict):
             continue
@@ -101,4 +104,47 @@ def _order_detail_modifiers(ctx: MappingContext, details: object, loc: str, key:
             inner = detail.get("coding")
             if isinstance(inner, list):
                 codings.extend(inner)
-    return modifier_codes(ctx, codings, loc, key, "orderDetail", allow_no_system=False)
+    return codings
+
+
+def request_modifiers(res: Mapping[str, Any]) -> tuple[list[str], list[tuple[str, str]]]:
+    """The distinct billing modifiers of a ServiceRequest, in order, and the problems to report
+    as (message, field).
+
+    ``orderDetail`` codings come first (:func:`order_detail_codings`; a coding without a system
+    is no modifier there), then the ``valueCoding`` of each billing-modifier extension (where a
+    coding without a system is one); each coding is read by
+    :func:`~fhir_mappings.mapping.codings.coding_modifiers`. An extension without a
+    ``valueCoding`` is reported before the problems of the extensions' codings.
+    """
+    modifiers: list[str] = []
+    problems: list[tuple[str, str]] = []
+    for coding in order_detail_codings(res.get("orderDetail")):
+        found, problem = coding_modifiers(coding, allow_no_system=False)
+        if problem is not None:
+            problems.append((problem, "orderDetail"))
+        _add_new(modifiers, found)
+    extensions = res.get("extension")
+    if not isinstance(extensions, list):
+        return modifiers, problems
+    codings: list[object] = []
+    for extension in extensions:
+        if is_modifier_extension(extension):
+            value = extension.get("valueCoding")
+            if isinstance(value, dict):
+                codings.append(value)
+            else:
+                problems.append((EXTENSION_WITHOUT_CODING, "extension"))
+    for coding in codings:
+        found, problem = coding_modifiers(coding, allow_no_system=True)
+        if problem is not None:
+            problems.append((problem, MODIFIER_EXTENSION_FIELD))
+        _add_new(modifiers, found)
+    return modifiers, problems
+
+
+def _add_new(into: list[str], found: list[str]) -> None:
+    """Append each of ``found`` that ``into`` does not hold yet."""
+    for value in found:
+        if value not in into:
+            into.append(value)

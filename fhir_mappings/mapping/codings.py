@@ -8,6 +8,7 @@ a set of concepts names, and short display texts: read here once for every resou
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TypeGuard
 
 from fhir_mappings import codes
 from fhir_mappings.mapping.context import JsonObject, MappingContext
@@ -16,6 +17,49 @@ from fhir_mappings.model import BILLING_SYSTEMS, EXT_BILLING_MODIFIER, Disciplin
 _UNKNOWN_DISCIPLINE = Discipline.UNKNOWN
 #: A display or name is cut to this many characters (Coverage text ends up in reasons).
 MAX_NAME = 80
+
+#: The problems a modifier coding or a billing-modifier extension can have (as reported).
+MODIFIER_NOT_BILLING = "modifier coding not in the CPT or HCPCS system; ignored"
+MODIFIER_WITHOUT_CODE = "modifier coding without a code; ignored"
+EXTENSION_WITHOUT_CODING = "billing-modifier extension without valueCoding"
+#: The field a billing-modifier extension's coding problems are reported at.
+MODIFIER_EXTENSION_FIELD = "extension(billing-modifier)"
+
+
+def billing_system(system: object) -> str | None:
+    """The canonical CPT/HCPCS system a coding's ``system`` names (any of its spellings);
+    ``None`` for another system, none, or a value that is not a string."""
+    return BILLING_SYSTEMS.get(system) if isinstance(system, str) else None
+
+
+def coding_modifiers(coding: object, *, allow_no_system: bool) -> tuple[list[str], str | None]:
+    """What one coding says about billing modifiers: the modifiers it names, and the problem to
+    report when it is a modifier coding that cannot be read (else ``None``).
+
+    A coding in the CPT or HCPCS system is a modifier coding. ``allow_no_system`` (extensions,
+    Claim items): so is a coding without a system, and one in another system is a problem;
+    otherwise (order details carry other codings beside modifiers) neither is a modifier coding.
+    A modifier coding without a code, or with a blank one, is a problem. One code may name
+    several modifiers (:func:`~fhir_mappings.codes.split_modifiers`). Anything that is not an
+    object names none.
+    """
+    if not isinstance(coding, dict):
+        return [], None
+    system = coding.get("system")
+    if system is None:
+        if not allow_no_system:
+            return [], None
+    elif billing_system(system) is None:
+        return [], MODIFIER_NOT_BILLING if allow_no_system else None
+    code = coding.get("code")
+    if not isinstance(code, str) or not code.strip():
+        return [], MODIFIER_WITHOUT_CODE
+    return codes.split_modifiers(code), None
+
+
+def is_modifier_extension(extension: object) -> TypeGuard[JsonObject]:
+    """True for the project's billing-modifier extension (its ``valueCoding`` names modifiers)."""
+    return isinstance(extension, dict) and extension.get("url") == EXT_BILLING_MODIFIER
 
 
 def short_name(value: object) -> str:
@@ -40,8 +84,8 @@ def billing_coding(
     for coding in codings:
         if not isinstance(coding, dict):
             continue
-        system = coding.get("system")
-        if not isinstance(system, str) or system not in BILLING_SYSTEMS:
+        system = billing_system(coding.get("system"))
+        if system is None:
             continue
         code = coding.get("code")
         if not isinstance(code, str) or not code.strip():
@@ -53,7 +97,7 @@ def billing_coding(
             if not isinstance(display, str):
                 text = concept.get("text")
                 display = text if isinstance(text, str) else None
-            chosen = (BILLING_SYSTEMS[system], code, display)
+            chosen = (system, code, display)
         elif chosen[1] != code:
             ctx.issue(
                 location,
@@ -74,34 +118,14 @@ def modifier_codes(
     *,
     allow_no_system: bool,
 ) -> list[str]:
-    """The distinct billing modifiers of CPT/HCPCS ``codings``, in order.
-
-    ``allow_no_system``: a coding without a system is read as a modifier too, and one in another
-    system is reported (extensions, Claim items); otherwise both are skipped silently (order
-    details carry other codings beside modifiers). One code may name several modifiers
-    (:func:`~fhir_mappings.codes.split_modifiers`).
-    """
+    """The distinct billing modifiers of ``codings``, in order, each coding read by
+    :func:`coding_modifiers`; its problems are reported at ``field``."""
     out: list[str] = []
     for coding in codings:
-        if not isinstance(coding, dict):
-            continue
-        system = coding.get("system")
-        code = coding.get("code")
-        if system is None and not allow_no_system:
-            continue
-        if system is not None and (not isinstance(system, str) or system not in BILLING_SYSTEMS):
-            if allow_no_system:
-                ctx.issue(
-                    location,
-                    "modifier coding not in the CPT or HCPCS system; ignored",
-                    key,
-                    field,
-                )
-            continue
-        if not isinstance(code, str) or not code.strip():
-            ctx.issue(location, "modifier coding without a code; ignored", key, field)
-            continue
-        for value in codes.split_modifiers(code):
+        found, problem = coding_modifiers(coding, allow_no_system=allow_no_system)
+        if problem is not None:
+            ctx.issue(location, problem, key, field)
+        for value in found:
             if value not in out:
                 out.append(value)
     return out
@@ -122,7 +146,7 @@ def modifier_extension_coding(
     value = extension.get("valueCoding")
     if isinstance(value, dict):
         return value
-    ctx.issue(location, "billing-modifier extension without valueCoding", key, "extension")
+    ctx.issue(location, EXTENSION_WITHOUT_CODING, key, "extension")
     return None
 
 
@@ -131,21 +155,8 @@ def extension_codings_modifiers(
 ) -> list[str]:
     """The modifiers of billing-modifier extensions' codings (:func:`modifier_codes`)."""
     return modifier_codes(
-        ctx, codings, location, key, "extension(billing-modifier)", allow_no_system=True
+        ctx, codings, location, key, MODIFIER_EXTENSION_FIELD, allow_no_system=True
     )
-
-
-def extension_modifiers(
-    ctx: MappingContext, found: list[JsonObject], location: str, key: str
-) -> list[str]:
-    """The modifiers of the billing-modifier extensions among ``found``, in order."""
-    codings: list[JsonObject] = []
-    for extension in found:
-        if extension.get("url") == EXT_BILLING_MODIFIER:
-            coding = modifier_extension_coding(ctx, extension, location, key)
-            if coding is not None:
-                codings.append(coding)
-    return extension_codings_modifiers(ctx, codings, location, key)
 
 
 def discipline(concepts: Iterable[object]) -> Discipline:

@@ -7,6 +7,8 @@ from typing import Any
 import pytest
 
 from fhir_mappings import map_bundle
+from fhir_mappings.mapping.charges import request_modifiers
+from fhir_mappings.mapping.codings import coding_modifiers
 from fhir_mappings.model import CPT_SYSTEM, EXT_BILLING_MODIFIER, HCPCS_SYSTEM
 from fhir_mappings.orders import (
     billing_codes,
@@ -82,29 +84,96 @@ def extension(value: Json) -> Json:
     return {"url": EXT_BILLING_MODIFIER, "valueCoding": value}
 
 
+NO_SYSTEM = "modifier coding not in the CPT or HCPCS system; ignored"
+NO_CODE = "modifier coding without a code; ignored"
+NO_VALUE = "billing-modifier extension without valueCoding"
+AT_EXTENSION = "extension(billing-modifier)"
+
+
 @pytest.mark.parametrize(
-    "members",
+    ("members", "modifiers", "problems"),
     [
-        {"orderDetail": [{"coding": [coding("GP")]}, {"coding": [coding("59", CPT_SYSTEM)]}]},
-        {"orderDetail": [{"coding": [coding("59, xu")]}, {"text": "XE"}]},
-        {"orderDetail": [{"coding": [{"code": "59"}]}]},  # no system: not read in orderDetail
-        {"orderDetail": [{"coding": [coding("59", ["x"])]}]},  # a system that is no string
-        {"orderDetail": [{"coding": [coding("59", "urn:local")]}]},
-        {"orderDetail": [{"parameter": [parameter(coding("GP")), parameter(coding("XU"))]}]},
-        {"orderDetail": [{"parameter": [{"valueString": "59"}]}]},
-        {"extension": [extension({"code": "59"}), extension(coding("GP"))]},  # no system: read
-        {"extension": [{"url": "https://example.org/x", "valueCoding": coding("59")}]},
-        {
-            "orderDetail": [{"coding": [coding("GP"), coding("XU")]}],
-            "extension": [extension(coding("XU")), extension(coding("59", CPT_SYSTEM))],
-        },
-        {"orderDetail": "59", "extension": {"url": EXT_BILLING_MODIFIER}},
+        (
+            {"orderDetail": [{"coding": [coding("GP")]}, {"coding": [coding("59", CPT_SYSTEM)]}]},
+            ["GP", "59"],
+            [],
+        ),
+        ({"orderDetail": [{"coding": [coding("59, xu")]}, {"text": "XE"}]}, ["59", "XU"], []),
+        ({"orderDetail": [{"coding": [coding("59,59"), coding("xu 59")]}]}, ["59", "XU"], []),
+        # orderDetail carries other codings: no system, or another one, is no modifier there
+        ({"orderDetail": [{"coding": [{"code": "59"}]}]}, [], []),
+        ({"orderDetail": [{"coding": [coding("59", ["x"])]}]}, [], []),
+        ({"orderDetail": [{"coding": [coding("59", "urn:local")]}]}, [], []),
+        (
+            {"orderDetail": [{"coding": [coding(" "), coding(59)]}]},
+            [],
+            [(NO_CODE, "orderDetail")] * 2,
+        ),
+        (
+            {"orderDetail": [{"parameter": [parameter(coding("GP")), parameter(coding("XU"))]}]},
+            ["GP", "XU"],
+            [],
+        ),
+        ({"orderDetail": [{"parameter": [{"valueString": "59"}]}]}, [], []),
+        # in the extension a coding without a system is a modifier; another system is reported
+        ({"extension": [extension({"code": "59"}), extension(coding("GP"))]}, ["59", "GP"], []),
+        ({"extension": [{"url": "https://example.org/x", "valueCoding": coding("59")}]}, [], []),
+        (
+            {"extension": [extension(coding("59", "urn:local")), {"url": EXT_BILLING_MODIFIER}]},
+            [],
+            [(NO_VALUE, "extension"), (NO_SYSTEM, AT_EXTENSION)],  # a missing value first
+        ),
+        (
+            {
+                "orderDetail": [{"coding": [coding("GP"), coding("XU")]}],
+                "extension": [extension(coding("XU")), extension(coding("59", CPT_SYSTEM))],
+            },
+            ["GP", "XU", "59"],
+            [],
+        ),
+        (
+            {"orderDetail": [{"coding": [coding("")]}], "extension": [extension({"system": None})]},
+            [],
+            [(NO_CODE, "orderDetail"), (NO_CODE, AT_EXTENSION)],
+        ),
+        ({"orderDetail": "59", "extension": {"url": EXT_BILLING_MODIFIER}}, [], []),
     ],
 )
-def test_order_modifiers_are_the_ones_the_mapper_reads(members: Json) -> None:
+def test_one_reading_of_an_orders_modifiers(
+    members: Json, modifiers: list[str], problems: list[tuple[str, str]]
+) -> None:
+    """request_modifiers is the one reading: the services' and write-back's view
+    (order_modifiers) is its modifiers, the mapper's charge carries them and reports its
+    problems, in order."""
     resource = draft(**members)
+    assert request_modifiers(resource) == (modifiers, problems)
+    assert order_modifiers(resource) == modifiers
     record = map_bundle(
         {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": resource}]}
     )
     (charge,) = record.charges
-    assert tuple(dict.fromkeys(order_modifiers(resource))) == charge.modifiers
+    assert charge.modifiers == tuple(modifiers)
+    assert [(i.message, i.field, i.resource) for i in record.issues] == [
+        (message, field, "ServiceRequest/sr-1") for message, field in problems
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "allow_no_system", "expected"),
+    [
+        (coding("59, xu"), False, (["59", "XU"], None)),
+        (coding("GP", "urn:oid:2.16.840.1.113883.6.285"), False, (["GP"], None)),  # HCPCS OID
+        ({"code": "59"}, False, ([], None)),
+        ({"code": "59"}, True, (["59"], None)),
+        (coding("59", "urn:local"), False, ([], None)),
+        (coding("59", "urn:local"), True, ([], NO_SYSTEM)),
+        (coding("59", 12), True, ([], NO_SYSTEM)),
+        (coding(None), False, ([], NO_CODE)),
+        ({"system": None, "code": "\t"}, True, ([], NO_CODE)),
+        ("59", True, ([], None)),
+    ],
+)
+def test_what_one_coding_says_about_modifiers(
+    value: object, allow_no_system: bool, expected: tuple[list[str], str | None]
+) -> None:
+    assert coding_modifiers(value, allow_no_system=allow_no_system) == expected
