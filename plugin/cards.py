@@ -19,7 +19,7 @@ import functools
 import hashlib
 import logging
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -728,13 +728,32 @@ def problem_groups(findings: Sequence[Finding]) -> list[tuple[Finding, ...]]:
     return sorted((_ordered(g) for g in groups.values()), key=lambda g: _problem_key(g[0]))
 
 
+def _unit_ceilings(fixes: Iterable[Fix]) -> dict[str, int]:
+    """Per charge, the fewest units any of ``fixes`` sets it to (code replacements and new
+    lines aside). A units fix says the most its finding lets the line bill: a code's most in
+    any acceptable allocation, the column-2 code's when the pair shares a time block, an MUE,
+    0 for a code that earns no unit; the fix of the day's pooled total sets every billed code
+    to one acceptable allocation, whose units are within each code's most. Only the lowest
+    meets them all: a code's own most assumes the other codes bill less than they may still
+    do, so taking it over the total's allocation can leave the day over its total."""
+    ceilings: dict[str, int] = {}
+    for fix in fixes:
+        if fix.set_units is None or fix.replace_code is not None or fix.new_line:
+            continue
+        for ref in fix.charge_refs:
+            ceilings[ref] = min(ceilings.get(ref, fix.set_units), fix.set_units)
+    return ceilings
+
+
 def _merged_fixes(group: Sequence[Finding]) -> tuple[Fix, ...]:
     """Every fix of the group, one charge each; where two change the same thing of a charge
     the first wins, code replacements before anything else (a replaced line is not re-sized,
-    and a line billed under a new code is not added again)."""
+    and a line billed under a new code is not added again), except that a line re-sized by
+    several fixes gets the fewest units any of them sets (:func:`_unit_ceilings`)."""
     ordered = sorted(
         (fix for f in group for fix in f.fixes), key=lambda fix: fix.replace_code is None
     )
+    ceilings = _unit_ceilings(ordered)
     taken: set[tuple[str, str]] = set()
     merged: list[Fix] = []
     for fix in ordered:
@@ -752,6 +771,11 @@ def _merged_fixes(group: Sequence[Finding]) -> tuple[Fix, ...]:
                 (ref, f"modifier {fix.remove_modifier}") in taken
             ):
                 one = replace(one, remove_modifier=None)
+            if ref in ceilings and one.set_units is not None and one.replace_code is None:
+                # re-sized once, to the lowest ceiling; a line already re-sized (or billed
+                # under a new code) keeps that, the rest of this fix stays
+                resized = (ref, "units") in taken
+                one = replace(one, set_units=None if resized else ceilings[ref])
             touched = {(ref, what) for what in _touches(one)}
             if not touched or touched & taken:
                 continue
