@@ -24,8 +24,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from fhir_mappings.mapping.charges import request_modifiers
-from fhir_mappings.mapping.codings import billing_system, coding_modifiers, is_modifier_extension
+from fhir_mappings.mapping.charges import code_concept, request_modifiers
+from fhir_mappings.mapping.codings import (
+    billing_code,
+    billing_system,
+    coding_modifiers,
+    is_modifier_extension,
+)
 
 JsonObject = dict[str, Any]
 
@@ -69,11 +74,12 @@ def code_codings(order: Mapping[str, Any]) -> list[JsonObject]:
 
 def billing_codes(order: Mapping[str, Any]) -> Iterator[str]:
     """The codes of the order's ``code`` codings in the CPT or HCPCS system (any of their
-    spellings), in order."""
-    for coding in code_codings(order):
-        code = coding.get("code")
-        # JSON arrays or objects here are not codes
-        if isinstance(code, str) and billing_system(coding.get("system")) is not None:
+    spellings), in order, read as the mapper reads a charge's code (the same concept, trimmed
+    and upper case), so that whether a request bills therapy and what the mapper finds agree."""
+    concept = code_concept(order)
+    for coding in codings_of(concept) if isinstance(concept, dict) else ():
+        code = billing_code(coding.get("code"))
+        if code is not None and billing_system(coding.get("system")) is not None:
             yield code
 
 

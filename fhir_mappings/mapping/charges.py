@@ -28,6 +28,13 @@ from fhir_mappings.model import Charge, ChargeSource
 _DRAFT_ORDER = ChargeSource.DRAFT_ORDER
 
 
+def code_concept(request: Mapping[str, Any]) -> object:
+    """The CodeableConcept a ServiceRequest's ``code`` holds: R5's CodeableReference is read
+    through its ``concept`` (when it has one), R4's ``code`` is the concept itself."""
+    code = request.get("code")
+    return code.get("concept", code) if isinstance(code, dict) else None
+
+
 def read_service_request(ctx: MappingContext, item: Item, plan_targets: set[str]) -> None:
     """One ServiceRequest into ``ctx.charges`` and/or ``ctx.plans`` (``plan_targets``: the keys
     Procedures are based on)."""
@@ -38,9 +45,7 @@ def read_service_request(ctx: MappingContext, item: Item, plan_targets: set[str]
         read_request_as_plan(ctx, res, key, loc)
         if not source.draft_order:
             return
-    code = res.get("code")
-    concept = code.get("concept", code) if isinstance(code, dict) else None
-    coding = billing_coding(ctx, concept, loc, key, "code")
+    coding = billing_coding(ctx, code_concept(res), loc, key, "code")
     if coding is None:
         if not is_plan:
             ctx.out_of_scope += 1

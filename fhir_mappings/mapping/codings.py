@@ -32,6 +32,12 @@ def billing_system(system: object) -> str | None:
     return BILLING_SYSTEMS.get(system) if isinstance(system, str) else None
 
 
+def billing_code(code: object) -> str | None:
+    """A CPT/HCPCS coding's ``code`` as billed (trimmed, upper case); ``None`` when it is not a
+    string or blank."""
+    return code.strip().upper() if isinstance(code, str) and code.strip() else None
+
+
 def coding_modifiers(coding: object, *, allow_no_system: bool) -> tuple[list[str], str | None]:
     """What one coding says about billing modifiers: the modifiers it names, and the problem to
     report when it is a modifier coding that cannot be read (else ``None``).
@@ -87,11 +93,10 @@ def billing_coding(
         system = billing_system(coding.get("system"))
         if system is None:
             continue
-        code = coding.get("code")
-        if not isinstance(code, str) or not code.strip():
+        code = billing_code(coding.get("code"))
+        if code is None:
             ctx.issue(location, "CPT/HCPCS coding without a code", key, field)
             continue
-        code = code.strip().upper()
         if chosen is None:
             display = coding.get("display")
             if not isinstance(display, str):

@@ -59,7 +59,10 @@ def test_draft_service_requests_by_reference_leniently() -> None:
         ({"coding": [coding("97530", CPT_SYSTEM)]}, ["97530"]),
         ({"coding": [coding("97530", CPT_OID)]}, ["97530"]),  # CPT's HL7 OID
         ({"concept": {"coding": [coding("97150", CPT_SYSTEM)]}}, ["97150"]),  # R5
-        ({"concept": "x", "coding": [coding("97110", CPT_SYSTEM)]}, ["97110"]),
+        ({"concept": "x", "coding": [coding("97110", CPT_SYSTEM)]}, []),  # concept not one
+        ({"coding": [coding(" 97110 ", CPT_SYSTEM)]}, ["97110"]),  # billed as the mapper bills
+        ({"coding": [coding("g0283", HCPCS_SYSTEM)]}, ["G0283"]),
+        ({"coding": [coding("  ", CPT_SYSTEM), coding("97112", CPT_SYSTEM)]}, ["97112"]),
         ({"coding": [coding("97530", "http://snomed.info/sct")]}, []),
         ({"coding": [coding(["97530"], CPT_SYSTEM), coding("97530", [CPT_SYSTEM])]}, []),
         ({"coding": "97530"}, []),
@@ -67,7 +70,14 @@ def test_draft_service_requests_by_reference_leniently() -> None:
     ],
 )
 def test_billing_codes(code: object, expected: list[str]) -> None:
-    assert list(billing_codes(draft(code=code))) == expected
+    """What the services read to decide whether a request bills therapy is what the mapper
+    makes the charge's code of."""
+    resource = draft(code=code)
+    assert list(billing_codes(resource)) == expected
+    record = map_bundle(
+        {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": resource}]}
+    )
+    assert [charge.code for charge in record.charges] == expected[:1]
 
 
 def test_order_dates() -> None:
