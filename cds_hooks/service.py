@@ -30,6 +30,8 @@ __all__ = [
     "Handler",
     "Invocation",
     "ServiceRegistry",
+    "context_kind",
+    "has_text",
 ]
 
 #: REQUIRED context fields per hook (Hook Library STU1 1.0.1); a request without them is a 400.
