@@ -1,11 +1,16 @@
 """CDS Hooks 2.0 protocol layer: wire models, discovery, invocation, prefetch, feedback, auth.
 
+Its parts: :mod:`cds_hooks.runtime` (answering calls; :class:`CallObserver` for metrics),
+:mod:`cds_hooks.install` (the FastAPI routes), :mod:`cds_hooks.openapi` (their documentation),
+:mod:`cds_hooks.service`, :mod:`cds_hooks.models`, :mod:`cds_hooks.prefetch`,
+:mod:`cds_hooks.auth`.
+
 Knows nothing about billing; an application declares services on top of it::
 
     from fastapi import FastAPI
 
     from cds_hooks import (
-        Card, CdsHooksConfig, CdsResponse, Invocation, ServiceRegistry, Source,
+        Card, CdsHooks, CdsHooksConfig, CdsResponse, Invocation, ServiceRegistry, Source,
         install_cds_hooks,
     )
 
@@ -28,18 +33,12 @@ Knows nothing about billing; an application declares services on top of it::
         def record(self, service_id, items):
             return 0
 
-    app = FastAPI()
     config = CdsHooksConfig(require_auth=False, cors_origins=["*"])
-    runtime = install_cds_hooks(app, registry, config, NoFeedbackStore())
+    runtime = CdsHooks(registry, config, NoFeedbackStore())
+    app = FastAPI(lifespan=runtime.lifespan)  # closes the runtime's HTTP pool at shutdown
+    install_cds_hooks(app, runtime)
 """
 
-from cds_hooks.app import (
-    Authenticator,
-    CdsHooks,
-    PrefetchResolver,
-    RequestOnlyResolver,
-    install_cds_hooks,
-)
 from cds_hooks.auth import ClientAuthenticator, ClientIdentity, InMemoryReplayStore, ReplayStore
 from cds_hooks.config import CdsHooksConfig, TrustedIssuer, load_trusted_issuers
 from cds_hooks.cors import CorsMiddleware
@@ -56,6 +55,7 @@ from cds_hooks.errors import (
 )
 from cds_hooks.feedback import FeedbackStore
 from cds_hooks.fhir_client import FhirFallback, FhirSession, server_allowed
+from cds_hooks.install import install_cds_hooks
 from cds_hooks.models import (
     Action,
     Card,
@@ -72,11 +72,19 @@ from cds_hooks.models import (
     Suggestion,
 )
 from cds_hooks.prefetch import Prefetch, PrefetchEntry, PrefetchState, render_template
+from cds_hooks.runtime import (
+    Authenticator,
+    CallObserver,
+    CdsHooks,
+    PrefetchResolver,
+    RequestOnlyResolver,
+)
 from cds_hooks.service import CdsService, FhirAccess, Handler, Invocation, ServiceRegistry
 
 __all__ = [
     "Action",
     "Authenticator",
+    "CallObserver",
     "Card",
     "CdsError",
     "CdsHooks",

@@ -325,7 +325,7 @@ class FhirSession(FhirAccess):
 
 
 class FhirFallback:
-    """The :class:`~cds_hooks.app.PrefetchResolver` with FHIR server fallback (P-2)."""
+    """The :class:`~cds_hooks.runtime.PrefetchResolver` with FHIR server fallback (P-2)."""
 
     def __init__(self, config: CdsHooksConfig, client: httpx.AsyncClient | HttpPool) -> None:
         self._config = config

@@ -16,16 +16,22 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from cds_hooks.auth import ClientIdentity
+from cds_hooks.errors import InvalidRequest
 from cds_hooks.models import CdsRequest, CdsResponse, DiscoveryResponse, ServiceDescriptor
 from cds_hooks.prefetch import Prefetch, validate_template
 
 __all__ = [
+    "CONTEXT_KINDS",
     "HOOK_REQUIRED_CONTEXT",
+    "NOT_BLANK",
     "CdsService",
+    "ContextKind",
     "FhirAccess",
     "Handler",
     "Invocation",
     "ServiceRegistry",
+    "context_kind",
+    "has_text",
 ]
 
 #: REQUIRED context fields per hook (Hook Library STU1 1.0.1); a request without them is a 400.
@@ -37,6 +43,76 @@ HOOK_REQUIRED_CONTEXT: Mapping[str, tuple[str, ...]] = {
     "encounter-start": ("userId", "patientId", "encounterId"),
     "patient-view": ("userId", "patientId"),
 }
+
+#: A character that is not white space, spelled out so that Python's ``re`` and the JSON Schema
+#: (ECMA-262) pattern of the OpenAPI document mean the same set: ECMA-262 white space and line
+#: terminators, plus the separators \x1c-\x1f and NEL that Python's ``str.strip`` also removes.
+NOT_BLANK = (
+    "[^\\t\\n\\v\\f\\r \\x1c-\\x1f\\x85\\xa0\\u1680\\u2000-\\u200a"
+    "\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff]"
+)
+_HAS_TEXT = re.compile(NOT_BLANK)
+
+
+def has_text(value: str) -> bool:
+    """Whether ``value`` has a character that is not white space (see :data:`NOT_BLANK`)."""
+    return _HAS_TEXT.search(value) is not None
+
+
+@dataclass(frozen=True)
+class ContextKind:
+    """What a required context member must be: ``schema`` (its JSON Schema, as the OpenAPI
+    document gives it per service) and ``problem`` (what is wrong with a value, e.g. "must be
+    an array", or ``None`` when the value is one the schema allows)."""
+
+    schema: Mapping[str, Any]
+    problem: Callable[[object], str | None]
+
+
+def _bundle_problem(value: object) -> str | None:
+    if not isinstance(value, dict):
+        return "must be a JSON object"
+    if value.get("resourceType", "Bundle") != "Bundle":
+        return "must be a FHIR Bundle"
+    return None
+
+
+def _array_problem(value: object) -> str | None:
+    return None if isinstance(value, list) else "must be an array"
+
+
+def _id_problem(value: object) -> str | None:
+    return None if isinstance(value, str) and has_text(value) else "must be a non-empty string"
+
+
+#: A Bundle of resources (``resourceType`` may be left out).
+BUNDLE = ContextKind(
+    {"type": "object", "properties": {"resourceType": {"const": "Bundle"}}}, _bundle_problem
+)
+#: An array (of references).
+ARRAY = ContextKind({"type": "array"}, _array_problem)
+#: An id or reference: a string that is not blank.
+ID = ContextKind({"type": "string", "pattern": NOT_BLANK}, _id_problem)
+
+#: The kind of each context member the hooks define (Hook Library STU1 1.0.1). A member not
+#: listed here (a service may require its own, see ``CdsService.required_context``) is an id.
+#: The request check (``CdsService.check_context``) and the per-service request schema of the
+#: OpenAPI document both read this table.
+CONTEXT_KINDS: Mapping[str, ContextKind] = {
+    "userId": ID,
+    "patientId": ID,
+    "encounterId": ID,
+    "draftOrders": BUNDLE,
+    "dispatchedOrders": BUNDLE,
+    "appointments": BUNDLE,
+    "selections": ARRAY,
+}
+
+
+def context_kind(name: str) -> ContextKind:
+    """The kind of the context member ``name`` (:data:`CONTEXT_KINDS`, an id otherwise)."""
+    return CONTEXT_KINDS.get(name, ID)
+
 
 #: B-7: the id is a URL path segment.
 _SERVICE_ID = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
@@ -149,6 +225,18 @@ class CdsService:
             return self.required_context
         return HOOK_REQUIRED_CONTEXT.get(self.hook, ())
 
+    def check_context(self, context: Mapping[str, Any]) -> None:
+        """Raise :class:`InvalidRequest` unless ``context`` carries every member this service
+        requires, each of its kind (:data:`CONTEXT_KINDS`). The message names the member and
+        what it must be, never the value."""
+        for name in self.context_requirements:
+            value = context.get(name)
+            if value is None:
+                raise InvalidRequest(f"member 'context.{name}' is required for {self.hook}")
+            problem = context_kind(name).problem(value)
+            if problem is not None:
+                raise InvalidRequest(f"member 'context.{name}' {problem}")
+
     def descriptor(self) -> ServiceDescriptor:
         return ServiceDescriptor(
             hook=self.hook,
@@ -169,6 +257,7 @@ class ServiceRegistry:
 
     def __init__(self, services: list[CdsService] | None = None) -> None:
         self._services: dict[str, CdsService] = {}
+        self._listeners: list[Callable[[CdsService], None]] = []
         for service in services or ():
             self.add(service)
 
@@ -176,7 +265,14 @@ class ServiceRegistry:
         if service.id in self._services:
             raise ValueError(f"service id {service.id!r} is already registered (one id per hook)")
         self._services[service.id] = service
+        for listener in self._listeners:
+            listener(service)
         return service
+
+    def subscribe(self, listener: Callable[[CdsService], None]) -> None:
+        """Call ``listener`` with each service added from now on (the HTTP layer adds the
+        service's documented route)."""
+        self._listeners.append(listener)
 
     def service(
         self,

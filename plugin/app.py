@@ -6,15 +6,13 @@ from the environment; tests call :func:`create_app` with their own :class:`Setti
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 from importlib.resources import files
-from typing import Any, cast
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -23,11 +21,11 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.telemetry import TelemetryConfig
 from sqlalchemy import text
 
-from cds_hooks import CdsHooksConfig, install_cds_hooks, load_trusted_issuers
-from cds_hooks.app import LOG_FIELDS
+from cds_hooks import CdsHooks, CdsHooksConfig, install_cds_hooks, load_trusted_issuers
+from cds_hooks.runtime import LOG_FIELDS
 from plugin.cards import warm_up as warm_up_cards
 from plugin.cards_shown import CardsShown
-from plugin.metrics import ServiceMetrics, install_metrics
+from plugin.metrics import ServiceMetrics, serve_metrics
 from plugin.rules.cms_data import tables_from, use_tables
 from plugin.services import RuleChoice, build_registry
 from plugin.settings import LogFormat, Settings
@@ -65,7 +63,7 @@ class _LineFormatter(logging.Formatter):
 class _JsonFormatter(_LineFormatter):
     """One JSON object per line (``THERAPY_CDS_LOG_FORMAT=json``): ``time``, ``level``,
     ``logger``, then the call's fields as members for the one line per CDS call (what the text
-    line says as key=value, see ``cds_hooks.app.LOG_FIELDS``), or ``message`` for any other
+    line says as key=value, see ``cds_hooks.runtime.LOG_FIELDS``), or ``message`` for any other
     line (the service's own and uvicorn's). A traceback, when a line has one, is ``exception``."""
 
     def format(self, record: logging.LogRecord) -> str:
@@ -132,24 +130,6 @@ def _telemetry_config() -> TelemetryConfig:
     if wanted:
         return {}
     return {"tracing": False, "metrics": False, "logs": False}
-
-
-def freeze_start_up_heap(app: FastAPI) -> None:
-    """At server start-up (the ASGI lifespan, so in every worker and never in tests that only
-    build the app): collect once, then freeze what start-up built -- code lists, the rule
-    tables, validated FHIR model schemas, the application itself -- so that no later
-    collection walks it again. (Raising the young-generation threshold as well made no
-    difference outside the noise in ``bench/bench_pipeline.py``, so the defaults stay.)"""
-    original = app.router.lifespan_context
-
-    @asynccontextmanager
-    async def lifespan(asgi_app: Any) -> AsyncIterator[Mapping[str, Any] | None]:
-        async with original(asgi_app) as state:
-            gc.collect()
-            gc.freeze()
-            yield state
-
-    app.router.lifespan_context = cast(Any, lifespan)
 
 
 def cds_config(settings: Settings) -> CdsHooksConfig:
@@ -229,25 +209,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     replay_store = SqlReplayStore(engine)
     config = cds_config(settings)
 
-    docs = settings.api_docs_served()  # /docs and /openapi.json: development by default
-    app = FastAPI(
-        title="therapy-cds",
-        version=__version__,
-        summary="CDS Hooks 2.0 service for PT/OT timed-code billing",
-        docs_url=None,  # served from the package's files by install_api_docs, not a CDN
-        openapi_url="/openapi.json" if docs else None,
-        redoc_url=None,  # ReDoc is not served (it too would load from a CDN)
-        telemetry=_telemetry_config(),
-    )
-    if docs:
-        install_api_docs(app)
-    app.state.settings = settings
-    app.state.engine = engine
-    app.state.feedback_store = feedback_store
-    app.state.cards_shown = cards_shown
-
     smart_launch = f"{settings.public_base_url}/smart/launch" if settings.public_base_url else None
-    metrics = ServiceMetrics()  # metrics (plugin/metrics.py), mounted below
+    metrics = ServiceMetrics()  # GET /metrics (plugin/metrics.py), below
     registry = build_registry(
         RuleChoice(
             payer_rule=settings.payer_rule,
@@ -260,14 +223,45 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         on_findings=metrics.observe_findings,
         max_procedures_per_visit=settings.max_procedures_per_visit,
     )
-    registry = cards_shown.wrap(registry)
-    cards_shown.install(app, every_seconds=settings.feedback_flush_seconds)
-    runtime = install_cds_hooks(app, registry, config, feedback_store, replay_store=replay_store)
-    # ---- metrics: GET /metrics, latency per service, prefetch states, findings, feedback ----
-    token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
-    install_metrics(app, runtime, metrics, serve=settings.metrics_served(), token=token)
+    runtime = CdsHooks(
+        cards_shown.wrap(registry), config, feedback_store, replay_store=replay_store
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        """While the service runs (in each worker): cards shown are flushed periodically and
+        at shutdown, then the runtime closes its outbound HTTP connections."""
+        async with (
+            runtime.lifespan(app),
+            cards_shown.flushing(settings.feedback_flush_seconds),
+        ):
+            yield
+
+    docs = settings.api_docs_served()  # /docs and /openapi.json: development by default
+    app = FastAPI(
+        title="therapy-cds",
+        version=__version__,
+        summary="CDS Hooks 2.0 service for PT/OT timed-code billing",
+        docs_url=None,  # served from the package's files by install_api_docs, not a CDN
+        openapi_url="/openapi.json" if docs else None,
+        redoc_url=None,  # ReDoc is not served (it too would load from a CDN)
+        telemetry=_telemetry_config(),
+        lifespan=lifespan,
+    )
+    if docs:
+        install_api_docs(app)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.feedback_store = feedback_store
+    app.state.cards_shown = cards_shown
+
+    # The CDS Hooks routes; the metrics count every call (latency, statuses, prefetch states,
+    # feedback) as an observer of the runtime, and the findings through the services.
+    install_cds_hooks(app, runtime, observers=[metrics])
+    if settings.metrics_served():
+        token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+        serve_metrics(app, metrics, token=token)
     _announce_operator_endpoints(settings)
-    # ----
     warm_up_cards()  # no model building on the first request
 
     @app.get("/healthz", include_in_schema=False)
@@ -293,5 +287,4 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     install_web(app, settings)
     # --- end web pages ---
-    freeze_start_up_heap(app)
     return app

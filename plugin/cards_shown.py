@@ -31,10 +31,8 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import replace
 from datetime import UTC, datetime
 from itertools import islice
-from typing import Any, cast
 
 from anyio import to_thread
-from fastapi import FastAPI
 
 from cds_hooks import CdsResponse, Invocation, ServiceRegistry
 from cds_hooks.models import Card
@@ -168,24 +166,18 @@ class CardsShown:
 
     # ------------------------------------------------------------------ the lifespan
 
-    def install(self, app: FastAPI, every_seconds: float) -> None:
+    @asynccontextmanager
+    async def flushing(self, every_seconds: float) -> AsyncIterator[None]:
         """Flush every ``every_seconds`` while the application runs, and once at shutdown
-        (chained into the application's lifespan, so every worker does it)."""
-        original = app.router.lifespan_context
-
-        @asynccontextmanager
-        async def lifespan(asgi_app: Any) -> AsyncIterator[Mapping[str, Any] | None]:
-            async with original(asgi_app) as state:
-                task = asyncio.create_task(self._flush_every(every_seconds))
-                try:
-                    yield state
-                finally:
-                    task.cancel()
-                    with suppress(asyncio.CancelledError):
-                        await task
-                    await self._flush_logged("at shutdown")
-
-        app.router.lifespan_context = cast(Any, lifespan)
+        (entered by the application's lifespan, so every worker does it)."""
+        task = asyncio.create_task(self._flush_every(every_seconds))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+            await self._flush_logged("at shutdown")
 
     async def _flush_every(self, seconds: float) -> None:
         while True:

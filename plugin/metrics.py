@@ -4,9 +4,11 @@ findings by rule id and feedback stored.
 Always collected; served as the settings say (``THERAPY_CDS_METRICS``, ``..._METRICS_TOKEN``):
 in development, and in production only to a scraper that sends the token.
 
-Every label value comes from a closed set -- the registered service ids, the declared prefetch
-keys, the rule catalogue, fixed outcome names -- never from request content, so a caller can
-neither put patient data into the metrics nor blow up their cardinality with made-up paths.
+:class:`ServiceMetrics` observes the protocol layer (a ``cds_hooks.CallObserver``, given to
+``install_cds_hooks``) and the services' findings. Every label value comes from a closed set --
+the registered service ids, the declared prefetch keys, the rule catalogue, fixed outcome
+names -- never from request content, so a caller can neither put patient data into the
+metrics nor blow up their cardinality with made-up paths.
 
 Each application gets its own :class:`~prometheus_client.CollectorRegistry` (tests build many
 apps in one process). With several uvicorn workers set ``PROMETHEUS_MULTIPROC_DIR`` to an empty
@@ -15,9 +17,10 @@ whichever worker answers, reports the sum over all of them.
 
 Metric names:
 
-- ``therapy_cds_request_duration_seconds{service,endpoint}`` -- histogram, whole request on
-  the CDS Hooks routes (``endpoint``: ``invoke``, ``feedback``, ``discovery``);
-- ``therapy_cds_responses_total{service,endpoint,status}`` -- responses by HTTP status;
+- ``therapy_cds_request_duration_seconds{service,endpoint}`` -- histogram, the time the CDS
+  Hooks runtime took to answer a call (``endpoint``: ``invoke``, ``feedback``, ``discovery``);
+- ``therapy_cds_responses_total{service,endpoint,status}`` -- its answers by HTTP status
+  (405 and plain ``OPTIONS`` included; CORS preflights, answered before the runtime, are not);
 - ``therapy_cds_prefetch_keys_total{service,key,state}`` -- each declared prefetch key after
   resolution: ``present`` (a hit), ``null``, ``fetched`` (filled from the FHIR server) or
   ``missing`` (a miss);
@@ -30,9 +33,7 @@ from __future__ import annotations
 
 import hmac
 import os
-import re
-import time
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
@@ -49,22 +50,14 @@ from starlette.responses import Response
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from cds_hooks import CdsHooks
-    from cds_hooks.models import CdsRequest, FeedbackItem
     from cds_hooks.prefetch import Prefetch
-    from cds_hooks.service import CdsService, FhirAccess
+    from cds_hooks.runtime import CallEvent
+    from cds_hooks.service import CdsService
     from plugin.rules import Finding
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 METRICS_PATH = "/metrics"
 # Hook calls answer in milliseconds; the EHR gives up around a second.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-_ROUTE = re.compile(r"^/cds-services/+(?P<id>[^/]+)(?P<feedback>/feedback)?/?$")
 _UNKNOWN = "-"
 
 
@@ -73,7 +66,6 @@ class ServiceMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
-        self.service_ids: frozenset[str] = frozenset()
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.latency = Histogram(
             "therapy_cds_request_duration_seconds",
@@ -128,27 +120,26 @@ class ServiceMetrics:
         for (rule, severity), count in counts.items():
             self.child(self.findings, service_id, rule, severity).inc(count)
 
-    def observe_prefetch(self, service: CdsService, prefetch: Prefetch) -> None:
+    # The protocol layer's calls (cds_hooks.runtime.CallObserver).
+
+    def on_call(
+        self, event: CallEvent, service: CdsService | None, status: int, seconds: float
+    ) -> None:
+        service_id = service.id if service is not None else _UNKNOWN
+        self.child(self.latency, service_id, event).observe(seconds)
+        self.child(self.responses, service_id, event, str(status)).inc()
+
+    def on_prefetch(self, service: CdsService, prefetch: Prefetch) -> None:
         for key in service.prefetch:
             entry = prefetch.entry(key)
             state = "fetched" if entry.fetched else entry.state.value
             self.child(self.prefetch, service.id, key, state).inc()
 
-    def observe_feedback(self, service_id: str, items: int, new: int) -> None:
+    def on_feedback(self, service: CdsService, items: int, new: int) -> None:
         if new:
-            self.child(self.feedback, service_id, "stored").inc(new)
+            self.child(self.feedback, service.id, "stored").inc(new)
         if items > new:
-            self.child(self.feedback, service_id, "duplicate").inc(items - new)
-
-    def labels_for(self, path: str, method: str) -> tuple[str, str] | None:
-        """(service, endpoint) for a CDS Hooks path, or None for any other path."""
-        if path.rstrip("/") == "/cds-services":
-            return _UNKNOWN, "discovery"
-        match = _ROUTE.match(path)
-        if match is None:
-            return None
-        service = match.group("id") if match.group("id") in self.service_ids else _UNKNOWN
-        return service, "feedback" if match.group("feedback") else "invoke"
+            self.child(self.feedback, service.id, "duplicate").inc(items - new)
 
     # ------------------------------------------------------------------ exposition
 
@@ -160,88 +151,11 @@ class ServiceMetrics:
         return generate_latest(self.registry)
 
 
-class LatencyMiddleware:
-    """ASGI middleware timing the CDS Hooks routes (outermost, so it sees every answer)."""
-
-    def __init__(self, app: ASGIApp, metrics: ServiceMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        labels = (
-            self.metrics.labels_for(scope.get("path", ""), scope.get("method", ""))
-            if scope["type"] == "http"
-            else None
-        )
-        if labels is None:
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_and_record(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_and_record)
-        finally:
-            metrics = self.metrics
-            metrics.child(metrics.latency, *labels).observe(time.perf_counter() - started)
-            metrics.child(metrics.responses, *labels, str(status)).inc()
-
-
-class _PrefetchObserver:
-    """Wraps the runtime's prefetch resolver to count the state of every declared key."""
-
-    def __init__(self, inner: Any, metrics: ServiceMetrics) -> None:
-        self.inner = inner
-        self.metrics = metrics
-
-    async def resolve(
-        self, service: CdsService, request: CdsRequest
-    ) -> tuple[Prefetch, FhirAccess | None]:
-        prefetch, fhir = await self.inner.resolve(service, request)
-        self.metrics.observe_prefetch(service, prefetch)
-        return prefetch, fhir
-
-
-class _FeedbackObserver:
-    """Wraps the feedback store to count stored and duplicate items."""
-
-    def __init__(self, inner: Any, metrics: ServiceMetrics) -> None:
-        self.inner = inner
-        self.metrics = metrics
-
-    def record(self, service_id: str, items: Sequence[FeedbackItem]) -> int:
-        new: int = self.inner.record(service_id, items)
-        self.metrics.observe_feedback(service_id, len(items), new)
-        return new
-
-    def __getattr__(self, name: str) -> Any:  # count(), outcomes() ... pass through
-        return getattr(self.inner, name)
-
-
-def install_metrics(
-    app: FastAPI,
-    runtime: CdsHooks,
-    metrics: ServiceMetrics,
-    *,
-    serve: bool = True,
-    token: str | None = None,
-) -> None:
-    """Attach the collectors to the CDS Hooks runtime and, when ``serve``, mount ``/metrics``.
-
-    With ``token``, a scrape must send ``Authorization: Bearer <token>`` (compared in constant
-    time); anything else is a 401 that says what to send, never the token."""
-    metrics.service_ids = frozenset(service.id for service in runtime.registry)
-    runtime.resolver = _PrefetchObserver(runtime.resolver, metrics)
-    runtime.feedback_store = _FeedbackObserver(runtime.feedback_store, metrics)
-    app.add_middleware(LatencyMiddleware, metrics=metrics)
-    if not serve:
-        return
+def serve_metrics(app: FastAPI, metrics: ServiceMetrics, *, token: str | None = None) -> None:
+    """Mount ``GET /metrics``. With ``token``, a scrape must send ``Authorization: Bearer
+    <token>`` (compared in constant time); anything else is a 401 that says what to send,
+    never the token. (The collectors count whether or not they are served: they observe the
+    CDS Hooks runtime, see ``create_app``.)"""
     expected = f"Bearer {token}".encode() if token is not None else None
 
     async def metrics_endpoint(request: Request) -> Response:
@@ -262,7 +176,6 @@ def install_metrics(
 __all__ = [
     "LATENCY_BUCKETS",
     "METRICS_PATH",
-    "LatencyMiddleware",
     "ServiceMetrics",
-    "install_metrics",
+    "serve_metrics",
 ]

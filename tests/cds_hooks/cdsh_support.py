@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from cds_hooks import (
     Card,
+    CdsHooks,
     CdsHooksConfig,
     CdsResponse,
     FeedbackItem,
@@ -114,14 +115,14 @@ def make_app(
     store: MemoryFeedbackStore | None = None,
     **kwargs: Any,
 ) -> FastAPI:
-    app = FastAPI()
-    install_cds_hooks(
-        app,
+    runtime = CdsHooks(
         registry if registry is not None else probe_registry(),
         config or CdsHooksConfig(require_auth=False),
         store or MemoryFeedbackStore(),
         **kwargs,
     )
+    app = FastAPI(lifespan=runtime.lifespan)
+    install_cds_hooks(app, runtime)
     return app
 
 

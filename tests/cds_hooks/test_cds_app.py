@@ -21,11 +21,13 @@ from cdsh_support import (
 from cds_hooks import (
     CdsHooksConfig,
     CdsResponse,
+    CdsService,
     InvalidRequest,
     Invocation,
+    Prefetch,
     ServiceRegistry,
 )
-from cds_hooks.app import _FastLane
+from cds_hooks.runtime import CallEvent
 
 pytestmark = pytest.mark.anyio
 
@@ -397,6 +399,52 @@ async def test_documented_blank_strings_and_the_service_agree(
         assert "patientId" in outcome_text(response)
 
 
+_CONTEXT_VALUES: list[object] = [
+    "ServiceRequest/1",
+    "",
+    "\u3000",
+    5,
+    True,
+    None,
+    [],
+    ["ServiceRequest/1"],
+    {},
+    {"resourceType": "Bundle", "entry": []},
+    {"entry": []},
+    {"resourceType": "Patient"},
+    {"resourceType": 5},
+]
+
+
+@pytest.mark.parametrize("value", _CONTEXT_VALUES)
+@pytest.mark.parametrize("member", ["patientId", "selections", "draftOrders"])
+async def test_documented_context_members_and_the_service_agree(
+    client: httpx.AsyncClient, member: str, value: object
+) -> None:
+    """Each kind of context member (an id, an array, a Bundle; ``CONTEXT_KINDS``): a request
+    the service's documented body allows is answered, one it refuses is a 400 naming the
+    member."""
+    path = "/cds-services/probe-order-select"
+    documented = jsonschema_rs.validator_for(await documented_body(client, path))
+    body = {
+        "hook": "order-select",
+        "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
+        "context": {
+            "userId": "Practitioner/example",
+            "patientId": PATIENT_ID,
+            "selections": ["ServiceRequest/1"],
+            "draftOrders": {"resourceType": "Bundle", "entry": []},
+            member: value,
+        },
+    }
+    response = await client.post(path, json=body)
+    if documented.is_valid(body):
+        assert response.status_code == 200
+    else:
+        assert response.status_code == 400
+        assert f"context.{member}" in outcome_text(response)
+
+
 _ITEM = {"card": "c", "outcome": "accepted", "outcomeTimestamp": "2025-03-04T10:00:00Z"}
 _OVERRIDDEN = {**_ITEM, "outcome": "overridden"}
 
@@ -537,12 +585,11 @@ async def test_feedback_store_crash_is_500() -> None:
 async def test_owned_http_client_is_closed_at_shutdown() -> None:
     from fastapi import FastAPI
 
-    from cds_hooks import install_cds_hooks
+    from cds_hooks import CdsHooks, install_cds_hooks
 
-    app = FastAPI()
-    runtime = install_cds_hooks(
-        app, probe_registry(), CdsHooksConfig(require_auth=False), MemoryFeedbackStore()
-    )
+    runtime = CdsHooks(probe_registry(), CdsHooksConfig(require_auth=False), MemoryFeedbackStore())
+    app = FastAPI(lifespan=runtime.lifespan)
+    install_cds_hooks(app, runtime)
     closed: list[bool] = []
     original = runtime.aclose
 
@@ -554,6 +601,62 @@ async def test_owned_http_client_is_closed_at_shutdown() -> None:
     async with app.router.lifespan_context(app):
         assert not closed
     assert closed == [True]
+
+
+class RecordingObserver:
+    """A :class:`~cds_hooks.CallObserver` that writes down what it is told."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str | None, int]] = []
+        self.prefetch: list[tuple[str, dict[str, str]]] = []
+        self.feedback: list[tuple[str, int, int]] = []
+
+    def on_call(
+        self, event: CallEvent, service: CdsService | None, status: int, seconds: float
+    ) -> None:
+        assert seconds >= 0
+        self.calls.append((event, service.id if service else None, status))
+
+    def on_prefetch(self, service: CdsService, prefetch: Prefetch) -> None:
+        states = {key: prefetch.state(key).value for key in service.prefetch}
+        self.prefetch.append((service.id, states))
+
+    def on_feedback(self, service: CdsService, items: int, new: int) -> None:
+        self.feedback.append((service.id, items, new))
+
+
+async def test_call_observers_are_told_about_every_call() -> None:
+    from fastapi import FastAPI
+
+    from cds_hooks import CdsHooks, install_cds_hooks
+
+    runtime = CdsHooks(probe_registry(), CdsHooksConfig(require_auth=False), MemoryFeedbackStore())
+    observer = RecordingObserver()
+    app = FastAPI()
+    install_cds_hooks(app, runtime, observers=[observer])
+    feedback = {"feedback": [{**_ITEM, "card": "c1"}, {**_ITEM, "card": 5}]}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        assert (await c.get("/cds-services")).status_code == 200
+        assert (await c.post(POST_URL, json=order_sign_request())).status_code == 200
+        assert (await c.post(POST_URL, json={"hook": "order-sign"})).status_code == 400
+        assert (await c.post("/cds-services/nope", json=order_sign_request())).status_code == 404
+        assert (await c.get(POST_URL)).status_code == 405
+        assert (await c.post(POST_URL + "/feedback", json=feedback)).status_code == 400
+        assert (await c.post(POST_URL + "/feedback", json=feedback)).status_code == 400
+    assert observer.calls == [
+        ("discovery", None, 200),
+        ("invoke", "probe-order-sign", 200),
+        ("invoke", "probe-order-sign", 400),
+        ("invoke", None, 404),
+        ("invoke", "probe-order-sign", 405),
+        ("feedback", "probe-order-sign", 400),
+        ("feedback", "probe-order-sign", 400),
+    ]
+    assert observer.prefetch == [
+        ("probe-order-sign", {"patient": "present", "encounter": "missing"})
+    ]
+    # the valid item of each batch is stored, once (F-8); the refused one is not counted
+    assert observer.feedback == [("probe-order-sign", 1, 1), ("probe-order-sign", 1, 0)]
 
 
 async def test_services_registered_after_install_are_discovered(
@@ -609,12 +712,12 @@ async def test_absent_required_member_is_named(client: httpx.AsyncClient, member
     assert f"member '{member}' is required" in outcome_text(response)
 
 
-# ---------------------------------------------------------------- the fast lane
+# ---------------------------------------------------------------- path variants
 
 
-async def test_fast_lane_and_routed_variants_answer_alike() -> None:
-    """``POST /cds-services/{id}`` is served by the fast lane, the trailing-slash and
-    double-slash variants by the framework's routes: same status, body and headers, and the
+async def test_path_variants_answer_alike() -> None:
+    """``POST /cds-services/{id}`` (the service's own route), its trailing-slash and
+    double-slash variants (the generic routes): same status, body and headers, and the
     application's own middleware (here one that stamps a header) runs on every path."""
     calls: list[str] = []
 
@@ -654,6 +757,5 @@ async def test_fast_lane_and_routed_variants_answer_alike() -> None:
     assert answers[1][0] == 400
     assert answers[0:2] == answers[2:4] == answers[4:6]
     assert len(calls) == 7
-    assert isinstance(app.middleware_stack, _FastLane)
     assert unknown.status_code == 404
     assert outcome_text(unknown)

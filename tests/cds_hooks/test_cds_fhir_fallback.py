@@ -13,6 +13,7 @@ from cdsh_support import PATIENT_ID, MemoryFeedbackStore, spec_json
 
 from cds_hooks import (
     Card,
+    CdsHooks,
     CdsHooksConfig,
     CdsResponse,
     Invocation,
@@ -114,9 +115,8 @@ async def post(
 
     app = FastAPI()
     async with httpx.AsyncClient() as pool:
-        install_cds_hooks(
-            app, registry(**kw), cfg or config(), MemoryFeedbackStore(), http_client=pool
-        )
+        runtime = CdsHooks(registry(**kw), cfg or config(), MemoryFeedbackStore(), http_client=pool)
+        install_cds_hooks(app, runtime)
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://t"
         ) as client:

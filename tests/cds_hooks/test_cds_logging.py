@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cds_hooks import (
+    CdsHooks,
     CdsHooksConfig,
     CdsResponse,
     Invocation,
@@ -22,7 +23,7 @@ from cds_hooks import (
     TrustedIssuer,
     install_cds_hooks,
 )
-from cds_hooks.app import log_safe_hook_instance
+from cds_hooks.runtime import log_safe_hook_instance
 
 pytestmark = pytest.mark.anyio
 
@@ -84,9 +85,10 @@ async def test_error_paths_log_ids_not_data(caplog: pytest.LogCaptureFixture) ->
 
     caplog.set_level(logging.DEBUG)
     async with httpx.AsyncClient() as pool:
-        install_cds_hooks(
-            app, registry(), config, MemoryFeedbackStore(), http_client=pool, clock=lambda: NOW
+        runtime = CdsHooks(
+            registry(), config, MemoryFeedbackStore(), http_client=pool, clock=lambda: NOW
         )
+        install_cds_hooks(app, runtime)
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://t"
         ) as client:

@@ -120,6 +120,26 @@ async def test_missing_prefetch_is_counted_as_a_miss(client: httpx.AsyncClient) 
 
 
 @pytest.mark.anyio
+async def test_wrong_methods_are_counted_and_preflights_are_not(client: httpx.AsyncClient) -> None:
+    """The runtime's answers are counted, a 405 too; a CORS preflight (answered before the
+    runtime) and a path that is no endpoint are not."""
+    assert (await client.get(f"/cds-services/{SERVICE}")).status_code == 405
+    assert (await client.put("/cds-services")).status_code == 405
+    preflight = await client.options(
+        f"/cds-services/{SERVICE}",
+        headers={"Origin": "https://ehr.example.org", "Access-Control-Request-Method": "POST"},
+    )
+    assert preflight.status_code in (204, 403)
+    assert (await client.post(f"/cds-services/{SERVICE}/x/y", json={})).status_code == 404
+    samples = _samples((await client.get("/metrics")).text)
+    responses = "therapy_cds_responses_total"
+    assert _value(samples, responses, service=SERVICE, endpoint="invoke", status="405") == 1
+    assert _value(samples, responses, service="-", endpoint="discovery", status="405") == 1
+    counted = sum(value for (name, _), value in samples.items() if name == responses)
+    assert counted == 2
+
+
+@pytest.mark.anyio
 async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     ready = await client.get("/readyz")

@@ -59,7 +59,7 @@ async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
         log_level="INFO",
     )
     app = create_app(settings)
-    # No lifespan: it would freeze the collector's objects for the rest of the test session.
+    # No lifespan: nothing here needs its background work (the periodic cards-shown flush).
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://cds.test") as c:
         yield c

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import copy
-import gc
 import json
 import sys
 from collections.abc import Iterator
@@ -85,15 +84,12 @@ async def test_cds_service_without_prefetch_reads_the_visit_from_demo_fhir(
     request["extension"] = {EXTENSION_KEY: {"cardPolicy": "all"}}
     service = ORDER_SIGN_SERVICE if hook == "order-sign" else DISCHARGE_SERVICE
     app = create_app(settings)
-    try:
-        # With its lifespan, so that shutting down closes the connections the service opened to
-        # demo-fhir (real sockets), as a served instance does.
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://cds.test") as client:
-                response = await client.post(f"/cds-services/{service}", json=request)
-    finally:
-        gc.unfreeze()  # start-up froze the heap; the rest of the test session must not keep it
+    # With its lifespan, so that shutting down closes the connections the service opened to
+    # demo-fhir (real sockets), as a served instance does.
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://cds.test") as client:
+            response = await client.post(f"/cds-services/{service}", json=request)
     assert response.status_code == 200, response.text
     cards = response.json()["cards"]
     assert cards

@@ -1,0 +1,279 @@
+"""The OpenAPI description of the CDS Hooks routes: request bodies, responses, error answers.
+
+:func:`cds_hooks.install.install_cds_hooks` hands these to FastAPI's routes, so the document
+FastAPI builds (``/openapi.json``) describes each service at its own path with the request body
+that service accepts (:func:`service_request_body`: its hook, and the context members it
+requires, typed from :data:`cds_hooks.service.CONTEXT_KINDS`, which the request check reads
+too). The feedback body is derived from its model; the other schemas are written out here.
+"""
+
+from __future__ import annotations
+
+from copy import deepcopy
+from typing import Any
+
+from pydantic import BaseModel
+
+from cds_hooks.models import FeedbackRequest
+from cds_hooks.service import NOT_BLANK, CdsService, context_kind
+
+__all__ = [
+    "DISCOVERY_RESPONSES",
+    "FEEDBACK_BODY",
+    "FEEDBACK_RESPONSES",
+    "INVOKE_RESPONSES",
+    "service_request_body",
+    "service_request_schema",
+]
+
+_DISCOVERY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["services"],
+    "properties": {
+        "services": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["hook", "id", "description"],
+                "properties": {
+                    "hook": {"type": "string"},
+                    "id": {"type": "string"},
+                    "title": {"type": "string"},
+                    "description": {"type": "string"},
+                    "prefetch": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "usageRequirements": {"type": "string"},
+                },
+            },
+        }
+    },
+}
+# What CdsRequest accepts. Optional members may also be null (as absent). ``hookInstance`` is a
+# UUID per the spec; any non-blank string is accepted, as some EHRs send other identifiers.
+_REQUEST_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["hook", "hookInstance", "context"],
+    "properties": {
+        "hook": {"type": "string"},
+        "hookInstance": {
+            "type": "string",
+            "pattern": NOT_BLANK,
+            "description": "a UUID for this call (spec); any non-blank string is accepted",
+        },
+        "fhirServer": {"type": ["string", "null"]},
+        "fhirAuthorization": {
+            "type": ["object", "null"],
+            "required": ["access_token", "token_type"],
+            "properties": {
+                "access_token": {"type": "string"},
+                "token_type": {"type": "string"},
+                "expires_in": {"type": ["integer", "null"]},
+                "scope": {"type": ["string", "null"]},
+                "subject": {"type": ["string", "null"]},
+                "patient": {"type": ["string", "null"]},
+            },
+        },
+        "context": {"type": "object"},
+        "prefetch": {"type": ["object", "null"]},
+        "extension": {"type": ["object", "null"]},
+    },
+}
+_CODING_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["code", "system"],
+    "properties": {
+        "code": {"type": "string", "minLength": 1},
+        "system": {"type": "string", "minLength": 1},
+        "display": {"type": "string", "minLength": 1},
+    },
+}
+_ACTION_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "description"],
+    "properties": {
+        "type": {"enum": ["create", "update", "delete"]},
+        "description": {"type": "string"},
+        "resource": {"type": "object"},
+        "resourceId": {"type": "string"},
+    },
+}
+_CARD_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["summary", "indicator", "source"],
+    "properties": {
+        "uuid": {"type": "string"},
+        "summary": {"type": "string", "minLength": 1, "maxLength": 139},
+        "detail": {"type": "string"},
+        "indicator": {"enum": ["info", "warning", "critical"]},
+        "source": {
+            "type": "object",
+            "required": ["label"],
+            "properties": {
+                "label": {"type": "string"},
+                "url": {"type": "string"},
+                "icon": {"type": "string"},
+                "topic": _CODING_SCHEMA,
+            },
+        },
+        "suggestions": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["label"],
+                "properties": {
+                    "label": {"type": "string"},
+                    "uuid": {"type": "string"},
+                    "isRecommended": {"type": "boolean"},
+                    "actions": {"type": "array", "minItems": 1, "items": _ACTION_SCHEMA},
+                },
+            },
+        },
+        "selectionBehavior": {"enum": ["at-most-one", "any"]},
+        "overrideReasons": {"type": "array", "minItems": 1, "items": _CODING_SCHEMA},
+        "links": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["label", "url", "type"],
+                "properties": {
+                    "label": {"type": "string"},
+                    "url": {"type": "string"},
+                    "type": {"enum": ["absolute", "smart"]},
+                    "appContext": {"type": "string"},
+                    "autolaunchable": {"type": "boolean"},
+                },
+            },
+        },
+    },
+}
+_RESPONSE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["cards"],
+    "properties": {
+        "cards": {"type": "array", "items": _CARD_SCHEMA},
+        "systemActions": {"type": "array", "items": _ACTION_SCHEMA},
+    },
+}
+
+
+def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """``model``'s JSON Schema (what it validates, by alias) with its ``$defs`` inlined, so the
+    request body in the OpenAPI document is derived from the model and stands on its own."""
+    schema = model.model_json_schema(by_alias=True, mode="validation")
+    definitions: dict[str, Any] = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return inline(definitions[ref.removeprefix("#/$defs/")])
+            return {
+                key: inline(value)
+                for key, value in node.items()
+                if not (key == "title" and isinstance(value, str))  # pydantic's class names
+            }
+        if isinstance(node, list):
+            return [inline(value) for value in node]
+        return node
+
+    inlined: dict[str, Any] = inline(schema)
+    return inlined
+
+
+# What FeedbackRequest accepts, member by member (spec 2.0 "Feedback"), limits included: a body
+# the schema allows is stored, one it refuses is a 400. Other members are kept, as the spec lets
+# clients add them.
+_FEEDBACK_SCHEMA = _inline_schema(FeedbackRequest)
+_OUTCOME = {
+    "application/fhir+json": {
+        "schema": {
+            "type": "object",
+            "required": ["resourceType", "issue"],
+            "properties": {
+                "resourceType": {"const": "OperationOutcome"},
+                "issue": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "required": ["severity", "code"],
+                        "properties": {
+                            "severity": {"enum": ["fatal", "error", "warning", "information"]},
+                            "code": {"type": "string"},
+                            "diagnostics": {"type": "string"},
+                        },
+                    },
+                },
+            },
+        }
+    }
+}
+
+
+def _error_docs(*codes: int) -> dict[int | str, dict[str, Any]]:
+    text = {
+        400: "Malformed request",
+        401: "Missing or invalid client JWT",
+        404: "Unknown service",
+        412: "Required data unavailable",
+        413: "Request body too large",
+        415: "Request body not sent as application/json",
+        500: "Internal error",
+    }
+    return {code: {"description": text[code], "content": _OUTCOME} for code in codes}
+
+
+def _body(schema: dict[str, Any]) -> dict[str, Any]:
+    """An operation's ``requestBody`` (for a route's ``openapi_extra``)."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+#: ``GET /cds-services``.
+DISCOVERY_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/json": {"schema": _DISCOVERY_SCHEMA}}},
+    **_error_docs(401),
+}
+#: ``POST /cds-services/{id}``.
+INVOKE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/json": {"schema": _RESPONSE_SCHEMA}}},
+    **_error_docs(400, 401, 404, 412, 413, 415, 500),
+}
+#: ``POST /cds-services/{id}/feedback``.
+FEEDBACK_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Accepted (stored once, however often it is sent)",
+        "content": {"application/json": {"schema": {"type": "object", "maxProperties": 0}}},
+    },
+    **_error_docs(400, 401, 404, 413, 415, 500),
+    400: {
+        "description": (
+            "Malformed request, or items refused: one issue per refused item "
+            "(at most 50), then an informational issue saying how many of the "
+            "other items were stored"
+        ),
+        "content": _OUTCOME,
+    },
+}
+#: The feedback request body (``openapi_extra`` of the feedback route).
+FEEDBACK_BODY = _body(_FEEDBACK_SCHEMA)
+
+
+def service_request_schema(service: CdsService) -> dict[str, Any]:
+    """The request body ``service`` accepts: the generic request with its hook as a constant
+    and the context members it requires, each with the schema of its kind
+    (:data:`~cds_hooks.service.CONTEXT_KINDS`, what ``CdsService.check_context`` enforces)."""
+    required = service.context_requirements
+    properties = dict(_REQUEST_SCHEMA["properties"])
+    properties["hook"] = {"const": service.hook}
+    properties["context"] = {
+        "type": "object",
+        "required": list(required),
+        "properties": {name: deepcopy(dict(context_kind(name).schema)) for name in required},
+    }
+    return {**_REQUEST_SCHEMA, "properties": properties}
+
+
+def service_request_body(service: CdsService) -> dict[str, Any]:
+    """``service``'s request body (``openapi_extra`` of its route)."""
+    return _body(service_request_schema(service))
