@@ -225,6 +225,15 @@ class DiscoveryResponse(WireModel):
 # ---------------------------------------------------------------- incoming (lenient)
 
 
+#: A character that is not white space, spelled out so that Python's ``re`` and the JSON Schema
+#: (ECMA-262) pattern of the OpenAPI document mean the same set: ECMA-262 white space and line
+#: terminators, plus the separators \x1c-\x1f and NEL that Python's ``str.strip`` also removes.
+NOT_BLANK = (
+    "[^\\t\\n\\v\\f\\r \\x1c-\\x1f\\x85\\xa0\\u1680\\u2000-\\u200a"
+    "\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff]"
+)
+
+
 class Incoming(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
@@ -260,7 +269,13 @@ class CdsRequest(Incoming):
     """A hook invocation (C-2..C-8)."""
 
     hook: str
-    hook_instance: str = Field(alias="hookInstance")
+    # A UUID per the spec; any non-blank string is accepted, as some EHRs send other identifiers
+    # (the runtime's check; the pattern documents it in the OpenAPI document).
+    hook_instance: str = Field(
+        alias="hookInstance",
+        description="a UUID for this call (spec); any non-blank string is accepted",
+        json_schema_extra={"pattern": NOT_BLANK},
+    )
     fhir_server: str | None = Field(default=None, alias="fhirServer")
     fhir_authorization: FhirAuthorization | None = Field(default=None, alias="fhirAuthorization")
     context: JsonObject

@@ -4,7 +4,10 @@
 FastAPI builds (``/openapi.json``) describes each service at its own path with the request body
 that service accepts (:func:`service_request_body`: its hook, and the context members it
 requires, typed from :data:`cds_hooks.service.CONTEXT_KINDS`, which the request check reads
-too). The feedback body is derived from its model; the other schemas are written out here.
+too). Every schema is derived from a model: the request and feedback bodies from what
+:class:`~cds_hooks.models.CdsRequest` and :class:`~cds_hooks.models.FeedbackRequest` accept,
+the answers from the wire models (:mod:`cds_hooks.wire_schema`); only the OperationOutcome of
+the error answers, which no model sends, is written out here.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from cds_hooks.models import FeedbackRequest
-from cds_hooks.service import NOT_BLANK, CdsService, context_kind
+from cds_hooks.models import CdsRequest, FeedbackRequest
+from cds_hooks.service import CdsService, context_kind
+from cds_hooks.wire_schema import discovery_schema, response_schema
 
 __all__ = [
     "DISCOVERY_RESPONSES",
@@ -25,136 +29,6 @@ __all__ = [
     "service_request_body",
     "service_request_schema",
 ]
-
-_DISCOVERY_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["services"],
-    "properties": {
-        "services": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["hook", "id", "description"],
-                "properties": {
-                    "hook": {"type": "string"},
-                    "id": {"type": "string"},
-                    "title": {"type": "string"},
-                    "description": {"type": "string"},
-                    "prefetch": {"type": "object", "additionalProperties": {"type": "string"}},
-                    "usageRequirements": {"type": "string"},
-                },
-            },
-        }
-    },
-}
-# What CdsRequest accepts. Optional members may also be null (as absent). ``hookInstance`` is a
-# UUID per the spec; any non-blank string is accepted, as some EHRs send other identifiers.
-_REQUEST_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["hook", "hookInstance", "context"],
-    "properties": {
-        "hook": {"type": "string"},
-        "hookInstance": {
-            "type": "string",
-            "pattern": NOT_BLANK,
-            "description": "a UUID for this call (spec); any non-blank string is accepted",
-        },
-        "fhirServer": {"type": ["string", "null"]},
-        "fhirAuthorization": {
-            "type": ["object", "null"],
-            "required": ["access_token", "token_type"],
-            "properties": {
-                "access_token": {"type": "string"},
-                "token_type": {"type": "string"},
-                "expires_in": {"type": ["integer", "null"]},
-                "scope": {"type": ["string", "null"]},
-                "subject": {"type": ["string", "null"]},
-                "patient": {"type": ["string", "null"]},
-            },
-        },
-        "context": {"type": "object"},
-        "prefetch": {"type": ["object", "null"]},
-        "extension": {"type": ["object", "null"]},
-    },
-}
-_CODING_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["code", "system"],
-    "properties": {
-        "code": {"type": "string", "minLength": 1},
-        "system": {"type": "string", "minLength": 1},
-        "display": {"type": "string", "minLength": 1},
-    },
-}
-_ACTION_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["type", "description"],
-    "properties": {
-        "type": {"enum": ["create", "update", "delete"]},
-        "description": {"type": "string"},
-        "resource": {"type": "object"},
-        "resourceId": {"type": "string"},
-    },
-}
-_CARD_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["summary", "indicator", "source"],
-    "properties": {
-        "uuid": {"type": "string"},
-        "summary": {"type": "string", "minLength": 1, "maxLength": 139},
-        "detail": {"type": "string"},
-        "indicator": {"enum": ["info", "warning", "critical"]},
-        "source": {
-            "type": "object",
-            "required": ["label"],
-            "properties": {
-                "label": {"type": "string"},
-                "url": {"type": "string"},
-                "icon": {"type": "string"},
-                "topic": _CODING_SCHEMA,
-            },
-        },
-        "suggestions": {
-            "type": "array",
-            "minItems": 1,
-            "items": {
-                "type": "object",
-                "required": ["label"],
-                "properties": {
-                    "label": {"type": "string"},
-                    "uuid": {"type": "string"},
-                    "isRecommended": {"type": "boolean"},
-                    "actions": {"type": "array", "minItems": 1, "items": _ACTION_SCHEMA},
-                },
-            },
-        },
-        "selectionBehavior": {"enum": ["at-most-one", "any"]},
-        "overrideReasons": {"type": "array", "minItems": 1, "items": _CODING_SCHEMA},
-        "links": {
-            "type": "array",
-            "minItems": 1,
-            "items": {
-                "type": "object",
-                "required": ["label", "url", "type"],
-                "properties": {
-                    "label": {"type": "string"},
-                    "url": {"type": "string"},
-                    "type": {"enum": ["absolute", "smart"]},
-                    "appContext": {"type": "string"},
-                    "autolaunchable": {"type": "boolean"},
-                },
-            },
-        },
-    },
-}
-_RESPONSE_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["cards"],
-    "properties": {
-        "cards": {"type": "array", "items": _CARD_SCHEMA},
-        "systemActions": {"type": "array", "items": _ACTION_SCHEMA},
-    },
-}
 
 
 def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -181,6 +55,9 @@ def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
     return inlined
 
 
+# What CdsRequest accepts: its members by alias, optional ones also as null (read as absent);
+# the context members each service requires are added by ``service_request_schema``.
+_REQUEST_SCHEMA = _inline_schema(CdsRequest)
 # What FeedbackRequest accepts, member by member (spec 2.0 "Feedback"), limits included: a body
 # the schema allows is stored, one it refuses is a 400. Other members are kept, as the spec lets
 # clients add them.
@@ -231,12 +108,12 @@ def _body(schema: dict[str, Any]) -> dict[str, Any]:
 
 #: ``GET /cds-services``.
 DISCOVERY_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"application/json": {"schema": _DISCOVERY_SCHEMA}}},
+    200: {"content": {"application/json": {"schema": discovery_schema()}}},
     **_error_docs(401),
 }
 #: ``POST /cds-services/{id}``.
 INVOKE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"application/json": {"schema": _RESPONSE_SCHEMA}}},
+    200: {"content": {"application/json": {"schema": response_schema()}}},
     **_error_docs(400, 401, 404, 412, 413, 415, 500),
 }
 #: ``POST /cds-services/{id}/feedback``.

@@ -17,7 +17,13 @@ from typing import Any, Protocol, TypeVar
 
 from cds_hooks.auth import ClientIdentity
 from cds_hooks.errors import InvalidRequest
-from cds_hooks.models import CdsRequest, CdsResponse, DiscoveryResponse, ServiceDescriptor
+from cds_hooks.models import (
+    NOT_BLANK,
+    CdsRequest,
+    CdsResponse,
+    DiscoveryResponse,
+    ServiceDescriptor,
+)
 from cds_hooks.prefetch import Prefetch, validate_template
 
 __all__ = [
@@ -44,13 +50,6 @@ HOOK_REQUIRED_CONTEXT: Mapping[str, tuple[str, ...]] = {
     "patient-view": ("userId", "patientId"),
 }
 
-#: A character that is not white space, spelled out so that Python's ``re`` and the JSON Schema
-#: (ECMA-262) pattern of the OpenAPI document mean the same set: ECMA-262 white space and line
-#: terminators, plus the separators \x1c-\x1f and NEL that Python's ``str.strip`` also removes.
-NOT_BLANK = (
-    "[^\\t\\n\\v\\f\\r \\x1c-\\x1f\\x85\\xa0\\u1680\\u2000-\\u200a"
-    "\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff]"
-)
 _HAS_TEXT = re.compile(NOT_BLANK)
 
 

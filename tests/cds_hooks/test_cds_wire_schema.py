@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import types
-import typing
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import jsonschema_rs
@@ -211,96 +210,22 @@ def test_the_derived_schema_refuses_what_the_wire_never_sends() -> None:
 _LIMITS = ("minLength", "maxLength", "minItems", "maxItems", "minProperties", "pattern")
 _WIRE_RULE_BOUNDS = ("minLength", "minItems", "minProperties")
 
-Difference = tuple[str, str, str]
 
+def test_the_openapi_document_uses_the_derived_schemas() -> None:
+    """The document FastAPI serves carries the schemas derived from the wire models (no
+    hand-written copy to drift): the invoke answer and the discovery document."""
+    from cdsh_support import make_app
 
-def _type(schema: dict[str, Any]) -> Any:
-    if "type" in schema:
-        return schema["type"]
-    if "enum" in schema and all(isinstance(v, str) for v in schema["enum"]):
-        return "string"
-    return None
-
-
-def _differences(
-    hand: dict[str, Any], derived: dict[str, Any], path: str, optional: bool
-) -> list[Difference]:
-    found: list[Difference] = []
-    if _type(hand) != _type(derived):
-        found.append(("type differs", path, f"{_type(hand)} != {_type(derived)}"))
-    if sorted(hand.get("enum", [])) != sorted(derived.get("enum", [])):
-        found.append(("enum differs", path, f"{hand.get('enum')} != {derived.get('enum')}"))
-    for limit in _LIMITS:
-        if limit in hand and hand[limit] != derived.get(limit):
-            found.append(("limit lost or changed", path, limit))
-        elif limit in derived and limit not in hand:
-            wire_rule = optional and limit in _WIRE_RULE_BOUNDS and derived[limit] == 1
-            found.append(("wire rule bound" if wire_rule else "limit added", path, limit))
-    hand_required, derived_required = (
-        set(hand.get("required", ())),
-        set(derived.get("required", ())),
+    document = make_app().openapi()
+    paths = document["paths"]
+    invoke = next(p["post"] for url, p in paths.items() if url.startswith("/cds-services/"))
+    discovery = paths["/cds-services"]["get"]
+    assert invoke["responses"]["200"]["content"]["application/json"]["schema"] == (
+        response_schema()
     )
-    for name in sorted(hand_required - derived_required):
-        found.append(("required lost", f"{path}.{name}", ""))
-    for name in sorted(derived_required - hand_required):
-        found.append(("required added", f"{path}.{name}", ""))
-    hand_props, derived_props = hand.get("properties", {}), derived.get("properties", {})
-    for name in sorted(hand_props.keys() | derived_props.keys()):
-        if name not in derived_props:
-            found.append(("property lost", f"{path}.{name}", ""))
-        elif name not in hand_props:
-            found.append(("property added", f"{path}.{name}", ""))
-        else:
-            found += _differences(
-                hand_props[name],
-                derived_props[name],
-                f"{path}.{name}",
-                optional=name not in derived_required,
-            )
-    for key in ("items", "additionalProperties"):
-        hand_sub, derived_sub = hand.get(key), derived.get(key)
-        if isinstance(hand_sub, dict) or isinstance(derived_sub, dict):
-            found += _differences(
-                hand_sub if isinstance(hand_sub, dict) else {},
-                derived_sub if isinstance(derived_sub, dict) else {},
-                f"{path}{'[]' if key == 'items' else '{}'}",
-                optional=False,
-            )
-    return found
-
-
-@pytest.mark.parametrize(
-    ("constant", "derive", "known"),
-    [
-        ("_CODING_SCHEMA", coding_schema, []),
-        ("_ACTION_SCHEMA", action_schema, []),
-        ("_CARD_SCHEMA", card_schema, []),
-        ("_RESPONSE_SCHEMA", response_schema, []),
-        (
-            "_DISCOVERY_SCHEMA",
-            discovery_schema,
-            [
-                # the model requires a title (B-4: RECOMMENDED; every service of ours has one)
-                ("required added", "$.services[].title", ""),
-                # the model sends a service's extension (X-1); the constant left it out
-                ("property added", "$.services[].extension", ""),
-            ],
-        ),
-    ],
-)
-def test_temporary_derived_schemas_agree_with_the_hand_written_ones(
-    constant: str, derive: typing.Callable[[], dict[str, Any]], known: list[Difference]
-) -> None:
-    """Until the OpenAPI document uses the derived schemas: they carry every member, type,
-    enum and limit of the hand-written ones. What they add is the wire rule's own lower bound
-    (a present optional member is never empty) and the listed known differences."""
-    from cds_hooks import app  # the hand-written constants, until the document is derived
-
-    hand = getattr(app, constant)
-    differences = _differences(hand, derive(), "$", optional=False)
-    assert [d for d in differences if d[0] != "wire rule bound"] == known
-    # the derived schema is at least as strict: everything the constant refuses, it refuses
-    assert not any(d[0].endswith(("lost", "lost or changed", "differs")) for d in differences)
+    assert discovery["responses"]["200"]["content"]["application/json"]["schema"] == (
+        discovery_schema()
+    )
 
 
 def test_schemas_are_plain_json() -> None:
