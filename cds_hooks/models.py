@@ -163,12 +163,16 @@ class Link(WireModel):
     autolaunchable: bool | None = None
 
 
+#: A card's summary is under 140 characters (R-5).
+SUMMARY_MAX = 139
+
+
 class Card(WireModel):
     """One card of a response (R-4..R-15)."""
 
     summary: str = Field(
         min_length=1,
-        max_length=139,
+        max_length=SUMMARY_MAX,
         description="one sentence, under 140 characters",
     )
     indicator: Indicator

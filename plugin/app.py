@@ -23,7 +23,7 @@ from sqlalchemy import text
 
 from cds_hooks import CdsHooks, CdsHooksConfig, install_cds_hooks, load_trusted_issuers
 from cds_hooks.runtime import LOG_FIELDS
-from plugin.cards import warm_up as warm_up_cards
+from fhir_mappings.writeback import warm_up as warm_up_suggestions
 from plugin.cards_shown import CardsShown
 from plugin.metrics import ServiceMetrics, serve_metrics
 from plugin.rules.cms_data import tables_from, use_tables
@@ -262,7 +262,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
         serve_metrics(app, metrics, token=token)
     _announce_operator_endpoints(settings)
-    warm_up_cards()  # no model building on the first request
+    warm_up_suggestions()  # no model building on the first request
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

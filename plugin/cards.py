@@ -23,9 +23,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from cds_hooks.models import Action, Card, Coding, Link, Source, Suggestion
+from cds_hooks.models import SUMMARY_MAX, Action, Card, Coding, Link, Source, Suggestion
 from fhir_mappings.writeback import DELETE, ChargeChange, DraftOrders, NewCharge
-from fhir_mappings.writeback import warm_up as warm_up  # run at start-up with the cards
 from plugin.markdown import quote_markdown
 from plugin.rules import Analysis, Finding, Fix, PairResult, VisitAnalysis
 from plugin.rules.billing import NCCI_MODIFIERS
@@ -129,8 +128,8 @@ _TITLES: Mapping[RuleId, str] = {
     RuleId.W_ASSISTANT_MODIFIER_UNSUPPORTED: "CQ/CO without a recorded assistant",
 }
 
-#: A card summary is plain text under 140 characters (CDS Hooks 2.0).
-SUMMARY_LIMIT = 139
+#: A card summary is plain text under 140 characters (CDS Hooks 2.0), as the Card model says.
+SUMMARY_LIMIT = SUMMARY_MAX
 
 
 def _fit(text: str) -> str:

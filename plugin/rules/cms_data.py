@@ -31,11 +31,12 @@ labelled as such; without an MUE file, E-MUE-EXCEEDED is not checked (no invente
 from __future__ import annotations
 
 import bisect
+import contextlib
 import csv
 import itertools
 import re
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from functools import lru_cache
@@ -227,7 +228,7 @@ def _date_in_header(lines: Sequence[str]) -> date | None:
     return None
 
 
-def _lines(path: Path) -> Iterator[str]:
+def _lines(path: Path) -> Generator[str, None, None]:
     """The file's lines without line ends, read as Latin-1 (every byte is a character, so no
     line fails to decode; the codes, dates and indicators are ASCII either way -- kept
     rationales are re-read as UTF-8 by :func:`_text`)."""
@@ -249,20 +250,23 @@ def _text(latin1: str) -> str:
         return latin1.strip()
 
 
-def _rows(path: Path, is_data: re.Pattern[str]) -> Iterator[tuple[int, list[str] | str]]:
+def _rows(
+    path: Path, is_data: re.Pattern[str]
+) -> Generator[tuple[int, list[str] | str], None, None]:
     """``(line number, fields)`` of the data lines, ``(n, header line)`` before the first.
 
     The delimiter (tab, else comma) is taken from the first data line and then required of
     every line; comma-separated lines are read as CSV (quoted fields may hold commas)."""
     delimiter: str | None = None
-    for n, line in enumerate(_lines(path), start=1):
-        if delimiter is None:
-            if not is_data.match(line):
-                yield n, line
-                continue
-            delimiter = "\t" if "\t" in line else ","
-        if line.strip():
-            yield n, [f.strip() for f in _split(path, n, line, delimiter)]
+    with contextlib.closing(_lines(path)) as lines:  # the file closed when this is closed
+        for n, line in enumerate(lines, start=1):
+            if delimiter is None:
+                if not is_data.match(line):
+                    yield n, line
+                    continue
+                delimiter = "\t" if "\t" in line else ","
+            if line.strip():
+                yield n, [f.strip() for f in _split(path, n, line, delimiter)]
     if delimiter is None:
         yield 0, []
 
@@ -330,63 +334,66 @@ def read_ptp_file(spec: str, codes: frozenset[str] = THERAPY_CODES) -> LoadedPtp
     kept: list[PtpEdit] = []
     rows = 0
     low = high = ""
-    lines: Iterator[tuple[int, str]] = enumerate(_lines(path), start=1)
-    delimiter = ""
-    for n, line in lines:
-        if _DATA_START.match(line):
-            delimiter = "\t" if "\t" in line else ","
-            lines = itertools.chain([(n, line)], lines)
-            break
-        header.append(line)
-    if not delimiter:
-        raise CmsFileError(
-            f"{path}: no PTP edit line found (expected lines of Column 1, Column 2, *,"
-            " Effective Date, Deletion Date, Modifier, Rationale); the file was not loaded"
+    with contextlib.closing(_lines(path)) as source:  # closed however reading ends
+        lines: Iterator[tuple[int, str]] = enumerate(source, start=1)
+        delimiter = ""
+        for n, line in lines:
+            if _DATA_START.match(line):
+                delimiter = "\t" if "\t" in line else ","
+                lines = itertools.chain([(n, line)], lines)
+                break
+            header.append(line)
+        if not delimiter:
+            raise CmsFileError(
+                f"{path}: no PTP edit line found (expected lines of Column 1, Column 2, *,"
+                " Effective Date, Deletion Date, Modifier, Rationale); the file was not loaded"
+            )
+        quick = _PTP_TAB.match if delimiter == "\t" else None
+        for n, line in lines:
+            if quick is not None and quick(line):
+                # the effective date follows the flag field, empty or "*"
+                effective = line[13:21] if line[12] == "\t" else line[14:22]
+                col1, col2 = line[:5], line[6:11]
+            elif not line.strip():
+                continue
+            else:
+                fields = _split(path, n, line, delimiter)
+                col1, col2, _, effective, _, _ = _ptp_fields(path, n, fields)
+            rows += 1
+            if not low or effective < low:
+                low = effective
+            if effective > high:
+                high = effective
+            if col1 in codes or col2 in codes:
+                fields = _split(path, n, line, delimiter)
+                col1, col2, prior, effective, deletion, indicator = _ptp_fields(path, n, fields)
+                why = fields[6] if len(fields) > 6 else ""
+                kept.append(
+                    _ptp_edit(path, n, col1, col2, prior, effective, deletion, indicator, why)
+                )
+        try:
+            first = _yyyymmdd(low) if low else None
+            last = _yyyymmdd(high) if high else None
+        except ValueError:
+            raise CmsFileError(
+                f"{path}: an effective date that does not exist ({low} or {high}); the file was"
+                " not loaded"
+            ) from None
+        starts_on, dated_by = _first_date(path, given, header)
+        if starts_on is None and last is not None:
+            starts_on, dated_by = last, "rows"
+        file = TableFile(
+            kind="ptp",
+            name=path.name,
+            path=str(path),
+            starts=starts_on,
+            dated_by=dated_by,
+            rows=rows,
+            therapy_rows=len(kept),
+            row_dates=(first, last) if first is not None and last is not None else None,
+            seconds=time.perf_counter() - started,
         )
-    quick = _PTP_TAB.match if delimiter == "\t" else None
-    for n, line in lines:
-        if quick is not None and quick(line):
-            # the effective date follows the flag field, empty or "*"
-            effective = line[13:21] if line[12] == "\t" else line[14:22]
-            col1, col2 = line[:5], line[6:11]
-        elif not line.strip():
-            continue
-        else:
-            fields = _split(path, n, line, delimiter)
-            col1, col2, _, effective, _, _ = _ptp_fields(path, n, fields)
-        rows += 1
-        if not low or effective < low:
-            low = effective
-        if effective > high:
-            high = effective
-        if col1 in codes or col2 in codes:
-            fields = _split(path, n, line, delimiter)
-            col1, col2, prior, effective, deletion, indicator = _ptp_fields(path, n, fields)
-            why = fields[6] if len(fields) > 6 else ""
-            kept.append(_ptp_edit(path, n, col1, col2, prior, effective, deletion, indicator, why))
-    try:
-        first = _yyyymmdd(low) if low else None
-        last = _yyyymmdd(high) if high else None
-    except ValueError:
-        raise CmsFileError(
-            f"{path}: an effective date that does not exist ({low} or {high}); the file was"
-            " not loaded"
-        ) from None
-    starts_on, dated_by = _first_date(path, given, header)
-    if starts_on is None and last is not None:
-        starts_on, dated_by = last, "rows"
-    file = TableFile(
-        kind="ptp",
-        name=path.name,
-        path=str(path),
-        starts=starts_on,
-        dated_by=dated_by,
-        rows=rows,
-        therapy_rows=len(kept),
-        row_dates=(first, last) if first is not None and last is not None else None,
-        seconds=time.perf_counter() - started,
-    )
-    return LoadedPtp(file, PtpTable(tuple(kept), version=path.name, origin=str(path)))
+        return LoadedPtp(file, PtpTable(tuple(kept), version=path.name, origin=str(path)))
 
 
 def read_mue_file(spec: str, codes: frozenset[str] = THERAPY_CODES) -> MueTable:
@@ -398,30 +405,35 @@ def read_mue_file(spec: str, codes: frozenset[str] = THERAPY_CODES) -> MueTable:
     header: list[str] = []
     kept: dict[str, MueEdit] = {}
     rows = 0
-    for n, fields in _rows(path, _DATA_START):
-        if isinstance(fields, str):
-            header.append(fields)
-            continue
-        if n == 0:
-            raise CmsFileError(
-                f"{path}: no MUE line found (expected lines of HCPCS/CPT Code, MUE Value, MUE"
-                " Adjudication Indicator, MUE Rationale); the file was not loaded"
-            )
-        if len(fields) < 3:
-            raise _fail(path, n, f"{len(fields)} field(s), an MUE row has at least 3 (truncated?)")
-        code, value, indicator = fields[0].upper(), fields[1], fields[2]
-        if not _CODE.match(code):
-            raise _fail(path, n, f"{code!r} is not a 5-character HCPCS/CPT code")
-        if not value.isdigit():
-            raise _fail(path, n, f"MUE value {value!r} is not a whole number")
-        mai = _MUE_INDICATORS.get(indicator[:1])
-        if mai is None or (len(indicator) > 1 and indicator[1] not in " -"):
-            raise _fail(path, n, f"MUE adjudication indicator {indicator!r} is not 1, 2 or 3")
-        rows += 1
-        if code in codes:
-            if code in kept:
-                raise _fail(path, n, f"{code} is listed twice")
-            kept[code] = MueEdit(code, int(value), mai, _text(fields[3]) if len(fields) > 3 else "")
+    with contextlib.closing(_rows(path, _DATA_START)) as read:
+        for n, fields in read:
+            if isinstance(fields, str):
+                header.append(fields)
+                continue
+            if n == 0:
+                raise CmsFileError(
+                    f"{path}: no MUE line found (expected lines of HCPCS/CPT Code, MUE Value, MUE"
+                    " Adjudication Indicator, MUE Rationale); the file was not loaded"
+                )
+            if len(fields) < 3:
+                raise _fail(
+                    path, n, f"{len(fields)} field(s), an MUE row has at least 3 (truncated?)"
+                )
+            code, value, indicator = fields[0].upper(), fields[1], fields[2]
+            if not _CODE.match(code):
+                raise _fail(path, n, f"{code!r} is not a 5-character HCPCS/CPT code")
+            if not value.isdigit():
+                raise _fail(path, n, f"MUE value {value!r} is not a whole number")
+            mai = _MUE_INDICATORS.get(indicator[:1])
+            if mai is None or (len(indicator) > 1 and indicator[1] not in " -"):
+                raise _fail(path, n, f"MUE adjudication indicator {indicator!r} is not 1, 2 or 3")
+            rows += 1
+            if code in codes:
+                if code in kept:
+                    raise _fail(path, n, f"{code} is listed twice")
+                kept[code] = MueEdit(
+                    code, int(value), mai, _text(fields[3]) if len(fields) > 3 else ""
+                )
     starts_on, dated_by = _first_date(path, given, header)
     if starts_on is None:
         raise CmsFileError(
