@@ -159,7 +159,8 @@ class Settings(BaseSettings):
     # ---
     # Beyond the contract (issue 19): the AES-256-GCM key the SMART app's sessions (launch state,
     # access tokens) are encrypted with in the database; 32 random bytes in base64, the same on
-    # every worker and node. Required in production; in development a key is generated (README).
+    # every worker and node. Set it in production; when unset a key is generated beside a SQLite
+    # database, with a warning (README).
     session_key: SecretStr | None = None
     # Seconds between two writes of a worker's counts of cards shown (and at shutdown).
     feedback_flush_seconds: float = Field(default=5.0, gt=0, le=3600)
