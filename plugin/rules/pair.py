@@ -25,6 +25,7 @@ billing only one of the codes is the alternative.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -151,22 +152,7 @@ def evaluate_pair(
     first = view.counted_by_code.get(col1, ())
     second = view.counted_by_code.get(col2, ())
 
-    def result(
-        status: PairStatus,
-        reason: str,
-        by_allocation: tuple[PairStatus, ...] = (),
-        findings: tuple[Finding, ...] = (),
-    ) -> PairResult:
-        return PairResult(
-            status=status,
-            pair_rule=pair_rule,
-            column1=col1,
-            column2=col2,
-            modifier_indicator=edit.modifier_indicator,
-            reason=reason,
-            by_allocation=by_allocation,
-            findings=findings,
-        )
+    result = functools.partial(_pair_result, edit, pair_rule)
 
     if not first or not second:
         return result(PairStatus.NOT_APPLICABLE, "absent")
@@ -214,6 +200,29 @@ def evaluate_pair(
         edit=edit,
         pair_rule=pair_rule,
         result=result,
+    )
+
+
+def _pair_result(
+    edit: PtpEdit,
+    pair_rule: PairRule,
+    status: PairStatus,
+    reason: str,
+    by_allocation: tuple[PairStatus, ...] = (),
+    findings: tuple[Finding, ...] = (),
+    co_treatment: tuple[str, ...] = (),
+) -> PairResult:
+    """The pair's result under ``edit`` (a visit's own pair, or a co-treatment's)."""
+    return PairResult(
+        status=status,
+        pair_rule=pair_rule,
+        column1=edit.column1,
+        column2=edit.column2,
+        modifier_indicator=edit.modifier_indicator,
+        reason=reason,
+        by_allocation=by_allocation,
+        findings=findings,
+        co_treatment=co_treatment,
     )
 
 
@@ -564,23 +573,7 @@ def evaluate_cotreatment(
     )
     context = f"Co-treatment ({there} {col1}, {here} {col2} on this visit; {provider}). "
 
-    def result(
-        status: PairStatus,
-        reason: str,
-        by_allocation: tuple[PairStatus, ...] = (),
-        findings: tuple[Finding, ...] = (),
-    ) -> PairResult:
-        return PairResult(
-            status=status,
-            pair_rule=pair_rule,
-            column1=col1,
-            column2=col2,
-            modifier_indicator=edit.modifier_indicator,
-            reason=reason,
-            by_allocation=by_allocation,
-            findings=findings,
-            co_treatment=disciplines,
-        )
+    result = functools.partial(_pair_result, edit, pair_rule, co_treatment=disciplines)
 
     # 1. INDETERMINATE (R-E8)
     if col2 in view.codes_without_span or any(col1 in p.view.codes_without_span for p in holders):
