@@ -152,8 +152,8 @@ def development_key(path: Path) -> bytes:
             try:
                 os.link(candidate, path)
                 logger.warning(
-                    "THERAPY_CDS_SESSION_KEY is not set: generated a development key for the SMART "
-                    "sessions in %s (set THERAPY_CDS_SESSION_KEY in production: %s)",
+                    "THERAPY_CDS_SESSION_KEY is not set: generated a key for the SMART sessions, "
+                    "kept in %s beside the database (set THERAPY_CDS_SESSION_KEY in production: %s)",
                     path.name,
                     SESSION_KEY_HOWTO,
                 )

@@ -344,7 +344,7 @@ def test_development_keeps_one_generated_key_beside_the_sqlite_file(
     with caplog.at_level(logging.WARNING):
         first = session_key(settings)
     key_file = tmp_path / f"therapy-cds.db{KEY_FILE_SUFFIX}"
-    assert "generated a development key" in caplog.text
+    assert "generated a key for the SMART sessions" in caplog.text
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     assert session_key(settings) == first  # a restart, or another worker: the same key
     assert len(first) == 32
