@@ -153,7 +153,8 @@ def development_key(path: Path) -> bytes:
                 os.link(candidate, path)
                 logger.warning(
                     "THERAPY_CDS_SESSION_KEY is not set: generated a key for the SMART sessions, "
-                    "kept in %s beside the database (set THERAPY_CDS_SESSION_KEY in production: %s)",
+                    "kept in %s beside the database (set THERAPY_CDS_SESSION_KEY in "
+                    "production: %s)",
                     path.name,
                     SESSION_KEY_HOWTO,
                 )
