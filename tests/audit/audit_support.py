@@ -22,17 +22,23 @@ SAMPLES = ROOT / "sample_bundles"
 ARTIFACTS = ROOT / "tests" / "artifacts"
 
 
-def gen_export_module() -> ModuleType:
-    """``bench/gen_export.py`` (a script, not a package)."""
-    name = "therapy_bench_gen_export"
+def bench_script(filename: str) -> ModuleType:
+    """``bench/<filename>`` (a script, not a package), imported once per test session (its
+    dataclasses look their module up in ``sys.modules``)."""
+    name = "therapy_bench_" + filename.removesuffix(".py")
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / "gen_export.py")
+        spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / filename)
         assert spec is not None
         assert spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)
     return sys.modules[name]
+
+
+def gen_export_module() -> ModuleType:
+    """``bench/gen_export.py``."""
+    return bench_script("gen_export.py")
 
 
 def generate(visits: int, out: Path, *, seed: int = 11, bundles: bool = False) -> tuple[Path, Path]:

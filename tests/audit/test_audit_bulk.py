@@ -4,17 +4,14 @@ read locally; every failure mode ends in a clear line or is recovered from."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
-from audit_support import ROOT, comparable_report, generate, run_cli
+from audit_support import bench_script, comparable_report, generate, run_cli
 from joserfc.jwk import ECKey, RSAKey, import_key
 
 from plugin.audit.bulk import (
@@ -33,19 +30,7 @@ from plugin.audit.bulk import (
 CLIENT = "therapy-cds-audit-test"
 
 
-def _server_module() -> ModuleType:
-    name = "therapy_bench_fake_bulk_server"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / "fake_bulk_server.py")
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-fake = _server_module()
+fake = bench_script("fake_bulk_server.py")
 
 
 @pytest.fixture(scope="module")

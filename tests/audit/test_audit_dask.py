@@ -5,14 +5,13 @@ One LocalCluster of 2 worker processes serves the whole module (starting one tak
 
 from __future__ import annotations
 
-import importlib.util
 import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from audit_support import ROOT, SAMPLES, audit, comparable_report, generate, summary
+from audit_support import SAMPLES, audit, bench_script, comparable_report, generate, summary
 from distributed import LocalCluster
 
 import plugin.audit.distributed as distributed_engine
@@ -264,15 +263,8 @@ def test_a_worker_that_cannot_see_the_work_folder_or_inputs_says_so(tmp_path: Pa
     )
 
 
-def test_the_bench_extrapolates_from_the_rate_per_worker(monkeypatch: pytest.MonkeyPatch) -> None:
-    spec = importlib.util.spec_from_file_location(
-        "therapy_bench_audit", ROOT / "bench" / "bench_audit.py"
-    )
-    assert spec is not None
-    assert spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, bench)  # its dataclasses look themselves up
-    spec.loader.exec_module(bench)
+def test_the_bench_extrapolates_from_the_rate_per_worker() -> None:
+    bench = bench_script("bench_audit.py")
     rows = [
         {"workers": 1, "visits": 100, "visits_per_s": 90, "audit_phase_visits_per_s": 95},
         {"workers": 1, "visits": 1000, "visits_per_s": 500, "audit_phase_visits_per_s": 800},

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from fhir_builders import service_request
 
 from fhir_mappings import map_bundle
 from fhir_mappings.mapping.charges import request_modifiers
@@ -22,13 +23,9 @@ CPT_OID = "urn:oid:2.16.840.1.113883.6.12"
 
 
 def draft(**members: Any) -> Json:
+    """A draft 97530 charge without units or modifiers (``fhir_builders.service_request``)."""
     return {
-        "resourceType": "ServiceRequest",
-        "id": "sr-1",
-        "status": "draft",
-        "intent": "order",
-        "subject": {"reference": "Patient/p1"},
-        "code": {"coding": [{"system": CPT_SYSTEM, "code": "97530"}]},
+        **service_request(id="sr-1", patient="Patient/p1", units=None, modifiers=()),
         **members,
     }
 
