@@ -19,7 +19,7 @@ from pydantic import BaseModel
 
 from cds_hooks.models import CdsRequest, FeedbackRequest
 from cds_hooks.service import CdsService, context_kind
-from cds_hooks.wire_schema import discovery_schema, response_schema
+from cds_hooks.wire_schema import discovery_schema, inline_definitions, response_schema
 
 __all__ = [
     "DISCOVERY_RESPONSES",
@@ -32,27 +32,9 @@ __all__ = [
 
 
 def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """``model``'s JSON Schema (what it validates, by alias) with its ``$defs`` inlined, so the
-    request body in the OpenAPI document is derived from the model and stands on its own."""
-    schema = model.model_json_schema(by_alias=True, mode="validation")
-    definitions: dict[str, Any] = schema.pop("$defs", {})
-
-    def inline(node: Any) -> Any:
-        if isinstance(node, dict):
-            ref = node.get("$ref")
-            if isinstance(ref, str) and ref.startswith("#/$defs/"):
-                return inline(definitions[ref.removeprefix("#/$defs/")])
-            return {
-                key: inline(value)
-                for key, value in node.items()
-                if not (key == "title" and isinstance(value, str))  # pydantic's class names
-            }
-        if isinstance(node, list):
-            return [inline(value) for value in node]
-        return node
-
-    inlined: dict[str, Any] = inline(schema)
-    return inlined
+    """``model``'s JSON Schema (what it validates, by alias), self-contained, so the request
+    body in the OpenAPI document is derived from the model and stands on its own."""
+    return inline_definitions(model.model_json_schema(by_alias=True, mode="validation"))
 
 
 # What CdsRequest accepts: its members by alias, optional ones also as null (read as absent);

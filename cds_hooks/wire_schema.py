@@ -19,6 +19,7 @@ __all__ = [
     "card_schema",
     "coding_schema",
     "discovery_schema",
+    "inline_definitions",
     "response_schema",
     "wire_schema",
 ]
@@ -28,21 +29,44 @@ _NULL = {"type": "null"}
 _NON_EMPTY = {"string": "minLength", "array": "minItems", "object": "minProperties"}
 
 
+def inline_definitions(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` made self-contained for the OpenAPI document: every ``#/$defs/`` reference
+    replaced by its definition (members beside the reference kept) and pydantic's titles (class
+    names) dropped. Used for the wire models here and for the request bodies
+    (:mod:`cds_hooks.openapi`)."""
+    definitions: dict[str, Any] = schema.get("$defs", {})
+
+    def inline(value: Any) -> Any:
+        if isinstance(value, dict):
+            ref = value.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return inline(
+                    {**definitions[ref.removeprefix("#/$defs/")], **_without(value, "$ref")}
+                )
+            return {
+                key: inline(item)
+                for key, item in value.items()
+                if key != "$defs" and not (key == "title" and isinstance(item, str))
+            }
+        if isinstance(value, list):
+            return [inline(item) for item in value]
+        return value
+
+    inlined: dict[str, Any] = inline(schema)
+    return inlined
+
+
 def wire_schema(model: type[WireModel]) -> dict[str, Any]:
     """The JSON Schema of ``model`` as sent on the wire, with its ``$defs`` inlined."""
-    schema = model.model_json_schema(by_alias=True, mode="serialization")
-    definitions: dict[str, Any] = schema.pop("$defs", {})
+    schema = inline_definitions(model.model_json_schema(by_alias=True, mode="serialization"))
 
     def node(value: dict[str, Any]) -> dict[str, Any]:
-        ref = value.get("$ref")
-        if isinstance(ref, str) and ref.startswith("#/$defs/"):
-            return node({**definitions[ref.removeprefix("#/$defs/")], **_without(value, "$ref")})
         is_model = "properties" in value
         required = set(value.get("required", ()))
         out: dict[str, Any] = {}
         for key, item in value.items():
-            if key in ("title", "default"):
-                continue  # class/field names and Python defaults say nothing about the wire
+            if key == "default":
+                continue  # Python defaults say nothing about the wire
             if is_model and key == "description":
                 continue  # a model's docstring is written for its readers in the code
             if key == "additionalProperties" and isinstance(item, bool):

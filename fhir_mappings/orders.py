@@ -6,7 +6,8 @@ write-back (:mod:`fhir_mappings.writeback`) need of them is read here, once:
 - the drafts of a ``draftOrders`` Bundle, by ``ServiceRequest/{id}``
   (:func:`draft_service_requests`);
 - the billing code: the codings of ``code`` (R4/R4B a CodeableConcept, R5 a CodeableReference
-  whose ``concept`` holds it) in the CPT or HCPCS system (:func:`billing_codes`);
+  whose ``concept`` holds it) in the CPT or HCPCS system, read as the mapper reads a charge's
+  code (:func:`billing_codes`);
 - the dates the order was written for (``occurrenceDateTime``, ``authoredOn``: :func:`order_dates`);
 - the modifiers (:func:`order_modifiers`), read by the mapper's own reading
   (:func:`fhir_mappings.mapping.charges.request_modifiers`): R4/R4B ``orderDetail[]``
@@ -62,22 +63,12 @@ def codings_of(concept: object) -> list[JsonObject]:
     return []
 
 
-def code_codings(order: Mapping[str, Any]) -> list[JsonObject]:
-    """The codings of the order's ``code``: an R5 CodeableReference is read through its
-    ``concept``; a ``concept`` that is not an object leaves ``code`` read as a concept."""
-    code = order.get("code")
-    if not isinstance(code, dict):
-        return []
-    concept = code.get("concept")
-    return codings_of(concept if isinstance(concept, dict) else code)
-
-
 def billing_codes(order: Mapping[str, Any]) -> Iterator[str]:
     """The codes of the order's ``code`` codings in the CPT or HCPCS system (any of their
     spellings), in order, read as the mapper reads a charge's code (the same concept, trimmed
     and upper case), so that whether a request bills therapy and what the mapper finds agree."""
     concept = code_concept(order)
-    for coding in codings_of(concept) if isinstance(concept, dict) else ():
+    for coding in codings_of(concept):
         code = billing_code(coding.get("code"))
         if code is not None and billing_system(coding.get("system")) is not None:
             yield code
@@ -125,7 +116,6 @@ def order_modifiers(order: Mapping[str, Any]) -> list[str]:
 
 __all__ = [
     "billing_codes",
-    "code_codings",
     "codings_of",
     "draft_service_requests",
     "is_billing_system",
