@@ -8,8 +8,10 @@ test values, not rows of a CMS table.
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
+from typing import IO, Any
 
 import pytest
 from rules_builders import CODES, charge, only, rules_of, svc, visit
@@ -173,6 +175,37 @@ def test_bad_mue_file_is_refused_with_its_line(
         load_tables(mue_files=[path])
     assert f"line {line}: " in str(caught.value)
     assert reason in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "read"),
+    [
+        ("ptp.txt", ptp_text() + "end of file\n", read_ptp_file),
+        ("mue-2026-01-01.csv", mue_csv('97110,four,"1 Line Edit",x'), read_mue_file),
+    ],
+)
+def test_a_refused_file_is_closed_when_the_error_is_raised(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    text: str,
+    read: Callable[[str], object],
+) -> None:
+    """Not left open until the garbage collector finds the reader (a ResourceWarning then)."""
+    handles: list[IO[str]] = []
+    real_open = Path.open
+
+    def recording_open(self: Path, *args: Any, **kwargs: Any) -> Any:
+        handle = real_open(self, *args, **kwargs)
+        handles.append(handle)
+        return handle
+
+    monkeypatch.setattr(Path, "open", recording_open)
+    with pytest.raises(CmsFileError) as caught:
+        read(write(tmp_path, name, text))
+    assert handles
+    assert all(handle.closed for handle in handles)
+    del caught
 
 
 def test_mue_file_without_a_date_is_refused(tmp_path: Path) -> None:
