@@ -128,12 +128,9 @@ _TITLES: Mapping[RuleId, str] = {
     RuleId.W_ASSISTANT_MODIFIER_UNSUPPORTED: "CQ/CO without a recorded assistant",
 }
 
-#: A card summary is plain text under 140 characters (CDS Hooks 2.0), as the Card model says.
-SUMMARY_LIMIT = SUMMARY_MAX
-
 
 def _fit(text: str) -> str:
-    return text if len(text) <= SUMMARY_LIMIT else text[: SUMMARY_LIMIT - 1] + "…"
+    return text if len(text) <= SUMMARY_MAX else text[: SUMMARY_MAX - 1] + "…"
 
 
 def _codes_text(codes: Sequence[str], most: int = 4) -> str:
@@ -183,7 +180,7 @@ def _group_summary(group: Sequence[Finding], visit: VisitAnalysis | None) -> str
     causes = [f for f in group[1:] if _caused(f, group[0])]
     if causes:
         with_cause = f"{text} ({_TITLES[causes[0].rule]})"
-        if len(with_cause) <= SUMMARY_LIMIT:
+        if len(with_cause) <= SUMMARY_MAX:
             return with_cause
     return text
 
