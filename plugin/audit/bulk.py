@@ -47,10 +47,11 @@ from urllib.parse import urlsplit
 
 import httpx
 from joserfc import jwt
-from joserfc.jwk import ECKey, KeySet, RSAKey, import_key
+from joserfc.jwk import ECKey, RSAKey
 
 from fhir_mappings import InputError, read_input
 from fhir_mappings.mapper import MAPPED_TYPES, PARTY_TYPES
+from plugin.keys import PrivateKeyError, load_private_key
 
 # What the audit reads: the mapped types (the rules' input) and the parties whose names the
 # by-practitioner / by-site tables show. Everything else would be downloaded to be skipped.
@@ -188,36 +189,9 @@ def load_client_key(path: Path, kid: str | None = None) -> ClientKey:
     except InputError as exc:
         raise BulkExportError(f"--private-key {exc}") from None
     try:
-        document = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        document = None
-    try:
-        key: Any
-        if isinstance(document, dict) and isinstance(document.get("keys"), list):
-            keys = [
-                k
-                for k in KeySet.import_key_set(cast(Any, document))
-                if k.is_private and (kid is None or k.kid == kid)
-            ]
-            if not keys:
-                wanted = f" with kid {kid!r}" if kid else ""
-                raise BulkExportError(f"{where}: the JWK Set has no private key{wanted}")
-            key = keys[0]
-        elif isinstance(document, dict):
-            key = import_key(document)
-        else:
-            try:
-                key = RSAKey.import_key(raw)
-            except Exception:  # not RSA: try EC
-                key = ECKey.import_key(raw)
-    except BulkExportError:
-        raise
-    except Exception:  # joserfc/cryptography raise many types for a bad key
-        raise BulkExportError(
-            f"{where}: not a private RSA or EC key (PEM, JWK or JWK Set)"
-        ) from None
-    if not isinstance(key, RSAKey | ECKey) or not key.is_private:
-        raise BulkExportError(f"{where}: not a private RSA or EC key (PEM, JWK or JWK Set)")
+        key = load_private_key(raw, where, kid)
+    except PrivateKeyError as exc:
+        raise BulkExportError(str(exc)) from None
     if isinstance(key, ECKey) and key.get("crv") != "P-384":
         raise BulkExportError(
             f"{where}: an EC key must be on curve P-384 (ES384); this one is {key.get('crv')}"

@@ -24,13 +24,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Final, cast
+from typing import Annotated, Any, Final
 from urllib.parse import urlsplit
 
 import requests
 import typer
 from joserfc import jwt
-from joserfc.jwk import ECKey, KeySet, RSAKey, import_key
+from joserfc.jwk import ECKey, RSAKey
 from rich.console import Console, Group
 from rich.markdown import Markdown
 from rich.panel import Panel
@@ -41,6 +41,7 @@ from plugin.cli._app import app
 from plugin.cli._inputs import MaxFileSize, max_file_bytes
 from plugin.cli._rules import CardPolicyOption
 from plugin.hook_request import BundleError, Hook, build_hook_request
+from plugin.keys import PrivateKeyError, load_private_key
 from plugin.rules.vocabulary import CHOICES, CardPolicy
 from plugin.services import EXTENSION_KEY
 
@@ -153,7 +154,10 @@ class Signer:
             raw = read_input(path, DEFAULT_MAX_FILE_BYTES)  # never a FIFO, never unbounded
         except InputError as exc:
             raise InvokeError(f"--jwt-key {exc}") from None
-        key = _load_private_key(path, raw, kid)
+        try:
+            key = load_private_key(raw, f"--jwt-key {path}", kid)
+        except PrivateKeyError as exc:
+            raise InvokeError(str(exc)) from None
         declared_alg = key.get("alg")
         declared = declared_alg if isinstance(declared_alg, str) else None
         if isinstance(key, RSAKey):
@@ -180,40 +184,6 @@ class Signer:
             "jti": str(uuid.uuid4()),
         }
         return jwt.encode(header, claims, self._key, algorithms=[self.alg])
-
-
-def _load_private_key(path: Path, raw: bytes, kid: str | None) -> ECKey | RSAKey:
-    where = f"--jwt-key {path}"
-    try:
-        document = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        document = None
-    try:
-        if isinstance(document, dict) and isinstance(document.get("keys"), list):
-            keys = KeySet.import_key_set(cast(Any, document))
-            candidates = [k for k in keys if k.is_private and (kid is None or k.kid == kid)]
-            if not candidates:
-                wanted = f" with kid {kid!r}" if kid else ""
-                raise InvokeError(f"{where}: the JWK Set has no private key{wanted}")
-            key: Any = candidates[0]
-        elif isinstance(document, dict):
-            key = import_key(document)
-        else:
-            key = _import_pem(raw)
-    except InvokeError:
-        raise
-    except Exception:  # joserfc/cryptography raise many types for a bad key; say it plainly
-        raise InvokeError(f"{where}: not a private EC or RSA key (PEM, JWK or JWK Set)") from None
-    if not isinstance(key, ECKey | RSAKey) or not key.is_private:
-        raise InvokeError(f"{where}: not a private EC or RSA key (PEM, JWK or JWK Set)")
-    return key
-
-
-def _import_pem(raw: bytes) -> ECKey | RSAKey:
-    try:
-        return ECKey.import_key(raw)
-    except Exception:  # not an EC key: try RSA
-        return RSAKey.import_key(raw)
 
 
 # ---------------------------------------------------------------------------------------------

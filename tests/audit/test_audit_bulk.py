@@ -370,7 +370,7 @@ def test_an_ec_key_off_p384_is_refused(tmp_path: Path) -> None:
         load_client_key(path)
     public_only = tmp_path / "public.jwk"
     public_only.write_text(json.dumps(ECKey.generate_key("P-384").as_dict(private=False)))
-    with pytest.raises(BulkExportError, match="not a private RSA or EC key"):
+    with pytest.raises(BulkExportError, match="not a private EC or RSA key"):
         load_client_key(public_only)
 
 
